@@ -1,0 +1,33 @@
+"""ann2snn: convert trained CNNs into spiking neural networks (Norse neuron dynamics) with torch.fx.
+
+    snn = ann2snn.convert(model, T=25, learn_tau=True, calibration=batches)
+    y = snn(x)            # same input and output shapes as model(x)
+    print(snn.report)
+"""
+
+from .convert import DEFAULT_LEARNABLE_TAU, convert
+from .encoders import Encoder
+from .errors import ConversionError, InputShapeError
+from .graph import to_networkx
+from .io import load, save
+from .neurons import SpikingNeuron
+from .report import ConversionReport
+from .temporal import GatedMaxPool
+from .timeloop import SpikingNetwork
+from .trace import trace
+
+__all__ = [
+    "DEFAULT_LEARNABLE_TAU",
+    "ConversionError",
+    "ConversionReport",
+    "Encoder",
+    "GatedMaxPool",
+    "InputShapeError",
+    "SpikingNetwork",
+    "SpikingNeuron",
+    "convert",
+    "load",
+    "save",
+    "to_networkx",
+    "trace",
+]

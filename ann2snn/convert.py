@@ -1,0 +1,98 @@
+"""``convert()``: trace -> passes -> calibrate -> wrap in the time loop."""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any, Iterable, Optional
+
+from torch import nn
+
+from . import passes
+from .calibrate import calibrate
+from .encoders import Encoder
+from .errors import ConversionError
+from .neurons import SpikingNeuron
+from .report import ConversionReport
+from .timeloop import SpikingNetwork, _check_mode, _check_steps
+from .trace import trace
+
+#: Initial membrane time constant, in steps, of learnable-tau neurons when ``tau=None``.
+DEFAULT_LEARNABLE_TAU = 100.0
+
+
+def convert(
+    model: nn.Module,
+    T: int = 25,
+    learn_tau: bool = True,
+    *,
+    tau: Optional[float] = None,
+    calibration: Optional[Iterable] = None,
+    percentile: float = 99.9,
+    per_channel: bool = False,
+    tau_per_channel: bool = False,
+    maxpool: str = "gated",
+    encoder: str = "direct",
+    mode: str = "layer",
+    allow_analog: bool = False,
+    surrogate: str = "super",
+    alpha: float = 100.0,
+    leaf_modules: Iterable[type | str] = (),
+    concrete_args: Optional[dict[str, Any]] = None,
+    input_shape: Optional[tuple[int, ...]] = None,
+) -> SpikingNetwork:
+    """Convert a trained CNN into a spiking network that takes the same input and returns the same
+    output shape, averaged over ``T`` time steps. ``model`` itself is never modified.
+
+    Args:
+        T: time steps per forward call (changeable later: ``snn.T = 64``).
+        learn_tau: make each neuron's membrane time constant a trainable parameter.
+        tau: initial time constant in steps; ``float('inf')`` is integrate-and-fire. ``None``:
+            integrate-and-fire without ``learn_tau``, ``DEFAULT_LEARNABLE_TAU`` (100) with it.
+        calibration: iterable of input batches or (input, target) pairs for threshold balancing.
+        percentile: activation percentile that sets each threshold.
+        per_channel: one threshold per channel instead of per layer (needs calibration).
+        tau_per_channel: one learnable time constant per channel (needs calibration and learn_tau).
+        maxpool: "gated" (pass the input with the highest running spike count) or "avg".
+        encoder: "direct", "rate" or "latency" (see ``ann2snn.encoders.Encoder``).
+        mode: "layer" (time folded into the batch) or "step" (whole net once per step).
+        allow_analog: keep ops with no spiking equivalent as analog layers instead of refusing.
+        surrogate, alpha: Norse surrogate-gradient method and its parameter.
+        leaf_modules, concrete_args: passed to the fx tracer (for untraceable submodules).
+        input_shape: per-example input shape, checked at run time (taken from calibration if omitted).
+
+    Raises:
+        ConversionError: for anything the compiler refuses, with the node, module and source line.
+    """
+    T, mode = _check_steps(T), _check_mode(mode)
+    tau = (DEFAULT_LEARNABLE_TAU if learn_tau else math.inf) if tau is None else float(tau)
+    if tau_per_channel and not learn_tau:
+        raise ConversionError("tau_per_channel=True needs learn_tau=True")
+    if (per_channel or tau_per_channel) and calibration is None:
+        raise ConversionError("per-channel thresholds or time constants need calibration data to find the channels")
+    if not isinstance(model, nn.Module):
+        raise ConversionError(f"convert() takes an nn.Module, not {type(model).__name__}")
+
+    def make_neuron(cap: Optional[float], source: str) -> SpikingNeuron:
+        return SpikingNeuron(tau=tau, learn_tau=learn_tau, cap=cap, method=surrogate, alpha=alpha, source=source)
+
+    report = ConversionReport(settings=dict(T=T, learn_tau=learn_tau, tau=tau, maxpool=maxpool, encoder=encoder, percentile=percentile, per_channel=per_channel))
+    graph = trace(copy.deepcopy(model).eval(), leaf_modules, concrete_args)
+    graph = passes.remove_dropout_and_identity(graph, report)
+    graph = passes.fold_batchnorm(graph, report)
+    graph = passes.relu_to_neurons(graph, report, make_neuron)
+    graph = passes.rewrite_max_pooling(graph, report, maxpool)
+    graph = passes.mark_readout(graph, report)
+    graph = passes.check_supported(graph, report, allow_analog)
+    graph = passes.insert_time_broadcasts(graph, report)
+    snn = SpikingNetwork(graph, T, mode, Encoder(encoder), report, input_shape)
+    if calibration is None:
+        report.warn("no calibration data: every threshold is 1.0, so zero-shot accuracy will be poor (pass calibration=...)")
+    else:
+        calibrate(snn, calibration, percentile, per_channel)
+    if tau_per_channel:
+        for neuron in snn.network.modules():
+            if isinstance(neuron, SpikingNeuron):
+                neuron.make_tau_per_channel(neuron.channels or 1)
+    return snn
+

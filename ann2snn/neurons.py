@@ -1,0 +1,156 @@
+"""Spiking neuron modules: integrate-and-fire / leaky integrate-and-fire with subtractive reset.
+
+Dynamics per time step, in units of the threshold ``theta`` (``u = v / theta``)::
+
+    u[t+1] = beta * u[t] + I[t] / theta
+    z      = H(u[t+1] - 1)          (Norse's ``threshold``: heaviside forward, surrogate backward)
+    u     -= z                      (reset by subtraction)
+    out    = z * theta
+
+The membrane starts at half threshold (``u = 0.5``). ``beta = 1`` is the integrate-and-fire
+neuron that rate-coded conversion needs; ``beta < 1`` leaks.
+
+Why the integration is one line of torch rather than ``norse...lif_box_feed_forward_step``:
+Norse's box-LIF computes ``v + dt*tau_mem_inv*(x + v_leak - v)``, which couples leak and input
+gain, so ``beta = 1`` (IF) cannot be expressed at all and ``beta -> 1`` needs the input divided
+by ``1 - beta``; its value reset also costs four tensor ops where the subtractive reset needs
+one. The spike non-linearity and its surrogate gradient are Norse's (``threshold(x, method,
+alpha)``). ``tests/test_neurons.py`` checks that the dynamics equal Norse's ``lif_box`` step
+with ``reset_subtract`` and a rescaled input for every finite time constant.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+from norse.torch.functional.threshold import threshold as norse_threshold
+from torch import nn
+
+from .errors import ConversionError
+from .temporal import TemporalModule
+
+#: Time constant (in steps) that learn_tau starts from when ``tau=inf`` is asked for: an exact
+#: IF neuron has no gradient for its decay, so learning starts from a nearly IF neuron.
+LEARNABLE_IF_TAU = 1e4
+
+
+def beta_from_tau(tau: float) -> float:
+    """Per-step decay ``beta = 1 - 1/tau`` for a time constant in steps (``inf`` gives 1)."""
+    if tau <= 1.0:
+        raise ConversionError(f"tau={tau} is too small: the time constant must exceed 1 step (or be float('inf') for integrate-and-fire)")
+    return 1.0 if math.isinf(tau) else 1.0 - 1.0 / tau
+
+
+def subtract_reset_step(
+    current: torch.Tensor, u: torch.Tensor, beta: Optional[torch.Tensor], method: str, alpha: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One step of the (leaky) integrate-and-fire neuron in threshold units; returns (spikes, u)."""
+    u = current + (u if beta is None else beta * u)
+    z = norse_threshold(u - 1.0, method, alpha)
+    return z, u - z
+
+
+class SpikingNeuron(TemporalModule):
+    """A rate-coded stand-in for a ReLU (or a ReLU capped at ``cap``).
+
+    Parameters and buffers belong to this module (so they are in ``parameters()``,
+    ``state_dict()`` and moved by ``.to()``): ``threshold`` (buffer, scalar or per channel), and
+    either a fixed ``beta`` buffer or a learnable ``leak_logit`` parameter with
+    ``beta = 1 - sigmoid(leak_logit)``, which keeps the decay in (0, 1).
+    """
+
+    def __init__(
+        self,
+        *,
+        tau: float = math.inf,
+        learn_tau: bool = False,
+        cap: Optional[float] = None,
+        method: str = "super",
+        alpha: float = 100.0,
+        source: str = "relu",
+    ) -> None:
+        super().__init__()
+        self.cap = cap
+        self.method = method
+        self.alpha = float(alpha)
+        self.source = source
+        self.learn_tau = learn_tau
+        self.register_buffer("threshold", torch.tensor(1.0 if cap is None else min(1.0, cap)))
+        beta = beta_from_tau(tau)
+        if learn_tau:
+            if beta >= 1.0:
+                beta = beta_from_tau(LEARNABLE_IF_TAU)
+            self.leak_logit = nn.Parameter(torch.tensor(math.log((1 - beta) / beta)))
+        else:
+            self.register_buffer("fixed_beta", torch.tensor(beta))
+        self.v: Optional[torch.Tensor] = None
+        self.observer = None  # set by calibration: called with the analog activation
+        self.channels: Optional[int] = None  # set by calibration
+
+    # -- parameters -------------------------------------------------------------------------
+    @property
+    def beta(self) -> torch.Tensor:
+        """Per-step membrane decay in (0, 1]."""
+        if self.learn_tau:
+            return 1.0 - torch.sigmoid(self.leak_logit)
+        return self.fixed_beta
+
+    @property
+    def tau(self) -> torch.Tensor:
+        """Membrane time constant in steps (``inf`` for integrate-and-fire)."""
+        return 1.0 / (1.0 - self.beta.detach())
+
+    def make_tau_per_channel(self, channels: int) -> None:
+        """Give every channel its own learnable time constant (starting from the layer's)."""
+        if not self.learn_tau:
+            raise ConversionError("per-channel time constants need learn_tau=True")
+        self.leak_logit = nn.Parameter(self.leak_logit.detach().expand(channels).clone())
+
+    def set_threshold(self, threshold: torch.Tensor) -> None:
+        """Set the firing threshold (scalar, or one value per channel); capped rates stay capped."""
+        threshold = threshold.detach().to(self.threshold.device, torch.float32)
+        if self.cap is not None:
+            threshold = threshold.clamp(max=self.cap)
+        if not torch.isfinite(threshold).all() or (threshold <= 0).any():
+            raise ConversionError(f"{self.source}: threshold must be finite and positive, got {threshold}")
+        self.threshold = threshold
+
+    def _broadcast(self, value: torch.Tensor, ndim: int) -> torch.Tensor:
+        """Shape a scalar or per-channel tensor to broadcast against [N, C, ...] activations."""
+        if value.dim() == 0:
+            return value
+        return value.view(-1, *([1] * (ndim - 2)))
+
+    def extra_repr(self) -> str:
+        kind = "learnable LIF" if self.learn_tau else ("IF" if float(self.fixed_beta) == 1.0 else "LIF")
+        cap = f", cap={self.cap}" if self.cap is not None else ""
+        return f"{kind}, method={self.method!r}{cap}"
+
+    # -- execution ----------------------------------------------------------------------------
+    def reset(self) -> None:
+        self.v = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.analog:
+            out = x.clamp(min=0.0) if self.cap is None else x.clamp(0.0, self.cap)
+            if self.observer is not None:
+                self.observer(out)
+            return out
+        theta = self._broadcast(self.threshold, x.dim())
+        beta = None if (not self.learn_tau and float(self.fixed_beta) == 1.0) else self._broadcast(self.beta, x.dim())
+        current = x / theta
+        if self.time_steps is None:  # step mode: one tick, state kept between calls
+            if self.v is None:
+                self.v = torch.full_like(current, 0.5)
+            z, self.v = subtract_reset_step(current, self.v, beta, self.method, self.alpha)
+            return z * theta
+        steps = self.time_steps
+        currents = [current] * steps if self.broadcast_input else current.unflatten(0, (steps, -1)).unbind(0)
+        u = torch.full_like(currents[0], 0.5)
+        spikes = []
+        for current_t in currents:
+            z, u = subtract_reset_step(current_t, u, beta, self.method, self.alpha)
+            spikes.append(z)
+        return torch.cat(spikes, 0) * theta

@@ -1,0 +1,20 @@
+"""Graph rewrites, one per module. Each takes a GraphModule (and the conversion report it writes
+to) and returns the rewritten GraphModule; they run in the order of ``convert.PIPELINE``."""
+
+from .cleanup import remove_dropout_and_identity
+from .fold_bn import fold_batchnorm
+from .pooling import rewrite_max_pooling
+from .readout import mark_readout
+from .relu import relu_to_neurons
+from .supported import check_supported
+from .time_broadcast import insert_time_broadcasts
+
+__all__ = [
+    "check_supported",
+    "fold_batchnorm",
+    "insert_time_broadcasts",
+    "mark_readout",
+    "relu_to_neurons",
+    "remove_dropout_and_identity",
+    "rewrite_max_pooling",
+]

@@ -1,0 +1,53 @@
+"""Mark the time-invariant part of the graph, so that layer mode computes it once.
+
+Under direct encoding every step sees the same input, so every node that depends on the input
+but on no neuron (the "static" prefix) is the same at every step. In layer mode it runs once on
+``[B, ...]``; a neuron reading a static value integrates the same current every step
+(``broadcast_input``), and a ``TimeBroadcast`` node repeats a static value over T wherever it
+meets temporal values in any other op (a residual add from the input, say).
+"""
+
+from __future__ import annotations
+
+from torch import fx
+
+from ..neurons import SpikingNeuron
+from ..report import ConversionReport
+from ..temporal import TemporalModule, TimeBroadcast
+from ._util import finish, module_of, unique_name
+from .supported import _constant_like
+
+
+def split_static(gm: fx.GraphModule) -> tuple[set[fx.Node], set[fx.Node]]:
+    """(static, dynamic): nodes that depend on the input and on no neuron (shape arithmetic
+    excluded), and nodes that depend on a neuron."""
+    dynamic: set[fx.Node] = set()
+    static: set[fx.Node] = set()
+    memo: dict = {}
+    for node in gm.graph.nodes:
+        inputs = node.all_input_nodes
+        if isinstance(module_of(gm, node), SpikingNeuron) or any(i in dynamic for i in inputs):
+            dynamic.add(node)
+        elif node.op == "placeholder" or (any(i in static for i in inputs) and not _constant_like(node, memo)):
+            static.add(node)
+    return static, dynamic
+
+
+def insert_time_broadcasts(gm: fx.GraphModule, report: ConversionReport) -> fx.GraphModule:
+    """Flag neurons fed by static values and insert TimeBroadcast where static meets temporal."""
+    static, dynamic = split_static(gm)
+    for node in list(gm.graph.nodes):
+        if node not in dynamic:
+            continue
+        module = module_of(gm, node)
+        if isinstance(module, TemporalModule):
+            module.static_source = node.args[0] in static
+            continue
+        for value in [i for i in node.all_input_nodes if i in static]:
+            name = unique_name(gm, f"{value.name}_over_time")
+            gm.add_submodule(name, TimeBroadcast())
+            gm.get_submodule(name).static_source = True
+            with gm.graph.inserting_before(node):
+                repeated = gm.graph.call_module(name, (value,))
+            node.replace_input_with(value, repeated)
+    return finish(gm)

@@ -1,0 +1,87 @@
+"""The conversion report: every rewritten node before -> after, thresholds, analog and dropped ops."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+
+@dataclass
+class Entry:
+    """One rewrite: which node, what it was, what it became, where it came from."""
+
+    node: str
+    before: str
+    after: str
+    action: str  # "spiking", "pool", "folded", "dropped", "analog", "readout", "carried"
+    source: str = ""
+    threshold: Optional[str] = None
+    module: str = ""  # the submodule the node became, where it became one
+
+
+@dataclass
+class ConversionReport:
+    """What the compiler did to a model; ``str(report)`` renders a table."""
+
+    entries: list[Entry] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    settings: dict = field(default_factory=dict)
+
+    def add(self, node: str, before: str, after: str, action: str, source: str = "", module: str = "") -> Entry:
+        entry = Entry(node, before, after, action, source, module=module)
+        self.entries.append(entry)
+        return entry
+
+    def warn(self, message: str) -> None:
+        if message not in self.warnings:
+            self.warnings.append(message)
+
+    def by_action(self, action: str) -> list[Entry]:
+        return [e for e in self.entries if e.action == action]
+
+    def entry_for_module(self, module: str) -> Optional[Entry]:
+        """The entry of the node that became submodule ``module``."""
+        return next((e for e in self.entries if e.module == module), None)
+
+    @property
+    def neurons(self) -> list[Entry]:
+        return self.by_action("spiking")
+
+    @property
+    def analog(self) -> list[Entry]:
+        return self.by_action("analog")
+
+    @property
+    def dropped(self) -> list[Entry]:
+        return self.by_action("dropped")
+
+    def summary(self) -> str:
+        """One line: how many nodes became neurons, stayed analog, were folded or dropped."""
+        counts = {a: len(self.by_action(a)) for a in ("spiking", "pool", "folded", "analog", "dropped")}
+        return (
+            f"{counts['spiking']} ReLU sites -> spiking neurons, {counts['pool']} max pools rewritten, "
+            f"{counts['folded']} batch norms folded, {counts['analog']} left analog, {counts['dropped']} dropped"
+        )
+
+    def rows(self) -> list[tuple[str, str, str, str, str]]:
+        return [(e.node, e.before, e.after, e.threshold or "", e.source) for e in self.entries]
+
+    def to_markdown(self) -> str:
+        """The report as a markdown table with the warnings below it."""
+        lines = ["| node | before | after | threshold | source |", "|---|---|---|---|---|"]
+        lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in self.rows()]
+        lines += ["", self.summary()] + [f"- warning: {w}" for w in self.warnings]
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        header = ("node", "before", "after", "threshold", "source")
+        rows = [header] + self.rows()
+        widths = [min(48, max(len(r[i]) for r in rows)) for i in range(len(header))]
+        out = []
+        for k, row in enumerate(rows):
+            out.append("  ".join(cell[: widths[i]].ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
+            if k == 0:
+                out.append("  ".join("-" * w for w in widths))
+        out.append(self.summary())
+        out += [f"warning: {w}" for w in self.warnings]
+        return "\n".join(out)

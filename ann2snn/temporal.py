@@ -1,0 +1,100 @@
+"""Modules that know about time: the base class, gated max pooling and time broadcasting.
+
+Every temporal module runs in one of three regimes, set by the time loop:
+
+- ``analog``: behaves like the CNN op it replaced (calibration, and graph-rewrite checks);
+- step mode (``time_steps is None``): one tick per call, state kept until ``reset()``;
+- layer mode (``time_steps = T``): the input holds all T steps folded into the batch,
+  ``[T*B, ...]``, or, with ``broadcast_input``, one ``[B, ...]`` tensor that is the same at every
+  step (direct encoding: whatever precedes the first neuron is computed once).
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class TemporalModule(nn.Module):
+    """Base class: holds the execution regime that the time loop sets."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.analog = False
+        self.time_steps: Optional[int] = None
+        self.broadcast_input = False
+        self.static_source = False  # set at conversion: the input is time-invariant under direct encoding
+
+    def reset(self) -> None:
+        """Forget the state of the previous sequence."""
+
+
+class TimeBroadcast(TemporalModule):
+    """Repeats a time-invariant ``[B, ...]`` tensor to ``[T*B, ...]`` where it meets temporal data."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.broadcast_input and self.time_steps is not None and not self.analog:
+            return x.repeat(self.time_steps, *([1] * (x.dim() - 1)))
+        return x
+
+
+class GatedMaxPool(TemporalModule):
+    """Max pooling for spike trains: each window passes the current input of the position whose
+    running input sum (for spikes: running spike count) is largest so far.
+
+    Pooling the spikes themselves over-counts (any spike in the window passes); gating by the
+    running count converges to max pooling of the firing rates as T grows.
+    """
+
+    def __init__(
+        self,
+        dims: int,
+        kernel_size: int | Sequence[int],
+        stride: Optional[int | Sequence[int]] = None,
+        padding: int | Sequence[int] = 0,
+        dilation: int | Sequence[int] = 1,
+        ceil_mode: bool = False,
+    ) -> None:
+        super().__init__()
+        if dims not in (1, 2):
+            raise ValueError(f"GatedMaxPool supports 1-D and 2-D pooling, not {dims}-D")
+        self.dims = dims
+        self.kernel_size = kernel_size
+        self.stride = stride if stride is not None else kernel_size
+        self.padding = padding
+        self.dilation = dilation
+        self.ceil_mode = ceil_mode
+        self.count: Optional[torch.Tensor] = None
+
+    def extra_repr(self) -> str:
+        return f"{self.dims}-D, kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+    def _pool(self, x: torch.Tensor, return_indices: bool = False):
+        pool = F.max_pool1d if self.dims == 1 else F.max_pool2d
+        return pool(x, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode, return_indices)
+
+    def _gate(self, x: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            pooled_count, index = self._pool(count, return_indices=True)
+        picked = torch.gather(x.flatten(2), 2, index.flatten(2))
+        return picked.view_as(pooled_count)
+
+    def reset(self) -> None:
+        self.count = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.analog:
+            return self._pool(x)
+        if self.time_steps is None:
+            self.count = x.detach() if self.count is None else self.count + x.detach()
+            return self._gate(x, self.count)
+        frames = x.unflatten(0, (self.time_steps, -1)).unbind(0)
+        count = torch.zeros_like(frames[0])
+        out = []
+        for frame in frames:
+            count = count + frame.detach()
+            out.append(self._gate(frame, count))
+        return torch.cat(out, 0)

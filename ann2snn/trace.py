@@ -1,0 +1,97 @@
+"""torch.fx tracing with the right leaf modules, and errors that name the culprit line."""
+
+from __future__ import annotations
+
+import re
+import traceback
+from typing import Any, Iterable, Optional
+
+import torch
+from torch import fx, nn
+
+from .errors import ConversionError
+from .temporal import TemporalModule
+
+_LIBRARY_PATH = re.compile(r"[/\\](torch|ann2snn|norse)[/\\]")
+
+
+class ConversionTracer(fx.Tracer):
+    """An fx tracer that keeps temporal modules and user-chosen modules as single calls."""
+
+    def __init__(self, leaf_modules: Iterable[type | str] = ()) -> None:
+        super().__init__()
+        self.record_stack_traces = True
+        leaves = list(leaf_modules)
+        self.leaf_types = tuple(x for x in leaves if isinstance(x, type))
+        self.leaf_names = {x for x in leaves if isinstance(x, str)}
+        self.current_module = ""
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        if isinstance(m, TemporalModule) or isinstance(m, self.leaf_types) or module_qualified_name in self.leaf_names:
+            return True
+        return super().is_leaf_module(m, module_qualified_name)
+
+    def call_module(self, m: nn.Module, forward: Any, args: tuple, kwargs: dict) -> Any:
+        outer, self.current_module = self.current_module, self.path_of_module(m)
+        try:
+            return super().call_module(m, forward, args, kwargs)
+        finally:
+            self.current_module = outer
+
+
+def user_frame(frames: list[traceback.FrameSummary]) -> Optional[traceback.FrameSummary]:
+    """The innermost frame that is the user's code rather than torch's or ours."""
+    for frame in reversed(frames):
+        if not _LIBRARY_PATH.search(frame.filename):
+            return frame
+    return None
+
+
+def describe_frame(frame: Optional[traceback.FrameSummary]) -> str:
+    if frame is None:
+        return "unknown location"
+    code = f": `{frame.line.strip()}`" if frame.line else ""
+    return f"{frame.filename}:{frame.lineno} in {frame.name}{code}"
+
+
+def source_of(node: fx.Node) -> str:
+    """``file:line: code`` of the user's line that created an fx node, from its stack trace."""
+    trace = node.stack_trace or ""
+    matches = re.findall(r'File "([^"]+)", line (\d+), in (\S+)\n(?:    (.*))?', trace)
+    for filename, lineno, name, code in reversed(matches):
+        if not _LIBRARY_PATH.search(filename):
+            return f"{filename}:{lineno}" + (f": `{code.strip()}`" if code else "")
+    return ""
+
+
+def module_path_of(node: fx.Node) -> str:
+    """The dotted path of the module a node belongs to ('' for the top level)."""
+    if node.op == "call_module":
+        return str(node.target)
+    stack = node.meta.get("nn_module_stack") or {}
+    return next(reversed(stack.values()))[0] if stack else ""
+
+
+def trace(
+    model: nn.Module,
+    leaf_modules: Iterable[type | str] = (),
+    concrete_args: Optional[dict[str, Any]] = None,
+) -> fx.GraphModule:
+    """Symbolically trace ``model`` into a GraphModule, or raise a ConversionError that names the
+    cause, the module and the source line, and the two fixes (leaf modules, concrete args)."""
+    tracer = ConversionTracer(leaf_modules)
+    try:
+        graph = tracer.trace(model, concrete_args=concrete_args)
+    except Exception as error:  # fx raises TraceError, TypeError, RuntimeError... for untraceable code
+        frame = user_frame(traceback.extract_tb(error.__traceback__))
+        where = f" in module `{tracer.current_module}`" if tracer.current_module else ""
+        raise ConversionError(
+            f"cannot trace {type(model).__name__}{where} at {describe_frame(frame)}: {error}. "
+            "torch.fx cannot follow Python control flow that depends on tensor values "
+            "(if/for/while on a tensor, len() of a tensor, ...). Fix: pass "
+            "leaf_modules=[<that submodule's class or dotted name>] to keep it as one opaque call "
+            "(with allow_analog=True it then stays analog), or concrete_args={'<argument>': value} "
+            "to fix the value that drives the branch, or rewrite it without data-dependent branching."
+        ) from error
+    graph_module = fx.GraphModule(tracer.root, graph, type(model).__name__)
+    return graph_module
