@@ -58,7 +58,7 @@ class SpikingNeuron(TemporalModule):
     Parameters and buffers belong to this module (so they are in ``parameters()``,
     ``state_dict()`` and moved by ``.to()``): ``threshold`` (buffer, scalar or per channel), and
     either a fixed ``beta`` buffer or a learnable ``leak_logit`` parameter with
-    ``beta = 1 - sigmoid(leak_logit)``, which keeps the decay in (0, 1).
+    ``beta = sigmoid(-leak_logit)``, which keeps the decay in (0, 1).
     """
 
     def __init__(
@@ -94,7 +94,7 @@ class SpikingNeuron(TemporalModule):
     def beta(self) -> torch.Tensor:
         """Per-step membrane decay in (0, 1]."""
         if self.learn_tau:
-            return 1.0 - torch.sigmoid(self.leak_logit)
+            return torch.sigmoid(-self.leak_logit)
         return self.fixed_beta
 
     @property

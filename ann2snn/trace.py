@@ -93,5 +93,6 @@ def trace(
             "(with allow_analog=True it then stays analog), or concrete_args={'<argument>': value} "
             "to fix the value that drives the branch, or rewrite it without data-dependent branching."
         ) from error
-    graph_module = fx.GraphModule(tracer.root, graph, type(model).__name__)
-    return graph_module
+    for node in graph.nodes:
+        node.type = None  # string annotations (``from __future__ import annotations``) break pickling
+    return fx.GraphModule(tracer.root, graph, type(model).__name__)

@@ -60,9 +60,19 @@ def replace_with_input(node: fx.Node) -> None:
     node.graph.erase_node(node)
 
 
+def is_in_place(node: fx.Node) -> bool:
+    """An in-place call (``x.relu_()``, ``F.relu(x, inplace=True)``): unused result, live effect."""
+    if node.op == "call_module":
+        return getattr(node.graph.owning_module.get_submodule(str(node.target)), "inplace", False) is True
+    name = getattr(node.target, "__name__", node.target)
+    in_place_name = isinstance(name, str) and name.endswith("_") and not name.startswith("_")
+    return node.op in ("call_method", "call_function") and (in_place_name or node.kwargs.get("inplace") is True)
+
+
 def finish(gm: fx.GraphModule) -> fx.GraphModule:
-    """Clean up after a rewrite: drop dead nodes and unused submodules, check, regenerate code."""
-    gm.graph.eliminate_dead_code()
+    """Clean up after a rewrite: drop dead nodes (keeping in-place calls) and unused submodules,
+    check, regenerate code."""
+    gm.graph.eliminate_dead_code(is_impure_node=lambda n: n.is_impure() or is_in_place(n))
     gm.delete_all_unused_submodules()
     gm.graph.lint()
     gm.recompile()

@@ -1,0 +1,68 @@
+"""Small CNNs shared by the compiler tests."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class ResidualConcatNet(nn.Module):
+    """2-D and 1-D convolutions and pooling, a residual add, a concatenation, dropout, softmax."""
+
+    def __init__(self, n_classes: int = 4) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 4, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(4)
+        self.pool2d = nn.MaxPool2d(2)
+        self.conv2 = nn.Conv2d(4, 4, 3, padding=1)
+        self.bn2 = nn.BatchNorm2d(4)
+        self.relu = nn.ReLU()
+        self.conv1d = nn.Conv1d(16, 8, 3, padding=1)
+        self.branch = nn.Conv1d(16, 8, 1)
+        self.drop = nn.Dropout(0.3)
+        self.fc = nn.Linear(16, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool2d(F.relu(self.bn1(self.conv1(x))))            # [B, 4, 4, 8]
+        x = self.relu(self.bn2(self.conv2(x)) + x)                  # residual add before the ReLU
+        x = x.flatten(1, 2)                                          # [B, 16, 8]: 2-D -> 1-D
+        a = F.max_pool1d(torch.relu(self.conv1d(x)), 2)             # [B, 8, 4]
+        b = F.avg_pool1d(self.relu(self.branch(x)), 2)              # [B, 8, 4]
+        y = torch.cat([a, b], dim=1)                                 # [B, 16, 4]
+        y = F.adaptive_avg_pool1d(y, 1).flatten(1)
+        return F.log_softmax(self.fc(self.drop(y)), dim=-1)
+
+
+INPUT_SHAPE = (1, 8, 16)
+
+
+class ReluFormsNet(nn.Module):
+    """Every ReLU spelling, one nn.ReLU instance called twice, in-place forms and capped forms."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fcs = nn.ModuleList(nn.Linear(8, 8) for _ in range(11))
+        self.shared = nn.ReLU()
+        self.relu6 = nn.ReLU6()
+        self.hardtanh = nn.Hardtanh(0.0, 2.0)
+        self.out = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.fcs
+        x = self.shared(f[0](x))
+        x = self.shared(f[1](x))
+        x = F.relu(f[2](x))
+        x = torch.relu(f[3](x))
+        x = f[4](x).relu()
+        h = f[5](x)
+        h.relu_()                       # in place: h is read below
+        x = F.relu(f[6](h), inplace=True)
+        x = self.relu6(f[7](x))
+        x = self.hardtanh(f[8](x))
+        x = torch.clamp(f[9](x), min=0, max=3.0)
+        x = f[10](x).clamp_min(0)
+        return self.out(x)
+
+
+RELU_FORMS_SITES = 11

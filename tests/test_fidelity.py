@@ -1,0 +1,93 @@
+"""An IF network with enough steps agrees with its CNN; gradients flow through all steps."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import ann2snn
+
+
+def tone_data(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Noisy tones of four frequency bands: a small 1-D classification task."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 4, (n,), generator=g)
+    t = torch.arange(128) / 128
+    freq = 3 + 4 * labels + torch.rand(n, generator=g) * 3
+    phase = torch.rand(n, 1, generator=g) * 6.28
+    x = torch.sin(2 * torch.pi * freq[:, None] * t + phase) + 1.5 * torch.randn(n, 128, generator=g)
+    return x.unsqueeze(1), labels
+
+
+class SmallCNN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv1d(1, 8, 9, stride=2)
+        self.bn1 = nn.BatchNorm1d(8)
+        self.conv2 = nn.Conv1d(8, 16, 5)
+        self.pool = nn.MaxPool1d(2)
+        self.fc = nn.Linear(16, 4)
+
+    def forward(self, x):
+        x = self.pool(F.relu(self.bn1(self.conv1(x))))
+        x = self.pool(F.relu(self.conv2(x)))
+        return self.fc(F.adaptive_avg_pool1d(x, 1).flatten(1))
+
+
+@pytest.fixture(scope="module")
+def trained() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    torch.manual_seed(0)
+    x, y = tone_data(1024, seed=1)
+    model = SmallCNN()
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for epoch in range(15):
+        for k in range(0, 1024, 64):
+            optimiser.zero_grad()
+            F.cross_entropy(model(x[k:k + 64]), y[k:k + 64]).backward()
+            optimiser.step()
+    model.eval()
+    x_test, y_test = tone_data(400, seed=2)
+    assert (model(x_test).argmax(1) == y_test).float().mean() > 0.6, "the test CNN did not learn its task"
+    return model, x[:256], x_test
+
+
+def test_if_network_agrees_with_its_cnn_and_agreement_rises_with_T(trained):
+    model, calibration, x_test = trained
+    snn = ann2snn.convert(model, learn_tau=False, tau=float("inf"), calibration=calibration.split(64))
+    with torch.no_grad():
+        cnn_pred = model(x_test).argmax(1)
+        agreement = {}
+        for T in (1, 2, 4, 8, 32, 256):
+            snn.T = T
+            agreement[T] = (snn(x_test).argmax(1) == cnn_pred).float().mean().item()
+    assert agreement[256] >= 0.95, agreement
+    assert agreement[1] < agreement[8] <= agreement[256] + 0.01, agreement
+
+
+def test_input_model_is_unchanged(trained):
+    model, calibration, x_test = trained
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        model.eval()
+        out_before = model(x_test)
+        model.train()
+    ann2snn.convert(model, learn_tau=True, calibration=calibration.split(64))
+    assert model.training, "convert must not switch the user's model to eval mode"
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(x_test), out_before)
+
+
+@pytest.mark.parametrize("mode", ["layer", "step"])
+def test_gradients_reach_every_weight_and_tau(trained, mode):
+    model, calibration, x_test = trained
+    snn = ann2snn.convert(model, T=12, learn_tau=True, tau=20.0, calibration=calibration.split(64), mode=mode)
+    loss = F.cross_entropy(snn(x_test[:32]), torch.zeros(32, dtype=torch.long))
+    loss.backward()
+    params = dict(snn.named_parameters())
+    assert sum("leak_logit" in name for name in params) == 2
+    for name, p in params.items():
+        assert p.grad is not None and p.grad.abs().sum() > 0, f"no gradient reaches {name}"

@@ -1,0 +1,41 @@
+"""Saving and loading converted networks."""
+
+import torch
+
+import ann2snn
+from snn_test_nets import INPUT_SHAPE, ResidualConcatNet
+
+
+def test_save_load_round_trip(tmp_path):
+    torch.manual_seed(0)
+    x = torch.randn(6, *INPUT_SHAPE)
+    snn = ann2snn.convert(ResidualConcatNet().eval(), T=8, learn_tau=True, calibration=[x], tau_per_channel=True)
+    path = tmp_path / "snn.pt"
+    ann2snn.save(snn, path)
+    loaded = ann2snn.load(path)
+    with torch.no_grad():
+        assert torch.equal(snn(x), loaded(x))
+    assert str(loaded.report) == str(snn.report)
+    assert [p.name for p in tmp_path.iterdir()] == ["snn.pt"]  # no temporary file left
+
+
+def test_state_dict_round_trip():
+    torch.manual_seed(0)
+    x = torch.randn(6, *INPUT_SHAPE)
+    a = ann2snn.convert(ResidualConcatNet().eval(), T=8, calibration=[x])
+    b = ann2snn.convert(ResidualConcatNet().eval(), T=8)
+    b.load_state_dict(a.state_dict())
+    with torch.no_grad():
+        assert torch.equal(a(x), b(x))
+
+
+def test_load_rejects_other_files(tmp_path):
+    path = tmp_path / "weights.pt"
+    torch.save({"w": torch.zeros(2)}, path)
+    for bad in (path, tmp_path / "missing.pt"):
+        try:
+            ann2snn.load(bad)
+        except ann2snn.ConversionError as error:
+            assert str(bad) in str(error)
+        else:
+            raise AssertionError("load accepted a file that is not a saved network")

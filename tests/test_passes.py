@@ -1,0 +1,139 @@
+"""One test group per graph pass: structure (networkx) and numbers (analog mode equals the CNN)."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import ann2snn
+from ann2snn.graph import has_chain, joins, kind_counts, nodes_of_kind, to_networkx
+from snn_test_nets import INPUT_SHAPE, RELU_FORMS_SITES, ReluFormsNet, ResidualConcatNet
+
+
+def trained_bn(model: nn.Module) -> nn.Module:
+    """Give every batch norm non-trivial statistics, then switch to evaluation."""
+    torch.manual_seed(0)
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+    return model.eval()
+
+
+def analog_output(snn: ann2snn.SpikingNetwork, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad(), snn.analog_mode():
+        return snn.run_network(x)
+
+
+def test_every_relu_form_becomes_its_own_neuron():
+    model = ReluFormsNet().eval()
+    snn = ann2snn.convert(model, learn_tau=False)
+    graph = to_networkx(snn.network)
+    counts = kind_counts(graph)
+    assert counts["neuron"] == RELU_FORMS_SITES
+    assert counts["relu"] == 0 and "clamp" not in counts and "clamp_min" not in counts
+    assert len({graph.nodes[n]["target"] for n in nodes_of_kind(graph, "neuron")}) == RELU_FORMS_SITES
+    x = torch.randn(32, 8)
+    assert torch.allclose(analog_output(snn, x), model(x), atol=1e-6)  # in-place semantics kept
+
+
+def test_capped_relus_cap_the_threshold():
+    snn = ann2snn.convert(ReluFormsNet().eval(), learn_tau=False, calibration=[torch.randn(64, 8) * 10])
+    caps = {m.source.split()[0]: m for m in snn.network.modules() if isinstance(m, ann2snn.SpikingNeuron) and m.cap}
+    assert set(caps) == {"ReLU6", "Hardtanh", "torch.clamp"}
+    assert caps["ReLU6"].cap == 6.0 and caps["Hardtanh"].cap == 2.0 and caps["torch.clamp"].cap == 3.0
+    for neuron in caps.values():
+        assert float(neuron.threshold) <= neuron.cap
+
+
+def test_batchnorm_is_folded_and_numerics_kept():
+    model = trained_bn(ResidualConcatNet())
+    snn = ann2snn.convert(model, learn_tau=False)
+    graph = to_networkx(snn.network)
+    assert kind_counts(graph)["batchnorm"] == 0
+    assert len(snn.report.by_action("folded")) == 2
+    x = torch.randn(8, *INPUT_SHAPE)
+    logits = analog_output(snn, x)
+    assert torch.allclose(F.log_softmax(logits, -1), model(x), atol=1e-5)
+
+
+def test_unfoldable_batchnorm_is_kept_and_reported():
+    model = nn.Sequential(nn.BatchNorm1d(4), nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
+    trained_bn(model)
+    snn = ann2snn.convert(model, learn_tau=False)
+    assert kind_counts(to_networkx(snn.network))["batchnorm"] == 1
+    assert any("could not be folded" in w for w in snn.report.warnings)
+    x = torch.randn(5, 4)
+    assert torch.allclose(analog_output(snn, x), model(x), atol=1e-6)
+
+
+def test_dropout_removed_softmax_dropped_readout_marked():
+    snn = ann2snn.convert(ResidualConcatNet().eval(), learn_tau=False)
+    counts = kind_counts(to_networkx(snn.network))
+    assert counts["dropout"] == 0 and "log_softmax" not in counts
+    dropped = {e.before for e in snn.report.dropped}
+    assert dropped == {"Dropout `drop`", "F.log_softmax"}
+    (readout,) = snn.report.by_action("readout")
+    assert readout.node == "fc"
+
+
+def test_max_pool_over_spikes_is_gated_and_structure_kept():
+    snn = ann2snn.convert(ResidualConcatNet().eval(), learn_tau=False, maxpool="gated")
+    graph = to_networkx(snn.network)
+    counts = kind_counts(graph)
+    assert counts["gated_pool"] == 2 and counts["maxpool"] == 0
+    assert has_chain(graph, ["conv", "neuron", "gated_pool"])
+    assert counts["neuron"] == 4  # F.relu, self.relu twice (one neuron per call site), torch.relu
+    join_kinds = sorted(graph.nodes[v]["kind"] for v in joins(graph))
+    assert join_kinds == ["add", "cat"]
+
+
+def test_max_pool_as_average_pool():
+    snn = ann2snn.convert(ResidualConcatNet().eval(), learn_tau=False, maxpool="avg")
+    counts = kind_counts(to_networkx(snn.network))
+    assert counts["gated_pool"] == 0 and counts["maxpool"] == 0 and counts["avgpool"] >= 2
+
+
+def test_max_pool_before_relu_is_swapped_behind_the_neuron():
+    model = nn.Sequential(nn.Conv1d(1, 4, 3), nn.ReLU(), nn.Conv1d(4, 4, 3), nn.MaxPool1d(2), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6, 2)).eval()
+    snn = ann2snn.convert(model, learn_tau=False)
+    graph = to_networkx(snn.network)
+    assert has_chain(graph, ["conv", "neuron", "gated_pool", "flatten"])
+    x = torch.randn(6, 1, 16)
+    assert torch.allclose(analog_output(snn, x), model(x), atol=1e-6)
+
+
+def test_max_pool_on_the_input_path_stays_a_max_pool():
+    model = nn.Sequential(nn.MaxPool1d(2), nn.Conv1d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6, 2)).eval()
+    snn = ann2snn.convert(model, learn_tau=False)
+    counts = kind_counts(to_networkx(snn.network))
+    assert counts["maxpool"] == 1 and counts["gated_pool"] == 0
+
+
+def test_gated_max_pool_passes_the_most_active_input():
+    pool = ann2snn.GatedMaxPool(1, kernel_size=2)
+    # position 0 fires every 3rd step, position 1 every 2nd step: position 1 wins after a few steps
+    spikes = [torch.tensor([[[float(t % 3 == 0), float(t % 2 == 0)]]]) for t in range(60)]
+    out = torch.cat([pool(s) for s in spikes]).flatten()
+    assert out[30:].mean() == pytest.approx(0.5, abs=0.02)  # the rate of the faster input, not the OR of both
+
+
+def test_time_broadcast_where_the_input_meets_spikes():
+    class InputSkip(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(4, 4), nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.b(F.relu(self.a(x)) + x)
+
+    snn = ann2snn.convert(InputSkip().eval(), learn_tau=False)
+    graph = to_networkx(snn.network)
+    assert kind_counts(graph)["time_broadcast"] == 1
+    x = torch.randn(3, 4)
+    snn.mode = "layer"
+    layer = snn(x)
+    snn.mode = "step"
+    assert torch.allclose(layer, snn(x), atol=1e-6)

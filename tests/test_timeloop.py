@@ -1,0 +1,75 @@
+"""The time loop: layer mode equals step mode, streaming, T and mode changeable, encoders."""
+
+import pytest
+import torch
+
+import ann2snn
+from snn_test_nets import INPUT_SHAPE, ResidualConcatNet
+
+
+@pytest.fixture(scope="module")
+def data() -> torch.Tensor:
+    torch.manual_seed(0)
+    return torch.randn(12, *INPUT_SHAPE)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(learn_tau=False),
+        dict(learn_tau=True, tau=8.0),
+        dict(learn_tau=False, per_channel=True, maxpool="avg"),
+        dict(learn_tau=False, encoder="latency"),
+    ],
+    ids=["IF-gated", "LIF-learnable", "IF-per-channel-avgpool", "IF-latency"],
+)
+def test_layer_mode_equals_step_mode(data, options):
+    torch.manual_seed(1)
+    snn = ann2snn.convert(ResidualConcatNet().eval(), T=20, calibration=[data], **options)
+    with torch.no_grad():
+        snn.mode = "layer"
+        layer = snn(data)
+        snn.mode = "step"
+        step = snn(data)
+    assert layer.shape == (12, 4)
+    assert torch.allclose(layer, step, atol=1e-5)
+    assert layer.abs().sum() > 0
+
+
+def test_streaming_steps_average_to_the_forward_output(data):
+    snn = ann2snn.convert(ResidualConcatNet().eval(), T=10, learn_tau=False, calibration=[data], mode="step")
+    with torch.no_grad():
+        whole = snn(data)
+        snn.reset()
+        streamed = torch.stack([snn.step(data) for _ in range(10)]).mean(0)
+    assert torch.allclose(whole, streamed, atol=1e-6)
+
+
+def test_T_and_mode_change_after_conversion(data):
+    snn = ann2snn.convert(ResidualConcatNet().eval(), T=4, learn_tau=False, calibration=[data])
+    snn.T = 64
+    snn.mode = "step"
+    assert snn(data).shape == (12, 4)
+    with pytest.raises(ann2snn.ConversionError, match="positive integer"):
+        snn.T = 0
+    with pytest.raises(ann2snn.ConversionError, match="mode"):
+        snn.mode = "fast"
+
+
+def test_rate_encoder_is_unbiased():
+    encoder = ann2snn.Encoder("rate")
+    encoder.scale.fill_(2.0)
+    torch.manual_seed(0)
+    x = torch.tensor([-1.5, -0.5, 0.0, 0.5, 1.5, 3.0])
+    mean = encoder.sequence(x.expand(1, -1), 4000).mean(0)
+    assert torch.allclose(mean, x.clamp(-2, 2), atol=0.1)
+
+
+def test_latency_encoder_sends_one_spike_earlier_when_larger():
+    encoder = ann2snn.Encoder("latency")
+    x = torch.tensor([[1.0, 0.5, -0.9, 0.0]])
+    spikes = encoder.sequence(x, 10)  # [10, 4]
+    assert spikes.abs().sum(0).tolist() == [1.0, 1.0, 1.0, 0.0]
+    first = spikes.abs().argmax(0)
+    assert first[0] < first[2] < first[1]
+    assert spikes[:, 2].sum() == -1.0
