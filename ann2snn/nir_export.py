@@ -1,0 +1,385 @@
+"""Export a converted network as a NIR graph (Neuromorphic Intermediate Representation).
+
+``export_nir(snn, "snn.nir")`` writes the rewritten fx graph of ``snn`` as a ``nir.NIRGraph``.
+Node names are the fx node names; shapes are per example (no batch dimension), as NIR wants.
+
+Mapping (our discrete neuron ``v[t+1] = beta*v[t] + I[t]`` with unit time step, NIR's neurons
+are continuous; the Euler step with ``dt = 1`` reproduces ours exactly):
+
+- ``beta == 1`` (integrate-and-fire): ``nir.IF`` with ``r = 1``, ``v_threshold = theta``
+  (``dv/dt = R*I``, so ``v' = v + I``).
+- ``beta < 1``: ``nir.LIF`` with ``tau = 1/(1-beta)``, ``r = tau``, ``v_leak = 0``,
+  ``v_threshold = theta`` (``tau*dv/dt = v_leak - v + R*I``, so ``v' = (1 - 1/tau)*v + I``).
+- Reset: ours subtracts the threshold; NIR only knows reset to ``v_reset``. ``v_reset`` is 0 and
+  node metadata says ``reset = "subtract"``; an importer that resets to a value differs.
+- Initial membrane: ours starts at ``theta/2``; NIR has no initial state, so the value is in
+  node metadata as ``v_init`` (importers start at 0 unless told).
+- Output: our neuron emits ``spike * theta``; NIR neurons emit unit spikes. The threshold is
+  folded into the weights of the conv/linear layer that reads the spikes (through average
+  pooling and flatten, which commute with the scaling). Where no such layer reads them alone
+  (a residual join, the graph output, another neuron), a ``nir.Scale`` node is emitted instead.
+- Average pooling: 2-D as ``nir.AvgPool2d``; 1-D (no NIR primitive) as a depthwise
+  ``nir.Conv1d`` with weights ``1/k`` and no bias, which is exact. Adaptive average pooling
+  becomes the same when the output size divides the input size.
+- Residual adds become several edges into one node (NIR sums them); ``TimeBroadcast`` nodes are
+  identity. Max pooling (``GatedMaxPool``, ``nn.MaxPool``) has no NIR primitive: refused.
+- The graph runs one time step per call: feed the encoded input at every step (under direct
+  encoding the same ``x`` for T steps) and average the output over T, as ``snn(x)`` does.
+  Graph metadata records ``dt``, ``T``, the encoder and the readout rule.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from .errors import ConversionError
+from .neurons import SpikingNeuron
+from .temporal import GatedMaxPool, TimeBroadcast
+from .timeloop import SpikingNetwork
+
+try:  # an optional dependency: pip install 'ann2snn[nir]'
+    import nir
+except ImportError:  # pragma: no cover - exercised only without the extra
+    nir = None
+
+#: A value of the fx graph as NIR sees it: the NIR nodes whose outputs sum to it, each with the
+#: factor (broadcastable to the per-example shape) its output must be multiplied by.
+Sources = list[tuple[str, np.ndarray]]
+
+_POOL_FUNCTIONS = {
+    F.avg_pool1d: nn.AvgPool1d, F.avg_pool2d: nn.AvgPool2d,
+    F.adaptive_avg_pool1d: nn.AdaptiveAvgPool1d, F.adaptive_avg_pool2d: nn.AdaptiveAvgPool2d,
+}
+
+
+def export_nir(snn: SpikingNetwork, path: Optional[str | os.PathLike] = None, *, input_shape: Optional[tuple[int, ...]] = None) -> nir.NIRGraph:
+    """Translate ``snn`` into a NIR graph and, if ``path`` is given, write it there atomically.
+
+    ``input_shape`` (per example) is needed only when ``snn.input_shape`` is unknown.
+    Raises ConversionError for anything NIR cannot represent exactly (max pooling, analog ops).
+    """
+    if nir is None:
+        raise ConversionError("export_nir needs the `nir` package: pip install 'ann2snn[nir]'")
+    graph = _Exporter(snn, input_shape).run()
+    if path is not None:
+        _write_atomically(graph, Path(path))
+    return graph
+
+
+def _write_atomically(graph: nir.NIRGraph, path: Path) -> None:
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    try:
+        nir.write(tmp, graph)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _array(tensor: torch.Tensor) -> np.ndarray:
+    return tensor.detach().cpu().to(torch.float32).numpy().copy()
+
+
+def _is_one(scale: np.ndarray) -> bool:
+    return bool(np.all(scale == 1.0))
+
+
+def _pair(value: Any) -> tuple[int, int]:
+    return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+
+
+def _dense_groups(weight: np.ndarray, groups: int) -> np.ndarray:
+    """A grouped conv weight [C_out, C_in/groups, k...] as the equal dense weight [C_out, C_in, k...]
+    (NIR 1.0.8 infers a grouped conv's input channels from the weight alone, wrongly)."""
+    if groups == 1:
+        return weight
+    out_per_group, in_per_group = weight.shape[0] // groups, weight.shape[1]
+    dense = np.zeros((weight.shape[0], in_per_group * groups) + weight.shape[2:], np.float32)
+    for g in range(groups):
+        rows = slice(g * out_per_group, (g + 1) * out_per_group)
+        dense[rows, g * in_per_group:(g + 1) * in_per_group] = weight[rows]
+    return dense
+
+
+def _per_channel(scale: np.ndarray, shape: tuple[int, ...]) -> Optional[np.ndarray]:
+    """The scale as one factor per channel (axis 0 of ``shape``), or None if it varies within a channel."""
+    rows = np.broadcast_to(scale, shape).reshape(shape[0], -1)
+    return rows[:, 0].copy() if np.all(rows == rows[:, :1]) else None
+
+
+class _Exporter:
+    """One walk over the fx graph, building NIR nodes and edges."""
+
+    def __init__(self, snn: SpikingNetwork, input_shape: Optional[tuple[int, ...]]) -> None:
+        self.snn = snn
+        self.gm: fx.GraphModule = snn.network
+        shape = input_shape or snn.input_shape
+        if shape is None:
+            raise ConversionError("export_nir needs the input shape: the network was converted without calibration or input_shape; pass input_shape=(C, ...)")
+        self.shapes = _record_shapes(snn, tuple(shape))
+        self.nodes: dict[str, nir.NIRNode] = {}
+        self.edges: list[tuple[str, str]] = []
+        self.values: dict[fx.Node, Sources] = {}
+        self.scale_nodes: dict[str, str] = {}
+        self.folded_into: set[str] = set()
+        self.reserved = {n.name for n in self.gm.graph.nodes if n.op != "output"}
+
+    # -- bookkeeping ----------------------------------------------------------------------------
+    def refuse(self, node: fx.Node, why: str) -> ConversionError:
+        return ConversionError(f"cannot export node `{node.name}` ({self.describe(node)}) to NIR: {why}")
+
+    def describe(self, node: fx.Node) -> str:
+        if node.op == "call_module":
+            return f"{type(self.gm.get_submodule(str(node.target))).__name__} `{node.target}`"
+        return f"{node.op} {getattr(node.target, '__name__', node.target)}"
+
+    def name(self, base: str) -> str:
+        name, k = base, 1
+        while name in self.nodes or name in self.reserved:
+            name, k = f"{base}_{k}", k + 1
+        return name
+
+    def add(self, name: str, node: nir.NIRNode, sources: Sources) -> None:
+        if name in self.folded_into:
+            node.metadata["input_scale"] = "folded: the weights include the spike height (threshold) of the neurons upstream"
+        self.nodes[name] = node
+        for source, _ in sources:
+            self.edges.append((source, name))
+
+    def input_of(self, node: fx.Node, index: int = 0) -> Sources:
+        value = node.args[index]
+        if not isinstance(value, fx.Node) or value not in self.values:
+            raise self.refuse(node, f"argument {index} is not a tensor computed from the input")
+        return self.values[value]
+
+    def unscaled(self, sources: Sources) -> Sources:
+        """The same sum with every scale applied by a ``nir.Scale`` node (shared per source)."""
+        out = []
+        for source, scale in sources:
+            if not _is_one(scale):
+                if source not in self.scale_nodes:
+                    shape = self.shapes[source]
+                    name = self.name(f"{source}_scale")
+                    scale = np.broadcast_to(scale, shape).astype(np.float32).copy()
+                    self.add(name, nir.Scale(scale=scale, metadata={"represents": "the spike height (threshold) of the neurons upstream"}), [(source, scale)])
+                    self.shapes[name] = shape
+                    self.scale_nodes[source] = name
+                source = self.scale_nodes[source]
+            out.append((source, np.array(1.0, dtype=np.float32)))
+        return out
+
+    def single(self, sources: Sources) -> Optional[tuple[str, np.ndarray]]:
+        return sources[0] if len(sources) == 1 else None
+
+    # -- the walk -------------------------------------------------------------------------------
+    def run(self) -> nir.NIRGraph:
+        output = None
+        for node in self.gm.graph.nodes:
+            if node.op == "placeholder":
+                if self.values:
+                    raise self.refuse(node, "NIR graphs here take a single input")
+                self.add(node.name, nir.Input(input_type={"input": np.array(self.shapes[node.name])}), [])
+                self.values[node] = [(node.name, np.array(1.0, dtype=np.float32))]
+            elif node.op == "output":
+                output = node
+            elif node.op == "call_module":
+                self.values[node] = self.module(node, self.gm.get_submodule(str(node.target)))
+            elif node.op == "call_function":
+                self.values[node] = self.function(node)
+            elif node.op == "call_method":
+                self.values[node] = self.method(node)
+            else:
+                raise self.refuse(node, "constants and parameters read by the graph (get_attr) have no NIR equivalent")
+        result = output.args[0]
+        if not isinstance(result, fx.Node):
+            raise self.refuse(output, "NIR graphs here have a single tensor output")
+        name = self.name("output")
+        self.add(name, nir.Output(output_type={"output": np.array(self.shapes[result.name])}), self.unscaled(self.values[result]))
+        metadata = {
+            "producer": "ann2snn", "dt": 1.0, "T": self.snn.T, "encoder": self.snn.encoder.kind,
+            "encoder_scale": float(self.snn.encoder.scale),
+            "readout": "the output averaged over T steps; feed the encoded input at every step",
+        }
+        try:
+            return nir.NIRGraph(nodes=self.nodes, edges=self.edges, metadata=metadata)
+        except ValueError as error:
+            raise ConversionError(f"the NIR graph does not type-check: {error}") from error
+
+    def module(self, node: fx.Node, module: nn.Module) -> Sources:
+        if isinstance(module, TimeBroadcast):
+            return self.input_of(node)
+        if isinstance(module, SpikingNeuron):
+            return self.neuron(node, module)
+        if isinstance(module, (nn.Conv1d, nn.Conv2d)):
+            return self.conv(node, module)
+        if isinstance(module, nn.Linear):
+            return self.linear(node, module)
+        if isinstance(module, (nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d)):
+            return self.pool(node, module)
+        if isinstance(module, nn.Flatten):
+            return self.flatten(node, module.start_dim, module.end_dim)
+        if isinstance(module, (GatedMaxPool, nn.MaxPool1d, nn.MaxPool2d)):
+            raise self.refuse(node, "max pooling has no NIR primitive; convert with maxpool='avg' to export")
+        raise self.refuse(node, "no NIR equivalent for this module")
+
+    def function(self, node: fx.Node) -> Sources:
+        if node.target in (operator.add, torch.add) and len(node.args) == 2 and not node.kwargs:
+            return self.join(node)
+        if node.target is torch.flatten:
+            return self.flatten(node, node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0), node.args[2] if len(node.args) > 2 else node.kwargs.get("end_dim", -1))
+        if node.target in _POOL_FUNCTIONS:
+            return self.pool(node, _POOL_FUNCTIONS[node.target](*node.args[1:], **node.kwargs))
+        raise self.refuse(node, "no NIR equivalent for this function")
+
+    def method(self, node: fx.Node) -> Sources:
+        if node.target == "contiguous":
+            return self.input_of(node)
+        if node.target == "flatten":
+            return self.flatten(node, node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0), node.args[2] if len(node.args) > 2 else node.kwargs.get("end_dim", -1))
+        if node.target in ("view", "reshape"):
+            before, after = self.shapes[node.args[0].name], self.shapes[node.name]
+            if after == before:
+                return self.input_of(node)
+            if after == (math.prod(before),):
+                return self.flatten(node, 1, -1)
+            raise self.refuse(node, f"only flattening reshapes have a NIR equivalent, not {before} -> {after}")
+        raise self.refuse(node, "no NIR equivalent for this method")
+
+    # -- node kinds -----------------------------------------------------------------------------
+    def join(self, node: fx.Node) -> Sources:
+        sources = self.input_of(node, 0) + self.input_of(node, 1)
+        names = [s for s, _ in sources]
+        if len(set(names)) != len(names):
+            raise self.refuse(node, "a value added to itself would need a duplicate NIR edge; scale it instead")
+        return sources
+
+    def neuron(self, node: fx.Node, neuron: SpikingNeuron) -> Sources:
+        shape = self.shapes[node.name]
+        theta = _array(neuron.threshold)
+        theta = theta.reshape(-1, *([1] * (len(shape) - 1))) if theta.ndim else theta
+        full = lambda a: np.broadcast_to(a, shape).astype(np.float32).copy()  # noqa: E731
+        beta = _array(neuron.beta)
+        beta = beta.reshape(-1, *([1] * (len(shape) - 1))) if beta.ndim else beta
+        metadata = {"reset": "subtract", "v_init": full(theta / 2), "source": neuron.source, "dt": 1.0}
+        if np.all(beta == 1.0):
+            nir_node = nir.IF(r=full(1.0), v_threshold=full(theta), v_reset=full(0.0), metadata=metadata)
+        elif np.any(beta >= 1.0):
+            raise self.refuse(node, "mixes integrate-and-fire (beta = 1) and leaky channels, which NIR's IF and LIF nodes cannot share")
+        else:
+            tau = full(1.0 / (1.0 - beta))
+            nir_node = nir.LIF(tau=tau, r=tau.copy(), v_leak=full(0.0), v_threshold=full(theta), v_reset=full(0.0), metadata=metadata)
+        self.add(node.name, nir_node, self.unscaled(self.input_of(node)))
+        return [(node.name, theta.astype(np.float32))]
+
+    def conv(self, node: fx.Node, conv: nn.Conv1d | nn.Conv2d) -> Sources:
+        if conv.padding_mode != "zeros":
+            raise self.refuse(node, f"padding_mode={conv.padding_mode!r} has no NIR equivalent")
+        weight, sources = self.fold(node, _dense_groups(_array(conv.weight), conv.groups))
+        bias = _array(conv.bias) if conv.bias is not None else np.zeros(conv.out_channels, np.float32)
+        spatial = self.shapes[node.args[0].name][1:]
+        padding = conv.padding if isinstance(conv.padding, str) else (conv.padding[0] if isinstance(conv, nn.Conv1d) else tuple(conv.padding))
+        if isinstance(conv, nn.Conv1d):
+            nir_node = nir.Conv1d(input_shape=spatial[0], weight=weight, stride=conv.stride[0], padding=padding, dilation=conv.dilation[0], groups=1, bias=bias)
+        else:
+            nir_node = nir.Conv2d(input_shape=tuple(spatial), weight=weight, stride=tuple(conv.stride), padding=padding, dilation=tuple(conv.dilation), groups=1, bias=bias)
+        self.add(node.name, nir_node, sources)
+        return [(node.name, np.array(1.0, dtype=np.float32))]
+
+    def linear(self, node: fx.Node, linear: nn.Linear) -> Sources:
+        if len(self.shapes[node.args[0].name]) != 1:
+            raise self.refuse(node, "NIR's Affine takes flat inputs; flatten before the linear layer")
+        weight, sources = self.fold(node, _array(linear.weight))
+        nir_node = nir.Affine(weight=weight, bias=_array(linear.bias)) if linear.bias is not None else nir.Linear(weight=weight)
+        self.add(node.name, nir_node, sources)
+        return [(node.name, np.array(1.0, dtype=np.float32))]
+
+    def fold(self, node: fx.Node, weight: np.ndarray) -> tuple[np.ndarray, Sources]:
+        """Multiply a single input's scale into the input channels of ``weight`` where it is
+        constant over everything but channels; otherwise apply it with Scale nodes."""
+        sources = self.input_of(node)
+        source = self.single(sources)
+        in_shape = self.shapes[node.args[0].name]
+        if source is None or _is_one(source[1]):
+            return weight, self.unscaled(sources)
+        per_channel = _per_channel(source[1], in_shape)
+        if per_channel is None:
+            return weight, self.unscaled(sources)
+        factor = per_channel.reshape((1, -1) + (1,) * (weight.ndim - 2))
+        self.folded_into.add(node.name)
+        return (weight * factor).astype(np.float32), [(source[0], np.array(1.0, dtype=np.float32))]
+
+    def pool(self, node: fx.Node, pool: nn.Module) -> Sources:
+        before, after = self.shapes[node.args[0].name], self.shapes[node.name]
+        dims = len(before) - 1
+        if isinstance(pool, (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d)):
+            if any(b % a for b, a in zip(before[1:], after[1:])):
+                raise self.refuse(node, f"adaptive average pooling from {before} to {after} has uneven windows; NIR pools have one window size")
+            kernel = tuple(b // a for b, a in zip(before[1:], after[1:]))
+            stride, padding = kernel, (0,) * dims
+        else:
+            if getattr(pool, "divisor_override", None):
+                raise self.refuse(node, "divisor_override has no NIR equivalent")
+            kernel, stride, padding = (tuple(_pair(v)[:dims]) if dims == 2 else (v[0] if isinstance(v, (tuple, list)) else v,) for v in (pool.kernel_size, pool.stride, pool.padding))
+            if any(padding) and not pool.count_include_pad:
+                raise self.refuse(node, "padded average pooling with count_include_pad=False divides by a varying count at the border; NIR pools cannot")
+            floor = tuple((n + 2 * p - k) // s + 1 for n, k, s, p in zip(before[1:], kernel, stride, padding))
+            if floor != after[1:]:
+                raise self.refuse(node, "ceil_mode pooling gives a different shape than NIR's pooling")
+        sources = self.input_of(node)
+        if self.single(sources) is None or _per_channel(sources[0][1], before) is None:
+            sources = self.unscaled(sources)
+        if dims == 2:
+            nir_node = nir.AvgPool2d(kernel_size=np.array(kernel), stride=np.array(stride), padding=np.array(padding))
+        else:
+            channels = before[0]
+            weight = _dense_groups(np.full((channels, 1, kernel[0]), 1.0 / kernel[0], np.float32), channels)
+            nir_node = nir.Conv1d(input_shape=before[1], weight=weight, stride=stride[0], padding=padding[0], dilation=1, groups=1, bias=np.zeros(channels, np.float32), metadata={"represents": f"{type(pool).__name__}: the mean of each channel's window"})
+        self.add(node.name, nir_node, [(sources[0][0], sources[0][1])])
+        return [(node.name, sources[0][1])]
+
+    def flatten(self, node: fx.Node, start_dim: int, end_dim: int) -> Sources:
+        before = self.shapes[node.args[0].name]
+        rank = len(before) + 1
+        start, end = start_dim % rank, end_dim % rank
+        if start == 0:
+            raise self.refuse(node, "flattening the batch dimension has no NIR equivalent")
+        sources = self.input_of(node)
+        if self.single(sources) is None:
+            sources = self.unscaled(sources)
+        source, scale = sources[0]
+        after = self.shapes[node.name]
+        scale = scale if scale.ndim == 0 else np.broadcast_to(scale, before).reshape(after)
+        self.add(node.name, nir.Flatten(input_type={"input": np.array(before)}, start_dim=start - 1, end_dim=end - 1), [(source, scale)])
+        return [(node.name, scale.astype(np.float32))]
+
+
+def _record_shapes(snn: SpikingNetwork, input_shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
+    """Per-example output shape of every fx node, from one analog pass on a zero input."""
+    shapes: dict[str, tuple[int, ...]] = {}
+
+    class Recorder(fx.Interpreter):
+        def run_node(self, n: fx.Node) -> Any:
+            out = super().run_node(n)
+            if isinstance(out, torch.Tensor):
+                shapes[n.name] = tuple(out.shape[1:])
+            return out
+
+    device = next((b.device for b in snn.network.buffers()), torch.device("cpu"))
+    x = torch.zeros(1, *input_shape, device=device)
+    try:
+        with torch.no_grad(), snn.analog_mode():
+            Recorder(snn.network).run(x)
+    except RuntimeError as error:
+        raise ConversionError(f"the network fails on an input of per-example shape {input_shape}: {error}") from error
+    return shapes
