@@ -107,7 +107,7 @@ def synthesize(labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor
     envelope = torch.sigmoid((t - onset) / 0.01) * torch.sigmoid((onset + duration - t) / 0.015)
 
     # Speaker: vocal-tract length scales all frequencies, with per-segment jitter.
-    scale = uniform(0.88, 1.15, 1) * (1 + 0.05 * torch.randn(b, n_seg, generator=generator))
+    scale = uniform(0.88, 1.15, 1) * (1 + 0.08 * torch.randn(b, n_seg, generator=generator))
     formants = (seg[..., :2] * scale[..., None]).transpose(1, 2) @ weights  # [b, 2, frames]
     f3 = 2500 * scale.mean(1)[:, None, None]
     resonance = sum(
@@ -130,7 +130,7 @@ def synthesize(labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor
 
     speech = (voiced + hiss) * envelope
     noise = torch.randn(b, SAMPLE_RATE, generator=generator)
-    snr_db = uniform(0.0, 20.0, 1)
+    snr_db = uniform(-12.0, 8.0, 1)
     return speech + noise * _rms(speech) / 10 ** (snr_db / 20)
 
 

@@ -16,7 +16,7 @@ class M5(nn.Module):
     Layers: Conv1d(k=80, stride) + BN + ReLU + pool(4), then three blocks of Conv1d(k=3) + BN +
     ReLU + pool(4) with n, 2n, 2n channels, global average pool, linear.
     `pool` picks MaxPool1d ("max", the paper's) or AvgPool1d ("avg", easier to convert).
-    Parameters (default config, 10 classes): 25,802.
+    Parameters (default config, 10 classes): 25,290.
     """
 
     def __init__(

@@ -34,7 +34,7 @@ class ResNet(nn.Module):
     Layers: stem 3x3 Conv2d + BN + ReLU, optional pooling (`pool` = "avg" or "max" with kernel
     `pool_size`, res8's 4x3 average pool by default; None for none), `n_blocks` residual blocks
     of `width` channels, AdaptiveAvgPool2d(1), flatten, linear.
-    Parameters (default config, 10 classes): 
+    Parameters (default config, 10 classes): 110,845.
     """
 
     def __init__(

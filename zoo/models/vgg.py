@@ -16,7 +16,7 @@ class VGG(nn.Module):
     Output: logits [B, n_classes].
     Layers: one stage per entry of `widths`, each `convs_per_stage` x (3x3 Conv2d + BatchNorm2d
     + ReLU), MaxPool2d(2) between stages, AdaptiveAvgPool2d(1), flatten, linear.
-    Parameters (default config, 10 classes): 
+    Parameters (default config, 10 classes): 72,666.
     """
 
     def __init__(

@@ -1,0 +1,226 @@
+"""The study: train CNNs, convert them, measure zero-shot SNN accuracy over T (IF and LIF,
+three encoders), fine-tune with learn_tau off and on, train the same SNN from scratch.
+
+Every result is one row in ``results.jsonl`` (appended as soon as it exists); a rerun skips the
+cells already there, and model training resumes from its checkpoint, so a killed sweep goes on
+where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+from torch.utils.data import DataLoader
+
+import ann2snn
+import zoo
+from zoo.harness.evaluate import evaluate, firing_rates
+from zoo.harness.train import TrainConfig, fit, resolve_device, seed_everything
+
+SAMPLE_RATES = {"synthetic": 8000, "fsdd": 8000, "speech_commands": 16000}
+
+
+@dataclass
+class ExperimentConfig:
+    dataset: str = "synthetic"
+    data_dir: Optional[str] = None
+    models: tuple[str, ...] = ("m5",)
+    seeds: tuple[int, ...] = (0,)
+    out_dir: str = "runs/experiment"
+    device: str = "auto"
+    batch_size: int = 64
+    cnn_epochs: int = 30
+    cnn_lr: float = 3e-3
+    snn_epochs: int = 2
+    snn_lr: float = 3e-4
+    scratch_epochs: int = 2
+    patience: int = 8
+    zero_shot_T: tuple[int, ...] = (1, 2, 4, 8, 16, 25, 32, 64, 128)
+    finetune_T: int = 25
+    lif_tau: float = ann2snn.DEFAULT_LEARNABLE_TAU
+    encoders: tuple[str, ...] = ("direct", "rate", "latency")
+    from_scratch: bool = True
+    calibration_batches: int = 8
+    percentile: float = 99.9
+    per_channel: bool = False
+    test_speaker: Optional[str] = None
+    max_batches: Optional[int] = None
+    model_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    progress: bool = True
+
+    def train_config(self, epochs: int, lr: float, seed: int) -> TrainConfig:
+        return TrainConfig(
+            epochs=epochs, lr=lr, batch_size=self.batch_size, patience=self.patience, seed=seed,
+            device=self.device, max_batches=self.max_batches, progress=self.progress,
+        )  # fmt: skip
+
+
+class Results:
+    """The rows of ``results.jsonl``, keyed by cell, appended to the file as they arrive."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.rows: dict[str, dict[str, Any]] = {}
+        if path.is_file():
+            for line in path.read_text().splitlines():
+                if line.strip():
+                    row = json.loads(line)
+                    self.rows[row["cell"]] = row
+
+    def __contains__(self, cell: str) -> bool:
+        return cell in self.rows
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.rows[row["cell"]] = row
+        with self.path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
+def cell_id(model: str, seed: int, kind: str, neuron: str = "-", T: int | None = None, encoder: str = "direct", learn_tau: bool | None = None) -> str:
+    return f"{model}/s{seed}/{kind}/{neuron}/T{T}/{encoder}/learn_tau={learn_tau}"
+
+
+def _row(cell: str, model: str, seed: int, kind: str, metrics, **extra: Any) -> dict[str, Any]:
+    return dict(cell=cell, model=model, seed=seed, kind=kind, top1=metrics.top1, top5=metrics.top5, loss=metrics.loss, eval_s=metrics.seconds, **extra)
+
+
+class Experiment:
+    """Runs the cells of one ExperimentConfig; see ``run_experiment``."""
+
+    def __init__(self, config: ExperimentConfig, log: Callable[[str], None] = print) -> None:
+        self.config = config
+        self.log = log
+        self.out = Path(config.out_dir)
+        (self.out / "checkpoints").mkdir(parents=True, exist_ok=True)
+        self.results = Results(self.out / "results.jsonl")
+        self.device = resolve_device(config.device)
+        self._splits: dict[str, zoo.data.Splits] = {}
+        histories = self.out / "histories.json"
+        self.histories: dict[str, Any] = json.loads(histories.read_text()) if histories.is_file() else {}
+
+    # -- data --------------------------------------------------------------------------------
+    def splits(self, model: str) -> zoo.data.Splits:
+        kind = zoo.input_spec(model).kind
+        if kind not in self._splits:
+            front_end = zoo.FrontEnd(kind=kind, sample_rate=SAMPLE_RATES[self.config.dataset])
+            options = {"test_speaker": self.config.test_speaker} if self.config.test_speaker else {}
+            start = time.perf_counter()
+            self._splits[kind] = zoo.data.load_splits(
+                self.config.dataset, self.config.data_dir, front_end=front_end, seed=0,
+                cache_dir=self.out / "feature-cache", **options,
+            )  # fmt: skip
+            sizes = {k: len(v) for k, v in self._splits[kind].items()}
+            self.log(f"{self.config.dataset} ({kind}): {sizes}, features ready in {time.perf_counter() - start:.1f} s")
+        return self._splits[kind]
+
+    def calibration(self, model: str) -> list[torch.Tensor]:
+        loader = DataLoader(self.splits(model)["train"], batch_size=self.config.batch_size)
+        return [x for (x, _), _ in zip(loader, range(self.config.calibration_batches))]
+
+    # -- cells -------------------------------------------------------------------------------
+    def _build(self, model: str, seed: int) -> torch.nn.Module:
+        seed_everything(seed)
+        splits = self.splits(model)
+        shape = tuple(splits["train"][0][0].shape)
+        return zoo.create(model, n_classes=splits.n_classes, input_shape=shape, **self.config.model_options.get(model, {}))
+
+    def _fit(self, net: torch.nn.Module, model: str, name: str, epochs: int, lr: float, seed: int, extra: dict) -> Any:
+        splits = self.splits(model)
+        history = fit(
+            net, splits["train"], splits["val"], self.config.train_config(epochs, lr, seed),
+            checkpoint=self.out / "checkpoints" / f"{name}.pt", resume=True, checkpoint_extra=extra,
+            desc=name, log=self.log,
+        )  # fmt: skip
+        self.histories[name] = history.epochs
+        (self.out / "histories.json").write_text(json.dumps(self.histories, indent=1))
+        return history
+
+    def train_cnn(self, model: str, seed: int) -> tuple[torch.nn.Module, float]:
+        cnn = self._build(model, seed)
+        extra = {"model": model, "config": {"n_classes": self.splits(model).n_classes, "input_shape": list(tuple(self.splits(model)["train"][0][0].shape)), **self.config.model_options.get(model, {})}}
+        history = self._fit(cnn, model, f"cnn-{model}-s{seed}", self.config.cnn_epochs, self.config.cnn_lr, seed, extra)
+        cell = cell_id(model, seed, "cnn")
+        if cell not in self.results:
+            metrics = evaluate(cnn, self.splits(model)["test"], device=self.device)
+            self.results.add(_row(cell, model, seed, "cnn", metrics, epoch_s=history.seconds_per_epoch, epochs=len(history.epochs)))
+        return cnn.eval(), self.results.rows[cell]["epoch_s"]
+
+    def zero_shot(self, cnn: torch.nn.Module, model: str, seed: int) -> None:
+        config, test = self.config, self.splits(model)["test"]
+        for neuron, tau in (("IF", math.inf), ("LIF", config.lif_tau)):
+            encoders = config.encoders if neuron == "IF" else ("direct",)
+            for encoder in encoders:
+                steps = config.zero_shot_T if encoder == "direct" else (config.finetune_T,)
+                todo = [T for T in steps if cell_id(model, seed, "zero-shot", neuron, T, encoder) not in self.results]
+                if not todo:
+                    continue
+                snn = self._convert(cnn, model, todo[0], learn_tau=False, tau=tau, encoder=encoder)
+                for T in todo:
+                    snn.T = T
+                    torch.manual_seed(seed)  # rate coding draws random spikes
+                    metrics = evaluate(snn, test, device=self.device)
+                    self.results.add(_row(cell_id(model, seed, "zero-shot", neuron, T, encoder), model, seed, "zero-shot", metrics, neuron=neuron, T=T, encoder=encoder, tau=tau))
+                    self.log(f"{model} seed {seed} zero-shot {neuron} {encoder} T={T}: {metrics.top1:.1f} %")
+
+    def _convert(self, cnn: torch.nn.Module, model: str, T: int, **options: Any) -> ann2snn.SpikingNetwork:
+        return ann2snn.convert(
+            cnn, T=T, calibration=self.calibration(model), percentile=self.config.percentile,
+            per_channel=self.config.per_channel, **options,
+        ).to(self.device)  # fmt: skip
+
+    def retrain(self, cnn: torch.nn.Module, model: str, seed: int, cnn_epoch_s: float) -> None:
+        config, T = self.config, self.config.finetune_T
+        for learn_tau in (False, True):
+            cell = cell_id(model, seed, "retrained", "LIF", T, learn_tau=learn_tau)
+            if cell in self.results:
+                continue
+            seed_everything(seed)
+            snn = self._convert(cnn, model, T, learn_tau=learn_tau, tau=config.lif_tau)
+            name = f"snn-{model}-s{seed}-learn_tau={int(learn_tau)}"
+            history = self._fit(snn, model, name, config.snn_epochs, config.snn_lr, seed, {"model": model, "kind": "snn"})
+            metrics = evaluate(snn, self.splits(model)["test"], device=self.device)
+            taus = [float(m.tau.mean()) for m in snn.network.modules() if isinstance(m, ann2snn.SpikingNeuron)]
+            rates = firing_rates(snn, self.splits(model)["test"], device=self.device)
+            self.results.add(_row(
+                cell, model, seed, "retrained", metrics, neuron="LIF", T=T, learn_tau=learn_tau, tau=config.lif_tau,
+                epoch_s=history.seconds_per_epoch, snn_cnn_epoch_ratio=history.seconds_per_epoch / cnn_epoch_s,
+                learned_tau=taus, firing_rates=rates, epochs=len(history.epochs),
+            ))  # fmt: skip
+            self.log(f"{model} seed {seed} retrained LIF T={T} learn_tau={learn_tau}: {metrics.top1:.1f} % ({history.seconds_per_epoch:.1f} s/epoch, {history.seconds_per_epoch / cnn_epoch_s:.1f} x the CNN)")
+
+    def from_scratch(self, model: str, seed: int, cnn_epoch_s: float) -> None:
+        config, T = self.config, self.config.finetune_T
+        cell = cell_id(model, seed, "scratch", "LIF", T)
+        if cell in self.results:
+            return
+        fresh = self._build(model, seed + 1000).eval()
+        snn = self._convert(fresh, model, T, learn_tau=False, tau=config.lif_tau)
+        history = self._fit(snn, model, f"scratch-{model}-s{seed}", config.scratch_epochs, config.cnn_lr, seed, {"model": model, "kind": "snn"})
+        metrics = evaluate(snn, self.splits(model)["test"], device=self.device)
+        self.results.add(_row(
+            cell, model, seed, "scratch", metrics, neuron="LIF", T=T, tau=config.lif_tau, epoch_s=history.seconds_per_epoch,
+            snn_cnn_epoch_ratio=history.seconds_per_epoch / cnn_epoch_s, epochs=len(history.epochs),
+        ))  # fmt: skip
+        self.log(f"{model} seed {seed} SNN from scratch T={T}: {metrics.top1:.1f} % after {len(history.epochs)} epochs")
+
+    def run(self) -> list[dict[str, Any]]:
+        (self.out / "config.json").write_text(json.dumps(asdict(self.config), indent=1))
+        for model in self.config.models:
+            for seed in self.config.seeds:
+                cnn, cnn_epoch_s = self.train_cnn(model, seed)
+                self.zero_shot(cnn, model, seed)
+                self.retrain(cnn, model, seed, cnn_epoch_s)
+                if self.config.from_scratch:
+                    self.from_scratch(model, seed, cnn_epoch_s)
+        return list(self.results.rows.values())
+
+
+def run_experiment(config: ExperimentConfig, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """Run (or resume) every cell of the experiment; returns all result rows."""
+    return Experiment(config, log).run()

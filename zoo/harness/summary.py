@@ -1,0 +1,174 @@
+"""Turn result rows into the CSV file, markdown tables and PNG plots of an experiment."""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def _select(rows: Iterable[dict], **match: Any) -> list[dict]:
+    return [r for r in rows if all(r.get(k) == v for k, v in match.items())]
+
+
+def mean_spread(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    if not values:
+        return float("nan"), float("nan")
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def _cell(rows: list[dict], key: str = "top1", digits: int = 1) -> str:
+    values = [r[key] for r in rows if r.get(key) is not None]
+    if not values:
+        return "-"
+    mean, spread = mean_spread(values)
+    return f"{mean:.{digits}f} ± {spread:.{digits}f}" if len(values) > 1 else f"{mean:.{digits}f}"
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    """One line per result row; list and dict fields are written as JSON."""
+    keys = sorted({k for r in rows for k in r})
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in row.items()})
+
+
+def summary_table(rows: list[dict], T: int, zero_shot_T: tuple[int, ...] = (8, 25, 64)) -> str:
+    """The headline table: CNN, zero-shot IF SNN at a few T, retrained LIF (learn_tau off / on),
+    from-scratch SNN, and SNN/CNN training time per epoch; mean ± spread over seeds (top-1 %)."""
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    seeds = len({r["seed"] for r in rows})
+    header = ["model", "CNN"] + [f"zero-shot IF T={t}" for t in zero_shot_T] + [
+        f"retrained LIF T={T}, fixed tau", f"retrained LIF T={T}, learned tau", f"from scratch T={T}", "SNN/CNN time per epoch",
+    ]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for model in models:
+        mine = _select(rows, model=model)
+        cells = [model, _cell(_select(mine, kind="cnn"))]
+        cells += [_cell(_select(mine, kind="zero-shot", neuron="IF", T=t, encoder="direct")) for t in zero_shot_T]
+        cells += [_cell(_select(mine, kind="retrained", T=T, learn_tau=flag)) for flag in (False, True)]
+        cells.append(_cell(_select(mine, kind="scratch", T=T)))
+        cells.append(_cell(_select(mine, kind="retrained", T=T, learn_tau=False), "snn_cnn_epoch_ratio") + " x")
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append(f"Test top-1 accuracy in %, mean ± standard deviation over {seeds} seed(s).")
+    return "\n".join(lines)
+
+
+def zero_shot_table(rows: list[dict]) -> str:
+    """Zero-shot accuracy for every T, neuron and encoder measured."""
+    shots = _select(rows, kind="zero-shot")
+    steps = sorted({r["T"] for r in shots})
+    combos = list(dict.fromkeys((r["model"], r["neuron"], r["encoder"]) for r in shots))
+    lines = ["| model | neuron | encoder | " + " | ".join(f"T={t}" for t in steps) + " |", "|" + "---|" * (3 + len(steps))]
+    for model, neuron, encoder in combos:
+        mine = _select(shots, model=model, neuron=neuron, encoder=encoder)
+        lines.append(f"| {model} | {neuron} | {encoder} | " + " | ".join(_cell(_select(mine, T=t)) for t in steps) + " |")
+    return "\n".join(lines)
+
+
+def plot_accuracy_vs_T(rows: list[dict], path: Path) -> None:
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    fig, axes = plt.subplots(1, len(models), figsize=(5 * len(models), 4), squeeze=False)
+    for ax, model in zip(axes[0], models):
+        mine = _select(rows, model=model)
+        for neuron, style in (("IF", "o-"), ("LIF", "s--")):
+            shots = _select(mine, kind="zero-shot", neuron=neuron, encoder="direct")
+            steps = sorted({r["T"] for r in shots})
+            if steps:
+                stats = [mean_spread([r["top1"] for r in _select(shots, T=t)]) for t in steps]
+                ax.errorbar(steps, [m for m, _ in stats], [s for _, s in stats], fmt=style, capsize=3, label=f"zero-shot {neuron}")
+        for flag, marker in ((False, "^"), (True, "v")):
+            retrained = _select(mine, kind="retrained", learn_tau=flag)
+            if retrained:
+                m, s = mean_spread([r["top1"] for r in retrained])
+                ax.errorbar([retrained[0]["T"]], [m], [s], fmt=marker, markersize=9, capsize=3, label=f"retrained LIF, {'learned' if flag else 'fixed'} tau")
+        cnn = _select(mine, kind="cnn")
+        if cnn:
+            ax.axhline(mean_spread([r["top1"] for r in cnn])[0], color="black", linestyle=":", label="CNN")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("time steps T")
+        ax.set_ylabel("test top-1 accuracy (%)")
+        ax.set_title(model)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_learn_tau(rows: list[dict], path: Path) -> None:
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    fig, ax = plt.subplots(figsize=(1.8 * len(models) + 2, 3.5))
+    for k, (flag, label) in enumerate(((False, "fixed tau"), (True, "learned tau"))):
+        stats = [mean_spread([r["top1"] for r in _select(rows, model=m, kind="retrained", learn_tau=flag)]) for m in models]
+        ax.bar([i + 0.38 * k for i in range(len(models))], [s[0] for s in stats], 0.38, yerr=[s[1] for s in stats], capsize=3, label=label)
+    ax.set_xticks([i + 0.19 for i in range(len(models))], models)
+    lows = [r["top1"] for r in _select(rows, kind="retrained")]
+    if lows:
+        ax.set_ylim(max(0, min(lows) - 5), 100)
+    ax.set_ylabel("test top-1 accuracy (%)")
+    ax.set_title("retrained LIF SNN: fixed versus learned membrane time constant")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_training_curves(histories: dict[str, list[dict]], path: Path) -> None:
+    names = [n for n in histories if histories[n]]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name in names:
+        epochs = [e["epoch"] for e in histories[name]]
+        line, = ax.plot(epochs, [e["val_loss"] for e in histories[name]], label=f"{name} (val)")
+        ax.plot(epochs, [e["train_loss"] for e in histories[name]], linestyle="--", color=line.get_color(), alpha=0.6)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("cross-entropy (dashed: training)")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_firing_rates(rows: list[dict], path: Path) -> None:
+    retrained = [r for r in _select(rows, kind="retrained", learn_tau=False) if r.get("firing_rates")]
+    models = list(dict.fromkeys(r["model"] for r in retrained))
+    fig, axes = plt.subplots(1, max(1, len(models)), figsize=(5 * max(1, len(models)), 3.5), squeeze=False)
+    for ax, model in zip(axes[0], models):
+        rates = _select(retrained, model=model)[0]["firing_rates"]
+        ax.bar(range(len(rates)), list(rates.values()))
+        ax.set_xticks(range(len(rates)), [n.replace("_neuron", "") for n in rates], rotation=60, fontsize=6, ha="right")
+        ax.set_ylabel("spikes per neuron per step")
+        ax.set_title(f"{model}: firing rate per layer (retrained)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_outputs(rows: list[dict], out_dir: Path, finetune_T: int, histories: Optional[dict] = None) -> dict[str, Path]:
+    """Write results.csv, results.md and the plots; returns their paths by name."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "csv": out_dir / "results.csv", "markdown": out_dir / "results.md",
+        "accuracy_vs_T": out_dir / "accuracy_vs_T.png", "learn_tau": out_dir / "learn_tau.png",
+        "training_curves": out_dir / "training_curves.png", "firing_rates": out_dir / "firing_rates.png",
+    }  # fmt: skip
+    write_csv(rows, paths["csv"])
+    paths["markdown"].write_text(summary_table(rows, finetune_T) + "\n\n## Zero-shot accuracy over T\n\n" + zero_shot_table(rows) + "\n")
+    plot_accuracy_vs_T(rows, paths["accuracy_vs_T"])
+    plot_learn_tau(rows, paths["learn_tau"])
+    plot_training_curves(histories or {}, paths["training_curves"])
+    plot_firing_rates(rows, paths["firing_rates"])
+    return paths
