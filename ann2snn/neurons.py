@@ -29,7 +29,7 @@ from norse.torch.functional.threshold import threshold as norse_threshold
 from torch import nn
 
 from .errors import ConversionError
-from .temporal import TemporalModule
+from .temporal import GatedMaxPool, TemporalModule
 
 #: Time constant (in steps) that learn_tau starts from when ``tau=inf`` is asked for: an exact
 #: IF neuron has no gradient for its decay, so learning starts from a nearly IF neuron.
@@ -132,6 +132,12 @@ class SpikingNeuron(TemporalModule):
     def reset(self) -> None:
         self.v = None
 
+    def fuse_pool(self, pool: Optional[GatedMaxPool]) -> None:
+        """Apply ``pool`` to the spikes of each step inside the layer-mode loop (set by the time
+        loop when this neuron feeds only that pool), so the unpooled spike train of all steps is
+        never materialised. A plain attribute, not a submodule: the pool stays in the graph."""
+        self.__dict__["_fused_pool"] = pool
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.analog:
             out = x.clamp(min=0.0) if self.cap is None else x.clamp(0.0, self.cap)
@@ -148,9 +154,41 @@ class SpikingNeuron(TemporalModule):
             return z * theta
         steps = self.time_steps
         currents = [current] * steps if self.broadcast_input else current.unflatten(0, (steps, -1)).unbind(0)
+        pool = self.__dict__.get("_fused_pool")
+        if torch.is_grad_enabled() and (current.requires_grad or (beta is not None and beta.requires_grad)):
+            spikes = self._spike_train(currents, beta, pool)
+        else:
+            spikes = self._spike_train_inference(currents, beta, pool)
+        return spikes * theta
+
+    def _spike_train(self, currents: list[torch.Tensor], beta: Optional[torch.Tensor], pool: Optional[GatedMaxPool]) -> torch.Tensor:
+        """Layer mode, differentiable: Norse's surrogate spike function at every step."""
         u = torch.full_like(currents[0], 0.5)
+        gate = pool.spike_gate(u, len(currents), differentiable=True) if pool is not None else None
         spikes = []
         for current_t in currents:
             z, u = subtract_reset_step(current_t, u, beta, self.method, self.alpha)
-            spikes.append(z)
-        return torch.cat(spikes, 0) * theta
+            spikes.append(gate(z) if gate is not None else z)
+        return torch.cat(spikes, 0)
+
+    def _spike_train_inference(self, currents: list[torch.Tensor], beta: Optional[torch.Tensor], pool: Optional[GatedMaxPool]) -> torch.Tensor:
+        """Layer mode without gradients: the same arithmetic in place, written into one buffer.
+        ``u > 1`` equals Norse's ``heaviside(u - 1)`` bit for bit (``u - 1`` is exact near 1)."""
+        u = torch.full_like(currents[0], 0.5)
+        if pool is None:
+            out = torch.empty((len(currents),) + tuple(u.shape), dtype=u.dtype, device=u.device)
+        else:
+            gate, z = pool.spike_gate(u, len(currents), differentiable=False), torch.empty_like(u)
+            out = None
+        for t, current_t in enumerate(currents):
+            if beta is not None:
+                u.mul_(beta)
+            u.add_(current_t)
+            spikes_t = torch.gt(u, 1.0, out=z if pool is not None else out[t])
+            u.sub_(spikes_t)
+            if pool is not None:
+                pooled = gate(spikes_t)
+                if out is None:
+                    out = torch.empty((len(currents),) + tuple(pooled.shape), dtype=u.dtype, device=u.device)
+                out[t] = pooled
+        return out.flatten(0, 1)

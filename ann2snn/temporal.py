@@ -11,7 +11,7 @@ Every temporal module runs in one of three regimes, set by the time loop:
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -68,6 +68,7 @@ class GatedMaxPool(TemporalModule):
         self.dilation = dilation
         self.ceil_mode = ceil_mode
         self.count: Optional[torch.Tensor] = None
+        self.fused = False  # set by the time loop while the upstream neuron applies this pool
 
     def extra_repr(self) -> str:
         return f"{self.dims}-D, kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
@@ -85,9 +86,43 @@ class GatedMaxPool(TemporalModule):
     def reset(self) -> None:
         self.count = None
 
+    def spike_gate(self, like: torch.Tensor, steps: int, differentiable: bool) -> Callable[[torch.Tensor], torch.Tensor]:
+        """A stateful per-step gate for binary spikes shaped like ``like`` (used when a neuron
+        runs this pool inside its own loop; see ``SpikingNeuron.fuse_pool``).
+
+        Without gradients it avoids index-returning pooling: each position carries the integer key
+        ``2 * (count * P + (P - 1 - position)) + z``, so one plain max pool picks the highest count,
+        ties to the earliest position (as ``max_pool(return_indices=True)`` does), and the
+        winner's spike is the key's parity.
+        """
+        if differentiable:
+            count = torch.zeros_like(like)
+
+            def gate(z: torch.Tensor) -> torch.Tensor:
+                nonlocal count
+                count = count + z.detach()
+                return self._gate(z, count)
+
+            return gate
+        positions = like[0, 0].numel()
+        exact_in_float32 = 2 * (steps + 1) * positions < 2**24
+        dtype = torch.float32 if exact_in_float32 else torch.float64
+        order = torch.arange(positions - 1, -1, -1, device=like.device, dtype=dtype).view(like.shape[2:])
+        rank = (2 * order).expand(like.shape).clone()
+        key = torch.empty_like(rank)
+
+        def gate(z: torch.Tensor) -> torch.Tensor:
+            rank.add_(z, alpha=2 * positions)
+            torch.add(rank, z, out=key)
+            return torch.remainder(self._pool(key), 2).to(z.dtype)
+
+        return gate
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.analog:
             return self._pool(x)
+        if self.fused and self.time_steps is not None:
+            return x  # the neuron before this pool already pooled each step
         if self.time_steps is None:
             self.count = x.detach() if self.count is None else self.count + x.detach()
             return self._gate(x, self.count)

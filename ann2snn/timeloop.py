@@ -14,7 +14,8 @@ from .encoders import Encoder
 from .errors import ConversionError, InputShapeError
 from .passes.time_broadcast import split_static
 from .report import ConversionReport
-from .temporal import TemporalModule
+from .neurons import SpikingNeuron
+from .temporal import GatedMaxPool, TemporalModule
 
 MODES = ("layer", "step")
 
@@ -29,6 +30,18 @@ def _check_mode(mode: object) -> str:
     if mode not in MODES:
         raise ConversionError(f"mode={mode!r} is not one of {MODES}")
     return str(mode)
+
+
+def _neuron_pool_pairs(network: fx.GraphModule) -> list[tuple[str, str]]:
+    """(neuron, gated pool) submodule names where the neuron's only reader is that pool."""
+    pairs = []
+    for node in network.graph.nodes:
+        if node.op != "call_module" or not isinstance(network.get_submodule(str(node.target)), SpikingNeuron):
+            continue
+        users = list(node.users)
+        if len(users) == 1 and users[0].op == "call_module" and isinstance(network.get_submodule(str(users[0].target)), GatedMaxPool):
+            pairs.append((str(node.target), str(users[0].target)))
+    return pairs
 
 
 class SpikingNetwork(nn.Module):
@@ -60,6 +73,7 @@ class SpikingNetwork(nn.Module):
         self._t = 0
         _, dynamic = split_static(network)
         self.static_output = not any(n.op == "output" for n in dynamic)
+        self.fusable_pools = _neuron_pool_pairs(network)
 
     # -- settings ------------------------------------------------------------------------------
     @property
@@ -91,6 +105,11 @@ class SpikingNetwork(nn.Module):
             module.analog = analog
             module.time_steps = self.T if layer_mode else None
             module.broadcast_input = folded_static and module.static_source
+        fuse = layer_mode and not analog
+        for neuron_name, pool_name in self.fusable_pools:
+            pool = self.network.get_submodule(pool_name)
+            pool.fused = fuse
+            self.network.get_submodule(neuron_name).fuse_pool(pool if fuse else None)
 
     @contextmanager
     def analog_mode(self) -> Iterator[None]:

@@ -73,3 +73,19 @@ def test_latency_encoder_sends_one_spike_earlier_when_larger():
     first = spikes.abs().argmax(0)
     assert first[0] < first[2] < first[1]
     assert spikes[:, 2].sum() == -1.0
+
+
+@pytest.mark.parametrize("learn_tau", [False, True])
+def test_differentiable_and_inference_paths_agree(data, learn_tau):
+    """Layer mode runs a differentiable loop when gradients are needed and an in-place loop (with
+    the neuron applying its gated max pool per step) otherwise; both compute the same numbers."""
+    snn = ann2snn.convert(ResidualConcatNet().eval(), T=30, learn_tau=learn_tau, tau=50.0, calibration=[data])
+    assert len(snn.fusable_pools) == 2
+    trained = snn(data)
+    assert trained.requires_grad
+    with torch.no_grad():
+        inferred = snn(data)
+        snn.mode = "step"
+        stepped = snn(data)
+    assert torch.allclose(trained, inferred, atol=1e-6)
+    assert torch.allclose(stepped, inferred, atol=1e-5)

@@ -45,7 +45,10 @@ def write_csv(rows: list[dict], path: Path) -> None:
 
 def summary_table(rows: list[dict], T: int, zero_shot_T: tuple[int, ...] = (8, 25, 64)) -> str:
     """The headline table: CNN, zero-shot IF SNN at a few T, retrained LIF (learn_tau off / on),
-    from-scratch SNN, and SNN/CNN training time per epoch; mean ± spread over seeds (top-1 %)."""
+    from-scratch SNN, and SNN/CNN training time per epoch; mean ± spread over seeds (top-1 %).
+    Zero-shot columns missing from the rows are replaced by the fine-tuning T."""
+    measured = {r["T"] for r in _select(rows, kind="zero-shot")}
+    zero_shot_T = tuple(sorted({t if t in measured else T for t in zero_shot_T}))
     models = list(dict.fromkeys(r["model"] for r in rows))
     seeds = len({r["seed"] for r in rows})
     header = ["model", "CNN"] + [f"zero-shot IF T={t}" for t in zero_shot_T] + [

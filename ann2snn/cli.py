@@ -1,0 +1,287 @@
+"""The ``ann2snn`` command: ``ann2snn convert model.pt -o snn.pt [--calibrate DATA] ...``.
+
+Reads a trained CNN (a zoo checkpoint, a ``torch.export`` program, a state dict with
+``--model``, or a pickled module with ``--trust-pickle``), converts it, prints the conversion
+report, and writes the SNN (loadable with ``ann2snn.load``) and optionally a markdown report, a
+NIR graph, a drawing and a profile. User errors print one ``error: ...`` line on stderr and exit
+with status 2; no output file is written unless every requested output was produced.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import math
+import operator
+import os
+import pickle
+import secrets
+import sys
+import zipfile
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from .convert import convert
+from .errors import ConversionError
+from .io import save
+from .report import ConversionReport
+from .timeloop import SpikingNetwork
+
+EXIT_ERROR = 2
+
+
+class CliError(Exception):
+    """A problem with the command's inputs; printed as one line, exit status 2."""
+
+
+# -- arguments ------------------------------------------------------------------------------------
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(part) for part in text.replace("x", ",").split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a shape like 1,8000 (per-example sizes, no batch)") from None
+    if not shape or any(size <= 0 for size in shape):
+        raise argparse.ArgumentTypeError(f"{text!r}: every size must be a positive integer")
+    return shape
+
+
+def _json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"--model-config is not valid JSON: {error}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("--model-config must be a JSON object, like '{\"n_classes\": 10}'")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ann2snn", description="Convert trained CNNs into spiking neural networks.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    c = commands.add_parser(
+        "convert", help="convert a trained CNN into an SNN",
+        description="Convert a trained CNN into a spiking network and save it (load it back with ann2snn.load).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    c.add_argument("model", type=Path, help="a zoo checkpoint {'model', 'config', 'state_dict'}, a torch.export program (.pt2), a state dict (with --model), or a pickled nn.Module (with --trust-pickle)")
+    c.add_argument("-o", "--output", type=Path, help="where to write the SNN (default: MODEL with suffix .snn.pt)")
+    c.add_argument("--T", type=int, default=25, help="time steps per forward call")
+    c.add_argument("--learn-tau", action=argparse.BooleanOptionalAction, default=True, help="make membrane time constants trainable")
+    c.add_argument("--tau", type=float, help="initial membrane time constant in steps ('inf' = integrate-and-fire; default: IF, or 100 with --learn-tau)")
+    c.add_argument("--maxpool", choices=("gated", "avg"), default="gated", help="how max pooling of spikes is rewritten")
+    c.add_argument("--mode", choices=("layer", "step"), default="layer", help="execution mode of the SNN")
+    c.add_argument("--calibrate", metavar="DATA", help="calibration data: a zoo data set ('synthetic', 'fsdd:PATH', 'speech_commands:PATH') or a .pt file of input batches (a tensor [N, ...] or a list of tensors)")
+    c.add_argument("--calibration-size", type=int, default=512, help="examples taken from a zoo data set for calibration")
+    c.add_argument("--batch-size", type=int, default=64, help="batch size for calibration and profiling")
+    c.add_argument("--percentile", type=float, default=99.9, help="activation percentile that sets each threshold")
+    c.add_argument("--per-channel", action="store_true", help="one threshold per channel")
+    c.add_argument("--input-shape", type=_shape, help="per-example input shape without batch, like 1,8000")
+    c.add_argument("--model", dest="model_name", metavar="NAME", help="zoo model name, for a plain state dict")
+    c.add_argument("--model-config", type=_json_object, default={}, metavar="JSON", help="options for zoo.create, e.g. '{\"n_classes\": 10}'")
+    c.add_argument("--trust-pickle", action="store_true", help="allow loading a whole pickled nn.Module: unpickling runs arbitrary code from the file, so only use it for files you trust")
+    c.add_argument("--report", type=Path, help="write the conversion report as markdown")
+    c.add_argument("--nir", type=Path, help="write the SNN as a NIR graph (needs --maxpool avg if the net max-pools)")
+    c.add_argument("--draw", type=Path, help="write a PNG of the network before and after conversion")
+    c.add_argument("--profile", action="store_true", help="print firing rates, synaptic operations and an energy estimate")
+    return parser
+
+
+# -- loading the model ------------------------------------------------------------------------------
+def _zoo():
+    try:
+        return importlib.import_module("zoo")
+    except ImportError as error:
+        raise CliError(f"the model zoo is not importable ({error}); install ann2snn with the zoo, or pass an exported program or a pickled module") from error
+
+
+def _zoo_model(name: str, config: dict, state_dict: dict, origin: str) -> nn.Module:
+    zoo = _zoo()
+    if name not in zoo.names():
+        raise CliError(f"{origin}: unknown zoo model {name!r}; the zoo has {', '.join(zoo.names())}")
+    try:
+        model = zoo.create(name, **config)
+    except (TypeError, ValueError, KeyError) as error:
+        raise CliError(f"{origin}: cannot build zoo model {name!r} with config {config}: {error}") from error
+    try:
+        model.load_state_dict(state_dict)
+    except RuntimeError as error:
+        first = str(error).strip().splitlines()
+        raise CliError(f"{origin}: the weights do not fit zoo model {name!r} with config {config}: {' '.join(first[:3])}") from error
+    return model
+
+
+def _from_dict(payload: dict, args: argparse.Namespace) -> nn.Module:
+    origin = str(args.model)
+    if "state_dict" in payload and isinstance(payload.get("model"), str):
+        if args.model_name and args.model_name != payload["model"]:
+            raise CliError(f"{origin} is a checkpoint of zoo model {payload['model']!r}, but --model says {args.model_name!r}")
+        config = {**(payload.get("config") or {}), **args.model_config}
+        return _zoo_model(payload["model"], config, payload["state_dict"], origin)
+    if payload and all(isinstance(v, torch.Tensor) for v in payload.values()):
+        if not args.model_name:
+            names = ", ".join(_zoo().names())
+            raise CliError(f"{origin} is a plain state dict: name its architecture with --model NAME (one of {names}) and --model-config JSON if needed")
+        return _zoo_model(args.model_name, args.model_config, payload, origin)
+    raise CliError(f"{origin} holds a dict that is neither a checkpoint {{'model', 'config', 'state_dict'}} nor a state dict")
+
+
+def _is_exported_program(path: Path) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(name.endswith("/archive_format") for name in archive.namelist())
+
+
+def load_model(args: argparse.Namespace) -> tuple[nn.Module, Optional[tuple[int, ...]]]:
+    """The CNN to convert and, where the file says, its per-example input shape."""
+    path: Path = args.model
+    if not path.is_file():
+        raise CliError(f"{path}: no such file")
+    if _is_exported_program(path):
+        try:
+            program = torch.export.load(path)
+        except Exception as error:
+            raise CliError(f"{path} looks like a torch.export archive but cannot be loaded: {error}") from error
+        inputs = program.example_inputs[0] if program.example_inputs else ()
+        shape = tuple(inputs[0].shape[1:]) if len(inputs) == 1 and isinstance(inputs[0], torch.Tensor) else None
+        return lift_exported(program.module(), str(path)), shape
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        if "Unsupported global" not in str(error) and "GLOBAL" not in str(error):
+            raise CliError(f"{path} is not a model file (a checkpoint, state dict, exported program or pickled module): {str(error).splitlines()[0]}") from error
+        if not args.trust_pickle:
+            raise CliError(
+                f"{path} holds pickled Python objects (a whole nn.Module?); unpickling runs arbitrary code from the "
+                "file, so it is refused by default. If you trust the file, pass --trust-pickle; better, save a "
+                "state dict or a torch.export program"
+            ) from error
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as inner:
+            raise CliError(f"{path} cannot be unpickled: {type(inner).__name__}: {inner}") from inner
+    except Exception as error:
+        raise CliError(f"{path} is not a model file (a checkpoint, state dict, exported program or pickled module): {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}") from error
+    if isinstance(payload, nn.Module):
+        return payload, None
+    if isinstance(payload, dict):
+        model = _from_dict(payload, args)
+        spec = getattr(model, "input_spec", None)
+        return model, tuple(spec.shape) if spec is not None else None
+    raise CliError(f"{path} holds a {type(payload).__name__}, not a model")
+
+
+# -- exported programs --------------------------------------------------------------------------------
+def _aten(name: str):
+    packet, overload = name.split(".")
+    return getattr(getattr(torch.ops.aten, packet), overload)
+
+
+def lift_exported(module: fx.GraphModule, origin: str) -> fx.GraphModule:
+    """Rewrite the ATen-level graph of ``ExportedProgram.module()`` into torch-level modules and
+    functions that the converter understands (conv/linear/batch norm modules, ``torch.relu``,
+    ``F.max_pool1d``, ...), dropping the shape guards, so that the batch size is free again.
+
+    Ops not listed stay as they are; the converter then names the first one it cannot handle.
+    Reshapes to a fixed batch size are rewritten to keep the leading dimension (-1).
+    """
+    graph = fx.Graph()
+    values: dict[fx.Node, fx.Node] = {}
+    output = graph.graph_copy(module.graph, values)
+    result = output[0] if isinstance(output, (tuple, list)) and len(output) == 1 else output
+    graph.output(result)
+    modules: dict[str, nn.Module] = {}
+
+    def tensor(node: fx.Node) -> torch.Tensor:
+        return _attr(module, str(node.target)).detach().clone()
+
+    def owner(*params: Any) -> str:
+        target = next(p.target for p in params if p is not None)
+        name = target.rsplit(".", 1)[0] if "." in target else target
+        while name in modules:
+            name += "_"
+        return name
+
+    def conv(dims: int) -> Callable[[fx.Node], nn.Module]:
+        def build(node: fx.Node) -> nn.Module:
+            x, weight, bias, *rest = list(node.args) + [None] * max(0, 3 - len(node.args))
+            stride, padding, dilation, groups = (rest + [1, 0, 1, 1][len(rest):])[:4]
+            w = tensor(weight)
+            layer = (nn.Conv1d if dims == 1 else nn.Conv2d)(w.shape[1] * groups, w.shape[0], tuple(w.shape[2:]), stride, padding, dilation, groups, bias=bias is not None)
+            layer.weight = nn.Parameter(w)
+            if bias is not None:
+                layer.bias = nn.Parameter(tensor(bias))
+            return layer
+        return build
+
+    def linear(node: fx.Node) -> nn.Module:
+        weight, bias = node.args[1], node.args[2] if len(node.args) > 2 else None
+        w = tensor(weight)
+        layer = nn.Linear(w.shape[1], w.shape[0], bias=bias is not None)
+        layer.weight = nn.Parameter(w)
+        if bias is not None:
+            layer.bias = nn.Parameter(tensor(bias))
+        return layer
+
+    def batch_norm(node: fx.Node) -> nn.Module:
+        _, weight, bias, mean, var, _, momentum, eps, *_ = node.args
+        rank = node.meta["val"].dim() if "val" in node.meta else 3
+        norm = (nn.BatchNorm1d if rank <= 3 else nn.BatchNorm2d)(tensor(mean).numel(), eps, momentum, affine=weight is not None)
+        norm.running_mean.copy_(tensor(mean))
+        norm.running_var.copy_(tensor(var))
+        if weight is not None:
+            norm.weight = nn.Parameter(tensor(weight))
+            norm.bias = nn.Parameter(tensor(bias))
+        return norm.eval()
+
+    as_module: dict[Any, tuple[Callable[[fx.Node], nn.Module], Callable[[fx.Node], tuple]]] = {
+        _aten("conv1d.default"): (conv(1), lambda n: n.args[1:3]),
+        _aten("conv2d.default"): (conv(2), lambda n: n.args[1:3]),
+        _aten("linear.default"): (linear, lambda n: n.args[1:3]),
+        _aten("batch_norm.default"): (batch_norm, lambda n: (n.args[1], n.args[3])),
+    }
+    as_function: dict[Any, Callable] = {
+        _aten("relu.default"): torch.relu, _aten("relu_.default"): torch.relu_, _aten("hardtanh.default"): F.hardtanh,
+        _aten("clamp.default"): torch.clamp, _aten("max_pool1d.default"): F.max_pool1d, _aten("max_pool2d.default"): F.max_pool2d,
+        _aten("avg_pool1d.default"): F.avg_pool1d, _aten("avg_pool2d.default"): F.avg_pool2d,
+        _aten("adaptive_avg_pool1d.default"): F.adaptive_avg_pool1d, _aten("adaptive_avg_pool2d.default"): F.adaptive_avg_pool2d,
+        _aten("flatten.using_ints"): torch.flatten, _aten("add.Tensor"): operator.add, _aten("mean.dim"): torch.mean,
+        _aten("cat.default"): torch.cat, _aten("log_softmax.int"): lambda x, dim, *_: F.log_softmax(x, dim), _aten("softmax.int"): lambda x, dim, *_: F.softmax(x, dim),
+    }
+    for node in list(graph.nodes):
+        if node.op == "call_module" and str(node.target).startswith("_guards"):
+            graph.erase_node(node)
+        elif node.op != "call_function":
+            continue
+        elif node.target in as_module:
+            build, params = as_module[node.target]
+            name = owner(*params(node))
+            modules[name] = build(node)
+            with graph.inserting_before(node):
+                new = graph.call_module(name, (node.args[0],))
+            node.replace_all_uses_with(new)
+            graph.erase_node(node)
+        elif node.target in as_function:
+            node.target = as_function[node.target]
+        elif node.target in (_aten("view.default"), _aten("reshape.default")):
+            node.target, node.args = torch.reshape, (node.args[0], (-1, *node.args[1][1:]))
+        elif node.target in (_aten("dropout.default"), _aten("clone.default"), _aten("contiguous.default")):
+            node.replace_all_uses_with(node.args[0])
+            graph.erase_node(node)
+        elif node.target in (torch._assert, _aten("_assert_scalar.default"), _aten("sym_constrain_range_for_size.default")):
+            graph.erase_node(node)
+    lifted = fx.GraphModule({**{n.target: _attr(module, n.target) for n in graph.nodes if n.op == "get_attr"}, **modules}, graph, class_name=f"Exported_{Path(origin).stem}".replace("-", "_"))
+    lifted.graph.eliminate_dead_code()
+    lifted.delete_all_unused_submodules()
+    lifted.recompile()
+    return lifted.eval()
+
+
+def _attr(module: nn.Module, target: str) -> Any:
+    owner, _, name = target.rpartition(".")
+    return getattr(module.get_submodule(owner) if owner else module, name)

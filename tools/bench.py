@@ -1,0 +1,164 @@
+"""Speed benchmark: CNN forward versus the converted SNN (layer and step mode), in one run.
+
+    python tools/bench.py [--batch 64] [--T 25] [--threads 2] [--repeats 3]
+
+Prints, for an M5-size 1-D net and a ResNet-size 2-D net: CNN forward time, SNN layer-mode and
+step-mode forward times, the ratios (layer / (T x CNN), step / layer), the same for one training
+step (forward + backward), peak memory of an M5 fine-tuning step, and the conversion time of a
+ResNet-18-size net. Ratios are measured in one run on the same machine, so they are comparable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import ann2snn  # noqa: E402
+
+
+class M5(nn.Module):
+    """M5 as in the torchaudio Speech Commands tutorial (8 kHz, 1 s input)."""
+
+    def __init__(self, n_classes: int = 10, width: int = 32) -> None:
+        super().__init__()
+        w = width
+        self.conv1, self.bn1 = nn.Conv1d(1, w, 80, stride=16), nn.BatchNorm1d(w)
+        self.conv2, self.bn2 = nn.Conv1d(w, w, 3), nn.BatchNorm1d(w)
+        self.conv3, self.bn3 = nn.Conv1d(w, 2 * w, 3), nn.BatchNorm1d(2 * w)
+        self.conv4, self.bn4 = nn.Conv1d(2 * w, 2 * w, 3), nn.BatchNorm1d(2 * w)
+        self.pool = nn.MaxPool1d(4)
+        self.fc = nn.Linear(2 * w, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(F.relu(self.bn1(self.conv1(x))))
+        x = self.pool(F.relu(self.bn2(self.conv2(x))))
+        x = self.pool(F.relu(self.bn3(self.conv3(x))))
+        x = self.pool(F.relu(self.bn4(self.conv4(x))))
+        return self.fc(F.adaptive_avg_pool1d(x, 1).flatten(1))
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), nn.BatchNorm2d(c_out)
+        self.conv2, self.bn2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False), nn.BatchNorm2d(c_out)
+        self.relu = nn.ReLU(inplace=True)
+        self.down = (
+            nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+            if stride != 1 or c_in != c_out else nn.Identity()
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        return self.relu(self.bn2(self.conv2(out)) + self.down(x))
+
+
+class ResNet(nn.Module):
+    """ResNet-18 layout ([2, 2, 2, 2] basic blocks); ``width=64`` is ResNet-18's 11 M parameters."""
+
+    def __init__(self, n_classes: int = 10, width: int = 64, blocks: tuple[int, ...] = (2, 2, 2, 2)) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(1, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True), nn.MaxPool2d(2))
+        layers, c = [], width
+        for stage, n in enumerate(blocks):
+            c_out = width * 2**stage
+            for k in range(n):
+                layers.append(BasicBlock(c, c_out, 2 if (k == 0 and stage > 0) else 1))
+                c = c_out
+        self.layers = nn.Sequential(*layers)
+        self.fc = nn.Linear(c, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(F.adaptive_avg_pool2d(self.layers(self.stem(x)), 1).flatten(1))
+
+
+def seconds(fn: Callable[[], object], repeats: int) -> float:
+    """Median wall time of ``fn`` after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def train_step(model: nn.Module, x: torch.Tensor) -> Callable[[], None]:
+    y = torch.zeros(x.shape[0], dtype=torch.long)
+
+    def run() -> None:
+        model.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+
+    return run
+
+
+def bench_net(name: str, cnn: nn.Module, x: torch.Tensor, T: int, repeats: int) -> dict[str, float]:
+    cnn.eval()
+    snn = ann2snn.convert(cnn, T=T, learn_tau=True, calibration=[x])
+    row: dict[str, float] = {}
+    with torch.no_grad():
+        row["cnn"] = seconds(lambda: cnn(x), repeats)
+        snn.mode = "layer"
+        row["layer"] = seconds(lambda: snn(x), repeats)
+        snn.mode = "step"
+        row["step"] = seconds(lambda: snn(x), max(1, repeats // 2))
+    snn.mode = "layer"
+    cnn.train()
+    row["cnn_train"] = seconds(train_step(cnn, x), repeats)
+    row["layer_train"] = seconds(train_step(snn, x), max(1, repeats // 2))
+    print(
+        f"{name:8s} CNN fwd {row['cnn'] * 1e3:8.1f} ms | SNN layer {row['layer'] * 1e3:8.1f} ms, step {row['step'] * 1e3:8.1f} ms | "
+        f"layer/(T*CNN) {row['layer'] / (T * row['cnn']):5.2f}  step/layer {row['step'] / row['layer']:5.2f} | "
+        f"train step: CNN {row['cnn_train'] * 1e3:7.1f} ms, SNN layer {row['layer_train'] * 1e3:8.1f} ms, "
+        f"SNN/(T*CNN) {row['layer_train'] / (T * row['cnn_train']):5.2f}"
+    )
+    return row
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--T", type=int, default=25)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    print(f"batch {args.batch}, T={args.T}, {args.threads} threads, torch {torch.__version__}")
+    bench_net("m5", M5(), torch.randn(args.batch, 1, 8000), args.T, args.repeats)
+    bench_net("resnet", ResNet(width=16, blocks=(1, 1, 1)), torch.randn(args.batch, 1, 40, 32), args.T, args.repeats)
+
+    resnet18 = ResNet(width=64).eval()
+    calibration = [torch.randn(8, 1, 64, 64)]
+    start = time.perf_counter()
+    ann2snn.convert(resnet18, T=args.T, learn_tau=True)
+    plain = time.perf_counter() - start
+    start = time.perf_counter()
+    ann2snn.convert(resnet18, T=args.T, learn_tau=True, calibration=calibration)
+    calibrated = time.perf_counter() - start
+    params = sum(p.numel() for p in resnet18.parameters()) / 1e6
+    print(f"conversion of a ResNet-18-size net ({params:.1f} M parameters): {plain:.2f} s (with calibration on 8 inputs: {calibrated:.2f} s)")
+
+    before = peak_rss_mb()
+    snn = ann2snn.convert(M5().eval(), T=args.T, learn_tau=True, calibration=[torch.randn(args.batch, 1, 8000)])
+    train_step(snn, torch.randn(args.batch, 1, 8000))()
+    print(f"peak resident memory after an M5 SNN fine-tuning step (batch {args.batch}, T={args.T}): {peak_rss_mb():.0f} MB (process peak before it: {before:.0f} MB)")
+
+
+if __name__ == "__main__":
+    main()
