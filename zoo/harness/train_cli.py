@@ -1,0 +1,75 @@
+"""``tools/train.py``: train one zoo CNN (optionally convert and fine-tune it as an SNN); runs
+alone or under ``torchrun --nproc_per_node N`` with DistributedDataParallel."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+import ann2snn
+import zoo
+from zoo.harness.checkpoint import CheckpointError
+from zoo.harness.distributed import distributed
+from zoo.harness.evaluate import evaluate
+from zoo.harness.experiment import SAMPLE_RATES
+from zoo.harness.train import TrainConfig, fit, resolve_device, seed_everything
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="train.py", description=__doc__.split("\n")[0].strip("`"))
+    parser.add_argument("--model", default="m5", choices=zoo.names())
+    parser.add_argument("--dataset", default="synthetic", choices=zoo.data.NAMES)
+    parser.add_argument("--data-dir")
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--max-batches", type=int, help="batches per epoch (quick checks)")
+    parser.add_argument("--snn-T", type=int, help="after training, convert and fine-tune the SNN at this T")
+    parser.add_argument("--snn-epochs", type=int, default=2)
+    parser.add_argument("--learn-tau", action="store_true")
+    parser.add_argument("-o", "--out", default="runs/train/checkpoint.pt", help="checkpoint path (the SNN's gets a .snn suffix)")
+    parser.add_argument("--resume", action="store_true", help="continue from the checkpoint's last finished epoch")
+    parser.add_argument("--save-rank-weights", action="store_true", help="also write each rank's final weights (DDP checks)")
+    parser.add_argument("--no-progress", action="store_true")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    device = resolve_device(args.device)
+    out = Path(args.out)
+    with distributed(device) as rank:
+        log = print if rank == 0 else (lambda _: None)
+        seed_everything(args.seed)
+        kind = zoo.input_spec(args.model).kind
+        front_end = zoo.FrontEnd(kind=kind, sample_rate=SAMPLE_RATES[args.dataset])
+        splits = zoo.data.load_splits(args.dataset, args.data_dir, front_end=front_end)
+        shape = tuple(splits["train"][0][0].shape)
+        model = zoo.create(args.model, n_classes=splits.n_classes, input_shape=shape)
+        config = TrainConfig(
+            epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed, device=args.device,
+            max_batches=args.max_batches, progress=not args.no_progress,
+        )  # fmt: skip
+        extra = {"model": args.model, "config": {"n_classes": splits.n_classes, "input_shape": list(shape)}}
+        try:
+            fit(model, splits["train"], splits["val"], config, out, args.resume, extra, desc=f"{args.model} CNN", log=log)
+        except CheckpointError as error:
+            raise SystemExit(f"error: {error}")
+        log(f"CNN test top-1: {evaluate(model, splits['test'], device=device).top1:.1f} %  (checkpoint: {out})")
+        final = model
+        if args.snn_T:
+            calibration = [x for (x, _), _ in zip(DataLoader(splits["train"], batch_size=args.batch_size), range(8))]
+            snn = ann2snn.convert(model.eval(), T=args.snn_T, learn_tau=args.learn_tau, calibration=calibration)
+            log(f"zero-shot SNN test top-1 at T={args.snn_T}: {evaluate(snn, splits['test'], device=device).top1:.1f} %")
+            snn_config = TrainConfig(**{**config.__dict__, "epochs": args.snn_epochs, "lr": args.lr / 10})
+            fit(snn, splits["train"], splits["val"], snn_config, out.with_suffix(".snn.pt"), args.resume, {"model": args.model, "kind": "snn"}, desc="SNN", log=log)
+            log(f"retrained SNN test top-1: {evaluate(snn, splits['test'], device=device).top1:.1f} %")
+            final = snn
+        if args.save_rank_weights:
+            torch.save(final.state_dict(), out.with_name(f"{out.stem}.rank{rank}.pt"))
+    return 0
