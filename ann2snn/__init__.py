@@ -11,6 +11,8 @@ from .errors import ConversionError, InputShapeError
 from .graph import to_networkx
 from .io import load, save
 from .neurons import SpikingNeuron
+from .nir_export import export_nir
+from .profile import Profile, profile
 from .report import ConversionReport
 from .temporal import GatedMaxPool
 from .timeloop import SpikingNetwork
@@ -23,10 +25,13 @@ __all__ = [
     "Encoder",
     "GatedMaxPool",
     "InputShapeError",
+    "Profile",
     "SpikingNetwork",
     "SpikingNeuron",
     "convert",
+    "export_nir",
     "load",
+    "profile",
     "save",
     "to_networkx",
     "trace",
