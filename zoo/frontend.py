@@ -1,4 +1,4 @@
-"""Audio front ends: resample, pad or crop, normalise, optionally log-mel; and training augmentation."""
+"""Audio front ends: mono, resample, normalise, pad or crop, and optionally log-mel."""
 
 import math
 from dataclasses import asdict, dataclass

@@ -70,11 +70,12 @@ def test_12_class_task_is_deterministic_for_a_seed(speech_commands):
 
 
 def test_items_through_load_splits(speech_commands):
-    front_end = FrontEnd(sample_rate=16000, n_mels=32)
-    splits = load_splits("speech_commands", speech_commands, front_end, task=12, silence_fraction=0.5)
-    assert splits.n_classes == 12
+    splits = load_splits("speech_commands", speech_commands, task=12, silence_fraction=0.5)
+    assert splits.n_classes == 12 and splits["test"].front_end.sample_rate == 16000
     x, y = splits["test"][len(splits["test"]) - 1]
-    assert x.shape == (1, 32, 101) and splits.classes[y] == SILENCE
+    assert x.shape == (1, 40, 101) and splits.classes[y] == SILENCE
+    waveforms = load_splits("speech_commands", speech_commands, FrontEnd(sample_rate=16000, kind="waveform"))
+    assert waveforms["val"][0][0].shape == (1, 16000)
 
 
 def test_bad_layouts_are_named(speech_commands, tmp_path):

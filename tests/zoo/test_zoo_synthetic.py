@@ -5,7 +5,7 @@ from collections import Counter
 import pytest
 import torch
 
-from zoo import FrontEnd
+from zoo import Augment, FrontEnd
 from zoo.data import Synthetic, load_splits
 from zoo.data.synthetic import WORDS
 
@@ -47,3 +47,5 @@ def test_load_splits_synthetic():
     assert splits["train"][0][0].shape == (1, 8000)
     with pytest.raises(KeyError, match="unknown data set"):
         load_splits("timit")
+    with pytest.raises(ValueError, match="augment needs cached"):
+        load_splits("synthetic", augment=Augment(), cached=False)

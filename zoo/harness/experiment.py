@@ -52,6 +52,7 @@ class ExperimentConfig:
     test_speaker: Optional[str] = None
     max_batches: Optional[int] = None
     model_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    dataset_options: dict[str, Any] = field(default_factory=dict)
     progress: bool = True
 
     def train_config(self, epochs: int, lr: float, seed: int) -> TrainConfig:
@@ -109,7 +110,9 @@ class Experiment:
         kind = zoo.input_spec(model).kind
         if kind not in self._splits:
             front_end = zoo.FrontEnd(kind=kind, sample_rate=SAMPLE_RATES[self.config.dataset])
-            options = {"test_speaker": self.config.test_speaker} if self.config.test_speaker else {}
+            options = dict(self.config.dataset_options)
+            if self.config.test_speaker:
+                options["test_speaker"] = self.config.test_speaker
             start = time.perf_counter()
             self._splits[kind] = zoo.data.load_splits(
                 self.config.dataset, self.config.data_dir, front_end=front_end, seed=0,
