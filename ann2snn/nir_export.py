@@ -56,6 +56,7 @@ except ImportError:  # pragma: no cover - exercised only without the extra
 #: factor (broadcastable to the per-example shape) its output must be multiplied by.
 Sources = list[tuple[str, np.ndarray]]
 
+_ONE = np.array(1.0, dtype=np.float32)
 _POOL_FUNCTIONS = {
     F.avg_pool1d: nn.AvgPool1d, F.avg_pool2d: nn.AvgPool2d,
     F.adaptive_avg_pool1d: nn.AdaptiveAvgPool1d, F.adaptive_avg_pool2d: nn.AdaptiveAvgPool2d,
@@ -176,11 +177,8 @@ class _Exporter:
                     self.shapes[name] = shape
                     self.scale_nodes[source] = name
                 source = self.scale_nodes[source]
-            out.append((source, np.array(1.0, dtype=np.float32)))
+            out.append((source, _ONE))
         return out
-
-    def single(self, sources: Sources) -> Optional[tuple[str, np.ndarray]]:
-        return sources[0] if len(sources) == 1 else None
 
     # -- the walk -------------------------------------------------------------------------------
     def run(self) -> nir.NIRGraph:
@@ -190,7 +188,7 @@ class _Exporter:
                 if self.values:
                     raise self.refuse(node, "NIR graphs here take a single input")
                 self.add(node.name, nir.Input(input_type={"input": np.array(self.shapes[node.name])}), [])
-                self.values[node] = [(node.name, np.array(1.0, dtype=np.float32))]
+                self.values[node] = [(node.name, _ONE)]
             elif node.op == "output":
                 output = node
             elif node.op == "call_module":
@@ -294,7 +292,7 @@ class _Exporter:
         else:
             nir_node = nir.Conv2d(input_shape=tuple(spatial), weight=weight, stride=tuple(conv.stride), padding=padding, dilation=tuple(conv.dilation), groups=1, bias=bias)
         self.add(node.name, nir_node, sources)
-        return [(node.name, np.array(1.0, dtype=np.float32))]
+        return [(node.name, _ONE)]
 
     def linear(self, node: fx.Node, linear: nn.Linear) -> Sources:
         if len(self.shapes[node.args[0].name]) != 1:
@@ -302,22 +300,22 @@ class _Exporter:
         weight, sources = self.fold(node, _array(linear.weight))
         nir_node = nir.Affine(weight=weight, bias=_array(linear.bias)) if linear.bias is not None else nir.Linear(weight=weight)
         self.add(node.name, nir_node, sources)
-        return [(node.name, np.array(1.0, dtype=np.float32))]
+        return [(node.name, _ONE)]
 
     def fold(self, node: fx.Node, weight: np.ndarray) -> tuple[np.ndarray, Sources]:
         """Multiply a single input's scale into the input channels of ``weight`` where it is
         constant over everything but channels; otherwise apply it with Scale nodes."""
         sources = self.input_of(node)
-        source = self.single(sources)
         in_shape = self.shapes[node.args[0].name]
-        if source is None or _is_one(source[1]):
+        if len(sources) > 1 or _is_one(sources[0][1]):
             return weight, self.unscaled(sources)
+        source = sources[0]
         per_channel = _per_channel(source[1], in_shape)
         if per_channel is None:
             return weight, self.unscaled(sources)
         factor = per_channel.reshape((1, -1) + (1,) * (weight.ndim - 2))
         self.folded_into.add(node.name)
-        return (weight * factor).astype(np.float32), [(source[0], np.array(1.0, dtype=np.float32))]
+        return (weight * factor).astype(np.float32), [(source[0], _ONE)]
 
     def pool(self, node: fx.Node, pool: nn.Module) -> Sources:
         before, after = self.shapes[node.args[0].name], self.shapes[node.name]
@@ -337,7 +335,7 @@ class _Exporter:
             if floor != after[1:]:
                 raise self.refuse(node, "ceil_mode pooling gives a different shape than NIR's pooling")
         sources = self.input_of(node)
-        if self.single(sources) is None or _per_channel(sources[0][1], before) is None:
+        if len(sources) > 1 or _per_channel(sources[0][1], before) is None:
             sources = self.unscaled(sources)
         if dims == 2:
             nir_node = nir.AvgPool2d(kernel_size=np.array(kernel), stride=np.array(stride), padding=np.array(padding))
@@ -345,8 +343,8 @@ class _Exporter:
             channels = before[0]
             weight = _dense_groups(np.full((channels, 1, kernel[0]), 1.0 / kernel[0], np.float32), channels)
             nir_node = nir.Conv1d(input_shape=before[1], weight=weight, stride=stride[0], padding=padding[0], dilation=1, groups=1, bias=np.zeros(channels, np.float32), metadata={"represents": f"{type(pool).__name__}: the mean of each channel's window"})
-        self.add(node.name, nir_node, [(sources[0][0], sources[0][1])])
-        return [(node.name, sources[0][1])]
+        self.add(node.name, nir_node, sources)
+        return [(node.name, sources[0][1] if len(sources) == 1 else _ONE)]
 
     def flatten(self, node: fx.Node, start_dim: int, end_dim: int) -> Sources:
         before = self.shapes[node.args[0].name]
@@ -355,12 +353,11 @@ class _Exporter:
         if start == 0:
             raise self.refuse(node, "flattening the batch dimension has no NIR equivalent")
         sources = self.input_of(node)
-        if self.single(sources) is None:
+        if len(sources) > 1:
             sources = self.unscaled(sources)
-        source, scale = sources[0]
-        after = self.shapes[node.name]
-        scale = scale if scale.ndim == 0 else np.broadcast_to(scale, before).reshape(after)
-        self.add(node.name, nir.Flatten(input_type={"input": np.array(before)}, start_dim=start - 1, end_dim=end - 1), [(source, scale)])
+        scale = sources[0][1]
+        scale = scale if scale.ndim == 0 else np.broadcast_to(scale, before).reshape(self.shapes[node.name])
+        self.add(node.name, nir.Flatten(input_type={"input": np.array(before)}, start_dim=start - 1, end_dim=end - 1), sources)
         return [(node.name, scale.astype(np.float32))]
 
 
