@@ -12,12 +12,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import math
-import operator
 import os
 import pickle
 import secrets
 import sys
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
@@ -66,19 +65,18 @@ def build_parser() -> argparse.ArgumentParser:
     c = commands.add_parser(
         "convert", help="convert a trained CNN into an SNN",
         description="Convert a trained CNN into a spiking network and save it (load it back with ann2snn.load).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     c.add_argument("model", type=Path, help="a zoo checkpoint {'model', 'config', 'state_dict'}, a torch.export program (.pt2), a state dict (with --model), or a pickled nn.Module (with --trust-pickle)")
     c.add_argument("-o", "--output", type=Path, help="where to write the SNN (default: MODEL with suffix .snn.pt)")
-    c.add_argument("--T", type=int, default=25, help="time steps per forward call")
-    c.add_argument("--learn-tau", action=argparse.BooleanOptionalAction, default=True, help="make membrane time constants trainable")
+    c.add_argument("--T", type=int, default=25, help="time steps per forward call (default: %(default)s)")
+    c.add_argument("--learn-tau", action=argparse.BooleanOptionalAction, default=True, help="make membrane time constants trainable (default: on)")
     c.add_argument("--tau", type=float, help="initial membrane time constant in steps ('inf' = integrate-and-fire; default: IF, or 100 with --learn-tau)")
-    c.add_argument("--maxpool", choices=("gated", "avg"), default="gated", help="how max pooling of spikes is rewritten")
-    c.add_argument("--mode", choices=("layer", "step"), default="layer", help="execution mode of the SNN")
+    c.add_argument("--maxpool", choices=("gated", "avg"), default="gated", help="how max pooling of spikes is rewritten (default: %(default)s)")
+    c.add_argument("--mode", choices=("layer", "step"), default="layer", help="execution mode of the SNN (default: %(default)s)")
     c.add_argument("--calibrate", metavar="DATA", help="calibration data: a zoo data set ('synthetic', 'fsdd:PATH', 'speech_commands:PATH') or a .pt file of input batches (a tensor [N, ...] or a list of tensors)")
-    c.add_argument("--calibration-size", type=int, default=512, help="examples taken from a zoo data set for calibration")
-    c.add_argument("--batch-size", type=int, default=64, help="batch size for calibration and profiling")
-    c.add_argument("--percentile", type=float, default=99.9, help="activation percentile that sets each threshold")
+    c.add_argument("--calibration-size", type=int, default=512, help="examples taken from a zoo data set for calibration (default: %(default)s)")
+    c.add_argument("--batch-size", type=int, default=64, help="batch size for calibration and profiling (default: %(default)s)")
+    c.add_argument("--percentile", type=float, default=99.9, help="activation percentile that sets each threshold (default: %(default)s)")
     c.add_argument("--per-channel", action="store_true", help="one threshold per channel")
     c.add_argument("--input-shape", type=_shape, help="per-example input shape without batch, like 1,8000")
     c.add_argument("--model", dest="model_name", metavar="NAME", help="zoo model name, for a plain state dict")
@@ -144,12 +142,14 @@ def load_model(args: argparse.Namespace) -> tuple[nn.Module, Optional[tuple[int,
         raise CliError(f"{path}: no such file")
     if _is_exported_program(path):
         try:
-            program = torch.export.load(path)
+            with warnings.catch_warnings():  # torch warns that the archive's buffers are read-only
+                warnings.filterwarnings("ignore", "The given buffer is not writable", UserWarning)
+                program = torch.export.load(path)
         except Exception as error:
             raise CliError(f"{path} looks like a torch.export archive but cannot be loaded: {error}") from error
         inputs = program.example_inputs[0] if program.example_inputs else ()
         shape = tuple(inputs[0].shape[1:]) if len(inputs) == 1 and isinstance(inputs[0], torch.Tensor) else None
-        return lift_exported(program.module(), str(path)), shape
+        return lift_exported(program.module()), shape
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
@@ -182,7 +182,7 @@ def _aten(name: str):
     return getattr(getattr(torch.ops.aten, packet), overload)
 
 
-def lift_exported(module: fx.GraphModule, origin: str) -> fx.GraphModule:
+def lift_exported(module: fx.GraphModule) -> fx.GraphModule:
     """Rewrite the ATen-level graph of ``ExportedProgram.module()`` into torch-level modules and
     functions that the converter understands (conv/linear/batch norm modules, ``torch.relu``,
     ``F.max_pool1d``, ...), dropping the shape guards, so that the batch size is free again.
@@ -209,7 +209,7 @@ def lift_exported(module: fx.GraphModule, origin: str) -> fx.GraphModule:
 
     def conv(dims: int) -> Callable[[fx.Node], nn.Module]:
         def build(node: fx.Node) -> nn.Module:
-            x, weight, bias, *rest = list(node.args) + [None] * max(0, 3 - len(node.args))
+            _, weight, bias, *rest = list(node.args) + [None] * max(0, 3 - len(node.args))
             stride, padding, dilation, groups = (rest + [1, 0, 1, 1][len(rest):])[:4]
             w = tensor(weight)
             layer = (nn.Conv1d if dims == 1 else nn.Conv2d)(w.shape[1] * groups, w.shape[0], tuple(w.shape[2:]), stride, padding, dilation, groups, bias=bias is not None)
@@ -250,9 +250,10 @@ def lift_exported(module: fx.GraphModule, origin: str) -> fx.GraphModule:
         _aten("clamp.default"): torch.clamp, _aten("max_pool1d.default"): F.max_pool1d, _aten("max_pool2d.default"): F.max_pool2d,
         _aten("avg_pool1d.default"): F.avg_pool1d, _aten("avg_pool2d.default"): F.avg_pool2d,
         _aten("adaptive_avg_pool1d.default"): F.adaptive_avg_pool1d, _aten("adaptive_avg_pool2d.default"): F.adaptive_avg_pool2d,
-        _aten("flatten.using_ints"): torch.flatten, _aten("add.Tensor"): operator.add, _aten("mean.dim"): torch.mean,
-        _aten("cat.default"): torch.cat, _aten("log_softmax.int"): lambda x, dim, *_: F.log_softmax(x, dim), _aten("softmax.int"): lambda x, dim, *_: F.softmax(x, dim),
+        _aten("flatten.using_ints"): torch.flatten, _aten("add.Tensor"): torch.add, _aten("mean.dim"): torch.mean,
+        _aten("cat.default"): torch.cat,
     }
+    softmax = {_aten("log_softmax.int"): F.log_softmax, _aten("softmax.int"): F.softmax}  # (x, dim, dtype): keep (x, dim)
     for node in list(graph.nodes):
         if node.op == "call_module" and str(node.target).startswith("_guards"):
             graph.erase_node(node)
@@ -268,6 +269,8 @@ def lift_exported(module: fx.GraphModule, origin: str) -> fx.GraphModule:
             graph.erase_node(node)
         elif node.target in as_function:
             node.target = as_function[node.target]
+        elif node.target in softmax:
+            node.target, node.args = softmax[node.target], node.args[:2]
         elif node.target in (_aten("view.default"), _aten("reshape.default")):
             node.target, node.args = torch.reshape, (node.args[0], (-1, *node.args[1][1:]))
         elif node.target in (_aten("dropout.default"), _aten("clone.default"), _aten("contiguous.default")):
@@ -275,13 +278,167 @@ def lift_exported(module: fx.GraphModule, origin: str) -> fx.GraphModule:
             graph.erase_node(node)
         elif node.target in (torch._assert, _aten("_assert_scalar.default"), _aten("sym_constrain_range_for_size.default")):
             graph.erase_node(node)
-    lifted = fx.GraphModule({**{n.target: _attr(module, n.target) for n in graph.nodes if n.op == "get_attr"}, **modules}, graph, class_name=f"Exported_{Path(origin).stem}".replace("-", "_"))
-    lifted.graph.eliminate_dead_code()
-    lifted.delete_all_unused_submodules()
-    lifted.recompile()
-    return lifted.eval()
+    for node in reversed(list(graph.nodes)):
+        if node.op == "get_attr" and not node.users:
+            graph.erase_node(node)
+    attributes = {str(n.target): _attr(module, str(n.target)) for n in graph.nodes if n.op == "get_attr"}
+    return fx.GraphModule({**attributes, **modules}, graph, class_name="ExportedModel").eval()
 
 
 def _attr(module: nn.Module, target: str) -> Any:
     owner, _, name = target.rpartition(".")
     return getattr(module.get_submodule(owner) if owner else module, name)
+
+
+# -- calibration data -----------------------------------------------------------------------------
+def _front_end(zoo, data_set: str, model: nn.Module, shape: Optional[tuple[int, ...]]):
+    """The zoo front end that turns clips of ``data_set`` into this model's input: waveform for
+    [1, samples], log-mel for [1, n_mels, frames] (10 ms hop), at the data set's sample rate."""
+    spec = getattr(model, "input_spec", None)
+    shape = tuple(spec.shape) if spec is not None else shape
+    if shape is None or len(shape) not in (2, 3):
+        raise CliError("calibrating from a zoo data set needs the model's input shape, [1, samples] or [1, n_mels, frames]: pass --input-shape")
+    rate = zoo.data.SAMPLE_RATES.get(data_set, 8000)
+    if len(shape) == 2:
+        front_end = zoo.FrontEnd(kind="waveform", sample_rate=rate, length_s=shape[1] / rate)
+    else:
+        front_end = zoo.FrontEnd(kind="logmel", sample_rate=rate, n_mels=shape[1], length_s=(shape[2] - 1) / 100)
+    if front_end.output_shape != shape:
+        raise CliError(f"no zoo front end makes inputs of shape {shape} from {data_set}; calibrate with a .pt file of input batches instead")
+    return front_end
+
+
+def calibration_batches(args: argparse.Namespace, model: nn.Module, shape: Optional[tuple[int, ...]]) -> list[torch.Tensor]:
+    """Input batches from a .pt file or from the training split of a zoo data set."""
+    source = args.calibrate
+    path = Path(source)
+    if path.is_file():
+        try:
+            data = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:
+            raise CliError(f"--calibrate {source}: not a tensor file ({type(error).__name__}: {str(error).splitlines()[0]})") from error
+        if isinstance(data, torch.Tensor):
+            if data.dim() < 2:
+                raise CliError(f"--calibrate {source}: a tensor of shape {tuple(data.shape)} is not a batch [N, ...] of inputs")
+            return list(data.float().split(args.batch_size))
+        if isinstance(data, (list, tuple)) and data and all(isinstance(x, torch.Tensor) for x in data):
+            return [x.float() for x in data]
+        raise CliError(f"--calibrate {source}: expected a tensor [N, ...] or a list of tensors, found a {type(data).__name__}")
+    name, _, data_dir = source.partition(":")
+    zoo = _zoo()
+    if name not in zoo.data.NAMES:
+        raise CliError(f"--calibrate {source}: no such file, and not a zoo data set ({', '.join(zoo.data.NAMES)}; e.g. fsdd:PATH)")
+    try:
+        splits = zoo.data.load_splits(name, data_dir=data_dir or None, front_end=_front_end(zoo, name, model, shape), cached=False)
+        train = splits["train"]
+        count = min(len(train), args.calibration_size)
+        items = [train[i][0] for i in range(count)]
+    except (zoo.DataError, OSError, ValueError) as error:
+        raise CliError(f"--calibrate {source}: {error}") from error
+    if not items:
+        raise CliError(f"--calibrate {source}: the training split is empty")
+    return list(torch.stack(items).split(args.batch_size))
+
+
+# -- outputs --------------------------------------------------------------------------------------
+class Outputs:
+    """Files written under temporary names first, renamed into place only when all are ready."""
+
+    def __init__(self) -> None:
+        self.staged: list[tuple[Path, Path]] = []
+
+    def stage(self, path: Path, write: Callable[[Path], None]) -> None:
+        if not path.parent.is_dir():
+            raise CliError(f"{path}: the folder {path.parent} does not exist")
+        tmp = path.with_name(f".{path.stem}.{secrets.token_hex(4)}.partial{path.suffix}")
+        self.staged.append((tmp, path))
+        write(tmp)
+
+    def commit(self) -> list[Path]:
+        for tmp, path in self.staged:
+            os.replace(tmp, path)
+        return [path for _, path in self.staged]
+
+    def discard(self) -> None:
+        for tmp, _ in self.staged:
+            if tmp.exists():
+                tmp.unlink()
+
+
+def report_table(report: ConversionReport) -> str:
+    """The report as a plain-text table: node, before, after, threshold; then the summary line."""
+    header = ("node", "before", "after", "threshold")
+    rows = [header] + [row[:4] for row in report.rows()]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines + [report.summary()])
+
+
+# -- the command ----------------------------------------------------------------------------------
+def _check_model_shape(model: nn.Module, shape: tuple[int, ...]) -> None:
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(2, *shape))
+    except Exception as error:
+        raise CliError(f"the model does not take inputs of shape [batch, {', '.join(map(str, shape))}]: {str(error).splitlines()[0]}") from error
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    model, file_shape = load_model(args)
+    shape = args.input_shape or file_shape
+    if args.input_shape:
+        _check_model_shape(model, args.input_shape)
+    batches = calibration_batches(args, model, shape) if args.calibrate else None
+    snn = convert(
+        model, T=args.T, learn_tau=args.learn_tau, tau=args.tau, calibration=batches, percentile=args.percentile,
+        per_channel=args.per_channel, maxpool=args.maxpool, mode=args.mode, input_shape=shape,
+    )
+    print(report_table(snn.report))
+    for warning in snn.report.warnings:
+        if batches is not None or not warning.startswith("no calibration data"):  # said below, in CLI terms
+            print(f"warning: {warning}", file=sys.stderr)
+    if batches is None:
+        print("warning: no --calibrate data: thresholds are not balanced (all 1.0), so the SNN will be inaccurate", file=sys.stderr)
+    outputs = Outputs()
+    try:
+        outputs.stage(args.output or args.model.with_suffix(".snn.pt"), lambda p: save(snn, p))
+        _extras(args, model, snn, batches, outputs)
+        written = outputs.commit()
+    finally:
+        outputs.discard()
+    print("wrote " + ", ".join(map(str, written)))
+    return 0
+
+
+def _extras(args: argparse.Namespace, model: nn.Module, snn: SpikingNetwork, batches: Optional[list[torch.Tensor]], outputs: Outputs) -> None:
+    """The optional outputs: markdown report, NIR graph, drawing, profile."""
+    if args.report:
+        outputs.stage(args.report, lambda p: p.write_text(snn.report.to_markdown() + "\n"))
+    if args.nir:
+        from .nir_export import export_nir
+
+        outputs.stage(args.nir, lambda p: export_nir(snn, p))
+    if args.draw:
+        from .draw import draw
+
+        outputs.stage(args.draw, lambda p: draw(model, snn, p, title=args.model.name))
+    if args.profile:
+        from .profile import profile
+
+        if batches is None:
+            if snn.input_shape is None:
+                raise CliError("--profile needs --calibrate data or --input-shape")
+            print("profiling on random inputs (no --calibrate data): rates are only indicative")
+            batches = [torch.randn(8, *snn.input_shape, generator=torch.Generator().manual_seed(0))]
+        print(profile(snn, batches))
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of the ``ann2snn`` console script and ``tools/convert.py``."""
+    args = build_parser().parse_args(argv)
+    try:
+        return run_convert(args)
+    except (CliError, ConversionError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_ERROR
