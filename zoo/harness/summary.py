@@ -139,7 +139,8 @@ def plot_training_curves(histories: dict[str, list[dict]], path: Path) -> None:
     ax.set_ylabel("cross-entropy (dashed: training)")
     ax.set_yscale("log")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=6, ncol=2)
+    if names:
+        ax.legend(fontsize=6, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -3,6 +3,7 @@ on validation loss, resumable atomic checkpoints, optional DistributedDataParall
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 import time
@@ -15,7 +16,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Subset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
 from tqdm import tqdm
 
 from zoo.harness.checkpoint import load_checkpoint, save_checkpoint
@@ -69,8 +70,6 @@ def _is_main_process() -> bool:
 
 def _loader(dataset: Dataset, config: TrainConfig, epoch: int) -> DataLoader:
     """Shuffled batches, reproducible per (seed, epoch) whether or not the run was resumed."""
-    if config.max_batches is not None:
-        dataset = Subset(dataset, range(min(len(dataset), config.max_batches * config.batch_size)))
     if dist.is_initialized():
         sampler = DistributedSampler(dataset, shuffle=True, seed=config.seed)
         sampler.set_epoch(epoch)
@@ -100,7 +99,7 @@ def fit(
     device = resolve_device(config.device)
     model.to(device)
     train_model = nn.parallel.DistributedDataParallel(model) if dist.is_initialized() else model
-    steps_per_epoch = len(_loader(train_set, config, 0))
+    steps_per_epoch = min(len(_loader(train_set, config, 0)), config.max_batches or math.inf)
     optimiser = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=config.lr, total_steps=max(1, config.epochs * steps_per_epoch))
     history, start_epoch, best_loss, best_state = History(), 0, math.inf, None
@@ -121,8 +120,8 @@ def fit(
     for epoch in range(start_epoch, config.epochs):
         train_model.train()
         start, total, seen = time.perf_counter(), 0.0, 0
-        batches = _loader(train_set, config, epoch)
-        bar = tqdm(batches, desc=f"{desc} {epoch + 1}/{config.epochs}", leave=False, disable=not (config.progress and _is_main_process()))
+        batches = itertools.islice(_loader(train_set, config, epoch), steps_per_epoch)
+        bar = tqdm(batches, total=steps_per_epoch, desc=f"{desc} {epoch + 1}/{config.epochs}", leave=False, disable=not (config.progress and _is_main_process()))
         for x, y in bar:
             x, y = x.to(device), y.to(device)
             optimiser.zero_grad(set_to_none=True)

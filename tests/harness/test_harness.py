@@ -1,0 +1,130 @@
+"""The retraining harness end to end (tiny runs), resume, corrupt checkpoints, DDP."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import zoo
+from zoo.harness import CheckpointError, ExperimentConfig, TrainConfig, fit, run_experiment
+from zoo.harness.summary import write_outputs
+
+ROOT = Path(__file__).resolve().parents[2]
+FSDD = ROOT.parent / "shared" / "data" / "fsdd"
+
+
+def tiny_config(tmp_path: Path, **overrides) -> ExperimentConfig:
+    settings = dict(
+        dataset="synthetic", models=("m5",), seeds=(0,), out_dir=str(tmp_path / "run"), cnn_epochs=4, cnn_lr=1e-2,
+        snn_epochs=1, scratch_epochs=1, zero_shot_T=(2, 8), finetune_T=4, max_batches=12, encoders=("direct", "rate", "latency"),
+        calibration_batches=2, model_options={"m5": {"n_channel": 8}}, progress=False, device="cpu",
+    )  # fmt: skip
+    settings.update(overrides)
+    return ExperimentConfig(**settings)
+
+
+def check_run(config: ExperimentConfig, n_classes: int) -> list[dict]:
+    rows = run_experiment(config, log=lambda _: None)
+    kinds = {r["kind"] for r in rows}
+    assert kinds == {"cnn", "zero-shot", "retrained", "scratch"}
+    (cnn,) = [r for r in rows if r["kind"] == "cnn"]
+    assert cnn["top1"] > 2 * 100 / n_classes, "the CNN did not learn above chance"
+    assert {r["encoder"] for r in rows if r["kind"] == "zero-shot"} == set(config.encoders)
+    assert {r["learn_tau"] for r in rows if r["kind"] == "retrained"} == {False, True}
+    paths = write_outputs(rows, Path(config.out_dir), config.finetune_T)
+    for path in paths.values():
+        assert path.is_file() and path.stat().st_size > 0, path
+    assert "| m5 |" in paths["markdown"].read_text()
+    return rows
+
+
+def test_tiny_experiment_on_synthetic_data(tmp_path):
+    check_run(tiny_config(tmp_path), n_classes=10)
+
+
+def test_tiny_experiment_on_an_fsdd_subset(tmp_path):
+    if not FSDD.is_dir() and os.environ.get("CI") != "true":
+        pytest.skip(f"FSDD not found at {FSDD}")
+    config = tiny_config(tmp_path, dataset="fsdd", data_dir=str(FSDD), cnn_epochs=3, max_batches=10, zero_shot_T=(4,), encoders=("direct",))
+    check_run(config, n_classes=10)
+
+
+def test_rerun_skips_finished_cells(tmp_path):
+    config = tiny_config(tmp_path, cnn_epochs=2, from_scratch=False, encoders=("direct",))
+    first = run_experiment(config, log=lambda _: None)
+    lines = (Path(config.out_dir) / "results.jsonl").read_text().splitlines()
+    messages = []
+    second = run_experiment(config, log=messages.append)
+    assert (Path(config.out_dir) / "results.jsonl").read_text().splitlines() == lines
+    assert [r["top1"] for r in first] == [r["top1"] for r in second]
+    assert not any("epoch" in m for m in messages), "a finished run was trained again"
+
+
+class Interrupt(Exception):
+    pass
+
+
+def small_training(tmp_path: Path):
+    splits = zoo.data.load_splits("synthetic", front_end=zoo.FrontEnd(kind="waveform"), n_per_class=12)
+    config = TrainConfig(epochs=3, lr=1e-2, batch_size=32, seed=3, progress=False)
+
+    def model():
+        torch.manual_seed(0)
+        return zoo.create("m5", n_classes=10, n_channel=4)
+
+    return splits, config, model
+
+
+def test_resume_after_a_kill_continues_and_matches_an_uninterrupted_run(tmp_path):
+    splits, config, model = small_training(tmp_path)
+    reference = model()
+    fit(reference, splits["train"], splits["val"], config, log=lambda _: None)
+
+    checkpoint = tmp_path / "ck.pt"
+
+    def kill_after_second_epoch(message: str) -> None:
+        if "epoch 2/3" in message:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        fit(model(), splits["train"], splits["val"], config, checkpoint, log=kill_after_second_epoch)
+    messages = []
+    resumed = model()
+    history = fit(resumed, splits["train"], splits["val"], config, checkpoint, resume=True, log=messages.append)
+    assert messages[0].endswith("resuming after epoch 2")
+    assert [e["epoch"] for e in history.epochs] == [1, 2, 3]
+    for key, value in reference.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[key]), key
+
+
+def test_corrupt_checkpoint_is_refused_and_left_alone(tmp_path):
+    splits, config, model = small_training(tmp_path)
+    checkpoint = tmp_path / "ck.pt"
+    checkpoint.write_bytes(b"\x80\x04 not a checkpoint")
+    with pytest.raises(CheckpointError, match=str(checkpoint)):
+        fit(model(), splits["train"], splits["val"], config, checkpoint, resume=True, log=lambda _: None)
+    assert checkpoint.read_bytes() == b"\x80\x04 not a checkpoint"
+
+
+@pytest.mark.slow
+def test_two_process_ddp_ends_with_identical_weights(tmp_path):
+    out = tmp_path / "ddp" / "ck.pt"
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+        str(ROOT / "tools" / "train.py"), "--epochs", "2", "--max-batches", "3", "--no-progress", "--device", "cpu",
+        "-o", str(out), "--save-rank-weights",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rank0 = torch.load(out.with_name("ck.rank0.pt"), weights_only=True)
+    rank1 = torch.load(out.with_name("ck.rank1.pt"), weights_only=True)
+    assert rank0.keys() == rank1.keys()
+    for key in rank0:
+        assert torch.equal(rank0[key], rank1[key]), key
+    start = zoo.create("m5", n_classes=10)
+    assert any(not torch.equal(rank0[k], v) for k, v in start.state_dict().items() if v.is_floating_point()), "no training happened"
