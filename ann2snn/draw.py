@@ -30,6 +30,10 @@ _STYLES: dict[str, tuple[str, str]] = {
     "gated_pool": ("pooling", "#31a354"),
     "maxpool": ("pooling", "#31a354"),
     "avgpool": ("pooling", "#31a354"),
+    "avg_pool1d": ("pooling", "#31a354"),
+    "avg_pool2d": ("pooling", "#31a354"),
+    "adaptive_avg_pool1d": ("pooling", "#31a354"),
+    "adaptive_avg_pool2d": ("pooling", "#31a354"),
     "add": ("join (add, cat)", "#756bb1"),
     "cat": ("join (add, cat)", "#756bb1"),
     "time_broadcast": ("time broadcast", "#bcbddc"),
@@ -38,10 +42,15 @@ _OTHER = ("other (reshape, dropout, ...)", "#f0f0f0")
 
 
 def _layered_positions(graph: nx.DiGraph) -> dict[str, tuple[float, float]]:
-    """One row per topological generation, nodes of a row spread around x = 0."""
-    positions = {}
+    """One row per topological generation (inputs on top); within a row, nodes sit in the order
+    of their predecessors' mean position, which keeps parallel branches from crossing."""
+    positions: dict[str, tuple[float, float]] = {}
     for row, generation in enumerate(nx.topological_generations(graph)):
-        for k, name in enumerate(sorted(generation)):
+        def order(name: str) -> tuple[float, str]:
+            above = [positions[p][0] for p in graph.predecessors(name) if p in positions]
+            return (sum(above) / len(above) if above else 0.0, name)
+
+        for k, name in enumerate(sorted(generation, key=order)):
             positions[name] = (k - (len(generation) - 1) / 2, -row)
     return positions
 
@@ -62,7 +71,7 @@ def _draw_nodes(ax, graph: nx.DiGraph, positions: dict, title: str) -> tuple[dic
                               bbox=dict(boxstyle="round,pad=0.35", facecolor=colour, edgecolor="#333333", linewidth=0.8))
     xs = [x for x, _ in positions.values()] or [0]
     ys = [y for _, y in positions.values()] or [0]
-    ax.set_xlim(min(xs) - 1.0, max(xs) + 1.0)
+    ax.set_xlim(min(xs) - 0.8, max(xs) + 0.8)
     ax.set_ylim(min(ys) - 0.6, max(ys) + 0.6)
     ax.set_title(title, fontsize=11)
     ax.axis("off")
@@ -107,8 +116,10 @@ def draw(model: nn.Module | fx.GraphModule, snn, path: str | os.PathLike, *, tit
     after = to_networkx(snn.network)
     rows = max(len(list(nx.topological_generations(g))) for g in (before, after))
     columns = max(max(len(gen) for gen in nx.topological_generations(g)) for g in (before, after))
+    widest = max(len(_label(g, n)) for g in (before, after) for n in g.nodes)
+    column_inches = 0.075 * widest + 0.5  # 8-point labels are about 0.075 inch per character
     height = max(5.0, 0.42 * rows + 1.6)
-    figure, axes = plt.subplots(1, 2, figsize=(max(9.0, 4.5 * columns), height))
+    figure, axes = plt.subplots(1, 2, figsize=(max(9.0, 2 * (columns + 0.6) * column_inches), height))
     panels = [(ax, graph, _layered_positions(graph)) for ax, graph in zip(axes, (before, after))]
     drawn = [_draw_nodes(ax, graph, positions, title) for (ax, graph, positions), title in zip(panels, ("CNN (before)", "SNN (after conversion)"))]
     used = drawn[0][1] | drawn[1][1]
