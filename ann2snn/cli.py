@@ -321,9 +321,9 @@ def calibration_batches(args: argparse.Namespace, model: nn.Module, shape: Optio
             if data.dim() < 2:
                 raise CliError(f"--calibrate {source}: a tensor of shape {tuple(data.shape)} is not a batch [N, ...] of inputs")
             return list(data.float().split(args.batch_size))
-        if isinstance(data, (list, tuple)) and data and all(isinstance(x, torch.Tensor) for x in data):
-            return [x.float() for x in data]
-        raise CliError(f"--calibrate {source}: expected a tensor [N, ...] or a list of tensors, found a {type(data).__name__}")
+        if isinstance(data, (list, tuple)) and data:
+            return list(data)  # batches or (input, target) pairs, checked by the calibration
+        raise CliError(f"--calibrate {source}: expected a tensor [N, ...] or a list of batches, found {type(data).__name__} {data!r:.60}")
     name, _, data_dir = source.partition(":")
     zoo = _zoo()
     if name not in zoo.data.NAMES:

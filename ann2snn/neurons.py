@@ -156,10 +156,8 @@ class SpikingNeuron(TemporalModule):
         currents = [current] * steps if self.broadcast_input else current.unflatten(0, (steps, -1)).unbind(0)
         pool = self.__dict__.get("_fused_pool")
         if torch.is_grad_enabled() and (current.requires_grad or (beta is not None and beta.requires_grad)):
-            spikes = self._spike_train(currents, beta, pool)
-        else:
-            spikes = self._spike_train_inference(currents, beta, pool)
-        return spikes * theta
+            return self._spike_train(currents, beta, pool) * theta
+        return self._spike_train_inference(currents, beta, pool).mul_(theta)
 
     def _spike_train(self, currents: list[torch.Tensor], beta: Optional[torch.Tensor], pool: Optional[GatedMaxPool]) -> torch.Tensor:
         """Layer mode, differentiable: Norse's surrogate spike function at every step."""
@@ -181,9 +179,10 @@ class SpikingNeuron(TemporalModule):
             gate, z = pool.spike_gate(u, len(currents), differentiable=False), torch.empty_like(u)
             out = None
         for t, current_t in enumerate(currents):
-            if beta is not None:
-                u.mul_(beta)
-            u.add_(current_t)
+            if beta is None:
+                u.add_(current_t)
+            else:
+                torch.addcmul(current_t, u, beta, out=u)  # beta * u + I in one pass
             spikes_t = torch.gt(u, 1.0, out=z if pool is not None else out[t])
             u.sub_(spikes_t)
             if pool is not None:
