@@ -81,3 +81,19 @@ def test_profile_table_and_restores_mode():
     text = str(result)
     assert text.splitlines()[0].split()[:5] == ["layer", "kind", "input", "neurons", "rate"]
     assert "relu_neuron" in text and "spikes/neuron/step" in text.splitlines()[-1]
+
+
+def test_layer_and_step_mode_count_the_same_spikes_with_gated_max_pooling():
+    """Layer mode may fuse a neuron with the gated max pool after it; the profile must still
+    count the neuron's own spikes, not the pooled ones."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv1d(1, 4, 3), nn.ReLU(), nn.MaxPool1d(2), nn.Conv1d(4, 4, 3), nn.ReLU(), nn.MaxPool1d(2), nn.Flatten(), nn.Linear(16, 2)).eval()
+    x = torch.randn(4, 1, 22)
+    snn = ann2snn.convert(model, T=6, learn_tau=False, calibration=[x])
+    with torch.no_grad():
+        snn(x)  # a layer-mode forward first, as in use
+    layer, step = (ann2snn.profile(snn, x, mode=mode) for mode in ("layer", "step"))
+    for a, b in zip(layer.layers, step.layers):
+        assert (a.name, a.neurons, a.spikes, a.acs) == (b.name, b.neurons, b.spikes, b.acs)
+    neuron = next(row for row in layer.layers if row.kind == "neuron")
+    assert neuron.neurons == 4 * 20 and neuron.spikes > 0
