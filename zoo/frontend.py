@@ -10,7 +10,6 @@ import torchaudio
 
 KINDS = ("waveform", "logmel")
 NORMALIZATIONS = ("peak", "rms", None)
-_DB_FLOOR = -100.0  # AmplitudeToDB of its amin (1e-10): what digital silence maps to
 
 
 @dataclass(frozen=True)
@@ -21,7 +20,8 @@ class FrontEnd:
     RMS to 0.1) and centres it in `length_s` seconds (zero padding or a centre crop):
     [1, samples]. `features` turns prepared waveforms (any leading batch dimensions) into
     model input: the waveform itself, or a log-mel spectrogram [..., 1, n_mels, frames] in dB,
-    mapped to [0, 1] per clip (1 at the clip's peak, 0 at `top_db` below it or lower).
+    floored at `top_db` below the clip's peak and standardised per clip (mean 0, std 1; models
+    without batch norm, like Piczak's, hardly learn from unstandardised features).
     `n_fft` defaults to the power of two nearest 32 ms and `hop` to 10 ms.
     """
 
@@ -82,9 +82,9 @@ class FrontEnd:
         if self.kind == "waveform":
             return waveform
         db = self._to_db(self._mel(waveform))
-        # A silent clip's peak is the floor; clamping it keeps such a clip at 0, not 1.
-        peak = db.amax(dim=(-2, -1), keepdim=True).clamp(min=_DB_FLOOR + self.top_db)
-        return ((db - peak) / self.top_db + 1.0).clamp(min=0.0)
+        db = torch.maximum(db, db.amax(dim=(-2, -1), keepdim=True) - self.top_db)
+        mean, std = db.mean(dim=(-2, -1), keepdim=True), db.std(dim=(-2, -1), keepdim=True)
+        return (db - mean) / std.clamp(min=1e-5)  # a silent clip has std 0 and becomes all zeros
 
     def _normalise(self, x: torch.Tensor) -> torch.Tensor:
         if self.normalize == "peak":

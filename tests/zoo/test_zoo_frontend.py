@@ -21,7 +21,7 @@ def test_default_logmel_shape_and_range():
     assert (front_end.fft_size, front_end.hop_length) == (256, 80)
     x = front_end(tone(0.5, 8000), 8000)
     assert x.shape == front_end.output_shape == (1, 40, 101)
-    assert x.min() >= 0 and x.max() == 1
+    assert abs(x.mean()) < 1e-4 and x.std() == pytest.approx(1.0, abs=1e-4)
 
 
 def test_16khz_defaults_scale_with_the_rate():
@@ -69,9 +69,9 @@ def test_augment_changes_items_but_not_shapes():
     noisy = Augment(shift_s=0.1, noise_snr_db=(10.0, 10.0)).waveform(x, 8000)
     assert noisy.shape == x.shape and not torch.equal(noisy, x)
     spec = FrontEnd()(torch.randn(8000), 8000)
-    assert (spec > 0).all()
+    assert (spec != 0).all()
     masked = [Augment(shift_s=0, freq_mask=10, time_mask=20).spectrogram(spec) for _ in range(5)]
-    assert all(m.shape == spec.shape for m in masked) and any((m == 0).any() for m in masked)
+    assert all(m.shape == spec.shape for m in masked) and any((m == 0).any() for m in masked)  # masked to the mean
 
 
 @pytest.fixture(scope="module")

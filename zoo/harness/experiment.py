@@ -47,8 +47,8 @@ class ExperimentConfig:
     encoders: tuple[str, ...] = ("direct", "rate", "latency")
     from_scratch: bool = True
     calibration_batches: int = 8
-    percentile: float = 99.9
-    per_channel: bool = False
+    percentile: float = 99.0     # measured on the synthetic M5: 99 beats 99.9 by 5-10 points at T <= 16
+    per_channel: bool = True
     test_speaker: Optional[str] = None
     max_batches: Optional[int] = None
     model_options: dict[str, dict[str, Any]] = field(default_factory=dict)
