@@ -1,5 +1,6 @@
 """FSDD on the shared copy, its splits, and the loaders' handling of bad input."""
 
+import tarfile
 import time
 from collections import Counter
 
@@ -115,3 +116,15 @@ def test_download_fails_at_once_when_offline(tmp_path):
     with pytest.raises(DataError, match="could not download FSDD.*offline"):
         download_fsdd(tmp_path, url="http://127.0.0.1:9/fsdd.tar.gz", timeout_s=2.0)
     assert time.perf_counter() - start < 5.0
+
+
+def test_download_unpacks_the_release_archive(tmp_path):
+    release = tmp_path / "free-spoken-digit-dataset-1.0.10"
+    write_wav(release / "recordings" / "5_carol_0.wav")
+    archive = tmp_path / "v1.0.10.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(release, arcname=release.name)
+    recordings = download_fsdd(tmp_path / "data", url=archive.as_uri())
+    assert recordings == tmp_path / "data" / "recordings"
+    assert [c.label for c in FSDD(tmp_path / "data", split="all").clips] == [5]
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["recordings"]

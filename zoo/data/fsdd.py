@@ -96,11 +96,14 @@ def download_fsdd(dest: str | Path, url: str = FSDD_URL, timeout_s: float = 10.0
                 shutil.copyfileobj(response, out)
         except OSError as e:  # URLError, timeouts and connection errors are all OSErrors
             raise DataError(
-                f"could not download FSDD from {url} ({e}); are you offline? Download and unpack it "
-                f"by hand and pass the folder holding recordings/ (or {dest} after placing recordings/ there)"
+                f"could not download FSDD from {url} ({e}); are you offline? Fetch the archive some "
+                "other way, unpack it, and pass the folder holding recordings/ as the data folder"
             ) from e
-        with tarfile.open(archive) as tar:
-            tar.extractall(tmp, filter="data")
+        try:
+            with tarfile.open(archive) as tar:
+                tar.extractall(tmp, filter="data")
+        except tarfile.TarError as e:
+            raise DataError(f"the download from {url} is not a readable tar archive: {e}") from e
         found = next(Path(tmp).glob("*/recordings"), None)
         if found is None:
             raise DataError(f"the archive from {url} has no recordings/ folder")
