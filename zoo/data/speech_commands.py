@@ -32,10 +32,11 @@ class SpeechCommands(FileDataset):
     """Speech Commands (Warden 2018, arXiv:1804.03209) from a local copy of v0.02.
 
     task=35: the 35 words. task=12: yes, no, up, down, left, right, on, off, stop, go, then
-    "_unknown_" (other words, `unknown_fraction` as many clips as the ten words have in the
-    split, drawn by `seed`) and "_silence_" (`silence_fraction` as many 1 s stretches cut at
-    random from the background-noise files; each file's first 80 % feeds train, the next
-    10 % val, the last 10 % test). Splits follow validation_list.txt and testing_list.txt.
+    "_unknown_" and "_silence_", as in TensorFlow's speech_commands example: for N clips of
+    the ten words in a split, ceil(`unknown_fraction` N) clips of other words drawn by `seed`,
+    and ceil(`silence_fraction` N) 1 s stretches cut at random from the background-noise files
+    (each file's first 80 % feeds train, the next 10 % val, the last 10 % test, so no noise
+    is shared between splits). Splits follow validation_list.txt and testing_list.txt.
     """
 
     def __init__(
@@ -63,11 +64,11 @@ class SpeechCommands(FileDataset):
             generator = torch.Generator().manual_seed(seed)
             clips = [_clip(path, WORDS_10.index(path.parent.name)) for path in files if path.parent.name in WORDS_10]
             others = [path for path in files if path.parent.name not in WORDS_10]
-            n_unknown = min(len(others), math.ceil(unknown_fraction * len(clips)))
+            n_known = len(clips)
+            n_unknown = min(len(others), math.ceil(unknown_fraction * n_known))
             picked = torch.randperm(len(others), generator=generator)[:n_unknown].tolist()
             clips += [_clip(others[i], classes.index(UNKNOWN)) for i in sorted(picked)]
-            n_silence = math.ceil(silence_fraction * len(clips))
-            clips += _silence(root, split, n_silence, classes.index(SILENCE), generator)
+            clips += _silence(root, split, math.ceil(silence_fraction * n_known), classes.index(SILENCE), generator)
         super().__init__(clips, classes, front_end, skip_bad)
 
 
