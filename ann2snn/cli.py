@@ -273,7 +273,9 @@ def lift_exported(module: fx.GraphModule) -> fx.GraphModule:
             node.target, node.args = softmax[node.target], node.args[:2]
         elif node.target in (_aten("view.default"), _aten("reshape.default")):
             node.target, node.args = torch.reshape, (node.args[0], (-1, *node.args[1][1:]))
-        elif node.target in (_aten("dropout.default"), _aten("clone.default"), _aten("contiguous.default")):
+        elif node.target == _aten("dropout.default"):  # (x, p, train): the converter drops and reports it
+            node.target = F.dropout
+        elif node.target in (_aten("clone.default"), _aten("contiguous.default")):
             node.replace_all_uses_with(node.args[0])
             graph.erase_node(node)
         elif node.target in (torch._assert, _aten("_assert_scalar.default"), _aten("sym_constrain_range_for_size.default")):
@@ -298,7 +300,7 @@ def _front_end(zoo, data_set: str, model: nn.Module, shape: Optional[tuple[int, 
     shape = tuple(spec.shape) if spec is not None else shape
     if shape is None or len(shape) not in (2, 3):
         raise CliError("calibrating from a zoo data set needs the model's input shape, [1, samples] or [1, n_mels, frames]: pass --input-shape")
-    rate = zoo.data.SAMPLE_RATES.get(data_set, 8000)
+    rate = getattr(zoo.data.splits, "SAMPLE_RATES", {}).get(data_set, 8000)
     if len(shape) == 2:
         front_end = zoo.FrontEnd(kind="waveform", sample_rate=rate, length_s=shape[1] / rate)
     else:

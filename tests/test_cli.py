@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import ann2snn
-from ann2snn.cli import main
+from ann2snn.cli import lift_exported, main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -176,6 +176,22 @@ def test_zoo_checkpoint_and_state_dict(tmp_path, capsys):
     assert code == 2 and "do not fit zoo model 'm5'" in err
 
 
+@pytest.mark.parametrize("name, options", [("m5", {"pool": "avg"}), ("vgg", {}), ("resnet", {"width": 8, "n_blocks": 2}), ("piczak", {})])
+def test_exported_zoo_models_lift_to_the_same_conversion(name, options):
+    """ATen-level graphs of every zoo model become torch-level modules the converter reads like the original."""
+    zoo = pytest.importorskip("zoo")
+    torch.manual_seed(0)
+    model = zoo.create(name, n_classes=5, **options).eval()
+    x = torch.rand(3, *model.input_spec.shape)
+    lifted = lift_exported(torch.export.export(model, (x[:2],)).module())
+    a = ann2snn.convert(lifted, T=4, learn_tau=False, calibration=[x])
+    b = ann2snn.convert(model, T=4, learn_tau=False, calibration=[x])
+    assert a.report.summary() == b.report.summary()
+    with torch.no_grad():
+        assert torch.allclose(lifted(x), model(x), atol=1e-5)
+        assert torch.allclose(a(x), b(x), atol=1e-5)
+
+
 @pytest.mark.slow
 def test_zoo_checkpoint_calibrated_on_synthetic_data(tmp_path, capsys):
     zoo = pytest.importorskip("zoo")
@@ -184,6 +200,19 @@ def test_zoo_checkpoint_calibrated_on_synthetic_data(tmp_path, capsys):
     code, out, err = run(capsys, tmp_path / "m5.pt", "--calibrate", "synthetic", "--calibration-size", 16, "--T", 4)
     assert code == 0, err
     assert ann2snn.load(tmp_path / "m5.snn.pt").input_shape == (1, 8000)
+
+
+def test_zoo_checkpoint_calibrated_on_fsdd(tmp_path, capsys):
+    zoo = pytest.importorskip("zoo")
+    fsdd = (ROOT / ".." / "shared" / "data" / "fsdd").resolve()
+    if not fsdd.is_dir():
+        pytest.skip(f"no FSDD copy at {fsdd}")
+    model = zoo.create("resnet", n_classes=10, width=8, n_blocks=1)
+    torch.save({"model": "resnet", "config": {"n_classes": 10, "width": 8, "n_blocks": 1}, "state_dict": model.state_dict()}, tmp_path / "resnet.pt")
+    code, out, err = run(capsys, tmp_path / "resnet.pt", "--calibrate", f"fsdd:{fsdd}", "--calibration-size", 16, "--T", 4, "--no-learn-tau")
+    assert code == 0, err
+    snn = ann2snn.load(tmp_path / "resnet.snn.pt")
+    assert snn.input_shape == model.input_spec.shape and all(e.threshold for e in snn.report.neurons)
 
 
 def test_console_script_is_declared():
