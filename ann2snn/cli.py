@@ -78,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--batch-size", type=int, default=64, help="batch size for calibration and profiling (default: %(default)s)")
     c.add_argument("--percentile", type=float, default=99.9, help="activation percentile that sets each threshold (default: %(default)s)")
     c.add_argument("--per-channel", action="store_true", help="one threshold per channel")
+    c.add_argument("--allow-analog", action="store_true", help="keep ops with no spiking equivalent as analog layers instead of refusing the model")
     c.add_argument("--input-shape", type=_shape, help="per-example input shape without batch, like 1,8000")
     c.add_argument("--model", dest="model_name", metavar="NAME", help="zoo model name, for a plain state dict")
     c.add_argument("--model-config", type=_json_object, default={}, metavar="JSON", help="options for zoo.create, e.g. '{\"n_classes\": 10}'")
@@ -177,6 +178,17 @@ def load_model(args: argparse.Namespace) -> tuple[nn.Module, Optional[tuple[int,
 
 
 # -- exported programs --------------------------------------------------------------------------------
+EXPORTED_OPS_NOTE = (
+    "its ATen ops are read back as torch modules and functions only for convolution, linear, batch norm, "
+    "ReLU/hardtanh/clamp, max/average/adaptive pooling, flatten, view/reshape, add, mean, cat, dropout and "
+    "softmax; convert the original nn.Module or a checkpoint of it instead"
+)
+
+
+class ExportedModel(fx.GraphModule):
+    """The torch-level graph read back from a ``torch.export`` program (see ``lift_exported``)."""
+
+
 def _aten(name: str):
     packet, overload = name.split(".")
     return getattr(getattr(torch.ops.aten, packet), overload)
@@ -284,7 +296,7 @@ def lift_exported(module: fx.GraphModule) -> fx.GraphModule:
         if node.op == "get_attr" and not node.users:
             graph.erase_node(node)
     attributes = {str(n.target): _attr(module, str(n.target)) for n in graph.nodes if n.op == "get_attr"}
-    return fx.GraphModule({**attributes, **modules}, graph, class_name="ExportedModel").eval()
+    return ExportedModel({**attributes, **modules}, graph).eval()
 
 
 def _attr(module: nn.Module, target: str) -> Any:
@@ -392,10 +404,15 @@ def run_convert(args: argparse.Namespace) -> int:
     if args.input_shape:
         _check_model_shape(model, args.input_shape)
     batches = calibration_batches(args, model, shape) if args.calibrate else None
-    snn = convert(
-        model, T=args.T, learn_tau=args.learn_tau, tau=args.tau, calibration=batches, percentile=args.percentile,
-        per_channel=args.per_channel, maxpool=args.maxpool, mode=args.mode, input_shape=shape,
-    )
+    try:
+        snn = convert(
+            model, T=args.T, learn_tau=args.learn_tau, tau=args.tau, calibration=batches, percentile=args.percentile,
+            per_channel=args.per_channel, maxpool=args.maxpool, mode=args.mode, allow_analog=args.allow_analog, input_shape=shape,
+        )
+    except ConversionError as error:
+        if isinstance(model, ExportedModel):
+            raise CliError(f"{error} [{args.model} is a torch.export program: {EXPORTED_OPS_NOTE}]") from error
+        raise
     print(report_table(snn.report))
     for warning in snn.report.warnings:
         if batches is not None or not warning.startswith("no calibration data"):  # said below, in CLI terms

@@ -148,6 +148,24 @@ def test_bad_input_fails_cleanly(files, capsys, case, message):
     assert set(files.iterdir()) == before  # no output, no partial file
 
 
+class SigmoidNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.sigmoid(x))
+
+
+def test_exported_program_with_an_unsupported_op(tmp_path, capsys):
+    torch.export.save(torch.export.export(SigmoidNet().eval(), (torch.randn(2, 4),)), tmp_path / "sigmoid.pt2")
+    code, out, err = run(capsys, tmp_path / "sigmoid.pt2")
+    assert code == 2 and "unsupported op torch.sigmoid" in err and "is a torch.export program" in err
+    assert [p.name for p in tmp_path.iterdir()] == ["sigmoid.pt2"]
+    code, out, err = run(capsys, tmp_path / "sigmoid.pt2", "--allow-analog")
+    assert code == 0 and "stays analog" in err
+
+
 def test_malformed_input_shape_is_a_usage_error(files, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["convert", str(files / "model.pt2"), "--input-shape", "1,a"])
