@@ -369,7 +369,10 @@ class Outputs:
         write(tmp)
 
     def commit(self) -> list[Path]:
+        umask = os.umask(0)
+        os.umask(umask)
         for tmp, path in self.staged:
+            tmp.chmod(0o666 & ~umask)  # ann2snn.save writes through mkstemp, which makes files private (0600)
             os.replace(tmp, path)
         return [path for _, path in self.staged]
 

@@ -8,7 +8,7 @@ analog layers (conv, linear), pooling, ReLUs of the CNN, joins and reshapes, inp
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Optional
 
@@ -135,8 +135,7 @@ def draw(model: nn.Module | fx.GraphModule, snn, path: str | os.PathLike, *, tit
     for (ax, graph, positions), (boxes, _) in zip(panels, drawn):
         _draw_edges(ax, graph, positions, boxes, renderer)
     path = Path(path)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(handle)
+    tmp = path.with_name(f".{path.stem}.{secrets.token_hex(4)}{path.suffix or '.png'}")  # the suffix picks the format
     try:
         figure.savefig(tmp, dpi=110)
         os.replace(tmp, path)

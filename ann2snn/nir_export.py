@@ -33,7 +33,7 @@ from __future__ import annotations
 import math
 import operator
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any, Optional
 
@@ -78,8 +78,7 @@ def export_nir(snn: SpikingNetwork, path: Optional[str | os.PathLike] = None, *,
 
 
 def _write_atomically(graph: nir.NIRGraph, path: Path) -> None:
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")  # created with the umask's mode, unlike mkstemp
     try:
         nir.write(tmp, graph)
         os.replace(tmp, path)

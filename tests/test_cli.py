@@ -2,6 +2,7 @@
 ``tools/convert.py`` subprocess): every accepted input, every output, and clean failures."""
 
 import importlib.metadata
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -95,6 +96,10 @@ def test_outputs_report_nir_drawing_profile(files, capsys):
     assert type(nir.read(files / "snn.nir").nodes["relu_neuron"]).__name__ == "IF"
     assert "spikes/neuron/step" in out and "CNN MACs" in out
     assert not [p for p in files.iterdir() if p.name.startswith(".")]  # no temporary files left
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("snn.pt", "report.md", "snn.nir", "graph.png"):  # readable like any new file, not private
+        assert (files / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
 
 
 def test_pickled_module_needs_trust_pickle(files, capsys):
