@@ -33,20 +33,45 @@ class ActivationSampler:
             values = values[:, columns]
         self.samples.append(values)
 
-    def threshold(self, percentile: float, per_channel: bool) -> Optional[torch.Tensor]:
-        """The percentile of positive values (per channel, where asked), or None if none were seen."""
+    def threshold(self, percentile: float | str, per_channel: bool, steps: int) -> Optional[torch.Tensor]:
+        """The threshold from the positive values seen (per channel, where asked), or None if none
+        were seen: their ``percentile``, or with ``"balanced"`` the error-minimising one for ``steps``."""
         values = torch.cat(self.samples, 1)
         positive = values[values > 0]
         if positive.numel() == 0:
             return None
-        layer = _quantile(positive, percentile)
+        layer = _threshold(positive, percentile, steps)
         if not per_channel:
             return layer
         out = torch.empty(values.shape[0])
         for c, row in enumerate(values):
             row = row[row > 0]
-            out[c] = _quantile(row, percentile) if row.numel() else layer
+            out[c] = _threshold(row, percentile, steps) if row.numel() else layer
         return out
+
+
+#: Candidate percentiles that a "balanced" threshold chooses from.
+BALANCED_PERCENTILES = (90.0, 95.0, 98.0, 99.0, 99.5, 99.7, 99.9, 99.95, 99.99, 100.0)
+
+
+def _threshold(positive: torch.Tensor, percentile: float | str, steps: int) -> torch.Tensor:
+    if percentile == "balanced":
+        return balanced_threshold(positive, steps)
+    return _quantile(positive, float(percentile))
+
+
+def balanced_threshold(positive: torch.Tensor, steps: int) -> torch.Tensor:
+    """The candidate threshold that minimises a rate-coded neuron's expected squared error on
+    these activations after ``steps`` steps: clipping above the threshold, ``(a - theta)^2``, plus
+    the rounding of a rate to ``theta / steps``, variance ``(theta / steps)^2 / 12`` below it.
+    Low thresholds clip less rarely-large values but resolve the common ones finely: the best
+    choice moves towards the maximum as ``steps`` grows."""
+    if positive.numel() > 2**20:
+        positive = positive[:: math.ceil(positive.numel() / 2**20)]
+    candidates = torch.quantile(positive, torch.tensor(BALANCED_PERCENTILES) / 100.0)
+    clipped = (positive[None, :] - candidates[:, None]).clamp(min=0).pow(2).mean(1)
+    rounding = (candidates / steps).pow(2) / 12 * (positive[None, :] < candidates[:, None]).float().mean(1)
+    return candidates[torch.argmin(clipped + rounding)]
 
 
 def _quantile(values: torch.Tensor, percentile: float) -> torch.Tensor:
@@ -71,14 +96,27 @@ def calibration_inputs(calibration: Iterable) -> Iterable[torch.Tensor]:
         raise ConversionError("the calibration set is empty: pass an iterable of input batches (or (input, target) pairs), or calibration=None")
 
 
-def calibrate(snn, calibration: Iterable, percentile: float, per_channel: bool, seed: int = 0) -> None:
-    """Set every neuron's threshold and the encoder's scale from the calibration batches."""
-    if not 0 < percentile <= 100:
-        raise ConversionError(f"percentile={percentile} must be in (0, 100]")
+#: Percentiles ``percentile="auto"`` tries (each per layer, or per channel) besides the
+#: per-neuron error-balanced threshold ("balanced").
+AUTO_CANDIDATES: tuple[float | str, ...] = (99.0, 99.5, 99.9, 99.99, "balanced")
+#: Calibration examples whose outputs ``percentile="auto"`` compares between CNN and SNN.
+AUTO_EXAMPLES = 256
+
+
+def calibrate(snn, calibration: Iterable, percentile: float | str, per_channel: bool, seed: int = 0) -> None:
+    """Set every neuron's threshold and the encoder's scale from the calibration batches.
+
+    ``percentile="auto"`` tries each of ``AUTO_CANDIDATES`` and keeps the one whose SNN, at the
+    network's current ``T``, reproduces the CNN's outputs on the first calibration examples with
+    the smallest mean squared error.
+    """
+    if percentile not in ("auto", "balanced") and not (isinstance(percentile, (int, float)) and 0 < percentile <= 100):
+        raise ConversionError(f"percentile={percentile!r} must be in (0, 100], 'balanced' or 'auto'")
     generator = torch.Generator().manual_seed(seed)
     neurons = {name: m for name, m in snn.network.named_modules() if isinstance(m, SpikingNeuron)}
     samplers = {name: ActivationSampler(generator) for name in neurons}
     input_sampler = ActivationSampler(generator)
+    held_inputs, held_outputs = [], []
     for name, neuron in neurons.items():
         neuron.observer = samplers[name]
     try:
@@ -89,21 +127,43 @@ def calibrate(snn, calibration: Iterable, percentile: float, per_channel: bool, 
                     snn.input_shape = tuple(x.shape[1:])
                 snn.check_input(x)
                 input_sampler(x.abs().flatten(1))
-                snn.run_network(x)
+                out = snn.run_network(x)
+                if sum(len(h) for h in held_inputs) < AUTO_EXAMPLES:
+                    held_inputs.append(x)
+                    held_outputs.append(out)
     finally:
         for neuron in neurons.values():
             neuron.observer = None
-    scale = input_sampler.threshold(percentile, per_channel=False)
+    scale = input_sampler.threshold(99.9 if isinstance(percentile, str) else percentile, per_channel=False, steps=snn.T)
     if scale is not None:
         snn.encoder.scale.fill_(float(scale))
+    if percentile == "auto":
+        errors = {}
+        for candidate in AUTO_CANDIDATES:
+            _set_thresholds(snn, neurons, samplers, candidate, per_channel)
+            errors[candidate] = _output_error(snn, held_inputs, held_outputs)
+        percentile = min(errors, key=errors.get)
+        snn.report.settings["percentile_chosen"] = percentile
+    _set_thresholds(snn, neurons, samplers, percentile, per_channel)
+    for name in neurons:
+        if samplers[name].samples and not (torch.cat(samplers[name].samples, 1) > 0).any():
+            snn.report.warn(f"neuron `{name}` was never active on the calibration data; its threshold stays {float(neurons[name].threshold):g}")
+
+
+def _set_thresholds(snn, neurons: dict[str, SpikingNeuron], samplers: dict[str, ActivationSampler], percentile: float | str, per_channel: bool) -> None:
     for name, neuron in neurons.items():
-        threshold = samplers[name].threshold(percentile, per_channel)
-        entry = snn.report.entry_for_module(name)
+        threshold = samplers[name].threshold(percentile, per_channel, steps=snn.T)
         if threshold is None:
-            snn.report.warn(f"neuron `{name}` was never active on the calibration data; its threshold stays {float(neuron.threshold):g}")
             continue
         neuron.set_threshold(threshold)
         neuron.channels = samplers[name].shape[0] if samplers[name].shape else 1
+        entry = snn.report.entry_for_module(name)
         if entry is not None:
             t = neuron.threshold
             entry.threshold = f"{float(t):.4g}" if t.dim() == 0 else f"{float(t.min()):.3g}..{float(t.max()):.3g} ({t.numel()} ch)"
+
+
+def _output_error(snn, inputs: list[torch.Tensor], targets: list[torch.Tensor]) -> float:
+    """Mean squared difference between the SNN's outputs and the CNN's on held inputs."""
+    with torch.no_grad():
+        return sum(float((snn(x) - y).pow(2).sum()) for x, y in zip(inputs, targets)) / sum(y.numel() for y in targets)

@@ -28,7 +28,7 @@ def convert(
     *,
     tau: Optional[float] = None,
     calibration: Optional[Iterable] = None,
-    percentile: float = 99.9,
+    percentile: float | str = 99.9,
     per_channel: bool = False,
     tau_per_channel: bool = False,
     maxpool: str = "gated",
@@ -50,7 +50,10 @@ def convert(
         tau: initial time constant in steps; ``float('inf')`` is integrate-and-fire. ``None``:
             integrate-and-fire without ``learn_tau``, ``DEFAULT_LEARNABLE_TAU`` (100) with it.
         calibration: iterable of input batches or (input, target) pairs for threshold balancing.
-        percentile: activation percentile that sets each threshold.
+        percentile: activation percentile that sets each threshold; "balanced": per layer (or
+            channel) the percentile that minimises the rate-coding error at this ``T`` (clipping
+            against rounding); "auto": whichever of 99, 99.5, 99.9, 99.99 and "balanced" makes
+            the SNN at this ``T`` reproduce the CNN's outputs on the calibration data best.
         per_channel: one threshold per channel instead of per layer (needs calibration).
         tau_per_channel: one learnable time constant per channel (needs calibration and learn_tau).
         maxpool: "gated" (pass the input with the highest running spike count) or "avg".

@@ -21,6 +21,7 @@ def save(snn: SpikingNetwork, path: str | os.PathLike) -> None:
     path = Path(path)
     handle, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
     os.close(handle)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes the file private; give it the usual permissions
     try:
         torch.save({"format": FORMAT, "version": VERSION, "network": snn}, tmp)
         os.replace(tmp, path)
@@ -45,3 +46,9 @@ def load(path: str | os.PathLike, map_location: str | torch.device | None = None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ConversionError(f"{path} is not a network saved by ann2snn.save (no '{FORMAT}' header)")
     return payload["network"]
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

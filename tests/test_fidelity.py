@@ -91,3 +91,29 @@ def test_gradients_reach_every_weight_and_tau(trained, mode):
     assert sum("leak_logit" in name for name in params) == 2
     for name, p in params.items():
         assert p.grad is not None and p.grad.abs().sum() > 0, f"no gradient reaches {name}"
+
+
+def test_balanced_threshold_moves_towards_the_maximum_as_T_grows():
+    from ann2snn.calibrate import balanced_threshold
+
+    activations = torch.distributions.Exponential(1.0).sample((20000,))
+    thresholds = [float(balanced_threshold(activations, steps)) for steps in (2, 8, 64, 1024)]
+    assert thresholds == sorted(thresholds) and thresholds[0] < thresholds[-1]
+    assert thresholds[-1] <= float(activations.max())
+
+
+def test_auto_percentile_picks_the_best_candidate_for_T(trained):
+    model, calibration, x_test = trained
+    with torch.no_grad():
+        cnn_pred = model(x_test).argmax(1)
+
+        def agreement(percentile):
+            snn = ann2snn.convert(model, T=4, learn_tau=False, calibration=calibration.split(64), percentile=percentile)
+            return (snn(x_test).argmax(1) == cnn_pred).float().mean().item(), snn
+
+        auto, snn = agreement("auto")
+        from ann2snn.calibrate import AUTO_CANDIDATES
+
+        assert snn.report.settings["percentile_chosen"] in AUTO_CANDIDATES
+        fixed = agreement(99.99)[0]
+    assert auto >= fixed - 0.01, (auto, fixed)

@@ -26,6 +26,7 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(handle)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes the file private; give it the usual permissions
     try:
         torch.save(payload, tmp)
         os.replace(tmp, path)
@@ -49,3 +50,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if not isinstance(payload, dict) or "state_dict" not in payload:
         raise CheckpointError(f"{path} is not an ann2snn checkpoint (no 'state_dict' entry)")
     return payload
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -47,7 +47,7 @@ class ExperimentConfig:
     encoders: tuple[str, ...] = ("direct", "rate", "latency")
     from_scratch: bool = True
     calibration_batches: int = 8
-    percentile: float = 99.0     # measured on the synthetic M5: 99 beats 99.9 by 5-10 points at T <= 16
+    percentile: float | str = "auto"  # chosen per T: see ann2snn.calibrate.AUTO_CANDIDATES
     per_channel: bool = True
     test_speaker: Optional[str] = None
     max_batches: Optional[int] = None
@@ -160,15 +160,15 @@ class Experiment:
             encoders = config.encoders if neuron == "IF" else ("direct",)
             for encoder in encoders:
                 steps = config.zero_shot_T if encoder == "direct" else (config.finetune_T,)
-                todo = [T for T in steps if cell_id(model, seed, "zero-shot", neuron, T, encoder) not in self.results]
-                if not todo:
-                    continue
-                snn = self._convert(cnn, model, todo[0], learn_tau=False, tau=tau, encoder=encoder)
-                for T in todo:
-                    snn.T = T
+                for T in steps:
+                    cell = cell_id(model, seed, "zero-shot", neuron, T, encoder)
+                    if cell in self.results:
+                        continue
                     torch.manual_seed(seed)  # rate coding draws random spikes
+                    snn = self._convert(cnn, model, T, learn_tau=False, tau=tau, encoder=encoder)  # thresholds for this T
                     metrics = evaluate(snn, test, device=self.device)
-                    self.results.add(_row(cell_id(model, seed, "zero-shot", neuron, T, encoder), model, seed, "zero-shot", metrics, neuron=neuron, T=T, encoder=encoder, tau=tau))
+                    chosen = snn.report.settings.get("percentile_chosen", config.percentile)
+                    self.results.add(_row(cell, model, seed, "zero-shot", metrics, neuron=neuron, T=T, encoder=encoder, tau=tau, percentile=chosen))
                     self.log(f"{model} seed {seed} zero-shot {neuron} {encoder} T={T}: {metrics.top1:.1f} %")
 
     def _convert(self, cnn: torch.nn.Module, model: str, T: int, **options: Any) -> ann2snn.SpikingNetwork:
