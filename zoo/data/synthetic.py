@@ -55,9 +55,9 @@ class Synthetic(AudioDataset):
     Balanced: item i has label i % 10. Deterministic for (`seed`, `split`); the three splits
     draw from different random streams. `n_per_class` defaults to 150 / 20 / 30 for
     train / val / test (2,000 clips, about 1 s to generate on 2 cores). Every clip is a new
-    random speaker (`clips[i].speaker`). Measured (Adam, one-cycle, 0.1 s shift augmentation):
-    M5 on the waveform reaches 89 % test accuracy in 8 epochs (about 10 s), 94 % in 20; the
-    VGG on log-mel 96 % in 10.
+    random speaker (`clips[i].speaker`). Measured test accuracy (Adam, one-cycle at 3e-3, batch
+    64, 0.1 s shift augmentation): M5 on the waveform 89 % after 8 epochs (about 10 s on 2 idle
+    cores) and 94 % after 20; on log-mel, after 10 epochs, VGG 96 %, ResNet 96 %, Piczak 94 %.
     """
 
     def __init__(
