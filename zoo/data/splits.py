@@ -13,6 +13,7 @@ from zoo.frontend import FrontEnd
 
 NAMES = ("synthetic", "fsdd", "speech_commands")
 SAMPLE_RATES = {"synthetic": 8000, "fsdd": 8000, "speech_commands": 16000}  # of the default front end
+SPLITS = ("train", "val", "test")
 SplitData = AudioDataset | CachedFeatures
 
 
@@ -50,12 +51,12 @@ def load_splits(
         raise ValueError("augment needs cached=True (augmentation is applied on top of the cached features)")
     front_end = front_end or FrontEnd(sample_rate=SAMPLE_RATES[name])
     if name == "synthetic":
-        sets = {split: Synthetic(split, seed, front_end=front_end, **options) for split in ("train", "val", "test")}
+        sets = {split: Synthetic(split, seed, front_end=front_end, **options) for split in SPLITS}
     else:
         if data_dir is None:
             raise DataError(f"{name} needs data_dir: the local folder holding the data set")
         cls = FSDD if name == "fsdd" else SpeechCommands
-        sets = {split: cls(data_dir, split, seed=seed, front_end=front_end, **options) for split in ("train", "val", "test")}
+        sets = {split: cls(data_dir, split, seed=seed, front_end=front_end, **options) for split in SPLITS}
     if cached:
         sets = {
             split: CachedFeatures(data, augment if split == "train" else None, cache_dir) for split, data in sets.items()
