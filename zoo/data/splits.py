@@ -58,7 +58,6 @@ def load_splits(
         cls = FSDD if name == "fsdd" else SpeechCommands
         sets = {split: cls(data_dir, split, seed=seed, front_end=front_end, **options) for split in SPLITS}
     if cached:
-        sets = {
-            split: CachedFeatures(data, augment if split == "train" else None, cache_dir) for split, data in sets.items()
-        }
+        augments = {"train": augment}
+        sets = {split: CachedFeatures(data, augments.get(split), cache_dir) for split, data in sets.items()}
     return Splits(**sets)
