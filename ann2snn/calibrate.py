@@ -98,9 +98,9 @@ def calibration_inputs(calibration: Iterable) -> Iterable[torch.Tensor]:
 
 #: Percentiles ``percentile="auto"`` tries (each per layer, or per channel) besides the
 #: per-neuron error-balanced threshold ("balanced").
-AUTO_CANDIDATES: tuple[float | str, ...] = (99.0, 99.5, 99.9, 99.99, "balanced")
+AUTO_CANDIDATES: tuple[float | str, ...] = (99.0, 99.5, 99.9, "balanced")
 #: Calibration examples whose outputs ``percentile="auto"`` compares between CNN and SNN.
-AUTO_EXAMPLES = 256
+AUTO_EXAMPLES = 128
 
 
 def calibrate(snn, calibration: Iterable, percentile: float | str, per_channel: bool, seed: int = 0) -> None:

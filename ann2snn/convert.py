@@ -52,7 +52,7 @@ def convert(
         calibration: iterable of input batches or (input, target) pairs for threshold balancing.
         percentile: activation percentile that sets each threshold; "balanced": per layer (or
             channel) the percentile that minimises the rate-coding error at this ``T`` (clipping
-            against rounding); "auto": whichever of 99, 99.5, 99.9, 99.99 and "balanced" makes
+            against rounding); "auto": whichever of 99, 99.5, 99.9 and "balanced" makes
             the SNN at this ``T`` reproduce the CNN's outputs on the calibration data best.
         per_channel: one threshold per channel instead of per layer (needs calibration).
         tau_per_channel: one learnable time constant per channel (needs calibration and learn_tau).

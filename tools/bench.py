@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import resource
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -83,14 +82,15 @@ class ResNet(nn.Module):
 
 
 def seconds(fn: Callable[[], object], repeats: int) -> float:
-    """Median wall time of ``fn`` after one warm-up call."""
+    """Fastest wall time of ``fn`` over ``repeats`` calls after one warm-up call (the minimum is
+    the measurement least disturbed by other work on the machine)."""
     fn()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return min(times)
 
 
 def train_step(model: nn.Module, x: torch.Tensor) -> Callable[[], None]:

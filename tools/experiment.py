@@ -29,8 +29,8 @@ PRESETS = {
     ),
     # The README's results table: FSDD, three models.
     "fsdd": dict(
-        dataset="fsdd", models=("m5", "vgg", "resnet"), cnn_epochs=30, snn_epochs=2, scratch_epochs=4,
-        finetune_T=25, zero_shot_T=(1, 2, 4, 8, 16, 25, 32, 64, 128), out_dir="runs/fsdd",
+        dataset="fsdd", models=("m5", "vgg", "resnet"), cnn_epochs=30, snn_epochs=1, scratch_epochs=2,
+        finetune_T=25, zero_shot_T=(1, 2, 4, 8, 16, 25, 32, 64, 128), lif_zero_shot_T=(8, 25, 64), out_dir="runs/fsdd",
     ),
 }
 

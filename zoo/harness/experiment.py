@@ -42,6 +42,7 @@ class ExperimentConfig:
     scratch_epochs: int = 2
     patience: int = 8
     zero_shot_T: tuple[int, ...] = (1, 2, 4, 8, 16, 25, 32, 64, 128)
+    lif_zero_shot_T: Optional[tuple[int, ...]] = None  # LIF zero-shot steps (None: zero_shot_T)
     finetune_T: int = 25
     lif_tau: float = ann2snn.DEFAULT_LEARNABLE_TAU
     encoders: tuple[str, ...] = ("direct", "rate", "latency")
@@ -159,7 +160,8 @@ class Experiment:
         for neuron, tau in (("IF", math.inf), ("LIF", config.lif_tau)):
             encoders = config.encoders if neuron == "IF" else ("direct",)
             for encoder in encoders:
-                steps = config.zero_shot_T if encoder == "direct" else (config.finetune_T,)
+                steps = (config.lif_zero_shot_T or config.zero_shot_T) if neuron == "LIF" else config.zero_shot_T
+                steps = steps if encoder == "direct" else (config.finetune_T,)
                 for T in steps:
                     cell = cell_id(model, seed, "zero-shot", neuron, T, encoder)
                     if cell in self.results:
@@ -214,8 +216,8 @@ class Experiment:
 
     def run(self) -> list[dict[str, Any]]:
         (self.out / "config.json").write_text(json.dumps(asdict(self.config), indent=1))
-        for model in self.config.models:
-            for seed in self.config.seeds:
+        for seed in self.config.seeds:  # all models of one seed first: a cut-short run covers every model
+            for model in self.config.models:
                 cnn, cnn_epoch_s = self.train_cnn(model, seed)
                 self.zero_shot(cnn, model, seed)
                 self.retrain(cnn, model, seed, cnn_epoch_s)
