@@ -188,17 +188,6 @@ class _Counter:
             row.macs += row.cnn_macs * output.shape[0]
 
 
-def _unfuse_pools(snn: SpikingNetwork) -> list[tuple[str, str]]:
-    """Stop layer mode from running gated max pools inside the neuron before them (the neuron's
-    output would be the pooled spikes); returns the pairs to restore afterwards."""
-    pairs = getattr(snn, "fusable_pools", [])
-    for neuron, pool in pairs:
-        snn.network.get_submodule(neuron).fuse_pool(None)
-        snn.network.get_submodule(pool).fused = False
-    snn.fusable_pools = []
-    return pairs
-
-
 def profile(snn: SpikingNetwork, batches: Iterable | torch.Tensor, mode: Optional[str] = None) -> Profile:
     """Run ``snn`` on ``batches`` (tensors or (input, target) pairs, or one tensor) and count
     spikes, synaptic operations and MACs per layer; ``mode`` overrides ``snn.mode`` for the run."""
@@ -223,7 +212,7 @@ def profile(snn: SpikingNetwork, batches: Iterable | torch.Tensor, mode: Optiona
         hooks.append(module.register_forward_hook(counter))
     device = next(snn.network.parameters(), torch.empty(0)).device
     previous_mode, was_training = snn.mode, snn.training
-    fused = _unfuse_pools(snn)
+    fused, snn.fuse_pools = snn.fuse_pools, False  # hooks must see each neuron's own spikes
     snn.mode = result.mode
     snn.eval()
     try:
@@ -236,7 +225,7 @@ def profile(snn: SpikingNetwork, batches: Iterable | torch.Tensor, mode: Optiona
             hook.remove()
         snn.mode = previous_mode
         snn.train(was_training)
-        snn.fusable_pools = fused
+        snn.fuse_pools = fused
     for row in result.layers:
         row.spikes /= result.examples
         row.acs /= result.examples

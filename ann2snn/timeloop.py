@@ -74,6 +74,9 @@ class SpikingNetwork(nn.Module):
         _, dynamic = split_static(network)
         self.static_output = not any(n.op == "output" for n in dynamic)
         self.fusable_pools = _neuron_pool_pairs(network)
+        #: Layer mode runs each gated max pool inside the neuron that feeds it (faster, and the
+        #: unpooled spike train is never stored); set False to observe neurons' own spikes with hooks.
+        self.fuse_pools = True
 
     # -- settings ------------------------------------------------------------------------------
     @property
@@ -105,7 +108,7 @@ class SpikingNetwork(nn.Module):
             module.analog = analog
             module.time_steps = self.T if layer_mode else None
             module.broadcast_input = folded_static and module.static_source
-        fuse = layer_mode and not analog
+        fuse = layer_mode and not analog and self.fuse_pools
         for neuron_name, pool_name in self.fusable_pools:
             pool = self.network.get_submodule(pool_name)
             pool.fused = fuse

@@ -1,11 +1,11 @@
 """The retraining harness: train a CNN, convert it, measure the SNN over T, fine-tune it."""
 
 from zoo.harness.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from zoo.harness.evaluate import Metrics, evaluate, firing_rates
+from zoo.harness.evaluate import Metrics, evaluate, run_profile
 from zoo.harness.experiment import ExperimentConfig, run_experiment
 from zoo.harness.train import TrainConfig, fit
 
 __all__ = [
-    "CheckpointError", "ExperimentConfig", "Metrics", "TrainConfig", "evaluate", "firing_rates", "fit",
+    "CheckpointError", "ExperimentConfig", "Metrics", "TrainConfig", "evaluate", "fit", "run_profile",
     "load_checkpoint", "run_experiment", "save_checkpoint",
 ]  # fmt: skip

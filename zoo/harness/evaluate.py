@@ -44,29 +44,12 @@ def evaluate(model: nn.Module, dataset: Dataset, batch_size: int = 128, device: 
     return Metrics(loss / n, 100 * correct1 / n, 100 * correct5 / n, int(n), time.perf_counter() - start)
 
 
-@torch.no_grad()
-def firing_rates(snn: ann2snn.SpikingNetwork, dataset: Dataset, batches: int = 2, batch_size: int = 64, device: str | torch.device = "cpu") -> dict[str, float]:
-    """Mean spikes per neuron per time step, per spiking layer, on the first ``batches`` batches."""
-    neurons = {name: m for name, m in snn.network.named_modules() if isinstance(m, ann2snn.SpikingNeuron)}
-    totals = {name: 0.0 for name in neurons}
-    counts = {name: 0 for name in neurons}
-    saved_mode = snn.mode
-    snn.mode = "step"  # per-step outputs are the neurons' own spikes (layer mode may fuse pooling)
-
-    def hook(name: str):
-        def record(module: nn.Module, inputs, output: torch.Tensor) -> None:
-            totals[name] += (output != 0).float().sum().item()
-            counts[name] += output.numel()
-        return record
-
-    handles = [m.register_forward_hook(hook(name)) for name, m in neurons.items()]
-    try:
-        for k, (x, _) in enumerate(DataLoader(dataset, batch_size=batch_size)):
-            if k == batches:
-                break
-            snn(x.to(device))
-    finally:
-        for handle in handles:
-            handle.remove()
-        snn.mode = saved_mode
-    return {name: totals[name] / max(counts[name], 1) for name in neurons}
+def run_profile(snn: ann2snn.SpikingNetwork, dataset: Dataset, batches: int = 2, batch_size: int = 64, device: str | torch.device = "cpu") -> dict:
+    """Firing rate per spiking layer, synaptic operations and energy (``ann2snn.profile``) on the
+    first ``batches`` batches of ``dataset``, as plain numbers for a results row."""
+    inputs = [x.to(device) for (x, _), _ in zip(DataLoader(dataset, batch_size=batch_size), range(batches))]
+    profile = ann2snn.profile(snn, inputs)
+    return dict(
+        firing_rates={row.name: row.firing_rate for row in profile.neuron_layers},
+        synops=profile.acs, macs=profile.macs, energy_pj=profile.energy_pj, cnn_energy_pj=profile.cnn_energy_pj,
+    )

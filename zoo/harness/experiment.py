@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 
 import ann2snn
 import zoo
-from zoo.harness.evaluate import evaluate, firing_rates
+from zoo.harness.evaluate import evaluate, run_profile
 from zoo.harness.train import TrainConfig, fit, resolve_device, seed_everything
 
 SAMPLE_RATES = {"synthetic": 8000, "fsdd": 8000, "speech_commands": 16000}
@@ -191,11 +191,11 @@ class Experiment:
             history = self._fit(snn, model, name, config.snn_epochs, config.snn_lr, seed, {"model": model, "kind": "snn"})
             metrics = evaluate(snn, self.splits(model)["test"], device=self.device)
             taus = [float(m.tau.mean()) for m in snn.network.modules() if isinstance(m, ann2snn.SpikingNeuron)]
-            rates = firing_rates(snn, self.splits(model)["test"], device=self.device)
+            costs = run_profile(snn, self.splits(model)["test"], device=self.device)
             self.results.add(_row(
                 cell, model, seed, "retrained", metrics, neuron="LIF", T=T, learn_tau=learn_tau, tau=config.lif_tau,
                 epoch_s=history.seconds_per_epoch, snn_cnn_epoch_ratio=history.seconds_per_epoch / cnn_epoch_s,
-                learned_tau=taus, firing_rates=rates, epochs=len(history.epochs),
+                learned_tau=taus, epochs=len(history.epochs), **costs,
             ))  # fmt: skip
             self.log(f"{model} seed {seed} retrained LIF T={T} learn_tau={learn_tau}: {metrics.top1:.1f} % ({history.seconds_per_epoch:.1f} s/epoch, {history.seconds_per_epoch / cnn_epoch_s:.1f} x the CNN)")
 
