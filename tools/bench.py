@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import resource
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -136,7 +137,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--T", type=int, default=25)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--memory-probe", choices=("idle", "train"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.memory_probe:
+        memory_probe(args)
+        return
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     print(f"batch {args.batch}, T={args.T}, {args.threads} threads, torch {torch.__version__}")
@@ -154,10 +159,28 @@ def main(argv: list[str] | None = None) -> None:
     params = sum(p.numel() for p in resnet18.parameters()) / 1e6
     print(f"conversion of a ResNet-18-size net ({params:.1f} M parameters): {plain:.2f} s (with calibration on 8 inputs: {calibrated:.2f} s)")
 
-    before = peak_rss_mb()
-    snn = ann2snn.convert(M5().eval(), T=args.T, learn_tau=True, calibration=[torch.randn(args.batch, 1, 8000)])
-    train_step(snn, torch.randn(args.batch, 1, 8000))()
-    print(f"peak resident memory after an M5 SNN fine-tuning step (batch {args.batch}, T={args.T}): {peak_rss_mb():.0f} MB (process peak before it: {before:.0f} MB)")
+    baseline = memory_in_child(args, train=False)
+    peak = memory_in_child(args, train=True)
+    print(
+        f"peak resident memory of a fresh process doing one M5 SNN fine-tuning step (batch {args.batch}, T={args.T}): "
+        f"{peak:.0f} MB ({peak - baseline:.0f} MB above the same process converting and running no step)"
+    )
+
+
+def memory_in_child(args: argparse.Namespace, train: bool) -> float:
+    """Peak resident memory (MB) of a new process that converts an M5 and, with ``train``, runs one
+    fine-tuning step: a fresh process, so earlier benchmarks do not set the peak."""
+    command = [sys.executable, __file__, "--memory-probe", "train" if train else "idle", "--batch", str(args.batch), "--T", str(args.T), "--threads", str(args.threads)]
+    return float(subprocess.run(command, capture_output=True, text=True, check=True).stdout.split()[-1])
+
+
+def memory_probe(args: argparse.Namespace) -> None:
+    torch.set_num_threads(args.threads)
+    x = torch.randn(args.batch, 1, 8000)
+    snn = ann2snn.convert(M5().eval(), T=args.T, learn_tau=True, calibration=[x])
+    if args.memory_probe == "train":
+        train_step(snn, x)()
+    print(peak_rss_mb())
 
 
 if __name__ == "__main__":
