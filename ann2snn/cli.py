@@ -14,7 +14,6 @@ import importlib
 import json
 import os
 import pickle
-import secrets
 import sys
 import warnings
 import zipfile
@@ -26,6 +25,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from .convert import convert
+from .atomic import partial_path
 from .errors import ConversionError
 from .io import save
 from .report import ConversionReport
@@ -364,15 +364,12 @@ class Outputs:
     def stage(self, path: Path, write: Callable[[Path], None]) -> None:
         if not path.parent.is_dir():
             raise CliError(f"{path}: the folder {path.parent} does not exist")
-        tmp = path.with_name(f".{path.stem}.{secrets.token_hex(4)}.partial{path.suffix}")
+        tmp = partial_path(path)
         self.staged.append((tmp, path))
         write(tmp)
 
     def commit(self) -> list[Path]:
-        umask = os.umask(0)
-        os.umask(umask)
         for tmp, path in self.staged:
-            tmp.chmod(0o666 & ~umask)  # ann2snn.save writes through mkstemp, which makes files private (0600)
             os.replace(tmp, path)
         return [path for _, path in self.staged]
 

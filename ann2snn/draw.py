@@ -8,13 +8,13 @@ analog layers (conv, linear), pooling, ReLUs of the CNN, joins and reshapes, inp
 from __future__ import annotations
 
 import os
-import secrets
 from pathlib import Path
 from typing import Optional
 
 import networkx as nx
 from torch import fx, nn
 
+from .atomic import atomic_path
 from .graph import to_networkx
 from .trace import trace
 
@@ -134,12 +134,8 @@ def draw(model: nn.Module | fx.GraphModule, snn, path: str | os.PathLike, *, tit
     renderer = figure.canvas.get_renderer()
     for (ax, graph, positions), (boxes, _) in zip(panels, drawn):
         _draw_edges(ax, graph, positions, boxes, renderer)
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.{secrets.token_hex(4)}{path.suffix or '.png'}")  # the suffix picks the format
     try:
-        figure.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
+        with atomic_path(Path(path).with_suffix(Path(path).suffix or ".png")) as tmp:
+            figure.savefig(tmp, dpi=110)  # the suffix picks the format
     finally:
         plt.close(figure)
-        if os.path.exists(tmp):
-            os.remove(tmp)

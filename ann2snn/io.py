@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 
+from .atomic import atomic_path
 from .errors import ConversionError
 from .timeloop import SpikingNetwork
 
@@ -18,16 +18,8 @@ VERSION = 1
 def save(snn: SpikingNetwork, path: str | os.PathLike) -> None:
     """Write ``snn`` (graph, weights, thresholds, time constants, report) to ``path`` atomically:
     a temporary file in the same folder, renamed over ``path`` only once complete."""
-    path = Path(path)
-    handle, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes the file private; give it the usual permissions
-    try:
+    with atomic_path(path) as tmp:
         torch.save({"format": FORMAT, "version": VERSION, "network": snn}, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def load(path: str | os.PathLike, map_location: str | torch.device | None = None) -> SpikingNetwork:
@@ -47,8 +39,3 @@ def load(path: str | os.PathLike, map_location: str | torch.device | None = None
         raise ConversionError(f"{path} is not a network saved by ann2snn.save (no '{FORMAT}' header)")
     return payload["network"]
 
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

@@ -33,7 +33,6 @@ from __future__ import annotations
 import math
 import operator
 import os
-import secrets
 from pathlib import Path
 from typing import Any, Optional
 
@@ -42,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from .atomic import atomic_path
 from .errors import ConversionError
 from .neurons import SpikingNeuron
 from .temporal import GatedMaxPool, TimeBroadcast
@@ -78,13 +78,8 @@ def export_nir(snn: SpikingNetwork, path: Optional[str | os.PathLike] = None, *,
 
 
 def _write_atomically(graph: nir.NIRGraph, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")  # created with the umask's mode, unlike mkstemp
-    try:
+    with atomic_path(path) as tmp:
         nir.write(tmp, graph)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def _array(tensor: torch.Tensor) -> np.ndarray:

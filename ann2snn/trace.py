@@ -6,7 +6,6 @@ import re
 import traceback
 from typing import Any, Iterable, Optional
 
-import torch
 from torch import fx, nn
 
 from .errors import ConversionError

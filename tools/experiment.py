@@ -10,14 +10,13 @@ its last checkpoint). Results go to --out: results.jsonl/.csv/.md and PNG plots.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from zoo.harness.experiment import ExperimentConfig, run_experiment  # noqa: E402
+from zoo.harness.experiment import ExperimentConfig, load_histories, run_experiment  # noqa: E402
 from zoo.harness.summary import write_outputs  # noqa: E402
 
 PRESETS = {
@@ -78,9 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     config = config_from(args)
     start = time.perf_counter()
     rows = run_experiment(config)
-    from zoo.harness.experiment import Experiment  # histories live in the output folder
-
-    paths = write_outputs(rows, Path(config.out_dir), config.finetune_T, Experiment(config, log=lambda _: None).histories)
+    paths = write_outputs(rows, Path(config.out_dir), config.finetune_T, load_histories(config.out_dir))
     print()
     print(paths["markdown"].read_text())
     print(f"finished in {time.perf_counter() - start:.0f} s; results and plots in {config.out_dir}/:")

@@ -1,6 +1,5 @@
 """The retraining harness end to end (tiny runs), resume, corrupt checkpoints, DDP."""
 
-import json
 import os
 import subprocess
 import sys

@@ -103,8 +103,7 @@ class Experiment:
         self.results = Results(self.out / "results.jsonl")
         self.device = resolve_device(config.device)
         self._splits: dict[str, zoo.data.Splits] = {}
-        histories = self.out / "histories.json"
-        self.histories: dict[str, Any] = json.loads(histories.read_text()) if histories.is_file() else {}
+        self.histories = load_histories(self.out)
 
     # -- data --------------------------------------------------------------------------------
     def splits(self, model: str) -> zoo.data.Splits:
@@ -224,6 +223,12 @@ class Experiment:
                 if self.config.from_scratch:
                     self.from_scratch(model, seed, cnn_epoch_s)
         return list(self.results.rows.values())
+
+
+def load_histories(out_dir: str | Path) -> dict[str, list[dict[str, float]]]:
+    """The per-epoch training records of every model trained in an experiment folder."""
+    path = Path(out_dir) / "histories.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def run_experiment(config: ExperimentConfig, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
