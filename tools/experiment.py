@@ -48,6 +48,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--scratch-epochs", type=int)
     parser.add_argument("--finetune-T", type=int)
     parser.add_argument("--T", nargs="+", type=int, dest="zero_shot_T", help="zero-shot time steps")
+    parser.add_argument("--lif-T", nargs="+", type=int, dest="lif_zero_shot_T", help="zero-shot time steps of the LIF network (default: --T)")
+    parser.add_argument("--encoders", nargs="+", choices=("direct", "rate", "latency"), help="input encoders measured zero-shot")
     parser.add_argument("--test-speaker", help="FSDD: hold this speaker out as the test set")
     parser.add_argument("--max-batches", type=int, help="batches per epoch (quick checks)")
     parser.add_argument("--no-scratch", action="store_true", help="skip training the SNN from scratch")
@@ -62,6 +64,7 @@ def config_from(args: argparse.Namespace) -> ExperimentConfig:
         "seeds": args.seeds and tuple(args.seeds), "out_dir": args.out, "device": args.device,
         "cnn_epochs": args.cnn_epochs, "snn_epochs": args.snn_epochs, "scratch_epochs": args.scratch_epochs,
         "finetune_T": args.finetune_T, "zero_shot_T": args.zero_shot_T and tuple(args.zero_shot_T),
+        "lif_zero_shot_T": args.lif_zero_shot_T and tuple(args.lif_zero_shot_T), "encoders": args.encoders and tuple(args.encoders),
         "test_speaker": args.test_speaker, "max_batches": args.max_batches,
     }  # fmt: skip
     settings.update({k: v for k, v in overrides.items() if v is not None})
