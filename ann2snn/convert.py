@@ -89,6 +89,9 @@ def convert(
     graph = passes.check_supported(graph, report, allow_analog)
     graph = passes.insert_time_broadcasts(graph, report)
     snn = SpikingNetwork(graph, T, mode, Encoder(encoder), report, input_shape)
+    device = next((p.device for p in graph.parameters()), None)
+    if device is not None:
+        snn.to(device)  # the encoder and neuron buffers join the model's weights (CUDA models stay on CUDA)
     if calibration is None:
         report.warn("no calibration data: every threshold is 1.0, so zero-shot accuracy will be poor (pass calibration=...)")
     else:

@@ -139,8 +139,10 @@ class SpikingNetwork(nn.Module):
             return self.network(x)
         except RuntimeError as error:
             expected = f"[batch, {', '.join(map(str, self.input_shape))}]" if self.input_shape else "the shape the CNN takes"
+            weights = next((p.device for p in self.parameters()), x.device)
             raise InputShapeError(
-                f"the converted network failed on an input of shape {tuple(x.shape)} (it expects {expected}): {error}"
+                f"the converted network failed on an input of shape {tuple(x.shape)} on {x.device} (it expects "
+                f"{expected} on {weights}): {error}"
             ) from error
 
     def reset(self) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from zoo.harness.experiment import ExperimentConfig, load_histories, run_experiment  # noqa: E402
-from zoo.harness.summary import write_outputs  # noqa: E402
+from zoo.harness.summary import merge_runs, write_outputs  # noqa: E402
 
 PRESETS = {
     # The README's main job: one small model on the built-in synthetic words, in under 3 minutes.
@@ -54,6 +54,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-batches", type=int, help="batches per epoch (quick checks)")
     parser.add_argument("--no-scratch", action="store_true", help="skip training the SNN from scratch")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--merge", nargs="+", metavar="DIR", help="only combine the results of finished runs (e.g. one per machine) into --out")
     return parser.parse_args(argv)
 
 
@@ -79,8 +80,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     config = config_from(args)
     start = time.perf_counter()
-    rows = run_experiment(config)
-    paths = write_outputs(rows, Path(config.out_dir), config.finetune_T, load_histories(config.out_dir))
+    if args.merge:
+        rows, histories = merge_runs([Path(d) for d in args.merge])
+    else:
+        rows, histories = run_experiment(config), load_histories(config.out_dir)
+    paths = write_outputs(rows, Path(config.out_dir), config.finetune_T, histories)
     print()
     print(paths["markdown"].read_text())
     print(f"finished in {time.perf_counter() - start:.0f} s; results and plots in {config.out_dir}/:")

@@ -33,6 +33,26 @@ def _cell(rows: list[dict], key: str = "top1", digits: int = 1) -> str:
     return f"{mean:.{digits}f} ± {spread:.{digits}f}" if len(values) > 1 else f"{mean:.{digits}f}"
 
 
+def merge_runs(folders: list[Path]) -> tuple[list[dict], dict]:
+    """The result rows and training histories of several experiment folders; a cell measured in
+    more than one folder keeps the first folder's row."""
+    rows: dict[str, dict] = {}
+    histories: dict[str, list] = {}
+    for folder in folders:
+        results = folder / "results.jsonl"
+        if not results.is_file():
+            raise FileNotFoundError(f"{results}: no results to merge (is {folder} an experiment folder?)")
+        for line in results.read_text().splitlines():
+            if line.strip():
+                row = json.loads(line)
+                rows.setdefault(row["cell"], row)
+        history_file = folder / "histories.json"
+        if history_file.is_file():
+            for name, epochs in json.loads(history_file.read_text()).items():
+                histories.setdefault(name, epochs)
+    return list(rows.values()), histories
+
+
 def write_csv(rows: list[dict], path: Path) -> None:
     """One line per result row; list and dict fields are written as JSON."""
     keys = sorted({k for r in rows for k in r})

@@ -108,7 +108,7 @@ def fit(
         model.load_state_dict(state["state_dict"])
         optimiser.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"])
+        torch.set_rng_state(state["rng"].cpu())  # map_location may have moved it to the GPU
         history = History(state["history"], state["best_epoch"])
         best_loss, best_state = state["best_loss"], state["best_state_dict"]
         start_epoch = state["epoch"] + 1
