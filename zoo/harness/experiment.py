@@ -66,8 +66,9 @@ class ExperimentConfig:
 class Results:
     """The rows of ``results.jsonl``, keyed by cell, appended to the file as they arrive."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, device: str) -> None:
         self.path = path
+        self.device = device
         self.rows: dict[str, dict[str, Any]] = {}
         if path.is_file():
             for line in path.read_text().splitlines():
@@ -79,6 +80,7 @@ class Results:
         return cell in self.rows
 
     def add(self, row: dict[str, Any]) -> None:
+        row.setdefault("device", self.device)
         self.rows[row["cell"]] = row
         with self.path.open("a") as f:
             f.write(json.dumps(row) + "\n")
@@ -100,8 +102,8 @@ class Experiment:
         self.log = log
         self.out = Path(config.out_dir)
         (self.out / "checkpoints").mkdir(parents=True, exist_ok=True)
-        self.results = Results(self.out / "results.jsonl")
         self.device = resolve_device(config.device)
+        self.results = Results(self.out / "results.jsonl", self.device.type)
         self._splits: dict[str, zoo.data.Splits] = {}
         self.histories = load_histories(self.out)
 

@@ -42,9 +42,12 @@ def merge_runs(folders: list[Path]) -> tuple[list[dict], dict]:
         results = folder / "results.jsonl"
         if not results.is_file():
             raise FileNotFoundError(f"{results}: no results to merge (is {folder} an experiment folder?)")
+        config = folder / "config.json"
+        device = json.loads(config.read_text()).get("device", "auto") if config.is_file() else "auto"
         for line in results.read_text().splitlines():
             if line.strip():
                 row = json.loads(line)
+                row.setdefault("device", "cpu" if device == "auto" and "cuda" not in str(row.get("device")) else device)
                 rows.setdefault(row["cell"], row)
         history_file = folder / "histories.json"
         if history_file.is_file():
@@ -72,7 +75,7 @@ def summary_table(rows: list[dict], T: int, zero_shot_T: tuple[int, ...] = (8, 2
     models = list(dict.fromkeys(r["model"] for r in rows))
     seeds = len({r["seed"] for r in rows})
     header = ["model", "CNN"] + [f"zero-shot IF T={t}" for t in zero_shot_T] + [
-        f"retrained LIF T={T}, fixed tau", f"retrained LIF T={T}, learned tau", f"from scratch T={T}", "SNN/CNN time per epoch", "SNN/CNN energy (45 nm)",
+        f"retrained LIF T={T}, fixed tau", f"retrained LIF T={T}, learned tau", f"from scratch T={T}", "SNN/CNN time per epoch (CPU rows where any)", "SNN/CNN energy (45 nm)",
     ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for model in models:
@@ -81,7 +84,9 @@ def summary_table(rows: list[dict], T: int, zero_shot_T: tuple[int, ...] = (8, 2
         cells += [_cell(_select(mine, kind="zero-shot", neuron="IF", T=t, encoder="direct")) for t in zero_shot_T]
         cells += [_cell(_select(mine, kind="retrained", T=T, learn_tau=flag)) for flag in (False, True)]
         cells.append(_cell(_select(mine, kind="scratch", T=T)))
-        cells.append(_cell(_select(mine, kind="retrained", T=T, learn_tau=False), "snn_cnn_epoch_ratio") + " x")
+        timed = _select(mine, kind="retrained", T=T, learn_tau=False)
+        on_cpu = [r for r in timed if r.get("device", "cpu") == "cpu"]
+        cells.append(_cell(on_cpu or timed, "snn_cnn_epoch_ratio") + " x")
         energy = [dict(r, energy_ratio=r["energy_pj"] / r["cnn_energy_pj"]) for r in _select(mine, kind="retrained", T=T) if r.get("energy_pj")]
         cells.append(_cell(energy, "energy_ratio", digits=2) + " x" if energy else "-")
         lines.append("| " + " | ".join(cells) + " |")
