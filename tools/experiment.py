@@ -44,6 +44,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out")
     parser.add_argument("--device", help="cpu, cuda or auto (default)")
     parser.add_argument("--cnn-epochs", type=int)
+    parser.add_argument("--patience", type=int, help="epochs without a better validation loss before stopping")
+    parser.add_argument("--augment-shift", type=float, metavar="SECONDS", help="train with random time shifts of up to this many seconds")
     parser.add_argument("--snn-epochs", type=int)
     parser.add_argument("--scratch-epochs", type=int)
     parser.add_argument("--finetune-T", type=int)
@@ -66,9 +68,11 @@ def config_from(args: argparse.Namespace) -> ExperimentConfig:
         "cnn_epochs": args.cnn_epochs, "snn_epochs": args.snn_epochs, "scratch_epochs": args.scratch_epochs,
         "finetune_T": args.finetune_T, "zero_shot_T": args.zero_shot_T and tuple(args.zero_shot_T),
         "lif_zero_shot_T": args.lif_zero_shot_T and tuple(args.lif_zero_shot_T), "encoders": args.encoders and tuple(args.encoders),
-        "test_speaker": args.test_speaker, "max_batches": args.max_batches,
+        "test_speaker": args.test_speaker, "max_batches": args.max_batches, "patience": args.patience,
     }  # fmt: skip
     settings.update({k: v for k, v in overrides.items() if v is not None})
+    if args.augment_shift:
+        settings["augment"] = {model: {"shift_s": args.augment_shift} for model in settings["models"]}
     if args.no_scratch:
         settings["from_scratch"] = False
     if args.no_progress:

@@ -54,6 +54,7 @@ class ExperimentConfig:
     max_batches: Optional[int] = None
     model_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     dataset_options: dict[str, Any] = field(default_factory=dict)
+    augment: dict[str, dict[str, Any]] = field(default_factory=dict)  # per model: zoo.Augment options for training
     progress: bool = True
 
     def train_config(self, epochs: int, lr: float, seed: int) -> TrainConfig:
@@ -109,20 +110,22 @@ class Experiment:
 
     # -- data --------------------------------------------------------------------------------
     def splits(self, model: str) -> zoo.data.Splits:
+        augment = self.config.augment.get(model)
         kind = zoo.input_spec(model).kind
-        if kind not in self._splits:
+        key = f"{kind}-augmented-{sorted(augment.items())}" if augment else kind
+        if key not in self._splits:
             front_end = zoo.FrontEnd(kind=kind, sample_rate=SAMPLE_RATES[self.config.dataset])
             options = dict(self.config.dataset_options)
             if self.config.test_speaker:
                 options["test_speaker"] = self.config.test_speaker
             start = time.perf_counter()
-            self._splits[kind] = zoo.data.load_splits(
+            self._splits[key] = zoo.data.load_splits(
                 self.config.dataset, self.config.data_dir, front_end=front_end, seed=0,
-                cache_dir=self.out / "feature-cache", **options,
+                augment=zoo.Augment(**augment) if augment else None, cache_dir=self.out / "feature-cache", **options,
             )  # fmt: skip
-            sizes = {k: len(v) for k, v in self._splits[kind].items()}
-            self.log(f"{self.config.dataset} ({kind}): {sizes}, features ready in {time.perf_counter() - start:.1f} s")
-        return self._splits[kind]
+            sizes = {k: len(v) for k, v in self._splits[key].items()}
+            self.log(f"{self.config.dataset} ({key}): {sizes}, features ready in {time.perf_counter() - start:.1f} s")
+        return self._splits[key]
 
     def calibration(self, model: str) -> list[torch.Tensor]:
         loader = DataLoader(self.splits(model)["train"], batch_size=self.config.batch_size)
