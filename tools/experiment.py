@@ -23,7 +23,7 @@ PRESETS = {
     # The README's main job: one small model on the built-in synthetic words, in under 3 minutes.
     "quick": dict(
         dataset="synthetic", models=("m5",), cnn_epochs=12, snn_epochs=1, scratch_epochs=1, finetune_T=16,
-        zero_shot_T=(1, 2, 4, 8, 16, 32, 64), encoders=("direct", "rate", "latency"), out_dir="runs/quick",
+        zero_shot_T=(1, 2, 4, 8, 16, 32, 64), lif_zero_shot_T=(4, 16, 64), encoders=("direct", "rate", "latency"), out_dir="runs/quick",
         cnn_lr=1e-2, snn_lr=5e-4, model_options={"m5": {"n_channel": 16}},
     ),
     # The README's results table: FSDD, three models.

@@ -133,6 +133,9 @@ def fit(
             seen += len(y)
             bar.set_postfix(loss=f"{loss.item():.3f}")
         seconds = time.perf_counter() - start
+        if dist.is_initialized():  # DDP syncs gradients, not buffers: give every rank rank 0's BN statistics
+            for buffer in model.buffers():
+                dist.broadcast(buffer, 0)
         val = evaluate(model, val_set, device=device)
         record = dict(epoch=epoch + 1, train_loss=total / max(seen, 1), val_loss=val.loss, val_top1=val.top1, seconds=seconds)
         history.epochs.append(record)
