@@ -75,7 +75,7 @@ def summary_table(rows: list[dict], T: int, zero_shot_T: tuple[int, ...] = (8, 2
     models = list(dict.fromkeys(r["model"] for r in rows))
     seeds = len({r["seed"] for r in rows})
     header = ["model", "CNN"] + [f"zero-shot IF T={t}" for t in zero_shot_T] + [
-        f"retrained LIF T={T}, fixed tau", f"retrained LIF T={T}, learned tau", f"from scratch T={T}", "SNN/CNN time per epoch (CPU rows where any)", "SNN/CNN energy (45 nm)",
+        f"retrained LIF T={T}, fixed tau", f"retrained LIF T={T}, learned tau", f"from scratch T={T}", "SNN/CNN time per epoch (CPU)", "SNN/CNN energy (45 nm)",
     ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for model in models:
@@ -86,7 +86,7 @@ def summary_table(rows: list[dict], T: int, zero_shot_T: tuple[int, ...] = (8, 2
         cells.append(_cell(_select(mine, kind="scratch", T=T)))
         timed = _select(mine, kind="retrained", T=T, learn_tau=False)
         on_cpu = [r for r in timed if r.get("device", "cpu") == "cpu"]
-        cells.append(_cell(on_cpu or timed, "snn_cnn_epoch_ratio") + " x")
+        cells.append(_cell(on_cpu or timed, "snn_cnn_epoch_ratio") + " x" + ("" if on_cpu or not timed else " (GPU)"))
         energy = [dict(r, energy_ratio=r["energy_pj"] / r["cnn_energy_pj"]) for r in _select(mine, kind="retrained", T=T) if r.get("energy_pj")]
         cells.append(_cell(energy, "energy_ratio", digits=2) + " x" if energy else "-")
         lines.append("| " + " | ".join(cells) + " |")
