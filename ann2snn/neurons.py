@@ -28,6 +28,7 @@ import torch
 from norse.torch.functional.threshold import threshold as norse_threshold
 from torch import nn
 
+from .bptt import FUSED_METHODS, SubtractResetSequence
 from .errors import ConversionError
 from .temporal import GatedMaxPool, TemporalModule
 
@@ -88,6 +89,7 @@ class SpikingNeuron(TemporalModule):
         self.v: Optional[torch.Tensor] = None
         self.observer = None  # set by calibration: called with the analog activation
         self.channels: Optional[int] = None  # set by calibration
+        self.fused_bptt = True  # False: plain autograd through each step (the reference)
 
     # -- parameters -------------------------------------------------------------------------
     @property
@@ -153,14 +155,25 @@ class SpikingNeuron(TemporalModule):
             z, self.v = subtract_reset_step(current, self.v, beta, self.method, self.alpha)
             return z * theta
         steps = self.time_steps
-        currents = [current] * steps if self.broadcast_input else current.unflatten(0, (steps, -1)).unbind(0)
+        sequence = current if self.broadcast_input else current.unflatten(0, (steps, -1))  # [B, ...] or [T, B, ...]
+        currents = [current] * steps if self.broadcast_input else sequence.unbind(0)
         pool = self.__dict__.get("_fused_pool")
         if torch.is_grad_enabled() and (current.requires_grad or (beta is not None and beta.requires_grad)):
+            if self.method in FUSED_METHODS and self.fused_bptt:
+                return self._spike_train_fused(sequence, steps, beta, pool) * theta
             return self._spike_train(currents, beta, pool) * theta
         return self._spike_train_inference(currents, beta, pool).mul_(theta)
 
+    def _spike_train_fused(self, sequence: torch.Tensor, steps: int, beta: Optional[torch.Tensor], pool: Optional[GatedMaxPool]) -> torch.Tensor:
+        """Layer mode, differentiable, default surrogate: all steps in ``bptt.SubtractResetSequence``."""
+        spikes = SubtractResetSequence.apply(sequence, beta, steps, self.broadcast_input)
+        if pool is None:
+            return spikes.flatten(0, 1)
+        gate = pool.spike_gate(spikes[0], steps, differentiable=True)
+        return torch.cat([gate(z) for z in spikes.unbind(0)], 0)
+
     def _spike_train(self, currents: list[torch.Tensor], beta: Optional[torch.Tensor], pool: Optional[GatedMaxPool]) -> torch.Tensor:
-        """Layer mode, differentiable: Norse's surrogate spike function at every step."""
+        """Layer mode, differentiable: autograd through Norse's surrogate spike function at every step."""
         u = torch.full_like(currents[0], 0.5)
         gate = pool.spike_gate(u, len(currents), differentiable=True) if pool is not None else None
         spikes = []

@@ -84,3 +84,26 @@ def test_per_channel_tau_and_threshold():
 def test_bad_tau_is_refused():
     with pytest.raises(ConversionError, match="tau"):
         SpikingNeuron(tau=0.5)
+
+
+@pytest.mark.parametrize("tau, per_channel, repeated", [(math.inf, False, False), (20.0, False, True), (20.0, True, False)])
+def test_fused_bptt_equals_autograd_through_norse_steps(tau, per_channel, repeated):
+    torch.manual_seed(0)
+    results = []
+    for fused in (True, False):
+        neuron = SpikingNeuron(tau=tau, learn_tau=not math.isinf(tau))
+        if per_channel:
+            neuron.make_tau_per_channel(3)
+        neuron.set_threshold(torch.tensor([0.5, 1.0, 2.0]) if per_channel else torch.tensor(0.8))
+        neuron.fused_bptt = fused
+        neuron.time_steps, neuron.broadcast_input = 12, repeated
+        torch.manual_seed(1)
+        x = (torch.randn(4, 3, 5) if repeated else torch.randn(12 * 4, 3, 5)).requires_grad_()
+        out = neuron(x)
+        (out * torch.linspace(-1, 2, out.numel()).view_as(out)).sum().backward()
+        grads = [x.grad] + ([neuron.leak_logit.grad] if neuron.learn_tau else [])
+        results.append((out.detach(), grads))
+    (out_fused, grads_fused), (out_ref, grads_ref) = results
+    assert torch.equal(out_fused, out_ref) and out_ref.sum() > 0
+    for a, b in zip(grads_fused, grads_ref):
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-4), (a - b).abs().max()

@@ -1,0 +1,81 @@
+"""A fused backpropagation-through-time for the default neuron (SuperSpike surrogate).
+
+Autograd through T separate steps stores and revisits every intermediate tensor; this
+``autograd.Function`` runs the T steps in place and differentiates them in one reverse loop,
+storing only the membrane before each spike decision. It computes exactly what autograd computes
+through ``neurons.subtract_reset_step`` with Norse's ``super`` surrogate, whose derivative is
+``1 / (|u - 1| + 1)^2`` (Norse 1.1.0 ignores ``alpha`` for it), including the gradient through
+the reset; ``tests/test_neurons.py`` checks the two against each other.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+#: The surrogate methods this fused path implements.
+FUSED_METHODS = ("super",)
+
+
+def _superspike_slope(u: torch.Tensor) -> torch.Tensor:
+    return (u - 1.0).abs_().add_(1.0).pow_(-2)
+
+
+class SubtractResetSequence(torch.autograd.Function):
+    """Spikes [T, ...] of a (leaky) integrate-and-fire neuron with subtractive reset, in threshold
+    units, from currents [T, ...] (or one [...] current repeated T times), starting at u = 0.5."""
+
+    @staticmethod
+    def forward(ctx, current: torch.Tensor, beta: Optional[torch.Tensor], steps: int, repeated: bool) -> torch.Tensor:
+        shape = current.shape if repeated else current.shape[1:]
+        u = torch.full(shape, 0.5, dtype=current.dtype, device=current.device)
+        membranes = torch.empty((steps, *shape), dtype=current.dtype, device=current.device)
+        spikes = torch.empty_like(membranes)
+        for t in range(steps):
+            current_t = current if repeated else current[t]
+            if beta is None:
+                u.add_(current_t)
+            else:
+                torch.addcmul(current_t, u, beta, out=u)
+            membranes[t] = u
+            torch.gt(u, 1.0, out=spikes[t])
+            u.sub_(spikes[t])
+        ctx.save_for_backward(membranes, beta)
+        ctx.repeated = repeated
+        return spikes
+
+    @staticmethod
+    def backward(ctx, grad_spikes: torch.Tensor):
+        membranes, beta = ctx.saved_tensors
+        steps = membranes.shape[0]
+        grad_current = torch.zeros_like(membranes[0]) if ctx.repeated else torch.empty_like(membranes)
+        grad_beta = torch.zeros_like(membranes[0]) if beta is not None and ctx.needs_input_grad[1] else None
+        grad_after_reset = torch.zeros_like(membranes[0])  # dL/du'_t, from step t + 1
+        for t in range(steps - 1, -1, -1):
+            u = membranes[t]
+            grad_spike = grad_spikes[t] - grad_after_reset  # the spike also lowers u' = u - z
+            grad_u = torch.addcmul(grad_after_reset, grad_spike, _superspike_slope(u))
+            if ctx.repeated:
+                grad_current.add_(grad_u)
+            else:
+                grad_current[t] = grad_u
+            if beta is None:
+                grad_after_reset = grad_u
+            else:
+                if grad_beta is not None:
+                    before = membranes[t - 1] - (membranes[t - 1] > 1.0).to(u.dtype) if t > 0 else torch.full_like(u, 0.5)
+                    grad_beta.addcmul_(grad_u, before)
+                grad_after_reset = grad_u * beta
+        if grad_beta is not None:
+            grad_beta = _sum_to(grad_beta, beta.shape)
+        return grad_current, grad_beta, None, None
+
+
+def _sum_to(grad: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """Reduce a gradient to a broadcast parameter's shape (scalar, or [C, 1, ...] per channel)."""
+    if len(shape) == 0:
+        return grad.sum()
+    lead = grad.dim() - len(shape)
+    dims = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape) if n == 1)
+    return grad.sum(dim=dims, keepdim=True).reshape(shape)
