@@ -2,7 +2,7 @@
 
     python tools/bench.py [--batch 64] [--T 25] [--threads 2] [--repeats 3]
 
-Prints, for an M5-size 1-D net and a ResNet-size 2-D net: CNN forward time, SNN layer-mode and
+Prints, for the zoo's M5 (1-D, raw waveform) and its VGG and ResNet (2-D, log-mel): CNN forward time, SNN layer-mode and
 step-mode forward times, the ratios (layer / (T x CNN), step / layer), the same for one training
 step (forward + backward), peak memory of an M5 fine-tuning step, and the conversion time of a
 ResNet-18-size net. Ratios are measured in one run on the same machine, so they are comparable.
@@ -24,27 +24,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import ann2snn  # noqa: E402
-
-
-class M5(nn.Module):
-    """M5 as in the torchaudio Speech Commands tutorial (8 kHz, 1 s input)."""
-
-    def __init__(self, n_classes: int = 10, width: int = 32) -> None:
-        super().__init__()
-        w = width
-        self.conv1, self.bn1 = nn.Conv1d(1, w, 80, stride=16), nn.BatchNorm1d(w)
-        self.conv2, self.bn2 = nn.Conv1d(w, w, 3), nn.BatchNorm1d(w)
-        self.conv3, self.bn3 = nn.Conv1d(w, 2 * w, 3), nn.BatchNorm1d(2 * w)
-        self.conv4, self.bn4 = nn.Conv1d(2 * w, 2 * w, 3), nn.BatchNorm1d(2 * w)
-        self.pool = nn.MaxPool1d(4)
-        self.fc = nn.Linear(2 * w, n_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.pool(F.relu(self.bn1(self.conv1(x))))
-        x = self.pool(F.relu(self.bn2(self.conv2(x))))
-        x = self.pool(F.relu(self.bn3(self.conv3(x))))
-        x = self.pool(F.relu(self.bn4(self.conv4(x))))
-        return self.fc(F.adaptive_avg_pool1d(x, 1).flatten(1))
+import zoo  # noqa: E402
 
 
 class BasicBlock(nn.Module):
@@ -145,8 +125,9 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     print(f"batch {args.batch}, T={args.T}, {args.threads} threads, torch {torch.__version__}")
-    bench_net("m5", M5(), torch.randn(args.batch, 1, 8000), args.T, args.repeats)
-    bench_net("resnet", ResNet(width=16, blocks=(1, 1, 1)), torch.randn(args.batch, 1, 40, 32), args.T, args.repeats)
+    for name in ("m5", "vgg", "resnet"):  # the zoo's nets at their FSDD input shapes
+        model = zoo.create(name, n_classes=10)
+        bench_net(name, model, torch.randn(args.batch, *model.input_spec.shape), args.T, args.repeats)
 
     resnet18 = ResNet(width=64).eval()
     calibration = [torch.randn(8, 1, 64, 64)]
@@ -177,7 +158,7 @@ def memory_in_child(args: argparse.Namespace, train: bool) -> float:
 def memory_probe(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     x = torch.randn(args.batch, 1, 8000)
-    snn = ann2snn.convert(M5().eval(), T=args.T, learn_tau=True, calibration=[x])
+    snn = ann2snn.convert(zoo.create("m5", n_classes=10).eval(), T=args.T, learn_tau=True, calibration=[x])
     if args.memory_probe == "train":
         train_step(snn, x)()
     print(peak_rss_mb())
