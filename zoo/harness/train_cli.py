@@ -23,7 +23,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--model", default="m5", choices=zoo.names())
     parser.add_argument("--dataset", default="synthetic", choices=zoo.data.NAMES)
     parser.add_argument("--data-dir")
+    parser.add_argument("--test-speaker", help="FSDD: hold this speaker out as the test set")
+    parser.add_argument("--augment-shift", type=float, metavar="SECONDS", help="train with random time shifts of up to this many seconds")
     parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--patience", type=int, default=8)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
@@ -48,11 +51,13 @@ def main(argv: list[str] | None = None) -> int:
         seed_everything(args.seed)
         kind = zoo.input_spec(args.model).kind
         front_end = zoo.FrontEnd(kind=kind, sample_rate=SAMPLE_RATES[args.dataset])
-        splits = zoo.data.load_splits(args.dataset, args.data_dir, front_end=front_end)
+        options = {"test_speaker": args.test_speaker} if args.test_speaker else {}
+        augment = zoo.Augment(shift_s=args.augment_shift) if args.augment_shift else None
+        splits = zoo.data.load_splits(args.dataset, args.data_dir, front_end=front_end, augment=augment, **options)
         shape = tuple(splits["train"][0][0].shape)
         model = zoo.create(args.model, n_classes=splits.n_classes, input_shape=shape)
         config = TrainConfig(
-            epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed, device=args.device,
+            epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed, device=args.device, patience=args.patience,
             max_batches=args.max_batches, progress=not args.no_progress,
         )  # fmt: skip
         extra = {"model": args.model, "config": {"n_classes": splits.n_classes, "input_shape": list(shape)}}
