@@ -36,7 +36,11 @@ class ActivationSampler:
     def threshold(self, percentile: float | str, per_channel: bool, steps: int) -> Optional[torch.Tensor]:
         """The threshold from the positive values seen (per channel, where asked), or None if none
         were seen: their ``percentile``, or with ``"balanced"`` the error-minimising one for ``steps``."""
-        values = torch.cat(self.samples, 1)
+        if not self.samples:
+            return None
+        if len(self.samples) > 1:  # "auto" asks once per candidate: concatenate once
+            self.samples = [torch.cat(self.samples, 1)]
+        values = self.samples[0]
         positive = values[values > 0]
         if positive.numel() == 0:
             return None
@@ -144,16 +148,17 @@ def calibrate(snn, calibration: Iterable, percentile: float | str, per_channel: 
             errors[candidate] = _output_error(snn, held_inputs, held_outputs)
         percentile = min(errors, key=errors.get)
         snn.report.settings["percentile_chosen"] = percentile
-    _set_thresholds(snn, neurons, samplers, percentile, per_channel)
-    for name in neurons:
-        if samplers[name].samples and not (torch.cat(samplers[name].samples, 1) > 0).any():
-            snn.report.warn(f"neuron `{name}` was never active on the calibration data; its threshold stays {float(neurons[name].threshold):g}")
+    for name in _set_thresholds(snn, neurons, samplers, percentile, per_channel):
+        snn.report.warn(f"neuron `{name}` was never active on the calibration data; its threshold stays {float(neurons[name].threshold):g}")
 
 
-def _set_thresholds(snn, neurons: dict[str, SpikingNeuron], samplers: dict[str, ActivationSampler], percentile: float | str, per_channel: bool) -> None:
+def _set_thresholds(snn, neurons: dict[str, SpikingNeuron], samplers: dict[str, ActivationSampler], percentile: float | str, per_channel: bool) -> list[str]:
+    """Set each neuron's threshold from its sampler; returns the neurons never seen active."""
+    silent = []
     for name, neuron in neurons.items():
         threshold = samplers[name].threshold(percentile, per_channel, steps=snn.T)
         if threshold is None:
+            silent.append(name)
             continue
         neuron.set_threshold(threshold)
         neuron.channels = samplers[name].shape[0] if samplers[name].shape else 1
@@ -161,6 +166,7 @@ def _set_thresholds(snn, neurons: dict[str, SpikingNeuron], samplers: dict[str, 
         if entry is not None:
             t = neuron.threshold
             entry.threshold = f"{float(t):.4g}" if t.dim() == 0 else f"{float(t.min()):.3g}..{float(t.max()):.3g} ({t.numel()} ch)"
+    return silent
 
 
 def _output_error(snn, inputs: list[torch.Tensor], targets: list[torch.Tensor]) -> float:

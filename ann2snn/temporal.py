@@ -86,6 +86,18 @@ class GatedMaxPool(TemporalModule):
     def reset(self) -> None:
         self.count = None
 
+    def _running_gate(self, like: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        """A differentiable per-step gate for any input shaped like ``like``: it passes, per
+        window, the current input at the position whose running input sum is largest."""
+        count = torch.zeros_like(like)
+
+        def gate(x: torch.Tensor) -> torch.Tensor:
+            nonlocal count
+            count = count + x.detach()
+            return self._gate(x, count)
+
+        return gate
+
     def spike_gate(self, like: torch.Tensor, steps: int, differentiable: bool) -> Callable[[torch.Tensor], torch.Tensor]:
         """A stateful per-step gate for binary spikes shaped like ``like`` (used when a neuron
         runs this pool inside its own loop; see ``SpikingNeuron.fuse_pool``).
@@ -96,14 +108,7 @@ class GatedMaxPool(TemporalModule):
         winner's spike is the key's parity.
         """
         if differentiable:
-            count = torch.zeros_like(like)
-
-            def gate(z: torch.Tensor) -> torch.Tensor:
-                nonlocal count
-                count = count + z.detach()
-                return self._gate(z, count)
-
-            return gate
+            return self._running_gate(like)
         positions = like[0, 0].numel()
         exact_in_float32 = 2 * (steps + 1) * positions < 2**24
         dtype = torch.float32 if exact_in_float32 else torch.float64
@@ -127,9 +132,5 @@ class GatedMaxPool(TemporalModule):
             self.count = x.detach() if self.count is None else self.count + x.detach()
             return self._gate(x, self.count)
         frames = x.unflatten(0, (self.time_steps, -1)).unbind(0)
-        count = torch.zeros_like(frames[0])
-        out = []
-        for frame in frames:
-            count = count + frame.detach()
-            out.append(self._gate(frame, count))
-        return torch.cat(out, 0)
+        gate = self._running_gate(frames[0])
+        return torch.cat([gate(frame) for frame in frames], 0)

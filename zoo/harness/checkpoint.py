@@ -39,7 +39,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     except Exception as error:
         raise CheckpointError(
             f"{path} is corrupt or not a checkpoint ({type(error).__name__}: {str(error)[:200]}); "
-            "it was left untouched: delete it (or pass --restart) to train from scratch"
+            "it was left untouched: delete it to train from scratch"
         ) from error
     if not isinstance(payload, dict) or "state_dict" not in payload:
         raise CheckpointError(f"{path} is not an ann2snn checkpoint (no 'state_dict' entry)")

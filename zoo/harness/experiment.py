@@ -106,6 +106,7 @@ class Experiment:
         self.device = resolve_device(config.device)
         self.results = Results(self.out / "results.jsonl", self.device.type)
         self._splits: dict[str, zoo.data.Splits] = {}
+        self._calibration: dict[str, list[torch.Tensor]] = {}
         self.histories = load_histories(self.out)
 
     # -- data --------------------------------------------------------------------------------
@@ -128,8 +129,11 @@ class Experiment:
         return self._splits[key]
 
     def calibration(self, model: str) -> list[torch.Tensor]:
-        loader = DataLoader(self.splits(model)["train"], batch_size=self.config.batch_size)
-        return [x for (x, _), _ in zip(loader, range(self.config.calibration_batches))]
+        """The first training batches, gathered once per model (every conversion reuses them)."""
+        if model not in self._calibration:
+            loader = DataLoader(self.splits(model)["train"], batch_size=self.config.batch_size)
+            self._calibration[model] = [x for (x, _), _ in zip(loader, range(self.config.calibration_batches))]
+        return self._calibration[model]
 
     # -- cells -------------------------------------------------------------------------------
     def _build(self, model: str, seed: int) -> torch.nn.Module:

@@ -4,6 +4,7 @@ alone or under ``torchrun --nproc_per_node N`` with DistributedDataParallel."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 import torch
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
             calibration = [x for (x, _), _ in zip(DataLoader(splits["train"], batch_size=args.batch_size), range(8))]
             snn = ann2snn.convert(model.eval(), T=args.snn_T, learn_tau=args.learn_tau, calibration=calibration)
             log(f"zero-shot SNN test top-1 at T={args.snn_T}: {evaluate(snn, splits['test'], device=device).top1:.1f} %")
-            snn_config = TrainConfig(**{**config.__dict__, "epochs": args.snn_epochs, "lr": args.lr / 10})
+            snn_config = dataclasses.replace(config, epochs=args.snn_epochs, lr=args.lr / 10)
             fit(snn, splits["train"], splits["val"], snn_config, out.with_suffix(".snn.pt"), args.resume, {"model": args.model, "kind": "snn"}, desc="SNN", log=log)
             log(f"retrained SNN test top-1: {evaluate(snn, splits['test'], device=device).top1:.1f} %")
             final = snn
