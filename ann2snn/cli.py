@@ -312,7 +312,7 @@ def _front_end(zoo, data_set: str, model: nn.Module, shape: Optional[tuple[int, 
     shape = tuple(spec.shape) if spec is not None else shape
     if shape is None or len(shape) not in (2, 3):
         raise CliError("calibrating from a zoo data set needs the model's input shape, [1, samples] or [1, n_mels, frames]: pass --input-shape")
-    rate = getattr(zoo.data.splits, "SAMPLE_RATES", {}).get(data_set, 8000)
+    rate = zoo.data.splits.SAMPLE_RATES.get(data_set, 8000)
     if len(shape) == 2:
         front_end = zoo.FrontEnd(kind="waveform", sample_rate=rate, length_s=shape[1] / rate)
     else:

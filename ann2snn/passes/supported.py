@@ -39,7 +39,7 @@ LINEAR_METHODS = {
 SCALAR_METHODS = {"mul", "div", "__mul__", "__truediv__"}
 
 
-def _constant_like(node: object, memo: dict) -> bool:
+def constant_like(node: object, memo: dict) -> bool:
     """True for values that do not carry activations: constants, parameters (``get_attr``) and
     values computed only from tensor sizes (``x.size(0) * 4``)."""
     if not isinstance(node, fx.Node):
@@ -52,7 +52,7 @@ def _constant_like(node: object, memo: dict) -> bool:
         elif node.op == "call_function" and node.target is getattr:
             memo[node] = node.args[1] in ("shape", "ndim")
         elif node.op in ("call_function", "call_method") and node.target in (operator.getitem, *SCALAR_FUNCTIONS, *SCALAR_METHODS, operator.add, operator.sub):
-            memo[node] = all(_constant_like(a, memo) for a in node.all_input_nodes)
+            memo[node] = all(constant_like(a, memo) for a in node.all_input_nodes)
         else:
             memo[node] = False
     return memo[node]
@@ -65,7 +65,7 @@ def is_supported(gm: fx.GraphModule, node: fx.Node, memo: dict) -> bool:
     if node.op == "call_module":
         return isinstance(module_of(gm, node), LINEAR_MODULES)
     if node.target in SCALAR_FUNCTIONS or node.target in SCALAR_METHODS:
-        tensors = [a for a in node.args if isinstance(a, fx.Node) and not _constant_like(a, memo)]
+        tensors = [a for a in node.args if isinstance(a, fx.Node) and not constant_like(a, memo)]
         return len(tensors) <= 1
     if node.op == "call_function":
         return node.target in LINEAR_FUNCTIONS

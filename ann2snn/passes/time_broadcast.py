@@ -15,7 +15,7 @@ from ..neurons import SpikingNeuron
 from ..report import ConversionReport
 from ..temporal import TemporalModule, TimeBroadcast
 from ._util import finish, module_of, unique_name
-from .supported import _constant_like
+from .supported import constant_like
 
 
 def split_static(gm: fx.GraphModule) -> tuple[set[fx.Node], set[fx.Node]]:
@@ -28,7 +28,7 @@ def split_static(gm: fx.GraphModule) -> tuple[set[fx.Node], set[fx.Node]]:
         inputs = node.all_input_nodes
         if isinstance(module_of(gm, node), SpikingNeuron) or any(i in dynamic for i in inputs):
             dynamic.add(node)
-        elif node.op == "placeholder" or (any(i in static for i in inputs) and not _constant_like(node, memo)):
+        elif node.op == "placeholder" or (any(i in static for i in inputs) and not constant_like(node, memo)):
             static.add(node)
     return static, dynamic
 

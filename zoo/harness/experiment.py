@@ -23,7 +23,6 @@ import zoo
 from zoo.harness.evaluate import evaluate, run_profile
 from zoo.harness.train import TrainConfig, fit, resolve_device, seed_everything
 
-SAMPLE_RATES = {"synthetic": 8000, "fsdd": 8000, "speech_commands": 16000}
 
 
 @dataclass
@@ -115,7 +114,7 @@ class Experiment:
         kind = zoo.input_spec(model).kind
         key = f"{kind}-augmented-{sorted(augment.items())}" if augment else kind
         if key not in self._splits:
-            front_end = zoo.FrontEnd(kind=kind, sample_rate=SAMPLE_RATES[self.config.dataset])
+            front_end = zoo.FrontEnd(kind=kind, sample_rate=zoo.data.splits.SAMPLE_RATES[self.config.dataset])
             options = dict(self.config.dataset_options)
             if self.config.test_speaker:
                 options["test_speaker"] = self.config.test_speaker
@@ -155,7 +154,7 @@ class Experiment:
 
     def train_cnn(self, model: str, seed: int) -> tuple[torch.nn.Module, float]:
         cnn = self._build(model, seed)
-        extra = {"model": model, "config": {"n_classes": self.splits(model).n_classes, "input_shape": list(tuple(self.splits(model)["train"][0][0].shape)), **self.config.model_options.get(model, {})}}
+        extra = {"model": model, "config": {"n_classes": self.splits(model).n_classes, "input_shape": list(cnn.input_spec.shape), **self.config.model_options.get(model, {})}}
         history = self._fit(cnn, model, f"cnn-{model}-s{seed}", self.config.cnn_epochs, self.config.cnn_lr, seed, extra)
         cell = cell_id(model, seed, "cnn")
         if cell not in self.results:

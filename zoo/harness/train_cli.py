@@ -15,7 +15,6 @@ import zoo
 from zoo.harness.checkpoint import CheckpointError
 from zoo.harness.distributed import distributed
 from zoo.harness.evaluate import evaluate
-from zoo.harness.experiment import SAMPLE_RATES
 from zoo.harness.train import TrainConfig, fit, resolve_device, seed_everything
 
 
@@ -51,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         log = print if rank == 0 else (lambda _: None)
         seed_everything(args.seed)
         kind = zoo.input_spec(args.model).kind
-        front_end = zoo.FrontEnd(kind=kind, sample_rate=SAMPLE_RATES[args.dataset])
+        front_end = zoo.FrontEnd(kind=kind, sample_rate=zoo.data.splits.SAMPLE_RATES[args.dataset])
         options = {"test_speaker": args.test_speaker} if args.test_speaker else {}
         augment = zoo.Augment(shift_s=args.augment_shift) if args.augment_shift else None
         splits = zoo.data.load_splits(args.dataset, args.data_dir, front_end=front_end, augment=augment, **options)
