@@ -8,6 +8,7 @@ from typing import Iterator, Optional
 
 import torch
 from torch import fx, nn
+from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
 from torch.utils._pytree import tree_map
 
 from .encoders import Encoder
@@ -19,11 +20,22 @@ from .temporal import GatedMaxPool, TemporalModule
 
 MODES = ("layer", "step")
 
+#: Automatic batch chunking (CPU, layer mode) keeps the largest activation of one chunk, all T
+#: steps of it, within about this many bytes: roughly a server CPU's last-level cache. Neuron
+#: updates over larger tensors are memory-bound; tools/bench.py measures the effect.
+CHUNK_BYTES = 32 * 2**20
+
 
 def _check_steps(T: object) -> int:
     if isinstance(T, bool) or not isinstance(T, int) or T <= 0:
         raise ConversionError(f"T={T!r}: the number of time steps must be a positive integer")
     return T
+
+
+def _check_chunk(chunk: object) -> Optional[int]:
+    if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk <= 0):
+        raise ConversionError(f"batch_chunk={chunk!r}: give a positive number of examples, or None to choose it automatically")
+    return chunk
 
 
 def _check_mode(mode: object) -> str:
@@ -42,6 +54,26 @@ def _neuron_pool_pairs(network: fx.GraphModule) -> list[tuple[str, str]]:
         if len(users) == 1 and users[0].op == "call_module" and isinstance(network.get_submodule(str(users[0].target)), GatedMaxPool):
             pairs.append((str(node.target), str(users[0].target)))
     return pairs
+
+
+class _SilentShapeProp(ShapeProp):
+    """fx's ShapeProp, calling each graph module's ``forward`` directly: the sizing run that
+    chooses the batch chunk must not fire the user's hooks (``ann2snn.profile`` counts with them)."""
+
+    def call_module(self, target, args, kwargs):
+        return self.fetch_attr(target).forward(*args, **kwargs)
+
+
+def _tensor_metas(meta: object) -> Iterator[TensorMetadata]:
+    """The TensorMetadata records in ShapeProp's annotation of one node (nested for tuple outputs)."""
+    if isinstance(meta, TensorMetadata):
+        yield meta
+    elif isinstance(meta, (tuple, list)):
+        for item in meta:
+            yield from _tensor_metas(item)
+    elif isinstance(meta, dict):
+        for item in meta.values():
+            yield from _tensor_metas(item)
 
 
 class SpikingNetwork(nn.Module):
@@ -77,6 +109,8 @@ class SpikingNetwork(nn.Module):
         #: Layer mode runs each gated max pool inside the neuron that feeds it (faster, and the
         #: unpooled spike train is never stored); set False to observe neurons' own spikes with hooks.
         self.fuse_pools = True
+        self._batch_chunk: Optional[int] = None
+        self._example_bytes: dict[tuple, int] = {}
 
     # -- settings ------------------------------------------------------------------------------
     @property
@@ -94,6 +128,17 @@ class SpikingNetwork(nn.Module):
     @mode.setter
     def mode(self, value: str) -> None:
         self._mode = _check_mode(value)
+
+    @property
+    def batch_chunk(self) -> Optional[int]:
+        """Layer mode runs the batch in chunks of this many examples (results are the same; only
+        speed and peak memory change). ``None`` (default): on CPU, as many as keep one chunk's
+        largest activation within ``CHUNK_BYTES``; on other devices, the whole batch."""
+        return self._batch_chunk
+
+    @batch_chunk.setter
+    def batch_chunk(self, value: Optional[int]) -> None:
+        self._batch_chunk = _check_chunk(value)
 
     def extra_repr(self) -> str:
         return f"T={self.T}, mode={self.mode!r}"
@@ -135,8 +180,15 @@ class SpikingNetwork(nn.Module):
 
     def run_network(self, x: torch.Tensor):
         """One pass through the rewritten graph, with errors from inside torch explained."""
-        try:
+        with self._explained_errors(x):
             return self.network(x)
+
+    @contextmanager
+    def _explained_errors(self, x: torch.Tensor) -> Iterator[None]:
+        """Turn a RuntimeError from inside torch, running ``x``, into an InputShapeError that says
+        what the network expects."""
+        try:
+            yield
         except RuntimeError as error:
             expected = f"[batch, {', '.join(map(str, self.input_shape))}]" if self.input_shape else "the shape the CNN takes"
             weights = next((p.device for p in self.parameters()), x.device)
@@ -151,19 +203,33 @@ class SpikingNetwork(nn.Module):
         for module in self.temporal_modules():
             module.reset()
 
+    def chunk_size(self, x: torch.Tensor) -> int:
+        """How many examples of ``x`` layer mode runs at once (see ``batch_chunk``)."""
+        if self.batch_chunk is not None:
+            return self.batch_chunk
+        if x.device.type != "cpu":
+            return max(1, x.shape[0])
+        key = (tuple(x.shape[1:]), x.dtype)
+        if key not in self._example_bytes:
+            self._example_bytes[key] = self._largest_activation_bytes(x[:1])
+        return max(1, CHUNK_BYTES // (self.T * self._example_bytes[key]))
+
+    def _largest_activation_bytes(self, example: torch.Tensor) -> int:
+        """Bytes of the largest tensor one example produces in one step (via fx's ShapeProp)."""
+        with torch.no_grad(), self.analog_mode(), self._explained_errors(example):
+            _SilentShapeProp(self.network).propagate(example)
+        metas = [m for node in self.network.graph.nodes for m in _tensor_metas(node.meta.get("tensor_meta"))]
+        return max((m.shape.numel() * m.dtype.itemsize for m in metas), default=1)
+
     # -- execution -----------------------------------------------------------------------------
     def forward(self, x: torch.Tensor):
         self.check_input(x)
         self.reset()
         if self.mode == "layer":
+            chunks = x.split(self.chunk_size(x))  # before configuring: sizing may run the analog graph
             self._configure(layer_mode=True)
-            if self.encoder.is_time_invariant:
-                out = self.run_network(x)
-                if self.static_output:
-                    return out
-            else:
-                out = self.run_network(self.encoder.sequence(x, self.T))
-            return tree_map(lambda y: y.unflatten(0, (self.T, -1)).mean(0), out)
+            outs = [self._forward_layer(chunk) for chunk in chunks]
+            return outs[0] if len(outs) == 1 else tree_map(lambda *ys: torch.cat(ys), *outs)
         self._configure(layer_mode=False)
         total = None
         for t in range(self.T):
@@ -171,6 +237,16 @@ class SpikingNetwork(nn.Module):
             total = out if total is None else tree_map(torch.add, total, out)
         self.reset()
         return tree_map(lambda y: y / self.T, total)
+
+    def _forward_layer(self, x: torch.Tensor):
+        """Layer mode on one chunk of the batch: all T steps at once, time folded into the batch."""
+        if self.encoder.is_time_invariant:
+            out = self.run_network(x)
+            if self.static_output:
+                return out
+        else:
+            out = self.run_network(self.encoder.sequence(x, self.T))
+        return tree_map(lambda y: y.unflatten(0, (self.T, -1)).mean(0), out)
 
     def step(self, x_t: torch.Tensor):
         """Run one time step on ``x_t`` (state kept from earlier calls until ``reset()``)."""

@@ -89,3 +89,39 @@ def test_differentiable_and_inference_paths_agree(data, learn_tau):
         stepped = snn(data)
     assert torch.allclose(trained, inferred, atol=1e-6)
     assert torch.allclose(stepped, inferred, atol=1e-5)
+
+
+def test_batch_chunks_change_neither_outputs_nor_gradients(data):
+    """Layer mode may run the batch in chunks (for cache-sized tensors on CPU); every chunking
+    gives the same outputs and the same gradients as one whole-batch pass."""
+    snn = ann2snn.convert(ResidualConcatNet().eval(), T=16, learn_tau=True, tau=20.0, calibration=[data])
+    results = {}
+    for chunk in (12, 5, 1):
+        snn.batch_chunk = chunk
+        snn.zero_grad()
+        out = snn(data)
+        out.square().sum().backward()
+        results[chunk] = (out.detach(), [p.grad.clone() for p in snn.parameters()])
+    whole_out, whole_grads = results[12]
+    for chunk in (5, 1):
+        out, grads = results[chunk]
+        assert torch.allclose(out, whole_out, atol=1e-6)
+        assert all(torch.allclose(g, w, atol=1e-5) for g, w in zip(grads, whole_grads))
+    assert any(g.abs().sum() > 0 for g in whole_grads)
+
+
+def test_automatic_batch_chunk_follows_the_activation_budget(data, monkeypatch):
+    from ann2snn import timeloop
+
+    snn = ann2snn.convert(ResidualConcatNet().eval(), T=10, learn_tau=False, calibration=[data])
+    assert snn.batch_chunk is None
+    largest = snn._largest_activation_bytes(data[:1])
+    assert largest >= 4 * torch.Size(INPUT_SHAPE).numel()  # at least the input itself
+    monkeypatch.setattr(timeloop, "CHUNK_BYTES", 3 * snn.T * largest)
+    assert snn.chunk_size(data) == 3
+    monkeypatch.setattr(timeloop, "CHUNK_BYTES", 1)
+    assert snn.chunk_size(data) == 1
+    snn.batch_chunk = 7
+    assert snn.chunk_size(data) == 7
+    with pytest.raises(ann2snn.ConversionError, match="batch_chunk"):
+        snn.batch_chunk = 0

@@ -3,7 +3,8 @@
     python tools/bench.py [--batch 64] [--T 25] [--threads 2] [--repeats 3]
 
 Prints, for the zoo's M5 (1-D, raw waveform) and its VGG and ResNet (2-D, log-mel): CNN forward time, SNN layer-mode and
-step-mode forward times, the ratios (layer / (T x CNN), step / layer), the same for one training
+step-mode forward times, the ratios (layer / (T x CNN), with the automatic batch chunk and with the
+whole batch at once; step / layer), the same for one training
 step (forward + backward), peak memory of an M5 fine-tuning step, and the conversion time of a
 ResNet-18-size net. Ratios are measured in one run on the same machine, so they are comparable.
 """
@@ -92,6 +93,9 @@ def bench_net(name: str, cnn: nn.Module, x: torch.Tensor, T: int, repeats: int) 
         row["cnn"] = seconds(lambda: cnn(x), repeats)
         snn.mode = "layer"
         row["layer"] = seconds(lambda: snn(x), repeats)
+        snn.batch_chunk = x.shape[0]
+        row["layer_whole"] = seconds(lambda: snn(x), max(1, repeats // 2))
+        snn.batch_chunk = None
         snn.mode = "step"
         row["step"] = seconds(lambda: snn(x), max(1, repeats // 2))
     snn.mode = "layer"
@@ -100,7 +104,8 @@ def bench_net(name: str, cnn: nn.Module, x: torch.Tensor, T: int, repeats: int) 
     row["layer_train"] = seconds(train_step(snn, x), max(1, repeats // 2))
     print(
         f"{name:8s} CNN fwd {row['cnn'] * 1e3:8.1f} ms | SNN layer {row['layer'] * 1e3:8.1f} ms, step {row['step'] * 1e3:8.1f} ms | "
-        f"layer/(T*CNN) {row['layer'] / (T * row['cnn']):5.2f}  step/layer {row['step'] / row['layer']:5.2f} | "
+        f"layer/(T*CNN) {row['layer'] / (T * row['cnn']):5.2f} (chunks of {snn.chunk_size(x)}; whole batch "
+        f"{row['layer_whole'] / (T * row['cnn']):5.2f})  step/layer {row['step'] / row['layer']:5.2f} | "
         f"train step: CNN {row['cnn_train'] * 1e3:7.1f} ms, SNN layer {row['layer_train'] * 1e3:8.1f} ms, "
         f"SNN/(T*CNN) {row['layer_train'] / (T * row['cnn_train']):5.2f}"
     )
