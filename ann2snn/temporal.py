@@ -16,6 +16,7 @@ from typing import Callable, Optional, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules.utils import _ntuple
 
 
 class TemporalModule(nn.Module):
@@ -73,6 +74,36 @@ class GatedMaxPool(TemporalModule):
     def extra_repr(self) -> str:
         return f"{self.dims}-D, kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
 
+    def _tiled_kernel(self) -> Optional[tuple[int, ...]]:
+        """The kernel, when the windows tile the input (stride = kernel, no padding, dilation 1)."""
+        as_tuple = _ntuple(self.dims)
+        kernel = as_tuple(self.kernel_size)
+        if as_tuple(self.stride) == kernel and set(as_tuple(self.padding)) == {0} and set(as_tuple(self.dilation)) == {1}:
+            return kernel
+        return None
+
+    def _max(self, x: torch.Tensor) -> torch.Tensor:
+        """Max pooling without indices. Tiling windows (the usual MaxPool(2)) take the maximum of
+        strided slices, several times faster on CPU than ``max_pool2d``'s NCHW kernel; a partial
+        last window counts only with ``ceil_mode``, which the general path handles."""
+        kernel = self._tiled_kernel()
+        spatial = x.shape[x.dim() - self.dims :]
+        if kernel is None or (self.ceil_mode and any(n % k for n, k in zip(spatial, kernel))):
+            return self._pool(x)
+        for axis, k in zip(range(x.dim() - self.dims, x.dim()), kernel):
+            if k == 1:
+                continue
+            windows = x.shape[axis] // k
+            index = [slice(None)] * x.dim()
+            slices = []
+            for offset in range(k):
+                index[axis] = slice(offset, k * windows, k)
+                slices.append(x[tuple(index)])
+            x = slices[0]
+            for part in slices[1:]:
+                x = torch.maximum(x, part)
+        return x
+
     def _pool(self, x: torch.Tensor, return_indices: bool = False):
         pool = F.max_pool1d if self.dims == 1 else F.max_pool2d
         return pool(x, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode, return_indices)
@@ -119,7 +150,8 @@ class GatedMaxPool(TemporalModule):
         def gate(z: torch.Tensor) -> torch.Tensor:
             rank.add_(z, alpha=2 * positions)
             torch.add(rank, z, out=key)
-            return torch.remainder(self._pool(key), 2).to(z.dtype)
+            pooled = self._max(key)
+            return (pooled - 2 * torch.floor(pooled * 0.5)).to(z.dtype)  # the key's parity
 
         return gate
 

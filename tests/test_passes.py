@@ -137,3 +137,29 @@ def test_time_broadcast_where_the_input_meets_spikes():
     layer = snn(x)
     snn.mode = "step"
     assert torch.allclose(layer, snn(x), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "dims, options, shape",
+    [
+        (1, dict(kernel_size=2), (3, 4, 17)),
+        (1, dict(kernel_size=4), (3, 4, 30)),
+        (2, dict(kernel_size=2), (3, 4, 9, 11)),
+        (2, dict(kernel_size=(2, 3)), (3, 4, 8, 10)),
+        (2, dict(kernel_size=3, stride=2, padding=1), (3, 4, 9, 9)),
+        (2, dict(kernel_size=2, ceil_mode=True), (3, 4, 7, 9)),
+    ],
+    ids=["1d-k2-odd", "1d-k4", "2d-k2-odd", "2d-k2x3", "2d-overlapping-padded", "2d-ceil"],
+)
+def test_fast_spike_gate_equals_the_indexed_gate(dims, options, shape):
+    """The no-grad gate (integer keys, max over strided slices where windows tile the input) picks
+    the same spikes as the differentiable gate (max pooling with indices, then gather)."""
+    torch.manual_seed(0)
+    pool = ann2snn.GatedMaxPool(dims, **options)
+    spikes = (torch.rand(20, *shape) < 0.3).float()
+    fast = pool.spike_gate(spikes[0], 20, differentiable=False)
+    indexed = pool.spike_gate(spikes[0], 20, differentiable=True)
+    for z in spikes:
+        expected = indexed(z)
+        assert torch.equal(fast(z), expected)
+    assert expected.shape == pool._pool(spikes[0]).shape
