@@ -63,16 +63,35 @@ class ResNet(nn.Module):
         return self.fc(F.adaptive_avg_pool2d(self.layers(self.stem(x)), 1).flatten(1))
 
 
-def seconds(fn: Callable[[], object], repeats: int) -> float:
-    """Fastest wall time of ``fn`` over ``repeats`` calls after one warm-up call (the minimum is
-    the measurement least disturbed by other work on the machine)."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+def seconds(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Fastest wall time of each function over ``repeats`` rounds, after one warm-up round. The
+    functions take turns within each round, so a slow spell of the machine hits all of them
+    rather than one side of a ratio, and the minimum is the least disturbed measurement."""
+    times: dict[str, float] = {}
+    for round_ in range(repeats + 1):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            if round_:
+                times[name] = min(times.get(name, float("inf")), time.perf_counter() - start)
+    return times
+
+
+def whole_batch(snn: ann2snn.SpikingNetwork, x: torch.Tensor) -> None:
+    """The SNN in layer mode without batch chunking (for comparison with the automatic chunks)."""
+    chunk, snn.batch_chunk = snn.batch_chunk, x.shape[0]
+    try:
+        snn(x)
+    finally:
+        snn.batch_chunk = chunk
+
+
+def in_mode(snn: ann2snn.SpikingNetwork, mode: str, x: torch.Tensor) -> None:
+    previous, snn.mode = snn.mode, mode
+    try:
+        snn(x)
+    finally:
+        snn.mode = previous
 
 
 def train_step(model: nn.Module, x: torch.Tensor) -> Callable[[], None]:
@@ -88,20 +107,14 @@ def train_step(model: nn.Module, x: torch.Tensor) -> Callable[[], None]:
 def bench_net(name: str, cnn: nn.Module, x: torch.Tensor, T: int, repeats: int) -> dict[str, float]:
     cnn.eval()
     snn = ann2snn.convert(cnn, T=T, learn_tau=True, calibration=[x])
-    row: dict[str, float] = {}
-    with torch.no_grad():
-        row["cnn"] = seconds(lambda: cnn(x), repeats)
-        snn.mode = "layer"
-        row["layer"] = seconds(lambda: snn(x), repeats)
-        snn.batch_chunk = x.shape[0]
-        row["layer_whole"] = seconds(lambda: snn(x), max(1, repeats // 2))
-        snn.batch_chunk = None
-        snn.mode = "step"
-        row["step"] = seconds(lambda: snn(x), max(1, repeats // 2))
     snn.mode = "layer"
+    with torch.no_grad():
+        row = seconds(
+            {"cnn": lambda: cnn(x), "layer": lambda: snn(x), "layer_whole": lambda: whole_batch(snn, x), "step": lambda: in_mode(snn, "step", x)},
+            repeats,
+        )
     cnn.train()
-    row["cnn_train"] = seconds(train_step(cnn, x), repeats)
-    row["layer_train"] = seconds(train_step(snn, x), max(1, repeats // 2))
+    row.update(seconds({"cnn_train": train_step(cnn, x), "layer_train": train_step(snn, x)}, repeats))
     print(
         f"{name:8s} CNN fwd {row['cnn'] * 1e3:8.1f} ms | SNN layer {row['layer'] * 1e3:8.1f} ms, step {row['step'] * 1e3:8.1f} ms | "
         f"layer/(T*CNN) {row['layer'] / (T * row['cnn']):5.2f} (chunks of {snn.chunk_size(x)}; whole batch "

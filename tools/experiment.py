@@ -26,10 +26,17 @@ PRESETS = {
         zero_shot_T=(1, 2, 4, 8, 16, 32, 64), lif_zero_shot_T=(4, 16, 64), encoders=("direct", "rate", "latency"), out_dir="runs/quick",
         cnn_lr=1e-2, snn_lr=5e-4, model_options={"m5": {"n_channel": 16}},
     ),
-    # The README's results table: FSDD, three models.
+    # The README's results table: FSDD, three models, the table's cells only (3 seeds in under 2 hours on 2 CPU cores).
     "fsdd": dict(
-        dataset="fsdd", models=("m5", "vgg", "resnet"), cnn_epochs=30, snn_epochs=1, scratch_epochs=2,
-        finetune_T=25, zero_shot_T=(1, 2, 4, 8, 16, 25, 32, 64, 128), lif_zero_shot_T=(8, 25, 64), out_dir="runs/fsdd",
+        dataset="fsdd", models=("m5", "vgg", "resnet"), seeds=(0, 1, 2), cnn_epochs=20, snn_epochs=1, scratch_epochs=1,
+        finetune_T=25, zero_shot_T=(8, 25, 64), lif_zero_shot_T=(25,), encoders=("direct",), out_dir="runs/fsdd",
+        augment={"m5": {"shift_s": 0.1}}, cnn_training={"m5": {"epochs": 60, "patience": 15}},
+    ),
+    # The full study on FSDD: zero-shot over T = 1..128, IF and LIF, three encoders (plots over T).
+    "fsdd-sweep": dict(
+        dataset="fsdd", models=("m5", "vgg", "resnet"), cnn_epochs=20, snn_epochs=1, scratch_epochs=1,
+        finetune_T=25, zero_shot_T=(1, 2, 4, 8, 16, 25, 32, 64, 128), lif_zero_shot_T=(8, 25, 64), out_dir="runs/fsdd-sweep",
+        augment={"m5": {"shift_s": 0.1}}, cnn_training={"m5": {"epochs": 60, "patience": 15}},
     ),
 }
 
@@ -71,8 +78,12 @@ def config_from(args: argparse.Namespace) -> ExperimentConfig:
         "test_speaker": args.test_speaker, "max_batches": args.max_batches, "patience": args.patience,
     }  # fmt: skip
     settings.update({k: v for k, v in overrides.items() if v is not None})
-    if args.augment_shift:
-        settings["augment"] = {model: {"shift_s": args.augment_shift} for model in settings["models"]}
+    given = {"epochs": args.cnn_epochs, "patience": args.patience}
+    settings["cnn_training"] = {  # the command line's --cnn-epochs / --patience apply to every model
+        model: {k: v for k, v in fields.items() if given.get(k) is None} for model, fields in settings.get("cnn_training", {}).items()
+    }
+    if args.augment_shift is not None:
+        settings["augment"] = {model: {"shift_s": args.augment_shift} for model in settings["models"] if args.augment_shift > 0}
     if args.no_scratch:
         settings["from_scratch"] = False
     if args.no_progress:

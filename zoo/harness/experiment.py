@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -54,6 +54,7 @@ class ExperimentConfig:
     model_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     dataset_options: dict[str, Any] = field(default_factory=dict)
     augment: dict[str, dict[str, Any]] = field(default_factory=dict)  # per model: zoo.Augment options for training
+    cnn_training: dict[str, dict[str, Any]] = field(default_factory=dict)  # per model: TrainConfig fields for its CNN (epochs, patience, lr)
     progress: bool = True
 
     def train_config(self, epochs: int, lr: float, seed: int) -> TrainConfig:
@@ -141,10 +142,10 @@ class Experiment:
         shape = tuple(splits["train"][0][0].shape)
         return zoo.create(model, n_classes=splits.n_classes, input_shape=shape, **self.config.model_options.get(model, {}))
 
-    def _fit(self, net: torch.nn.Module, model: str, name: str, epochs: int, lr: float, seed: int, extra: dict) -> Any:
+    def _fit(self, net: torch.nn.Module, model: str, name: str, epochs: int, lr: float, seed: int, extra: dict, overrides: Optional[dict] = None) -> Any:
         splits = self.splits(model)
         history = fit(
-            net, splits["train"], splits["val"], self.config.train_config(epochs, lr, seed),
+            net, splits["train"], splits["val"], replace(self.config.train_config(epochs, lr, seed), **(overrides or {})),
             checkpoint=self.out / "checkpoints" / f"{name}.pt", resume=True, checkpoint_extra=extra,
             desc=name, log=self.log,
         )  # fmt: skip
@@ -155,7 +156,7 @@ class Experiment:
     def train_cnn(self, model: str, seed: int) -> tuple[torch.nn.Module, float]:
         cnn = self._build(model, seed)
         extra = {"model": model, "config": {"n_classes": self.splits(model).n_classes, "input_shape": list(cnn.input_spec.shape), **self.config.model_options.get(model, {})}}
-        history = self._fit(cnn, model, f"cnn-{model}-s{seed}", self.config.cnn_epochs, self.config.cnn_lr, seed, extra)
+        history = self._fit(cnn, model, f"cnn-{model}-s{seed}", self.config.cnn_epochs, self.config.cnn_lr, seed, extra, self.config.cnn_training.get(model, {}))
         cell = cell_id(model, seed, "cnn")
         if cell not in self.results:
             metrics = evaluate(cnn, self.splits(model)["test"], device=self.device)
