@@ -83,6 +83,8 @@ class SpikingNetwork(nn.Module):
       into the batch; "step": the whole network runs once per step) can be changed at any time.
     - ``snn.reset(); snn.step(x_t)`` streams: one step per call, state kept until ``reset()``;
       each call returns that step's readout.
+    - ``snn.batch_chunk``: layer mode runs the batch in chunks of this many examples (default
+      ``None``: cache-sized chunks on CPU, the whole batch elsewhere); outputs do not change.
     - ``snn.report`` says what the compiler did; ``snn.network`` is the rewritten fx graph.
     """
 
