@@ -42,7 +42,22 @@ def check_run(config: ExperimentConfig, n_classes: int) -> list[dict]:
 
 
 def test_tiny_experiment_on_synthetic_data(tmp_path):
-    check_run(tiny_config(tmp_path), n_classes=10)
+    rows = check_run(tiny_config(tmp_path, cnn_training={"m5": {"epochs": 3}}), n_classes=10)
+    (cnn,) = [r for r in rows if r["kind"] == "cnn"]
+    assert cnn["epochs"] == 3  # the per-model CNN recipe overrides cnn_epochs=4
+
+
+def test_presets_take_command_line_overrides():
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        import experiment as cli
+    finally:
+        sys.path.remove(str(ROOT / "tools"))
+    table = cli.config_from(cli.parse_args(["--preset", "fsdd", "--data-dir", "data"]))
+    assert table.models == ("m5", "vgg", "resnet") and table.seeds == (0, 1, 2) and table.zero_shot_T == (8, 25, 64)
+    assert table.cnn_training["m5"] == {"epochs": 60, "patience": 15} and table.augment == {"m5": {"shift_s": 0.1}}
+    quick = cli.config_from(cli.parse_args(["--preset", "fsdd", "--cnn-epochs", "5", "--augment-shift", "0", "--seeds", "3"]))
+    assert quick.cnn_epochs == 5 and quick.cnn_training["m5"] == {"patience": 15} and quick.augment == {} and quick.seeds == (3,)
 
 
 def test_tiny_experiment_on_an_fsdd_subset(tmp_path):
