@@ -1,7 +1,8 @@
 """Run the study: train CNNs, convert, measure zero-shot SNNs over T, retrain, train from scratch.
 
     python tools/experiment.py                      # built-in synthetic set, quick preset (< 3 min)
-    python tools/experiment.py --preset fsdd --data-dir ../shared/data/fsdd --seeds 0 1 2
+    python tools/experiment.py --preset fsdd --data-dir ../shared/data/fsdd        # README table, 3 seeds
+    python tools/experiment.py --preset fsdd-sweep --data-dir ../shared/data/fsdd  # the full study
 
 A killed run resumes: rerun the same command (finished cells are skipped, training resumes from
 its last checkpoint). Results go to --out: results.jsonl/.csv/.md and PNG plots.
