@@ -114,6 +114,12 @@ class SpikingNetwork(nn.Module):
         self._batch_chunk: Optional[int] = None
         self._example_bytes: dict[tuple, int] = {}
 
+    def __setstate__(self, state: dict) -> None:
+        """Unpickling (``ann2snn.load``): networks saved before batch chunking existed get its defaults."""
+        super().__setstate__(state)
+        self.__dict__.setdefault("_batch_chunk", None)
+        self.__dict__.setdefault("_example_bytes", {})
+
     # -- settings ------------------------------------------------------------------------------
     @property
     def T(self) -> int:

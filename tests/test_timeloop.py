@@ -125,3 +125,12 @@ def test_automatic_batch_chunk_follows_the_activation_budget(data, monkeypatch):
     assert snn.chunk_size(data) == 7
     with pytest.raises(ann2snn.ConversionError, match="batch_chunk"):
         snn.batch_chunk = 0
+
+
+def test_networks_saved_before_batch_chunking_still_run(data):
+    snn = ann2snn.convert(ResidualConcatNet().eval(), T=8, learn_tau=False, calibration=[data])
+    state = {k: v for k, v in snn.__getstate__().items() if k not in ("_batch_chunk", "_example_bytes")}
+    old = ann2snn.SpikingNetwork.__new__(ann2snn.SpikingNetwork)
+    old.__setstate__(state)
+    with torch.no_grad():
+        assert old.batch_chunk is None and torch.allclose(old(data), snn(data), atol=1e-6)
