@@ -55,6 +55,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--patience", type=int, help="epochs without a better validation loss before stopping")
     parser.add_argument("--augment-shift", type=float, metavar="SECONDS", help="train with random time shifts of up to this many seconds")
     parser.add_argument("--snn-epochs", type=int)
+    parser.add_argument("--tau-lr-scale", type=float, help="fine-tuning: learning rate of the time constants over the weights'")
     parser.add_argument("--scratch-epochs", type=int)
     parser.add_argument("--finetune-T", type=int)
     parser.add_argument("--T", nargs="+", type=int, dest="zero_shot_T", help="zero-shot time steps")
@@ -73,7 +74,7 @@ def config_from(args: argparse.Namespace) -> ExperimentConfig:
     overrides = {
         "dataset": args.dataset, "data_dir": args.data_dir, "models": args.models and tuple(args.models),
         "seeds": args.seeds and tuple(args.seeds), "out_dir": args.out, "device": args.device,
-        "cnn_epochs": args.cnn_epochs, "snn_epochs": args.snn_epochs, "scratch_epochs": args.scratch_epochs,
+        "cnn_epochs": args.cnn_epochs, "snn_epochs": args.snn_epochs, "tau_lr_scale": args.tau_lr_scale, "scratch_epochs": args.scratch_epochs,
         "finetune_T": args.finetune_T, "zero_shot_T": args.zero_shot_T and tuple(args.zero_shot_T),
         "lif_zero_shot_T": args.lif_zero_shot_T and tuple(args.lif_zero_shot_T), "encoders": args.encoders and tuple(args.encoders),
         "test_speaker": args.test_speaker, "max_batches": args.max_batches, "patience": args.patience,

@@ -142,3 +142,16 @@ def test_two_process_ddp_ends_with_identical_weights(tmp_path):
         assert torch.equal(rank0[key], rank1[key]), key
     start = zoo.create("m5", n_classes=10)
     assert any(not torch.equal(rank0[k], v) for k, v in start.state_dict().items() if v.is_floating_point()), "no training happened"
+
+
+def test_time_constants_get_their_own_learning_rate():
+    from zoo.harness.train import parameter_groups
+
+    import ann2snn
+
+    snn = ann2snn.convert(torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2)), T=4, learn_tau=True, input_shape=(3,))
+    (single,) = parameter_groups(snn, TrainConfig(lr=1e-3))
+    assert len(single["params"]) == len(list(snn.parameters()))
+    weights, taus = parameter_groups(snn, TrainConfig(lr=1e-3, tau_lr_scale=100.0))
+    assert taus["lr"] == pytest.approx(0.1) and weights["lr"] == 1e-3
+    assert len(taus["params"]) == 1 and len(weights["params"]) == len(list(snn.parameters())) - 1

@@ -54,6 +54,7 @@ class ExperimentConfig:
     model_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     dataset_options: dict[str, Any] = field(default_factory=dict)
     augment: dict[str, dict[str, Any]] = field(default_factory=dict)  # per model: zoo.Augment options for training
+    tau_lr_scale: float = 1.0  # fine-tuning: learning rate of the time constants over snn_lr
     cnn_training: dict[str, dict[str, Any]] = field(default_factory=dict)  # per model: TrainConfig fields for its CNN (epochs, patience, lr)
     progress: bool = True
 
@@ -196,7 +197,7 @@ class Experiment:
             seed_everything(seed)
             snn = self._convert(cnn, model, T, learn_tau=learn_tau, tau=config.lif_tau)
             name = f"snn-{model}-s{seed}-learn_tau={int(learn_tau)}"
-            history = self._fit(snn, model, name, config.snn_epochs, config.snn_lr, seed, {"model": model, "kind": "snn"})
+            history = self._fit(snn, model, name, config.snn_epochs, config.snn_lr, seed, {"model": model, "kind": "snn"}, {"tau_lr_scale": config.tau_lr_scale})
             metrics = evaluate(snn, self.splits(model)["test"], device=self.device)
             taus = [float(m.tau.mean()) for m in snn.network.modules() if isinstance(m, ann2snn.SpikingNeuron)]
             costs = run_profile(snn, self.splits(model)["test"], device=self.device)

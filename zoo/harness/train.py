@@ -34,6 +34,7 @@ class TrainConfig:
     device: str = "auto"       # "auto": CUDA when available, else CPU
     max_batches: Optional[int] = None  # per epoch; for quick runs and tests
     progress: bool = True
+    tau_lr_scale: float = 1.0  # learning rate of membrane time constants (``*.leak_logit``) over ``lr``
 
 
 @dataclass
@@ -78,6 +79,17 @@ def _loader(dataset: Dataset, config: TrainConfig, epoch: int) -> DataLoader:
     return DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, drop_last=False)
 
 
+def parameter_groups(model: nn.Module, config: TrainConfig) -> list[dict]:
+    """The trainable parameters; with ``tau_lr_scale != 1`` the time constants form a second group
+    whose learning rate is ``lr * tau_lr_scale`` (one epoch at the weights' rate barely moves them)."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    taus = [p for n, p in named if n.endswith("leak_logit")]
+    if config.tau_lr_scale == 1.0 or not taus:
+        return [{"params": [p for _, p in named], "lr": config.lr}]
+    rest = [p for n, p in named if not n.endswith("leak_logit")]
+    return [{"params": rest, "lr": config.lr}, {"params": taus, "lr": config.lr * config.tau_lr_scale}]
+
+
 def fit(
     model: nn.Module,
     train_set: Dataset,
@@ -100,8 +112,9 @@ def fit(
     model.to(device)
     train_model = nn.parallel.DistributedDataParallel(model) if dist.is_initialized() else model
     steps_per_epoch = min(len(_loader(train_set, config, 0)), config.max_batches or math.inf)
-    optimiser = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr, weight_decay=config.weight_decay)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=config.lr, total_steps=max(1, config.epochs * steps_per_epoch))
+    groups = parameter_groups(model, config)
+    optimiser = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=[g["lr"] for g in groups], total_steps=max(1, config.epochs * steps_per_epoch))
     history, start_epoch, best_loss, best_state = History(), 0, math.inf, None
     if resume and checkpoint is not None and checkpoint.is_file():
         state = load_checkpoint(checkpoint, map_location=device)
