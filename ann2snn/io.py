@@ -38,4 +38,3 @@ def load(path: str | os.PathLike, map_location: str | torch.device | None = None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ConversionError(f"{path} is not a network saved by ann2snn.save (no '{FORMAT}' header)")
     return payload["network"]
-

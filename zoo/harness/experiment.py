@@ -24,7 +24,6 @@ from zoo.harness.evaluate import evaluate, run_profile
 from zoo.harness.train import TrainConfig, fit, resolve_device, seed_everything
 
 
-
 @dataclass
 class ExperimentConfig:
     dataset: str = "synthetic"
