@@ -2,11 +2,14 @@
 
 A checkpoint is a dict with at least ``model`` (zoo name), ``config`` (``zoo.create`` options)
 and ``state_dict``; training checkpoints add ``epoch``, optimiser and schedule state, history
-and RNG state so that ``--resume`` continues where a killed run stopped.
+and RNG state so that ``--resume`` continues where a killed run stopped. ``sha256`` holds a
+checksum of each state dict (``state_dict``, ``best_state_dict``), verified on load: torch keeps
+none, so flipped bytes inside the archive would otherwise load as different weights.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -14,6 +17,8 @@ from typing import Any
 import torch
 
 from ann2snn.atomic import atomic_path
+
+STATE_DICTS = ("state_dict", "best_state_dict")  # the entries whose tensors are checksummed
 
 
 class CheckpointError(Exception):
@@ -25,8 +30,31 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
     the previous checkpoint intact."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    sums = {key: state_checksum(payload[key]) for key in STATE_DICTS if isinstance(payload.get(key), dict)}
     with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+        torch.save({**payload, "sha256": sums}, tmp)
+
+
+def state_checksum(state: dict[str, Any]) -> str:
+    """sha256 over the tensors of a state dict in key order (each key, dtype, shape and bytes)."""
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        value = state[key]
+        if isinstance(value, torch.Tensor):
+            value = value.detach().cpu().contiguous()
+            digest.update(f"{key}|{value.dtype}|{tuple(value.shape)}|".encode())
+            digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _verify(path: Path, payload: dict[str, Any]) -> None:
+    """Raise CheckpointError if a state dict no longer matches its recorded checksum."""
+    for key, expected in payload.get("sha256", {}).items():
+        if state_checksum(payload.get(key) or {}) != expected:
+            raise CheckpointError(
+                f"{path}: the tensors of '{key}' do not match the checkpoint's checksum (the file is corrupt); "
+                "it was left untouched: restore it from a copy or delete it to train from scratch"
+            )
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -37,10 +65,12 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:
+        reason = " ".join(str(error).split())[:200]
         raise CheckpointError(
-            f"{path} is corrupt or not a checkpoint ({type(error).__name__}: {str(error)[:200]}); "
+            f"{path} is corrupt or not a checkpoint ({type(error).__name__}: {reason}); "
             "it was left untouched: delete it to train from scratch"
         ) from error
     if not isinstance(payload, dict) or "state_dict" not in payload:
         raise CheckpointError(f"{path} is not an ann2snn checkpoint (no 'state_dict' entry)")
+    _verify(path, payload)
     return payload
