@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from zoo.harness.experiment import ExperimentConfig, load_histories, run_experiment  # noqa: E402
 from zoo.harness.summary import merge_runs, write_outputs  # noqa: E402
+from zoo.harness.train_cli import USER_ERRORS, report  # noqa: E402
 
 PRESETS = {
     # The README's main job: one small model on the built-in synthetic words, in under 3 minutes.
@@ -62,6 +63,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--lif-T", nargs="+", type=int, dest="lif_zero_shot_T", help="zero-shot time steps of the LIF network (default: --T)")
     parser.add_argument("--encoders", nargs="+", choices=("direct", "rate", "latency"), help="input encoders measured zero-shot")
     parser.add_argument("--test-speaker", help="FSDD: hold this speaker out as the test set")
+    parser.add_argument("--skip-bad", action="store_true", help="drop unreadable WAV files with a warning instead of stopping")
     parser.add_argument("--max-batches", type=int, help="batches per epoch (quick checks)")
     parser.add_argument("--no-scratch", action="store_true", help="skip training the SNN from scratch")
     parser.add_argument("--no-progress", action="store_true")
@@ -86,6 +88,8 @@ def config_from(args: argparse.Namespace) -> ExperimentConfig:
     }
     if args.augment_shift is not None:
         settings["augment"] = {model: {"shift_s": args.augment_shift} for model in settings["models"] if args.augment_shift > 0}
+    if args.skip_bad:
+        settings["dataset_options"] = {**settings.get("dataset_options", {}), "skip_bad": True}
     if args.no_scratch:
         settings["from_scratch"] = False
     if args.no_progress:
@@ -97,10 +101,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     config = config_from(args)
     start = time.perf_counter()
-    if args.merge:
-        rows, histories = merge_runs([Path(d) for d in args.merge])
-    else:
-        rows, histories = run_experiment(config), load_histories(config.out_dir)
+    try:
+        if args.merge:
+            rows, histories = merge_runs([Path(d) for d in args.merge])
+        else:
+            rows, histories = run_experiment(config), load_histories(config.out_dir)
+    except USER_ERRORS as error:
+        return report(error)
     paths = write_outputs(rows, Path(config.out_dir), config.finetune_T, histories)
     print()
     print(paths["markdown"].read_text())

@@ -106,3 +106,13 @@ def test_disk_cache_is_written_once_and_keyed_by_settings(small_synthetic, tmp_p
     finally:
         small_synthetic.front_end = FrontEnd()
     assert len(list(tmp_path.glob("*.pt"))) == 2
+
+
+def test_truncated_disk_cache_is_rebuilt_with_a_warning(small_synthetic, tmp_path):
+    first = CachedFeatures(small_synthetic, cache_dir=tmp_path)
+    (path,) = tmp_path.glob("*.pt")
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.warns(UserWarning, match=rf"feature cache {path} .*rebuilding it"):
+        again = CachedFeatures(small_synthetic, cache_dir=tmp_path)
+    torch.testing.assert_close(again.data, first.data)
+    torch.testing.assert_close(CachedFeatures(small_synthetic, cache_dir=tmp_path).data, first.data)

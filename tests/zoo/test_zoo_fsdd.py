@@ -128,3 +128,13 @@ def test_download_unpacks_the_release_archive(tmp_path):
     assert recordings == tmp_path / "data" / "recordings"
     assert [c.label for c in FSDD(tmp_path / "data", split="all").clips] == [5]
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["recordings"]
+
+
+def test_wrongly_named_wav_files_are_counted_in_a_warning(tmp_path):
+    write_wav(tmp_path / "3_alice_0.wav")
+    for name in ("3-alice-1.wav", "three_alice_2.wav", "3_alice.WAV"):
+        write_wav(tmp_path / name)
+    (tmp_path / "README.txt").write_text("not audio: not counted")
+    with pytest.warns(UserWarning, match=rf"skipped 3 WAV file\(s\) in {tmp_path} not named .*digit.*speaker.*index.*e\.g\. 3-alice-1\.wav"):
+        data = FSDD(tmp_path, split="all")
+    assert [c.path.name for c in data.clips] == ["3_alice_0.wav"]

@@ -2,11 +2,13 @@
 
 import hashlib
 import json
+import warnings
 from pathlib import Path
 
 import torch
 from torch.utils.data import Dataset
 
+from ann2snn.atomic import atomic_path
 from zoo.augment import Augment
 from zoo.data.base import AudioDataset
 
@@ -72,13 +74,27 @@ class CachedFeatures(Dataset):
             return self._compute()
         path = cache_dir / f"{type(self.dataset).__name__.lower()}-{self.key()}.pt"
         if path.is_file():
-            return torch.load(path, weights_only=True)
+            data = self._read(path)
+            if data is not None:
+                return data
         data = self._compute()
         cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        torch.save(data, tmp)
-        tmp.replace(path)
+        with atomic_path(path) as tmp:
+            torch.save(data, tmp)
         return data
+
+    def _read(self, path: Path) -> torch.Tensor | None:
+        """The tensor cached in `path`, or None (with a warning) if the file is unreadable or does
+        not hold one row per item: it is then rebuilt."""
+        try:
+            data = torch.load(path, weights_only=True)
+            if isinstance(data, torch.Tensor) and len(data) == len(self.dataset):
+                return data
+            reason = "it does not hold one row per item"
+        except Exception as error:  # any unreadable file: a cache is rebuilt, never trusted
+            reason = f"{type(error).__name__}: {' '.join(str(error).split())[:120]}"
+        warnings.warn(f"feature cache {path} is unreadable ({reason}); rebuilding it", stacklevel=4)
+        return None
 
     def _compute(self) -> torch.Tensor:
         if len(self.dataset) == 0:

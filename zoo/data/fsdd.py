@@ -5,6 +5,7 @@ import shutil
 import tarfile
 import tempfile
 import urllib.request
+import warnings
 from pathlib import Path
 
 from zoo.data.base import Clip, FileDataset, holdout, require_dir
@@ -69,13 +70,22 @@ def find_recordings(root: str | Path) -> Path:
 
 
 def _takes(recordings: Path) -> list[tuple[int, str, int, Path]]:
-    takes = []
+    """(digit, speaker, index, path) of every recording; other WAV files are skipped with a warning."""
+    takes, misnamed = [], []
     for path in sorted(recordings.iterdir()):
         match = _NAME.match(path.name)
         if match:
             takes.append((int(match[1]), match[2], int(match[3]), path))
+        elif path.suffix.lower() == ".wav":
+            misnamed.append(path.name)
     if not takes:
         raise DataError(f"no FSDD recordings in {recordings}; expected {LAYOUT}")
+    if misnamed:
+        warnings.warn(
+            f"skipped {len(misnamed)} WAV file(s) in {recordings} not named {{digit}}_{{speaker}}_{{index}}.wav, "
+            f"e.g. {misnamed[0]}; rename them to include them",
+            stacklevel=3,
+        )
     return takes
 
 

@@ -41,7 +41,8 @@ def load_splits(
     `data_dir` is the data set's folder (not used by "synthetic"). `front_end` defaults to
     log-mel at the data set's rate (`SAMPLE_RATES`). `options` go to the data set
     class: FSDD's test_speaker, val_fraction, skip_bad; SpeechCommands' task (35 or 12),
-    unknown_fraction, silence_fraction, skip_bad; Synthetic's n_per_class. With `cached` (the
+    unknown_fraction, silence_fraction, skip_bad; Synthetic's n_per_class (it ignores skip_bad:
+    generated clips are never unreadable). With `cached` (the
     default) each split is a CachedFeatures (features computed once, optionally saved under
     `cache_dir`), and `augment` applies to the training split only.
     """
@@ -50,14 +51,34 @@ def load_splits(
     if augment is not None and not cached:
         raise ValueError("augment needs cached=True (augmentation is applied on top of the cached features)")
     front_end = front_end or FrontEnd(sample_rate=SAMPLE_RATES[name])
-    if name == "synthetic":
-        sets = {split: Synthetic(split, seed, front_end=front_end, **options) for split in SPLITS}
-    else:
-        if data_dir is None:
-            raise DataError(f"{name} needs data_dir: the local folder holding the data set")
-        cls = FSDD if name == "fsdd" else SpeechCommands
-        sets = {split: cls(data_dir, split, seed=seed, front_end=front_end, **options) for split in SPLITS}
+    sets = _data_sets(name, data_dir, front_end, seed, SPLITS, **options)
     if cached:
         augments = {"train": augment}
         sets = {split: CachedFeatures(data, augments.get(split), cache_dir) for split, data in sets.items()}
     return Splits(**sets)
+
+
+def check_source(name: str, data_dir: str | Path | None = None, seed: int = 0, **options) -> None:
+    """Raise DataError (naming the folder) if data set `name` cannot be found with these options.
+
+    Lists the files but reads no audio (skip_bad's check of every file waits for `load_splits`),
+    and writes nothing: call it before creating any output.
+    """
+    if name not in NAMES:
+        raise KeyError(f"unknown data set {name!r}; choose from {', '.join(NAMES)}")
+    if name != "synthetic":
+        options.pop("skip_bad", None)
+        _data_sets(name, data_dir, None, seed, ("test",), **options)
+
+
+def _data_sets(
+    name: str, data_dir: str | Path | None, front_end: FrontEnd | None, seed: int, splits: tuple[str, ...], **options
+) -> dict[str, AudioDataset]:
+    """The uncached data sets of `splits`."""
+    if name == "synthetic":
+        options.pop("skip_bad", None)  # generated clips are never unreadable
+        return {split: Synthetic(split, seed, front_end=front_end, **options) for split in splits}
+    if data_dir is None:
+        raise DataError(f"{name} needs data_dir: the local folder holding the data set")
+    cls = FSDD if name == "fsdd" else SpeechCommands
+    return {split: cls(data_dir, split, seed=seed, front_end=front_end, **options) for split in splits}

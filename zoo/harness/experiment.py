@@ -3,7 +3,8 @@ three encoders), fine-tune with learn_tau off and on, train the same SNN from sc
 
 Every result is one row in ``results.jsonl`` (appended as soon as it exists); a rerun skips the
 cells already there, and model training resumes from its checkpoint, so a killed sweep goes on
-where it stopped.
+where it stopped. One run at a time holds a folder, and a rerun must keep the settings that
+change results (see ``zoo.harness.run_folder``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from torch.utils.data import DataLoader
 import ann2snn
 import zoo
 from zoo.harness.evaluate import evaluate, run_profile
+from zoo.harness.run_folder import check_settings, folder_lock, read_json, read_rows, write_json
 from zoo.harness.train import TrainConfig, fit, resolve_device, seed_everything
 
 
@@ -63,6 +65,11 @@ class ExperimentConfig:
             device=self.device, max_batches=self.max_batches, progress=self.progress,
         )  # fmt: skip
 
+    def data_options(self) -> dict[str, Any]:
+        """The data set class's options (``zoo.data.load_splits``'s ``options``)."""
+        speaker = {"test_speaker": self.test_speaker} if self.test_speaker else {}
+        return {**self.dataset_options, **speaker}
+
 
 class Results:
     """The rows of ``results.jsonl``, keyed by cell, appended to the file as they arrive."""
@@ -70,12 +77,7 @@ class Results:
     def __init__(self, path: Path, device: str) -> None:
         self.path = path
         self.device = device
-        self.rows: dict[str, dict[str, Any]] = {}
-        if path.is_file():
-            for line in path.read_text().splitlines():
-                if line.strip():
-                    row = json.loads(line)
-                    self.rows[row["cell"]] = row
+        self.rows: dict[str, dict[str, Any]] = {row["cell"]: row for row in read_rows(path)}
 
     def __contains__(self, cell: str) -> bool:
         return cell in self.rows
@@ -116,9 +118,7 @@ class Experiment:
         key = f"{kind}-augmented-{sorted(augment.items())}" if augment else kind
         if key not in self._splits:
             front_end = zoo.FrontEnd(kind=kind, sample_rate=zoo.data.splits.SAMPLE_RATES[self.config.dataset])
-            options = dict(self.config.dataset_options)
-            if self.config.test_speaker:
-                options["test_speaker"] = self.config.test_speaker
+            options = self.config.data_options()
             start = time.perf_counter()
             self._splits[key] = zoo.data.load_splits(
                 self.config.dataset, self.config.data_dir, front_end=front_end, seed=0,
@@ -150,7 +150,7 @@ class Experiment:
             desc=name, log=self.log,
         )  # fmt: skip
         self.histories[name] = history.epochs
-        (self.out / "histories.json").write_text(json.dumps(self.histories, indent=1))
+        write_json(self.out / "histories.json", self.histories)
         return history
 
     def train_cnn(self, model: str, seed: int) -> tuple[torch.nn.Module, float]:
@@ -223,7 +223,7 @@ class Experiment:
         self.log(f"{model} seed {seed} SNN from scratch T={T}: {metrics.top1:.1f} % after {len(history.epochs)} epochs")
 
     def run(self) -> list[dict[str, Any]]:
-        (self.out / "config.json").write_text(json.dumps(asdict(self.config), indent=1))
+        write_json(self.out / "config.json", asdict(self.config))
         for seed in self.config.seeds:  # all models of one seed first: a cut-short run covers every model
             for model in self.config.models:
                 cnn, cnn_epoch_s = self.train_cnn(model, seed)
@@ -236,10 +236,17 @@ class Experiment:
 
 def load_histories(out_dir: str | Path) -> dict[str, list[dict[str, float]]]:
     """The per-epoch training records of every model trained in an experiment folder."""
-    path = Path(out_dir) / "histories.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
+    return read_json(Path(out_dir) / "histories.json") or {}
 
 
 def run_experiment(config: ExperimentConfig, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
-    """Run (or resume) every cell of the experiment; returns all result rows."""
-    return Experiment(config, log).run()
+    """Run (or resume) every cell of the experiment; returns all result rows.
+
+    The data source is checked before anything is created (DataError); the folder is locked for
+    the run, and a folder measured with other settings is refused (RunFolderError)."""
+    zoo.data.splits.check_source(config.dataset, config.data_dir, **config.data_options())
+    out = Path(config.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with folder_lock(out):
+        check_settings(out, asdict(config), asdict(ExperimentConfig()))
+        return Experiment(config, log).run()

@@ -13,6 +13,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from zoo.harness.run_folder import RunFolderError, read_json, read_rows  # noqa: E402
+
 
 def _select(rows: Iterable[dict], **match: Any) -> list[dict]:
     return [r for r in rows if all(r.get(k) == v for k, v in match.items())]
@@ -41,18 +43,13 @@ def merge_runs(folders: list[Path]) -> tuple[list[dict], dict]:
     for folder in folders:
         results = folder / "results.jsonl"
         if not results.is_file():
-            raise FileNotFoundError(f"{results}: no results to merge (is {folder} an experiment folder?)")
-        config = folder / "config.json"
-        device = json.loads(config.read_text()).get("device", "auto") if config.is_file() else "auto"
-        for line in results.read_text().splitlines():
-            if line.strip():
-                row = json.loads(line)
-                row.setdefault("device", "cpu" if device == "auto" and "cuda" not in str(row.get("device")) else device)
-                rows.setdefault(row["cell"], row)
-        history_file = folder / "histories.json"
-        if history_file.is_file():
-            for name, epochs in json.loads(history_file.read_text()).items():
-                histories.setdefault(name, epochs)
+            raise RunFolderError(f"{results}: no results to merge (is {folder} an experiment folder?)")
+        device = (read_json(folder / "config.json") or {}).get("device", "auto")
+        for row in read_rows(results, repair=False):  # the folders merged are inputs: read, never rewritten
+            row.setdefault("device", "cpu" if device == "auto" and "cuda" not in str(row.get("device")) else device)
+            rows.setdefault(row["cell"], row)
+        for name, epochs in (read_json(folder / "histories.json") or {}).items():
+            histories.setdefault(name, epochs)
     return list(rows.values()), histories
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 from pathlib import Path
 
 import torch
@@ -12,10 +13,14 @@ from torch.utils.data import DataLoader
 
 import ann2snn
 import zoo
+from zoo.errors import DataError
 from zoo.harness.checkpoint import CheckpointError
 from zoo.harness.distributed import distributed
 from zoo.harness.evaluate import evaluate
+from zoo.harness.run_folder import RunFolderError
 from zoo.harness.train import TrainConfig, fit, resolve_device, seed_everything
+
+USER_ERRORS = (DataError, CheckpointError, RunFolderError)  # reported on one line, exit status 2
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -24,6 +29,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--dataset", default="synthetic", choices=zoo.data.NAMES)
     parser.add_argument("--data-dir")
     parser.add_argument("--test-speaker", help="FSDD: hold this speaker out as the test set")
+    parser.add_argument("--skip-bad", action="store_true", help="drop unreadable WAV files with a warning instead of stopping")
     parser.add_argument("--augment-shift", type=float, metavar="SECONDS", help="train with random time shifts of up to this many seconds")
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--patience", type=int, default=8)
@@ -42,8 +48,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def report(error: Exception) -> int:
+    """Print a user error as one ``error: ...`` line on stderr; returns the exit status, 2."""
+    print("error: " + " ".join(str(error).split()), file=sys.stderr)
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    try:
+        return train(args)
+    except USER_ERRORS as error:
+        return report(error)
+
+
+def train(args: argparse.Namespace) -> int:
+    """Train (and optionally convert and fine-tune) as ``args`` say."""
     device = resolve_device(args.device)
     out = Path(args.out)
     with distributed(device) as rank:
@@ -51,7 +71,9 @@ def main(argv: list[str] | None = None) -> int:
         seed_everything(args.seed)
         kind = zoo.input_spec(args.model).kind
         front_end = zoo.FrontEnd(kind=kind, sample_rate=zoo.data.splits.SAMPLE_RATES[args.dataset])
-        options = {"test_speaker": args.test_speaker} if args.test_speaker else {}
+        options = {"skip_bad": args.skip_bad}
+        if args.test_speaker:
+            options["test_speaker"] = args.test_speaker
         augment = zoo.Augment(shift_s=args.augment_shift) if args.augment_shift else None
         splits = zoo.data.load_splits(args.dataset, args.data_dir, front_end=front_end, augment=augment, **options)
         shape = tuple(splits["train"][0][0].shape)
@@ -61,10 +83,7 @@ def main(argv: list[str] | None = None) -> int:
             max_batches=args.max_batches, progress=not args.no_progress,
         )  # fmt: skip
         extra = {"model": args.model, "config": {"n_classes": splits.n_classes, "input_shape": list(shape)}}
-        try:
-            fit(model, splits["train"], splits["val"], config, out, args.resume, extra, desc=f"{args.model} CNN", log=log)
-        except CheckpointError as error:
-            raise SystemExit(f"error: {error}")
+        fit(model, splits["train"], splits["val"], config, out, args.resume, extra, desc=f"{args.model} CNN", log=log)
         log(f"CNN test top-1: {evaluate(model, splits['test'], device=device).top1:.1f} %  (checkpoint: {out})")
         final = model
         if args.snn_T:

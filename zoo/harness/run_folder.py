@@ -1,0 +1,107 @@
+"""An experiment folder's bookkeeping: one run at a time (a lock), the settings its results were
+measured with (``config.json``), and files that a kill never leaves unreadable."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from ann2snn.atomic import atomic_path
+
+LOCK_NAME = ".lock"
+# Settings that change no result: where the folder is, the device, progress bars.
+NEUTRAL = frozenset({"out_dir", "device", "progress"})
+# Settings that only choose which cells run (a cell's result does not depend on them), so a
+# rerun may add cells: more seeds, models, time steps or encoders.
+SCOPE = frozenset({"models", "seeds", "zero_shot_T", "lif_zero_shot_T", "encoders", "from_scratch"})
+
+
+class RunFolderError(Exception):
+    """An experiment folder cannot be used as asked; the message names it and the way out."""
+
+
+@contextmanager
+def folder_lock(folder: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``folder``/.lock (holding this process's pid) for the block.
+    The kernel releases it when the process dies, so a killed run never blocks the next one."""
+    with (folder / LOCK_NAME).open("a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            pid = f.read().strip() or "unknown"
+            raise RunFolderError(
+                f"{folder} is in use by another run (pid {pid}); wait for it to finish, or pass another --out"
+            ) from None
+        f.truncate(0)
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        yield
+
+
+def check_settings(folder: Path, settings: dict[str, Any], defaults: dict[str, Any]) -> None:
+    """Refuse ``folder`` if its config.json records other settings that change results (all but
+    NEUTRAL and SCOPE); a setting missing from an older config.json counts as its default."""
+    stored = read_json(folder / "config.json")
+    if stored is None:
+        return
+    settings, defaults = _plain(settings), _plain(defaults)
+    changed = [
+        f"{key}: {json.dumps(stored.get(key, defaults.get(key)))} -> {json.dumps(value)}"
+        for key, value in settings.items()
+        if key not in NEUTRAL | SCOPE and stored.get(key, defaults.get(key)) != value
+    ]
+    if changed:
+        raise RunFolderError(
+            f"{folder} holds results measured with other settings ({'; '.join(changed)}); rerun with the "
+            "folder's settings to resume it, or pass a new --out to run these settings"
+        )
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as JSON reads it back (tuples become lists), for comparing with a stored config."""
+    return json.loads(json.dumps(value))
+
+
+def read_json(path: Path) -> Any:
+    """The content of JSON file ``path`` (None if there is none); RunFolderError if unreadable."""
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise RunFolderError(f"{path} is not valid JSON ({error}); restore it from a copy or delete it") from None
+
+
+def write_json(path: Path, content: Any) -> None:
+    """Write ``content`` to ``path`` all or nothing (a kill leaves the previous file intact)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(content, indent=1))
+
+
+def read_rows(path: Path, repair: bool = True) -> list[dict[str, Any]]:
+    """The rows of JSON-lines file ``path`` ([] if there is none). A torn last line (a run killed
+    while appending it) is dropped with a warning and, with ``repair``, the file is rewritten
+    atomically without it; a bad line before the last is a RunFolderError."""
+    if not path.is_file():
+        return []
+    text = path.read_text()
+    lines = [line for line in text.splitlines() if line.strip()]
+    rows = []
+    for number, line in enumerate(lines, 1):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as error:
+            if number < len(lines):
+                raise RunFolderError(f"{path} line {number} is not JSON ({error}); repair or delete that line") from None
+            warnings.warn(f"{path}: dropped a torn last line (a run was killed while writing it); its cell runs again", stacklevel=2)
+            lines.pop()
+    if repair and "".join(line + "\n" for line in lines) != text:
+        with atomic_path(path) as tmp:
+            tmp.write_text("".join(line + "\n" for line in lines))
+    return rows
