@@ -17,9 +17,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import zoo  # noqa: E402
 from zoo.harness.experiment import ExperimentConfig, load_histories, run_experiment  # noqa: E402
 from zoo.harness.summary import merge_runs, write_outputs  # noqa: E402
-from zoo.harness.train_cli import USER_ERRORS, report  # noqa: E402
+from zoo.harness.train_cli import USER_ERRORS, non_negative_float, positive_float, positive_int, report  # noqa: E402
 
 PRESETS = {
     # The README's main job: one small model on the built-in synthetic words, in under 3 minutes.
@@ -48,23 +49,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--preset", choices=sorted(PRESETS), default="quick")
     parser.add_argument("--dataset", choices=("synthetic", "fsdd", "speech_commands"))
     parser.add_argument("--data-dir")
-    parser.add_argument("--models", nargs="+")
+    parser.add_argument("--models", nargs="+", choices=zoo.names())
     parser.add_argument("--seeds", nargs="+", type=int)
     parser.add_argument("--out")
     parser.add_argument("--device", help="cpu, cuda or auto (default)")
-    parser.add_argument("--cnn-epochs", type=int)
-    parser.add_argument("--patience", type=int, help="epochs without a better validation loss before stopping")
-    parser.add_argument("--augment-shift", type=float, metavar="SECONDS", help="train with random time shifts of up to this many seconds")
-    parser.add_argument("--snn-epochs", type=int)
-    parser.add_argument("--tau-lr-scale", type=float, help="fine-tuning: learning rate of the time constants over the weights'")
-    parser.add_argument("--scratch-epochs", type=int)
-    parser.add_argument("--finetune-T", type=int)
-    parser.add_argument("--T", nargs="+", type=int, dest="zero_shot_T", help="zero-shot time steps")
-    parser.add_argument("--lif-T", nargs="+", type=int, dest="lif_zero_shot_T", help="zero-shot time steps of the LIF network (default: --T)")
+    parser.add_argument("--cnn-epochs", type=positive_int)
+    parser.add_argument("--patience", type=positive_int, help="epochs without a better validation loss before stopping")
+    parser.add_argument("--augment-shift", type=non_negative_float, metavar="SECONDS", help="train with random time shifts of up to this many seconds")
+    parser.add_argument("--snn-epochs", type=positive_int)
+    parser.add_argument("--tau-lr-scale", type=positive_float, help="fine-tuning: learning rate of the time constants over the weights'")
+    parser.add_argument("--scratch-epochs", type=positive_int)
+    parser.add_argument("--finetune-T", type=positive_int)
+    parser.add_argument("--T", nargs="+", type=positive_int, dest="zero_shot_T", help="zero-shot time steps")
+    parser.add_argument("--lif-T", nargs="+", type=positive_int, dest="lif_zero_shot_T", help="zero-shot time steps of the LIF network (default: --T)")
     parser.add_argument("--encoders", nargs="+", choices=("direct", "rate", "latency"), help="input encoders measured zero-shot")
     parser.add_argument("--test-speaker", help="FSDD: hold this speaker out as the test set")
     parser.add_argument("--skip-bad", action="store_true", help="drop unreadable WAV files with a warning instead of stopping")
-    parser.add_argument("--max-batches", type=int, help="batches per epoch (quick checks)")
+    parser.add_argument("--max-batches", type=positive_int, help="batches per epoch (quick checks)")
     parser.add_argument("--no-scratch", action="store_true", help="skip training the SNN from scratch")
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--merge", nargs="+", metavar="DIR", help="only combine the results of finished runs (e.g. one per machine) into --out")

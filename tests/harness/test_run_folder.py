@@ -267,3 +267,18 @@ def test_train_cli_passes_skip_bad_to_the_loader(tmp_path, monkeypatch):
 def test_synthetic_data_ignores_skip_bad():
     splits = zoo.data.load_splits("synthetic", front_end=zoo.FrontEnd(kind="waveform"), n_per_class=1, skip_bad=True)
     assert len(splits["test"]) == 10
+
+
+# -- nonsense numbers and names on the command lines ------------------------------------------
+@pytest.mark.parametrize("argv", [["--batch-size", "0"], ["--epochs", "-1"], ["--lr", "nan"], ["--lr", "0"], ["--snn-T", "0"], ["--augment-shift", "inf"]])
+def test_train_cli_refuses_nonsense_numbers(argv, capsys):
+    with pytest.raises(SystemExit) as exit:
+        train_cli.parse_args(argv)
+    assert exit.value.code == 2 and argv[0] in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["--models", "nonet"], ["--T", "4", "0"], ["--cnn-epochs", "0"], ["--max-batches", "0"], ["--tau-lr-scale", "nan"], ["--augment-shift", "-1"]])
+def test_experiment_cli_refuses_nonsense_numbers_and_models(argv, cli, capsys):
+    with pytest.raises(SystemExit) as exit:
+        cli.parse_args(argv)
+    assert exit.value.code == 2 and argv[0] in capsys.readouterr().err

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import sys
 from pathlib import Path
 
@@ -23,6 +24,30 @@ from zoo.harness.train import TrainConfig, fit, resolve_device, seed_everything
 USER_ERRORS = (DataError, CheckpointError, RunFolderError)  # reported on one line, exit status 2
 
 
+def positive_int(text: str) -> int:
+    """argparse type: a whole number above 0."""
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number above 0, got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number above 0."""
+    value = float(text)
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """argparse type: a finite number, 0 or more."""
+    value = float(text)
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number, 0 or more, got {text}")
+    return value
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="train.py", description=__doc__.split("\n")[0].strip("`"))
     parser.add_argument("--model", default="m5", choices=zoo.names())
@@ -30,16 +55,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--data-dir")
     parser.add_argument("--test-speaker", help="FSDD: hold this speaker out as the test set")
     parser.add_argument("--skip-bad", action="store_true", help="drop unreadable WAV files with a warning instead of stopping")
-    parser.add_argument("--augment-shift", type=float, metavar="SECONDS", help="train with random time shifts of up to this many seconds")
-    parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--patience", type=int, default=8)
-    parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--augment-shift", type=non_negative_float, metavar="SECONDS", help="train with random time shifts of up to this many seconds")
+    parser.add_argument("--epochs", type=positive_int, default=20)
+    parser.add_argument("--patience", type=positive_int, default=8)
+    parser.add_argument("--lr", type=positive_float, default=3e-3)
+    parser.add_argument("--batch-size", type=positive_int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--max-batches", type=int, help="batches per epoch (quick checks)")
-    parser.add_argument("--snn-T", type=int, help="after training, convert and fine-tune the SNN at this T")
-    parser.add_argument("--snn-epochs", type=int, default=2)
+    parser.add_argument("--max-batches", type=positive_int, help="batches per epoch (quick checks)")
+    parser.add_argument("--snn-T", type=positive_int, help="after training, convert and fine-tune the SNN at this T")
+    parser.add_argument("--snn-epochs", type=positive_int, default=2)
     parser.add_argument("--learn-tau", action="store_true")
     parser.add_argument("-o", "--out", default="runs/train/checkpoint.pt", help="checkpoint path (the SNN's gets a .snn suffix)")
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoint's last finished epoch")
