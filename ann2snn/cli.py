@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import itertools
 import json
 import os
 import pickle
+import shutil
 import sys
 import warnings
 import zipfile
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -25,13 +28,15 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from .convert import convert
-from .atomic import partial_path
 from .errors import ConversionError
-from .io import save
+from .export_archive import UnsafeArchive, refuse_unpickling, unsafe_entries
+from .io import holds_pickled_objects, save
 from .report import ConversionReport
 from .timeloop import SpikingNetwork
 
 EXIT_ERROR = 2
+#: Largest --T accepted: far beyond any useful simulation, small enough to fail fast rather than exhaust memory.
+MAX_STEPS = 100_000
 
 
 class CliError(Exception):
@@ -47,6 +52,23 @@ def _shape(text: str) -> tuple[int, ...]:
     if not shape or any(size <= 0 for size in shape):
         raise argparse.ArgumentTypeError(f"{text!r}: every size must be a positive integer")
     return shape
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a positive integer")
+    return value
+
+
+def _steps(text: str) -> int:
+    value = _positive_int(text)
+    if value > MAX_STEPS:
+        raise argparse.ArgumentTypeError(f"{text!r}: at most {MAX_STEPS:,} time steps (each step holds the activations of every layer)")
+    return value
 
 
 def _json_object(text: str) -> dict:
@@ -68,21 +90,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     c.add_argument("model", type=Path, help="a zoo checkpoint {'model', 'config', 'state_dict'}, a torch.export program (.pt2), a state dict (with --model), or a pickled nn.Module (with --trust-pickle)")
     c.add_argument("-o", "--output", type=Path, help="where to write the SNN (default: MODEL with suffix .snn.pt)")
-    c.add_argument("--T", type=int, default=25, help="time steps per forward call (default: %(default)s)")
+    c.add_argument("--T", type=_steps, default=25, help="time steps per forward call (default: %(default)s)")
     c.add_argument("--learn-tau", action=argparse.BooleanOptionalAction, default=True, help="make membrane time constants trainable (default: on)")
     c.add_argument("--tau", type=float, help="initial membrane time constant in steps ('inf' = integrate-and-fire; default: IF, or 100 with --learn-tau)")
     c.add_argument("--maxpool", choices=("gated", "avg"), default="gated", help="how max pooling of spikes is rewritten (default: %(default)s)")
     c.add_argument("--mode", choices=("layer", "step"), default="layer", help="execution mode of the SNN (default: %(default)s)")
     c.add_argument("--calibrate", metavar="DATA", help="calibration data: a zoo data set ('synthetic', 'fsdd:PATH', 'speech_commands:PATH') or a .pt file of input batches (a tensor [N, ...] or a list of tensors)")
-    c.add_argument("--calibration-size", type=int, default=512, help="examples taken from a zoo data set for calibration (default: %(default)s)")
-    c.add_argument("--batch-size", type=int, default=64, help="batch size for calibration and profiling (default: %(default)s)")
+    c.add_argument("--calibration-size", type=_positive_int, default=512, help="examples taken from a zoo data set for calibration (default: %(default)s)")
+    c.add_argument("--batch-size", type=_positive_int, default=64, help="batch size for calibration and profiling (default: %(default)s)")
     c.add_argument("--percentile", type=float, default=99.9, help="activation percentile that sets each threshold (default: %(default)s)")
     c.add_argument("--per-channel", action="store_true", help="one threshold per channel")
     c.add_argument("--allow-analog", action="store_true", help="keep ops with no spiking equivalent as analog layers instead of refusing the model")
     c.add_argument("--input-shape", type=_shape, help="per-example input shape without batch, like 1,8000")
     c.add_argument("--model", dest="model_name", metavar="NAME", help="zoo model name, for a plain state dict")
     c.add_argument("--model-config", type=_json_object, default={}, metavar="JSON", help="options for zoo.create, e.g. '{\"n_classes\": 10}'")
-    c.add_argument("--trust-pickle", action="store_true", help="allow loading a whole pickled nn.Module: unpickling runs arbitrary code from the file, so only use it for files you trust")
+    c.add_argument("--trust-pickle", action="store_true", help="allow loading a whole pickled nn.Module, or a torch.export program with pickled entries: unpickling runs arbitrary code from the file, so only use it for files you trust")
     c.add_argument("--report", type=Path, help="write the conversion report as markdown")
     c.add_argument("--nir", type=Path, help="write the SNN as a NIR graph (needs --maxpool avg if the net max-pools)")
     c.add_argument("--draw", type=Path, help="write a PNG of the network before and after conversion")
@@ -104,8 +126,8 @@ def _zoo_model(name: str, config: dict, state_dict: dict, origin: str) -> nn.Mod
         raise CliError(f"{origin}: unknown zoo model {name!r}; the zoo has {', '.join(zoo.names())}")
     try:
         model = zoo.create(name, **config)
-    except (TypeError, ValueError, KeyError) as error:
-        raise CliError(f"{origin}: cannot build zoo model {name!r} with config {config}: {error}") from error
+    except Exception as error:  # the zoo's constructors raise whatever torch raises for a bad size
+        raise CliError(f"{origin}: cannot build zoo model {name!r} with config {config}: {_first_line(error)}") from error
     try:
         model.load_state_dict(state_dict)
     except RuntimeError as error:
@@ -142,32 +164,11 @@ def load_model(args: argparse.Namespace) -> tuple[nn.Module, Optional[tuple[int,
     if not path.is_file():
         raise CliError(f"{path}: no such file")
     if _is_exported_program(path):
-        try:
-            with warnings.catch_warnings():  # torch warns that the archive's buffers are read-only
-                warnings.filterwarnings("ignore", "The given buffer is not writable", UserWarning)
-                program = torch.export.load(path)
-        except Exception as error:
-            raise CliError(f"{path} looks like a torch.export archive but cannot be loaded: {error}") from error
+        program = load_exported_program(path, args.trust_pickle)
         inputs = program.example_inputs[0] if program.example_inputs else ()
         shape = tuple(inputs[0].shape[1:]) if len(inputs) == 1 and isinstance(inputs[0], torch.Tensor) else None
         return lift_exported(program.module()), shape
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        if "Unsupported global" not in str(error) and "GLOBAL" not in str(error):
-            raise CliError(f"{path} is not a model file (a checkpoint, state dict, exported program or pickled module): {str(error).splitlines()[0]}") from error
-        if not args.trust_pickle:
-            raise CliError(
-                f"{path} holds pickled Python objects (a whole nn.Module?); unpickling runs arbitrary code from the "
-                "file, so it is refused by default. If you trust the file, pass --trust-pickle; better, save a "
-                "state dict or a torch.export program"
-            ) from error
-        try:
-            payload = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as inner:
-            raise CliError(f"{path} cannot be unpickled: {type(inner).__name__}: {inner}") from inner
-    except Exception as error:
-        raise CliError(f"{path} is not a model file (a checkpoint, state dict, exported program or pickled module): {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}") from error
+    payload = _load_file(path, args.trust_pickle)
     if isinstance(payload, nn.Module):
         return payload, None
     if isinstance(payload, dict):
@@ -175,6 +176,60 @@ def load_model(args: argparse.Namespace) -> tuple[nn.Module, Optional[tuple[int,
         spec = getattr(model, "input_spec", None)
         return model, tuple(spec.shape) if spec is not None else None
     raise CliError(f"{path} holds a {type(payload).__name__}, not a model")
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"
+
+
+def _load_file(path: Path, trust_pickle: bool) -> Any:
+    """The file's content, read with ``weights_only=True``; unpickled only with --trust-pickle."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        if not holds_pickled_objects(path, error):
+            raise CliError(f"{path} is not a model file (a checkpoint, state dict, exported program or pickled module): {_first_line(error)}") from error
+    except Exception as error:
+        raise CliError(f"{path} is not a model file (a checkpoint, state dict, exported program or pickled module): {_first_line(error)}") from error
+    if not trust_pickle:
+        raise CliError(
+            f"{path} holds pickled Python objects (a whole nn.Module?); unpickling runs arbitrary code from the "
+            "file, so it is refused by default. If you trust the file, pass --trust-pickle; better, save a "
+            "state dict or a torch.export program"
+        )
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except RuntimeError as error:
+        if "magic number" not in str(error):  # not torch's format: a plain pickle.dump
+            raise CliError(f"{path} cannot be unpickled: {_first_line(error)}") from error
+    except Exception as error:
+        raise CliError(f"{path} cannot be unpickled: {_first_line(error)}") from error
+    try:
+        with path.open("rb") as file:
+            return pickle.load(file)
+    except Exception as error:
+        raise CliError(f"{path} cannot be unpickled: {_first_line(error)}") from error
+
+
+def load_exported_program(path: Path, trust_pickle: bool) -> torch.export.ExportedProgram:
+    """``torch.export.load(path)``, refusing (unless ``trust_pickle``) archives that loading would run code from."""
+    if not trust_pickle:
+        try:
+            problems = unsafe_entries(path)
+        except Exception as error:
+            raise CliError(f"{path} looks like a torch.export archive but cannot be read: {_first_line(error)}") from error
+        if problems:
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise CliError(f"{path} is a torch.export archive with {problems[0]}{more}: loading it runs code from the file, so it is refused; pass --trust-pickle only if you trust the file")
+    try:
+        with warnings.catch_warnings(), (nullcontext() if trust_pickle else refuse_unpickling()):
+            warnings.filterwarnings("ignore", "The given buffer is not writable", UserWarning)  # the archive's buffers are read-only
+            return torch.export.load(path)
+    except UnsafeArchive as error:
+        raise CliError(f"{path} is a torch.export archive with {error}: loading it runs code from the file, so it is refused; pass --trust-pickle only if you trust the file") from error
+    except Exception as error:
+        raise CliError(f"{path} looks like a torch.export archive but cannot be loaded: {_first_line(error)}") from error
 
 
 # -- exported programs --------------------------------------------------------------------------------
@@ -322,6 +377,22 @@ def _front_end(zoo, data_set: str, model: nn.Module, shape: Optional[tuple[int, 
     return front_end
 
 
+def _float32(x: torch.Tensor, source: str) -> torch.Tensor:
+    """``x`` as float32: other floating types are converted; integers are refused (their scale is unknown)."""
+    if not x.is_floating_point():
+        raise CliError(f"--calibrate {source}: the network takes float32; got {str(x.dtype).removeprefix('torch.')}")
+    return x.float()
+
+
+def _float32_batch(item: Any, source: str) -> Any:
+    """A batch, or an (input, target) pair, with its input as float32."""
+    if isinstance(item, torch.Tensor):
+        return _float32(item, source)
+    if isinstance(item, (list, tuple)) and item and isinstance(item[0], torch.Tensor):
+        return type(item)([_float32(item[0], source), *item[1:]])
+    return item
+
+
 def calibration_batches(args: argparse.Namespace, model: nn.Module, shape: Optional[tuple[int, ...]]) -> list[torch.Tensor]:
     """Input batches from a .pt file or from the training split of a zoo data set."""
     source = args.calibrate
@@ -330,13 +401,13 @@ def calibration_batches(args: argparse.Namespace, model: nn.Module, shape: Optio
         try:
             data = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as error:
-            raise CliError(f"--calibrate {source}: not a tensor file ({type(error).__name__}: {str(error).splitlines()[0]})") from error
+            raise CliError(f"--calibrate {source}: not a tensor file ({_first_line(error)})") from error
         if isinstance(data, torch.Tensor):
             if data.dim() < 2:
                 raise CliError(f"--calibrate {source}: a tensor of shape {tuple(data.shape)} is not a batch [N, ...] of inputs")
-            return list(data.float().split(args.batch_size))
+            return list(_float32(data, source).split(args.batch_size))
         if isinstance(data, (list, tuple)) and data:
-            return list(data)  # batches or (input, target) pairs, checked by the calibration
+            return [_float32_batch(item, source) for item in data]  # batches or (input, target) pairs, checked by the calibration
         raise CliError(f"--calibrate {source}: expected a tensor [N, ...] or a list of batches, found {type(data).__name__} {data!r:.60}")
     name, _, data_dir = source.partition(":")
     zoo = _zoo()
@@ -356,27 +427,71 @@ def calibration_batches(args: argparse.Namespace, model: nn.Module, shape: Optio
 
 # -- outputs --------------------------------------------------------------------------------------
 class Outputs:
-    """Files written under temporary names first, renamed into place only when all are ready."""
+    """The output files, checked before any work, each written into its own staging folder
+    (``.NAME.partial/`` beside it, removed by the next run if a kill left it) and renamed into
+    place only when all are ready."""
 
-    def __init__(self) -> None:
+    def __init__(self, paths: dict[str, Path]) -> None:
+        self.paths = paths  # option -> path
         self.staged: list[tuple[Path, Path]] = []
 
-    def stage(self, path: Path, write: Callable[[Path], None]) -> None:
-        if not path.parent.is_dir():
-            raise CliError(f"{path}: the folder {path.parent} does not exist")
-        tmp = partial_path(path)
-        self.staged.append((tmp, path))
-        write(tmp)
+    @staticmethod
+    def staging(path: Path) -> Path:
+        return path.with_name(f".{path.name}.partial")
+
+    def check(self) -> None:
+        """Refuse folders, missing or read-only parent folders; remove staging left by a killed run."""
+        for option, path in self.paths.items():
+            if path.is_dir():
+                raise CliError(f"{option} {path} is a folder: give a file name")
+            if not path.parent.is_dir():
+                raise CliError(f"{option} {path}: the folder {path.parent} does not exist")
+            if not os.access(path.parent, os.W_OK | os.X_OK):
+                raise CliError(f"{option} {path}: the folder {path.parent} is not writable")
+            shutil.rmtree(self.staging(path), ignore_errors=True)
+
+    def stage(self, option: str, write: Callable[[Path], None]) -> None:
+        path = self.paths[option]
+        folder = self.staging(path)
+        try:
+            folder.mkdir()
+            self.staged.append((folder, path))
+            write(folder / path.name)
+        except OSError as error:
+            raise CliError(f"{option} {path}: cannot write it: {_first_line(error)}") from error
 
     def commit(self) -> list[Path]:
-        for tmp, path in self.staged:
-            os.replace(tmp, path)
+        for folder, path in self.staged:
+            os.replace(folder / path.name, path)
         return [path for _, path in self.staged]
 
     def discard(self) -> None:
-        for tmp, _ in self.staged:
-            if tmp.exists():
-                tmp.unlink()
+        for folder, _ in self.staged:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """True when ``a`` and ``b`` name one file: the same path after symlinks, or hard links."""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist yet
+        return False
+
+
+def check_distinct(named: dict[str, Path]) -> None:
+    """Refuse two options that name the same file (an output would destroy an input or another output)."""
+    for (a, path_a), (b, path_b) in itertools.combinations(named.items(), 2):
+        if _same_file(path_a, path_b):
+            raise CliError(f"{b} {path_b} is the same file as {a} {path_a}: give every output its own path")
+
+
+def output_paths(args: argparse.Namespace) -> dict[str, Path]:
+    """The requested output files by option (``-o`` defaults to MODEL with suffix .snn.pt)."""
+    paths = {"-o": args.output or args.model.with_suffix(".snn.pt")}
+    paths.update({f"--{name}": getattr(args, name) for name in ("report", "nir", "draw") if getattr(args, name)})
+    return paths
 
 
 def report_table(report: ConversionReport) -> str:
@@ -399,6 +514,10 @@ def _check_model_shape(model: nn.Module, shape: tuple[int, ...]) -> None:
 
 
 def run_convert(args: argparse.Namespace) -> int:
+    outputs = Outputs(output_paths(args))
+    inputs = {"the input": args.model, **({"--calibrate": Path(args.calibrate)} if args.calibrate and Path(args.calibrate).is_file() else {})}
+    check_distinct({**inputs, **outputs.paths})
+    outputs.check()
     model, file_shape = load_model(args)
     shape = args.input_shape or file_shape
     if args.input_shape:
@@ -419,9 +538,8 @@ def run_convert(args: argparse.Namespace) -> int:
             print(f"warning: {warning}", file=sys.stderr)
     if batches is None:
         print("warning: no --calibrate data: thresholds are not balanced (all 1.0), so the SNN will be inaccurate", file=sys.stderr)
-    outputs = Outputs()
     try:
-        outputs.stage(args.output or args.model.with_suffix(".snn.pt"), lambda p: save(snn, p))
+        outputs.stage("-o", lambda p: save(snn, p))
         _extras(args, model, snn, batches, outputs)
         written = outputs.commit()
     finally:
@@ -433,15 +551,15 @@ def run_convert(args: argparse.Namespace) -> int:
 def _extras(args: argparse.Namespace, model: nn.Module, snn: SpikingNetwork, batches: Optional[list[torch.Tensor]], outputs: Outputs) -> None:
     """The optional outputs: markdown report, NIR graph, drawing, profile."""
     if args.report:
-        outputs.stage(args.report, lambda p: p.write_text(snn.report.to_markdown() + "\n"))
+        outputs.stage("--report", lambda p: p.write_text(snn.report.to_markdown() + "\n"))
     if args.nir:
         from .nir_export import export_nir
 
-        outputs.stage(args.nir, lambda p: export_nir(snn, p))
+        outputs.stage("--nir", lambda p: export_nir(snn, p))
     if args.draw:
         from .draw import draw
 
-        outputs.stage(args.draw, lambda p: draw(model, snn, p, title=args.model.name))
+        outputs.stage("--draw", lambda p: draw(model, snn, p, title=args.model.name))
     if args.profile:
         from .profile import profile
 
@@ -453,6 +571,11 @@ def _extras(args: argparse.Namespace, model: nn.Module, snn: SpikingNetwork, bat
         print(profile(snn, batches))
 
 
+def _out_of_memory(error: BaseException) -> bool:
+    text = str(error)
+    return isinstance(error, MemoryError) or any(s in text for s in ("can't allocate memory", "out of memory", "Cannot allocate memory"))
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``ann2snn`` console script and ``tools/convert.py``."""
     args = build_parser().parse_args(argv)
@@ -460,4 +583,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return run_convert(args)
     except (CliError, ConversionError) as error:
         print(f"error: {error}", file=sys.stderr)
-        return EXIT_ERROR
+    except (MemoryError, RuntimeError) as error:
+        if not _out_of_memory(error):
+            raise
+        print(f"error: out of memory with --T {args.T} and --batch-size {args.batch_size}: lower them ({_first_line(error)})", file=sys.stderr)
+    return EXIT_ERROR

@@ -81,7 +81,7 @@ def _read(path: Path, map_location: Any, trust_pickle: bool) -> Any:
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
-        if "Weights only load failed" not in str(error):
+        if not holds_pickled_objects(path, error):
             raise ConversionError(f"{path} is not a network saved by ann2snn.save ({str(error).splitlines()[0]})") from error
         if not trust_pickle:
             raise ConversionError(
@@ -95,6 +95,17 @@ def _read(path: Path, map_location: Any, trust_pickle: bool) -> Any:
         return torch.load(path, map_location=map_location, weights_only=False)
     except Exception as error:
         raise ConversionError(f"{path} cannot be unpickled: {type(error).__name__}: {error}") from error
+
+
+def holds_pickled_objects(path: Path, error: pickle.UnpicklingError) -> bool:
+    """True when ``torch.load(path, weights_only=True)`` failed with ``error`` because the file holds
+    pickled objects (a torch file naming classes, or a plain ``pickle.dump``), not because it is
+    damaged or not a pickle at all."""
+    if "Unsupported global" in str(error):
+        return True
+    with path.open("rb") as file:
+        head = file.read(2)
+    return len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5  # the PROTO opcode that starts a pickle
 
 
 def _network(network: Any, path: Path) -> SpikingNetwork:

@@ -326,7 +326,7 @@ def _string_keys(state: Any, where: str) -> dict:
 
 
 def _identifiers(text: Any, where: str) -> str:
-    if not isinstance(text, str) or not text or not all(part.isidentifier() for part in text.split(".")):
+    if not isinstance(text, str) or not text or not all(part.isidentifier() or part.isdigit() for part in text.split(".")):
         raise DamagedDescription(f"{where}: {text!r} is not a (dotted) Python name")
     return text
 
@@ -351,8 +351,8 @@ def _build_graph(builder: _Builder, module: fx.GraphModule, nodes: Any, where: s
         args, kwargs = builder.value(data["args"]), _string_keys(builder.value(data["kwargs"]), f"{where}, node {name}")
         if not isinstance(args, tuple):
             raise DamagedDescription(f"{where}, node {name}: its arguments are not a tuple")
-        for key in kwargs:
-            _identifiers(key, f"{where}, node {name}")
+        if not all(key.isidentifier() for key in kwargs):
+            raise DamagedDescription(f"{where}, node {name}: a keyword argument name is not a Python name")
         if target is getattr and (len(args) != 2 or args[1] not in tensor_attributes()):
             raise DamagedDescription(f"{where}, node {name}: getattr of {args[1:]!r} is not a tensor's data attribute")
         node = graph.create_node(op, target, args, kwargs, name=name)

@@ -1,0 +1,129 @@
+"""Checks that a ``torch.export`` archive (.pt2) can be loaded without running code from it.
+
+``torch.export.load`` unpickles the archive's sample inputs (falling back to
+``weights_only=False``), weights and constants marked ``use_pickle``, legacy ``.pt`` entries and
+custom objects; it loads AOTInductor shared libraries; it parses the symbolic shape expressions
+with ``sympy.sympify`` (which evaluates Python) and compiles the guard code it finds. An archive
+passes ``unsafe_entries`` only when it has none of these beyond plain tensors, weights-only
+sample inputs and arithmetic shape expressions. ``refuse_unpickling`` is the second line: while
+it is active, ``torch.load`` refuses ``weights_only=False`` and custom objects are refused.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import zipfile
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+import torch
+
+#: Entries of a plain exported program, relative to the archive's root folder.
+SAFE_ENTRIES = re.compile(
+    r"archive_format|archive_version|byteorder|\.data/version|\.data/serialization_id|models/\w+\.json"
+    r"|data/weights/(weight_\d+|\w+_weights_config\.json)|data/constants/(tensor_\d+|\w+_constants_config\.json)"
+    r"|data/sample_inputs/\w+\.pt|extra/[\w.-]+"
+)
+_TOKEN = re.compile(r"\s*(?:([A-Za-z_]\w*)|(\d+(?:\.\d*)?(?:e[+-]?\d+)?)|('[A-Za-z_]\w*')|(\*\*|//|==|!=|<=|>=|[-+*/%(),<>=]))")
+_SYMBOL = re.compile(r"[a-z]+\d+")
+#: Names a symbolic shape expression may use besides symbols like ``s0``: sympy's constructors,
+#: its assumptions and the functions torch's deserializer passes to ``sympify``.
+SYMPY_NAMES = frozenset(
+    "Symbol Integer Rational Float Add Mul Pow Mod Max Min Abs Eq Ne Lt Le Gt Ge And Or Not True False oo zoo nan "
+    "positive negative nonnegative nonpositive integer real finite FloorDiv ModularIndexing Where PythonMod "
+    "CleanDiv CeilToInt FloorToInt CeilDiv LShift RShift IntTrueDiv FloatTrueDiv ToFloat TruncToInt OpaqueUnaryFn_sqrt "
+    "RoundToInt RoundDecimal Identity".split()
+)
+
+
+class UnsafeArchive(Exception):
+    """The archive holds something that loading it would unpickle or execute."""
+
+
+def unsafe_entries(path: Any) -> list[str]:
+    """What in the archive at ``path`` would run code when ``torch.export.load`` reads it (empty if nothing)."""
+    problems: list[str] = []
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            entry = info.filename.partition("/")[2]
+            if info.is_dir():
+                continue
+            if not SAFE_ENTRIES.fullmatch(entry):
+                problems.append(f"entry {info.filename} (not part of a plain exported program)")
+            elif entry.endswith("_config.json"):
+                problems += _pickled_payloads(archive, info.filename)
+            elif entry.startswith("data/sample_inputs/"):
+                problems += _pickled_inputs(archive, info.filename)
+            elif entry.startswith("models/"):
+                problems += _unsafe_expressions(archive, info.filename)
+    return problems
+
+
+def _pickled_payloads(archive: zipfile.ZipFile, name: str) -> list[str]:
+    config = json.loads(archive.read(name)).get("config", {})
+    return [f"{name}: {key} is pickled" for key, meta in config.items() if meta.get("use_pickle")]
+
+
+def _pickled_inputs(archive: zipfile.ZipFile, name: str) -> list[str]:
+    try:
+        torch.load(io.BytesIO(archive.read(name)), weights_only=True)
+    except Exception as error:
+        return [f"{name}: sample inputs that only unpickling reads ({type(error).__name__})"]
+    return []
+
+
+def _unsafe_expressions(archive: zipfile.ZipFile, name: str) -> list[str]:
+    program = json.loads(archive.read(name))
+    problems = [f"{name}: guard code {code!r:.60}" for code in program.get("guards_code") or []]
+    problems += [f"{name}: range constraint on {key!r:.60}" for key in program.get("range_constraints") or {} if not _SYMBOL.fullmatch(key)]
+    return problems + [f"{name}: shape expression {text!r:.60}" for text in _expressions(program) if not _arithmetic(text)]
+
+
+def _expressions(value: Any) -> Iterator[Any]:
+    """Every ``expr_str`` in the serialized program (sympy parses each)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key == "expr_str":
+                yield item
+            else:
+                yield from _expressions(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _expressions(item)
+
+
+def _arithmetic(text: Any) -> bool:
+    """True when ``text`` is arithmetic over shape symbols and sympy constructors, nothing else."""
+    if not isinstance(text, str):
+        return False
+    position = 0
+    for match in _TOKEN.finditer(text):
+        if match.start() != position:
+            return False
+        name = match.group(1)
+        if name is not None and name not in SYMPY_NAMES and not _SYMBOL.fullmatch(name):
+            return False
+        position = match.end()
+    return text[position:].strip() == ""
+
+
+@contextmanager
+def refuse_unpickling() -> Iterator[None]:
+    """While active, ``torch.load(weights_only=False)`` and custom-object loading raise UnsafeArchive."""
+    load, load_object = torch.load, torch._C._pickle_load_obj
+
+    def weights_only_load(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("weights_only") is False:
+            raise UnsafeArchive("an entry that only unpickling reads")
+        return load(*args, **{**kwargs, "weights_only": True})
+
+    def no_objects(*args: Any, **kwargs: Any) -> Any:
+        raise UnsafeArchive("a pickled custom object")
+
+    torch.load, torch._C._pickle_load_obj = weights_only_load, no_objects
+    try:
+        yield
+    finally:
+        torch.load, torch._C._pickle_load_obj = load, load_object
