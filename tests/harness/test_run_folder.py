@@ -36,6 +36,13 @@ def no_work(monkeypatch):
 
 
 @pytest.fixture
+def small_data(monkeypatch):
+    """Make the synthetic data set 2 clips per word and split, for fast command-line runs."""
+    load_splits = zoo.data.load_splits
+    monkeypatch.setattr(zoo.data, "load_splits", lambda *args, **kwargs: load_splits(*args, **kwargs, n_per_class=2))
+
+
+@pytest.fixture
 def cli():
     sys.path.insert(0, str(ROOT / "tools"))
     try:
@@ -135,7 +142,7 @@ def test_experiment_cli_missing_data_folder_is_one_line(tmp_path, cli, capsys):
     assert not out.exists()
 
 
-def test_experiment_cli_truncated_checkpoint_is_one_line(tmp_path, cli, capsys):
+def test_experiment_cli_truncated_checkpoint_is_one_line(tmp_path, cli, capsys, small_data):
     out = tmp_path / "run"
     (out / "checkpoints").mkdir(parents=True)
     checkpoint = out / "checkpoints" / "cnn-m5-s0.pt"
@@ -161,7 +168,7 @@ def test_train_cli_data_errors_are_one_line(tmp_path, capsys):
     one_line_error(capsys, code, "data_dir")
 
 
-def test_train_cli_checkpoint_errors_exit_2(tmp_path, capsys):
+def test_train_cli_checkpoint_errors_exit_2(tmp_path, capsys, small_data):
     checkpoint = tmp_path / "ck.pt"
     checkpoint.write_bytes(b"not a checkpoint")
     code = train_cli.main(["-o", str(checkpoint), "--resume", "--no-progress", "--epochs", "1", "--device", "cpu"])
