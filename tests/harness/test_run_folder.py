@@ -3,7 +3,7 @@ corrupt checkpoints, missing data; and the CLIs' one-line errors."""
 
 import fcntl
 import json
-import os
+import subprocess
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -114,6 +114,23 @@ def test_a_stale_lock_file_does_not_block_a_rerun(tmp_path, no_work):
     with pytest.raises(Started):
         run_experiment(config(tmp_path), log=lambda _: None)
     with pytest.raises(Started):  # and the lock is released when a run ends, even by an exception
+        run_experiment(config(tmp_path), log=lambda _: None)
+
+
+def test_a_run_holding_the_folder_blocks_until_it_is_killed(tmp_path, no_work):
+    out = tmp_path / "run"
+    out.mkdir()
+    holder = "import sys, time; from pathlib import Path; from zoo.harness.run_folder import folder_lock\n" \
+        "with folder_lock(Path(sys.argv[1])):\n    print('locked', flush=True)\n    time.sleep(120)"
+    process = subprocess.Popen([sys.executable, "-c", holder, str(out)], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        assert process.stdout.readline().strip() == "locked"
+        with pytest.raises(RunFolderError, match=rf"\(pid {process.pid}\)"):
+            run_experiment(config(tmp_path), log=lambda _: None)
+    finally:
+        process.kill()
+        process.wait()
+    with pytest.raises(Started):  # killed with SIGKILL: the kernel released its lock
         run_experiment(config(tmp_path), log=lambda _: None)
 
 
