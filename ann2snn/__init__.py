@@ -5,14 +5,15 @@
     print(snn.report)
 """
 
-from .convert import DEFAULT_LEARNABLE_TAU, convert
+from .convert import DEFAULT_LEARNABLE_TAU, convert, recalibrate
 from .encoders import Encoder
-from .errors import ConversionError, InputShapeError
+from .errors import ConversionError, ConversionWarning, InputShapeError, StaleCalibrationWarning
 from .graph import to_networkx
 from .io import load, save
 from .neurons import SpikingNeuron
 from .nir_export import export_nir
 from .profile import Profile, profile
+from .qcfs import QCFS
 from .report import ConversionReport
 from .temporal import GatedMaxPool
 from .timeloop import SpikingNetwork
@@ -22,16 +23,20 @@ __all__ = [
     "DEFAULT_LEARNABLE_TAU",
     "ConversionError",
     "ConversionReport",
+    "ConversionWarning",
     "Encoder",
     "GatedMaxPool",
     "InputShapeError",
     "Profile",
+    "QCFS",
     "SpikingNetwork",
     "SpikingNeuron",
+    "StaleCalibrationWarning",
     "convert",
     "export_nir",
     "load",
     "profile",
+    "recalibrate",
     "save",
     "to_networkx",
     "trace",

@@ -24,12 +24,13 @@ def _superspike_slope(u: torch.Tensor) -> torch.Tensor:
 
 class SubtractResetSequence(torch.autograd.Function):
     """Spikes [T, ...] of a (leaky) integrate-and-fire neuron with subtractive reset, in threshold
-    units, from currents [T, ...] (or one [...] current repeated T times), starting at u = 0.5."""
+    units, from currents [T, ...] (or one [...] current repeated T times), starting at the membrane
+    ``initial`` (shaped like one step's current; it is not differentiated)."""
 
     @staticmethod
-    def forward(ctx, current: torch.Tensor, beta: Optional[torch.Tensor], steps: int, repeated: bool) -> torch.Tensor:
+    def forward(ctx, current: torch.Tensor, beta: Optional[torch.Tensor], steps: int, repeated: bool, initial: torch.Tensor) -> torch.Tensor:
         shape = current.shape if repeated else current.shape[1:]
-        u = torch.full(shape, 0.5, dtype=current.dtype, device=current.device)
+        u = initial.to(current.dtype).clone()
         membranes = torch.empty((steps, *shape), dtype=current.dtype, device=current.device)
         spikes = torch.empty_like(membranes)
         for t in range(steps):
@@ -41,13 +42,13 @@ class SubtractResetSequence(torch.autograd.Function):
             membranes[t] = u
             torch.gt(u, 1.0, out=spikes[t])
             u.sub_(spikes[t])
-        ctx.save_for_backward(membranes, beta)
+        ctx.save_for_backward(membranes, beta, initial)
         ctx.repeated = repeated
         return spikes
 
     @staticmethod
     def backward(ctx, grad_spikes: torch.Tensor):
-        membranes, beta = ctx.saved_tensors
+        membranes, beta, initial = ctx.saved_tensors
         steps = membranes.shape[0]
         grad_current = torch.zeros_like(membranes[0]) if ctx.repeated else torch.empty_like(membranes)
         grad_beta = torch.zeros_like(membranes[0]) if beta is not None and ctx.needs_input_grad[1] else None
@@ -64,12 +65,12 @@ class SubtractResetSequence(torch.autograd.Function):
                 grad_after_reset = grad_u
             else:
                 if grad_beta is not None:
-                    before = membranes[t - 1] - (membranes[t - 1] > 1.0).to(u.dtype) if t > 0 else torch.full_like(u, 0.5)
+                    before = membranes[t - 1] - (membranes[t - 1] > 1.0).to(u.dtype) if t > 0 else initial
                     grad_beta.addcmul_(grad_u, before)
                 grad_after_reset = grad_u * beta
         if grad_beta is not None:
             grad_beta = _sum_to(grad_beta, beta.shape)
-        return grad_current, grad_beta, None, None
+        return grad_current, grad_beta, None, None, None
 
 
 def _sum_to(grad: torch.Tensor, shape: torch.Size) -> torch.Tensor:

@@ -8,6 +8,7 @@ from typing import Iterable, Optional
 
 import torch
 
+from .correction import CORRECTION_EXAMPLES, check_correction, correct
 from .errors import ConversionError
 from .neurons import SpikingNeuron
 
@@ -107,17 +108,30 @@ AUTO_CANDIDATES: tuple[float | str, ...] = (99.0, 99.5, 99.9, "balanced")
 AUTO_EXAMPLES = 128
 
 
-def calibrate(snn, calibration: Iterable, percentile: float | str, per_channel: bool, seed: int = 0) -> None:
-    """Set every neuron's threshold and the encoder's scale from the calibration batches.
+def check_percentile(percentile: object) -> float | str:
+    """A percentile in (0, 100], "balanced" or "auto"."""
+    if percentile in ("auto", "balanced"):
+        return str(percentile)
+    if isinstance(percentile, bool) or not isinstance(percentile, (int, float)) or not (0 < percentile <= 100):
+        raise ConversionError(f"percentile={percentile!r} must be a number in (0, 100], 'balanced' or 'auto'")
+    return float(percentile)
+
+
+def calibrate(snn, calibration: Iterable, percentile: float | str, per_channel: bool, correction: str = "none", seed: int = 0) -> None:
+    """Set every neuron's threshold and the encoder's scale from the calibration batches, then
+    apply the output-space ``correction`` (see ``ann2snn.correction``) at the network's ``T``.
 
     ``percentile="auto"`` tries each of ``AUTO_CANDIDATES`` and keeps the one whose SNN, at the
-    network's current ``T``, reproduces the CNN's outputs on the first calibration examples with
-    the smallest mean squared error.
+    network's current ``T`` and with one pass of the correction, reproduces the CNN's outputs on
+    the first calibration examples with the smallest mean squared error. Neurons converted from ``QCFS`` keep their learned threshold.
+    Earlier corrections are cleared first, so calibrating again (``ann2snn.recalibrate``) starts afresh.
     """
-    if percentile not in ("auto", "balanced") and not (isinstance(percentile, (int, float)) and 0 < percentile <= 100):
-        raise ConversionError(f"percentile={percentile!r} must be in (0, 100], 'balanced' or 'auto'")
+    percentile, correction = check_percentile(percentile), check_correction(correction)
+    snn.calibrated_T = snn.T if isinstance(percentile, str) or correction != "none" else None
     generator = torch.Generator().manual_seed(seed)
+    _clear_corrections(snn)
     neurons = {name: m for name, m in snn.network.named_modules() if isinstance(m, SpikingNeuron)}
+    neurons = {name: m for name, m in neurons.items() if m.levels is None}  # QCFS thresholds are learned
     samplers = {name: ActivationSampler(generator) for name in neurons}
     input_sampler = ActivationSampler(generator)
     held_inputs, held_outputs = [], []
@@ -132,7 +146,7 @@ def calibrate(snn, calibration: Iterable, percentile: float | str, per_channel: 
                 snn.check_input(x)
                 input_sampler(x.abs().flatten(1))
                 out = snn.run_network(x)
-                if sum(len(h) for h in held_inputs) < AUTO_EXAMPLES:
+                if sum(len(h) for h in held_inputs) < max(AUTO_EXAMPLES, CORRECTION_EXAMPLES):
                     held_inputs.append(x)
                     held_outputs.append(out)
     finally:
@@ -141,15 +155,38 @@ def calibrate(snn, calibration: Iterable, percentile: float | str, per_channel: 
     scale = input_sampler.threshold(99.9 if isinstance(percentile, str) else percentile, per_channel=False, steps=snn.T)
     if scale is not None:
         snn.encoder.scale.fill_(float(scale))
-    if percentile == "auto":
+    ranking = correction if correction in ("none", "potential") else "bias"  # cheaper: one bias pass ranks
+    if percentile == "auto" and neurons:
         errors = {}
         for candidate in AUTO_CANDIDATES:
             _set_thresholds(snn, neurons, samplers, candidate, per_channel)
-            errors[candidate] = _output_error(snn, held_inputs, held_outputs)
+            _clear_corrections(snn)
+            correct(snn, held_inputs, ranking, bias_passes=1)
+            errors[candidate] = _output_error(snn, *_first(held_inputs, held_outputs, AUTO_EXAMPLES))
         percentile = min(errors, key=errors.get)
         snn.report.settings["percentile_chosen"] = percentile
     for name in _set_thresholds(snn, neurons, samplers, percentile, per_channel):
         snn.report.warn(f"neuron `{name}` was never active on the calibration data; its threshold stays {float(neurons[name].threshold):g}")
+    _clear_corrections(snn)
+    correct(snn, held_inputs, correction)
+
+
+def _clear_corrections(snn) -> None:
+    for neuron in snn.network.modules():
+        if isinstance(neuron, SpikingNeuron):
+            neuron.clear_correction()
+
+
+def _first(inputs: list[torch.Tensor], outputs: list[torch.Tensor], count: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """The first ``count`` examples of batched inputs and their outputs."""
+    kept_in, kept_out, kept = [], [], 0
+    for x, y in zip(inputs, outputs):
+        if kept >= count:
+            break
+        kept_in.append(x[: count - kept])
+        kept_out.append(y[: count - kept])
+        kept += len(kept_in[-1])
+    return kept_in, kept_out
 
 
 def _set_thresholds(snn, neurons: dict[str, SpikingNeuron], samplers: dict[str, ActivationSampler], percentile: float | str, per_channel: bool) -> list[str]:

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from .convert import convert
+from .correction import CORRECTIONS
 from .errors import ConversionError
 from .export_archive import UnsafeArchive, refuse_unpickling, unsafe_entries
 from .io import holds_pickled_objects, save
@@ -44,6 +45,18 @@ class CliError(Exception):
 
 
 # -- arguments ------------------------------------------------------------------------------------
+def _percentile(text: str) -> float | str:
+    if text in ("auto", "balanced"):
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number in (0, 100], 'balanced' or 'auto'") from None
+    if not (0 < value <= 100):
+        raise argparse.ArgumentTypeError(f"{text!r} is not in (0, 100] (a percent: 99.9, not 0.999)")
+    return value
+
+
 def _shape(text: str) -> tuple[int, ...]:
     try:
         shape = tuple(int(part) for part in text.replace("x", ",").split(","))
@@ -98,8 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--calibrate", metavar="DATA", help="calibration data: a zoo data set ('synthetic', 'fsdd:PATH', 'speech_commands:PATH') or a .pt file of input batches (a tensor [N, ...] or a list of tensors)")
     c.add_argument("--calibration-size", type=_positive_int, default=512, help="examples taken from a zoo data set for calibration (default: %(default)s)")
     c.add_argument("--batch-size", type=_positive_int, default=64, help="batch size for calibration and profiling (default: %(default)s)")
-    c.add_argument("--percentile", type=float, default=99.9, help="activation percentile that sets each threshold (default: %(default)s)")
-    c.add_argument("--per-channel", action="store_true", help="one threshold per channel")
+    c.add_argument("--percentile", type=_percentile, default="auto", help="activation percentile that sets each threshold, in (0, 100], or 'balanced', or 'auto': the candidate that best reproduces the CNN at this T (default: %(default)s)")
+    c.add_argument("--per-channel", action=argparse.BooleanOptionalAction, default=None, help="one threshold per channel (default: on with --calibrate)")
+    c.add_argument("--correction", choices=CORRECTIONS, default="bias", help="output-space calibration at this T, after the thresholds (default: %(default)s)")
     c.add_argument("--allow-analog", action="store_true", help="keep ops with no spiking equivalent as analog layers instead of refusing the model")
     c.add_argument("--input-shape", type=_shape, help="per-example input shape without batch, like 1,8000")
     c.add_argument("--model", dest="model_name", metavar="NAME", help="zoo model name, for a plain state dict")
@@ -526,7 +540,7 @@ def run_convert(args: argparse.Namespace) -> int:
     try:
         snn = convert(
             model, T=args.T, learn_tau=args.learn_tau, tau=args.tau, calibration=batches, percentile=args.percentile,
-            per_channel=args.per_channel, maxpool=args.maxpool, mode=args.mode, allow_analog=args.allow_analog, input_shape=shape,
+            per_channel=args.per_channel, correction=args.correction, maxpool=args.maxpool, mode=args.mode, allow_analog=args.allow_analog, input_shape=shape,
         )
     except ConversionError as error:
         if isinstance(model, ExportedModel):

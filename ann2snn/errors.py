@@ -7,3 +7,11 @@ class ConversionError(Exception):
 
 class InputShapeError(ConversionError, ValueError):
     """A converted network was called with an input of the wrong shape."""
+
+
+class ConversionWarning(UserWarning):
+    """Something in a conversion that works but probably not as the user meant."""
+
+
+class StaleCalibrationWarning(ConversionWarning):
+    """A network runs at a ``T`` other than the one its thresholds and corrections were tuned for."""

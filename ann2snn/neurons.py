@@ -7,8 +7,9 @@ Dynamics per time step, in units of the threshold ``theta`` (``u = v / theta``):
     u     -= z                      (reset by subtraction)
     out    = z * theta
 
-The membrane starts at half threshold (``u = 0.5``). ``beta = 1`` is the integrate-and-fire
-neuron that rate-coded conversion needs; ``beta < 1`` leaks.
+The membrane starts at half threshold (``u = 0.5``; ``initial``, per channel after output-space
+calibration), and the input may carry a calibrated per-channel offset (``bias``, added to ``I``).
+``beta = 1`` is the integrate-and-fire neuron that rate-coded conversion needs; ``beta < 1`` leaks.
 
 Why the integration is one line of torch rather than ``norse...lif_box_feed_forward_step``:
 Norse's box-LIF computes ``v + dt*tau_mem_inv*(x + v_leak - v)``, which couples leak and input
@@ -31,6 +32,10 @@ from torch import nn
 from .bptt import FUSED_METHODS, SubtractResetSequence
 from .errors import ConversionError
 from .temporal import GatedMaxPool, TemporalModule
+
+#: Initial membrane potential in threshold units: half threshold, which centres the rounding error
+#: of a rate-coded neuron (and is the half-step shift of ``ann2snn.qcfs.QCFS``).
+HALF_THRESHOLD = 0.5
 
 #: Time constant (in steps) that learn_tau starts from when ``tau=inf`` is asked for: an exact
 #: IF neuron has no gradient for its decay, so learning starts from a nearly IF neuron.
@@ -57,9 +62,13 @@ class SpikingNeuron(TemporalModule):
     """A rate-coded stand-in for a ReLU (or a ReLU capped at ``cap``).
 
     Parameters and buffers belong to this module (so they are in ``parameters()``,
-    ``state_dict()`` and moved by ``.to()``): ``threshold`` (buffer, scalar or per channel), and
-    either a fixed ``beta`` buffer or a learnable ``leak_logit`` parameter with
-    ``beta = sigmoid(-leak_logit)``, which keeps the decay in (0, 1).
+    ``state_dict()`` and moved by ``.to()``): ``threshold`` (buffer, scalar or per channel),
+    ``bias`` (buffer, added to the input current; zero unless output-space calibration set it),
+    ``initial`` (buffer, the starting membrane potential in threshold units), and either a fixed
+    ``beta`` buffer or a learnable ``leak_logit`` parameter with ``beta = sigmoid(-leak_logit)``,
+    which keeps the decay in (0, 1). ``levels``: set for a converted ``QCFS`` activation, whose
+    learned clip is the threshold (calibration leaves it alone) and whose quantization analog
+    mode reproduces.
     """
 
     def __init__(
@@ -79,6 +88,9 @@ class SpikingNeuron(TemporalModule):
         self.source = source
         self.learn_tau = learn_tau
         self.register_buffer("threshold", torch.tensor(1.0 if cap is None else min(1.0, cap)))
+        self.register_buffer("bias", torch.tensor(0.0))
+        self.register_buffer("initial", torch.tensor(HALF_THRESHOLD))
+        self.levels: Optional[int] = None  # QCFS quantization levels; set: the threshold is fixed
         beta = beta_from_tau(tau)
         if learn_tau:
             if beta >= 1.0:
@@ -119,6 +131,35 @@ class SpikingNeuron(TemporalModule):
             raise ConversionError(f"{self.source}: threshold must be finite and positive, got {threshold}")
         self.threshold = threshold
 
+    def set_correction(self, bias: Optional[torch.Tensor] = None, initial: Optional[torch.Tensor] = None) -> None:
+        """Set the input offset (input units) and the initial membrane potential (threshold units),
+        scalars or one value per channel; ``None`` leaves a value as it is."""
+        for name, value in (("bias", bias), ("initial", initial)):
+            if value is None:
+                continue
+            value = value.detach().to(self.threshold.device, torch.float32)
+            if not torch.isfinite(value).all():
+                raise ConversionError(f"{self.source}: {name} correction must be finite, got {value}")
+            setattr(self, name, value)
+
+    def clear_correction(self) -> None:
+        """Back to no offset and the half-threshold start."""
+        self.bias = torch.zeros((), device=self.threshold.device)
+        self.initial = torch.full((), HALF_THRESHOLD, device=self.threshold.device)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
+        """Calibration state (threshold, bias, initial potential) is a scalar or one value per
+        channel: take the shape the state dict has, so networks calibrated differently exchange weights."""
+        for name in ("threshold", "bias", "initial"):
+            value = state_dict.get(prefix + name)
+            if isinstance(value, torch.Tensor) and value.shape != getattr(self, name).shape:
+                setattr(self, name, torch.empty_like(value, device=getattr(self, name).device))
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
+
+    def _initial_state(self, current: torch.Tensor) -> torch.Tensor:
+        """A fresh membrane shaped like ``current``, at the initial potential."""
+        return self._broadcast(self.initial, current.dim()).expand_as(current).clone()
+
     def _broadcast(self, value: torch.Tensor, ndim: int) -> torch.Tensor:
         """Shape a scalar or per-channel tensor to broadcast against [N, C, ...] activations."""
         if value.dim() == 0:
@@ -143,15 +184,20 @@ class SpikingNeuron(TemporalModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.analog:
             out = x.clamp(min=0.0) if self.cap is None else x.clamp(0.0, self.cap)
+            if self.levels is not None:  # a converted QCFS: its quantization, as the CNN had it
+                theta = self._broadcast(self.threshold, x.dim())
+                out = torch.floor(out / theta * self.levels + HALF_THRESHOLD) / self.levels * theta
             if self.observer is not None:
                 self.observer(out)
             return out
         theta = self._broadcast(self.threshold, x.dim())
         beta = None if (not self.learn_tau and float(self.fixed_beta) == 1.0) else self._broadcast(self.beta, x.dim())
+        if self.bias.dim() > 0 or float(self.bias) != 0.0:
+            x = x + self._broadcast(self.bias, x.dim())
         current = x / theta
         if self.time_steps is None:  # step mode: one tick, state kept between calls
             if self.v is None:
-                self.v = torch.full_like(current, 0.5)
+                self.v = self._initial_state(current)
             z, self.v = subtract_reset_step(current, self.v, beta, self.method, self.alpha)
             return z * theta
         steps = self.time_steps
@@ -166,7 +212,8 @@ class SpikingNeuron(TemporalModule):
 
     def _spike_train_fused(self, sequence: torch.Tensor, steps: int, beta: Optional[torch.Tensor], pool: Optional[GatedMaxPool]) -> torch.Tensor:
         """Layer mode, differentiable, default surrogate: all steps in ``bptt.SubtractResetSequence``."""
-        spikes = SubtractResetSequence.apply(sequence, beta, steps, self.broadcast_input)
+        initial = self._initial_state(sequence if self.broadcast_input else sequence[0])
+        spikes = SubtractResetSequence.apply(sequence, beta, steps, self.broadcast_input, initial)
         if pool is None:
             return spikes.flatten(0, 1)
         gate = pool.spike_gate(spikes[0], steps, differentiable=True)
@@ -174,7 +221,7 @@ class SpikingNeuron(TemporalModule):
 
     def _spike_train(self, currents: list[torch.Tensor], beta: Optional[torch.Tensor], pool: Optional[GatedMaxPool]) -> torch.Tensor:
         """Layer mode, differentiable: autograd through Norse's surrogate spike function at every step."""
-        u = torch.full_like(currents[0], 0.5)
+        u = self._initial_state(currents[0])
         gate = pool.spike_gate(u, len(currents), differentiable=True) if pool is not None else None
         spikes = []
         for current_t in currents:
@@ -185,7 +232,7 @@ class SpikingNeuron(TemporalModule):
     def _spike_train_inference(self, currents: list[torch.Tensor], beta: Optional[torch.Tensor], pool: Optional[GatedMaxPool]) -> torch.Tensor:
         """Layer mode without gradients: the same arithmetic in place, written into one buffer.
         ``u > 1`` equals Norse's ``heaviside(u - 1)`` bit for bit (``u - 1`` is exact near 1)."""
-        u = torch.full_like(currents[0], 0.5)
+        u = self._initial_state(currents[0])
         if pool is None:
             out = torch.empty((len(currents),) + tuple(u.shape), dtype=u.dtype, device=u.device)
         else:

@@ -12,8 +12,12 @@ are continuous; the Euler step with ``dt = 1`` reproduces ours exactly):
   ``v_threshold = theta`` (``tau*dv/dt = v_leak - v + R*I``, so ``v' = (1 - 1/tau)*v + I``).
 - Reset: ours subtracts the threshold; NIR only knows reset to ``v_reset``. ``v_reset`` is 0 and
   node metadata says ``reset = "subtract"``; an importer that resets to a value differs.
-- Initial membrane: ours starts at ``theta/2``; NIR has no initial state, so the value is in
-  node metadata as ``v_init`` (importers start at 0 unless told).
+- Initial membrane: ours starts at ``theta/2`` (or, after potential correction, at the calibrated
+  ``initial * theta``); NIR has no initial state, so the value is in node metadata as ``v_init``
+  (importers start at 0 unless told).
+- Output-space bias correction (``neuron.bias``, added to the neuron's input) is added to the
+  bias of the conv/linear layer that feeds the neuron alone (directly or through a residual
+  add); where there is none, the export is refused (convert with ``correction="none"``).
 - Output: our neuron emits ``spike * theta``; NIR neurons emit unit spikes. The threshold is
   folded into the weights of the conv/linear layer that reads the spikes (through average
   pooling and flatten, which commute with the scaling). Where no such layer reads them alone
@@ -263,7 +267,12 @@ class _Exporter:
         full = lambda a: np.broadcast_to(a, shape).astype(np.float32).copy()  # noqa: E731
         beta = _array(neuron.beta)
         beta = beta.reshape(-1, *([1] * (len(shape) - 1))) if beta.ndim else beta
-        metadata = {"reset": "subtract", "v_init": full(theta / 2), "source": neuron.source, "dt": 1.0}
+        initial = _array(neuron.initial)
+        initial = initial.reshape(-1, *([1] * (len(shape) - 1))) if initial.ndim else initial
+        metadata = {"reset": "subtract", "v_init": full(theta * initial), "source": neuron.source, "dt": 1.0}
+        sources = self.unscaled(self.input_of(node))
+        if np.any(_array(neuron.bias) != 0):
+            self.fold_bias(node, sources, _array(neuron.bias), shape[0])
         if np.all(beta == 1.0):
             nir_node = nir.IF(r=full(1.0), v_threshold=full(theta), v_reset=full(0.0), metadata=metadata)
         elif np.any(beta >= 1.0):
@@ -271,8 +280,22 @@ class _Exporter:
         else:
             tau = full(1.0 / (1.0 - beta))
             nir_node = nir.LIF(tau=tau, r=tau.copy(), v_leak=full(0.0), v_threshold=full(theta), v_reset=full(0.0), metadata=metadata)
-        self.add(node.name, nir_node, self.unscaled(self.input_of(node)))
+        self.add(node.name, nir_node, sources)
         return [(node.name, theta.astype(np.float32))]
+
+    def fold_bias(self, node: fx.Node, sources: Sources, bias: np.ndarray, channels: int) -> None:
+        """Add a neuron's input offset to the bias of a conv/linear NIR node that feeds only it."""
+        users = {n.name: len(n.users) for n in self.gm.graph.nodes}
+        for source, _ in sources:
+            target = self.nodes.get(source)
+            if isinstance(target, (nir.Conv1d, nir.Conv2d, nir.Affine, nir.Linear)) and users.get(source) == 1:
+                offset = np.broadcast_to(bias, (channels,)).astype(np.float32)
+                if isinstance(target, nir.Linear):
+                    self.nodes[source] = nir.Affine(weight=target.weight, bias=offset.copy(), metadata=target.metadata)
+                else:
+                    target.bias = (target.bias + offset).astype(np.float32)
+                return
+        raise self.refuse(node, "its output-space bias correction has no conv or linear layer feeding it alone to go into; convert with correction='none' to export")
 
     def conv(self, node: fx.Node, conv: nn.Conv1d | nn.Conv2d) -> Sources:
         if conv.padding_mode != "zeros":

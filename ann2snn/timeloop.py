@@ -3,6 +3,7 @@ output shape, running T steps (encoder -> network -> readout averaged over T).""
 
 from __future__ import annotations
 
+import warnings
 from contextlib import contextmanager
 from typing import Iterator, Optional
 
@@ -12,7 +13,7 @@ from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
 from torch.utils._pytree import tree_map
 
 from .encoders import Encoder
-from .errors import ConversionError, InputShapeError
+from .errors import ConversionError, InputShapeError, StaleCalibrationWarning
 from .passes.time_broadcast import split_static
 from .report import ConversionReport
 from .neurons import SpikingNeuron
@@ -86,6 +87,10 @@ class SpikingNetwork(nn.Module):
     - ``snn.batch_chunk``: layer mode runs the batch in chunks of this many examples (default
       ``None``: cache-sized chunks on CPU, the whole batch elsewhere); outputs do not change.
     - ``snn.report`` says what the compiler did; ``snn.network`` is the rewritten fx graph.
+    - ``snn.calibrated_T``: the ``T`` that T-specific calibration (``percentile="auto"`` or
+      ``"balanced"``, output-space correction) was tuned for, or ``None``. Running at another ``T``
+      warns once per ``T`` (``StaleCalibrationWarning``, also in the report) until
+      ``ann2snn.recalibrate(snn, batches)`` retunes it.
     """
 
     def __init__(
@@ -113,12 +118,16 @@ class SpikingNetwork(nn.Module):
         self.fuse_pools = True
         self._batch_chunk: Optional[int] = None
         self._example_bytes: dict[tuple, int] = {}
+        self.calibrated_T: Optional[int] = None
+        self._stale_T_warned: set[int] = set()
 
     def __setstate__(self, state: dict) -> None:
         """Unpickling (``ann2snn.load``): networks saved before batch chunking existed get its defaults."""
         super().__setstate__(state)
         self.__dict__.setdefault("_batch_chunk", None)
         self.__dict__.setdefault("_example_bytes", {})
+        self.__dict__.setdefault("calibrated_T", None)
+        self.__dict__.setdefault("_stale_T_warned", set())
 
     # -- settings ------------------------------------------------------------------------------
     @property
@@ -229,9 +238,22 @@ class SpikingNetwork(nn.Module):
         metas = [m for node in self.network.graph.nodes for m in _tensor_metas(node.meta.get("tensor_meta"))]
         return max((m.shape.numel() * m.dtype.itemsize for m in metas), default=1)
 
+    def _check_calibration_fresh(self) -> None:
+        """Warn once per ``T`` when running at a ``T`` other than the one calibration was tuned for."""
+        if self.calibrated_T is None or self.T == self.calibrated_T or self.T in self._stale_T_warned:
+            return
+        self._stale_T_warned.add(self.T)
+        message = (
+            f"the thresholds and corrections were tuned for T={self.calibrated_T} but the network runs at T={self.T}; "
+            f"accuracy may suffer: call ann2snn.recalibrate(snn, batches) to tune them for T={self.T}"
+        )
+        self.report.warn(message)
+        warnings.warn(message, StaleCalibrationWarning, stacklevel=3)
+
     # -- execution -----------------------------------------------------------------------------
     def forward(self, x: torch.Tensor):
         self.check_input(x)
+        self._check_calibration_fresh()
         self.reset()
         if self.mode == "layer":
             chunks = x.split(self.chunk_size(x))  # before configuring: sizing may run the analog graph
@@ -259,6 +281,7 @@ class SpikingNetwork(nn.Module):
     def step(self, x_t: torch.Tensor):
         """Run one time step on ``x_t`` (state kept from earlier calls until ``reset()``)."""
         self.check_input(x_t)
+        self._check_calibration_fresh()
         self._configure(layer_mode=False)
         out = self.run_network(self.encoder.step(x_t, self._t, self.T))
         self._t += 1

@@ -9,13 +9,14 @@ from typing import Any, Iterable, Optional
 from torch import fx, nn
 
 from .errors import ConversionError
+from .qcfs import QCFS
 from .temporal import TemporalModule
 
 _LIBRARY_PATH = re.compile(r"[/\\](torch|ann2snn|norse)[/\\]")
 
 
 class ConversionTracer(fx.Tracer):
-    """An fx tracer that keeps temporal modules and user-chosen modules as single calls."""
+    """An fx tracer that keeps temporal modules, QCFS activations and user-chosen modules as single calls."""
 
     def __init__(self, leaf_modules: Iterable[type | str] = ()) -> None:
         super().__init__()
@@ -26,7 +27,7 @@ class ConversionTracer(fx.Tracer):
         self.current_module = ""
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        if isinstance(m, TemporalModule) or isinstance(m, self.leaf_types) or module_qualified_name in self.leaf_names:
+        if isinstance(m, (TemporalModule, QCFS)) or isinstance(m, self.leaf_types) or module_qualified_name in self.leaf_names:
             return True
         return super().is_leaf_module(m, module_qualified_name)
 

@@ -50,7 +50,10 @@ class ResidualNet(nn.Module):
 
 
 def convert(model: nn.Module, x: torch.Tensor, **options) -> ann2snn.SpikingNetwork:
+    """Per-layer thresholds and no correction unless asked: the mapping is checked on simple values."""
     torch.manual_seed(0)
+    for key, value in dict(per_channel=False, percentile=99.9, correction="none").items():
+        options.setdefault(key, value)
     return ann2snn.convert(model.eval(), T=options.pop("T", 8), learn_tau=False, calibration=[x], **options)
 
 
@@ -134,7 +137,7 @@ def test_time_broadcast_is_identity():
 def test_lif_mapping_equals_our_step():
     """LIF: tau = 1/(1-beta), r = tau, v_leak = 0; one Euler step with dt = 1 is our update."""
     torch.manual_seed(0)
-    snn = ann2snn.convert(nn.Sequential(nn.Linear(3, 5), nn.ReLU(), nn.Linear(5, 2)).eval(), T=12, learn_tau=False, tau=10.0, calibration=[torch.randn(16, 3)])
+    snn = ann2snn.convert(nn.Sequential(nn.Linear(3, 5), nn.ReLU(), nn.Linear(5, 2)).eval(), T=12, learn_tau=False, tau=10.0, calibration=[torch.randn(16, 3)], per_channel=False, correction="none")
     graph = ann2snn.export_nir(snn)
     lif = graph.nodes["_1_neuron"]
     assert type(lif).__name__ == "LIF"
@@ -186,14 +189,15 @@ def bound_thresholds(snn: ann2snn.SpikingNetwork, x: torch.Tensor) -> None:
     ``reset_delay=False`` neuron (which postpones such a spike by a step) differs from ours."""
     for neuron in (m for m in snn.network.modules() if isinstance(m, ann2snn.SpikingNeuron)):
         largest = []
-        hook = neuron.register_forward_hook(lambda module, inputs, output: largest.append(inputs[0].max()))
+        hook = neuron.register_forward_hook(lambda module, inputs, output: largest.append((inputs[0] + module._broadcast(module.bias, inputs[0].dim())).max()))
         with torch.no_grad():
             snn(x)
         hook.remove()
         neuron.set_threshold(torch.maximum(neuron.threshold, max(largest) * 1.01))
 
 
-def test_snntorch_import_matches_spike_for_spike(tmp_path):
+@pytest.mark.parametrize("correction", ["none", "bias"])
+def test_snntorch_import_matches_spike_for_spike(tmp_path, correction):
     """Export, read back, import with snnTorch, run both for T steps on the same inputs and
     compare every neuron's spike train and the averaged readout.
 
@@ -205,13 +209,16 @@ def test_snntorch_import_matches_spike_for_spike(tmp_path):
       into snnTorch's membrane before each example.
     - Reset by subtraction is snnTorch's default, as ours; see ``bound_thresholds`` for the one
       corner where the two subtractive resets differ.
+    With ``correction="bias"`` the neurons' calibrated input offsets travel in the conv biases.
     """
     snntorch = pytest.importorskip("snntorch")
     from snntorch.import_nir import import_from_nir
 
     torch.manual_seed(0)
     T, x = 16, torch.rand(4, 1, 8, 8)
-    snn = convert(ConvNet(), x, T=T, mode="step")
+    snn = convert(ConvNet(), x, T=T, mode="step", per_channel=correction != "none", correction=correction)
+    if correction != "none":
+        assert all(float(m.bias.abs().max()) > 0 for m in snn.network.modules() if isinstance(m, ann2snn.SpikingNeuron))
     bound_thresholds(snn, x)
     ann2snn.export_nir(snn, tmp_path / "snn.nir")
     graph = nir.read(tmp_path / "snn.nir")

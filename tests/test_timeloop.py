@@ -46,7 +46,7 @@ def test_streaming_steps_average_to_the_forward_output(data):
 
 
 def test_T_and_mode_change_after_conversion(data):
-    snn = ann2snn.convert(ResidualConcatNet().eval(), T=4, learn_tau=False, calibration=[data])
+    snn = ann2snn.convert(ResidualConcatNet().eval(), T=4, learn_tau=False, calibration=[data], percentile=99.9, correction="none")
     snn.T = 64
     snn.mode = "step"
     assert snn(data).shape == (12, 4)

@@ -3,7 +3,8 @@
 Recognised: ``nn.ReLU``, ``F.relu``, ``torch.relu``, ``Tensor.relu`` and their in-place forms;
 capped forms ``nn.ReLU6``/``F.relu6``, ``nn.Hardtanh``/``F.hardtanh`` with ``min_val=0``, and
 ``clamp``/``clip``/``clamp_min`` with ``min=0`` (optionally ``max=c``) become neurons whose
-threshold never exceeds the cap, so their rate is capped the same way.
+threshold never exceeds the cap, so their rate is capped the same way. ``ann2snn.qcfs.QCFS``
+(conversion-aware training) becomes a neuron whose threshold is its learned clip, fixed.
 """
 
 from __future__ import annotations
@@ -17,17 +18,20 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from ..neurons import SpikingNeuron
+from ..qcfs import QCFS
 from ..report import ConversionReport
 from ._util import arg, describe, finish, module_of, unique_name, where
 
 
 @dataclass(frozen=True)
 class ReluSite:
-    """A matched ReLU-like call: its input node, rate cap and whether it works in place."""
+    """A matched ReLU-like call: its input node, rate cap, whether it works in place, and for a
+    QCFS activation its quantization levels (its cap is then its learned threshold)."""
 
     input: fx.Node
     cap: Optional[float]
     inplace: bool
+    levels: Optional[int] = None
 
 
 def _zero(value: object) -> bool:
@@ -73,6 +77,8 @@ _METHODS: dict[str, Callable[[fx.Node], Optional[ReluSite]]] = {
 def match_relu(gm: fx.GraphModule, node: fx.Node) -> Optional[ReluSite]:
     """The ReLU site a node is, or None."""
     module = module_of(gm, node)
+    if isinstance(module, QCFS):
+        return ReluSite(node.args[0], float(module.threshold.detach()), False, module.levels)
     if isinstance(module, nn.ReLU):
         return ReluSite(node.args[0], None, module.inplace)
     if isinstance(module, nn.Hardtanh):  # includes nn.ReLU6
@@ -99,7 +105,11 @@ def relu_to_neurons(
             continue
         before, location = describe(gm, node), where(node)
         name = unique_name(gm, f"{node.name}_neuron")
-        gm.add_submodule(name, make_neuron(site.cap, before))
+        neuron_module = make_neuron(site.cap, before)
+        if site.levels is not None:
+            neuron_module.levels = site.levels
+            neuron_module.set_threshold(torch.tensor(site.cap))
+        gm.add_submodule(name, neuron_module)
         with gm.graph.inserting_after(node):
             neuron = gm.graph.call_module(name, (site.input,))
         neuron.meta = dict(node.meta)
@@ -110,5 +120,7 @@ def relu_to_neurons(
             )
         gm.graph.erase_node(node)
         cap = f", rate capped at {site.cap:g}" if site.cap is not None else ""
+        if site.levels is not None:
+            cap = f", threshold {site.cap:.4g} from QCFS ({site.levels} levels)"
         report.add(node.name, before, f"{type(gm.get_submodule(name)).__name__} `{name}`{cap}", "spiking", location, module=name)
     return finish(gm)

@@ -4,6 +4,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from zoo.models.activation import make_activation
+
 _POOLS = {"max": nn.MaxPool1d, "avg": nn.AvgPool1d}
 
 
@@ -16,13 +18,23 @@ class M5(nn.Module):
     Layers: Conv1d(k=80, stride) + BN + ReLU + pool(4), then three blocks of Conv1d(k=3) + BN +
     ReLU + pool(4) with n, 2n, 2n channels, global average pool, linear.
     `pool` picks MaxPool1d ("max", the paper's) or AvgPool1d ("avg", easier to convert).
+    `activation`: "relu" (``F.relu``, as in the tutorial) or "qcfs" (``ann2snn.QCFS`` with
+    `levels` steps, for conversion-aware training).
     Parameters (default config, 10 classes): 25,290.
     """
 
     def __init__(
-        self, n_classes: int = 10, in_channels: int = 1, n_channel: int = 32, stride: int = 16, pool: str = "max"
+        self,
+        n_classes: int = 10,
+        in_channels: int = 1,
+        n_channel: int = 32,
+        stride: int = 16,
+        pool: str = "max",
+        activation: str = "relu",
+        levels: int = 8,
     ) -> None:
         super().__init__()
+        self.activations = None if activation == "relu" else nn.ModuleList(make_activation(activation, levels) for _ in range(4))
         pool_cls = _POOLS[pool]
         self.conv1 = nn.Conv1d(in_channels, n_channel, kernel_size=80, stride=stride)
         self.bn1 = nn.BatchNorm1d(n_channel)
@@ -40,12 +52,15 @@ class M5(nn.Module):
         self.fc1 = nn.Linear(2 * n_channel, n_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.pool1(F.relu(self.bn1(self.conv1(x))))
-        x = self.pool2(F.relu(self.bn2(self.conv2(x))))
-        x = self.pool3(F.relu(self.bn3(self.conv3(x))))
-        x = self.pool4(F.relu(self.bn4(self.conv4(x))))
+        x = self.pool1(self._activate(0, self.bn1(self.conv1(x))))
+        x = self.pool2(self._activate(1, self.bn2(self.conv2(x))))
+        x = self.pool3(self._activate(2, self.bn3(self.conv3(x))))
+        x = self.pool4(self._activate(3, self.bn4(self.conv4(x))))
         x = torch.flatten(self.gap(x), 1)
         return self.fc1(x)
+
+    def _activate(self, k: int, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(x) if self.activations is None else self.activations[k](x)
 
 
 def build(n_classes: int, input_shape: tuple[int, ...], **options) -> M5:

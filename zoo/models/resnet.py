@@ -3,20 +3,22 @@
 import torch
 from torch import nn
 
+from zoo.models.activation import make_activation
+
 _POOLS = {"avg": nn.AvgPool2d, "max": nn.MaxPool2d}
 
 
 class ResidualBlock(nn.Module):
     """Two 3x3 conv + BN layers; the identity is added before the final ReLU."""
 
-    def __init__(self, width: int) -> None:
+    def __init__(self, width: int, activation: str = "relu", levels: int = 8) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(width, width, kernel_size=3, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
-        self.relu1 = nn.ReLU()
+        self.relu1 = make_activation(activation, levels)
         self.conv2 = nn.Conv2d(width, width, kernel_size=3, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(width)
-        self.relu2 = nn.ReLU()
+        self.relu2 = make_activation(activation, levels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.relu1(self.bn1(self.conv1(x)))
@@ -34,6 +36,7 @@ class ResNet(nn.Module):
     Layers: stem 3x3 Conv2d + BN + ReLU, optional pooling (`pool` = "avg" or "max" with kernel
     `pool_size`, res8's 4x3 average pool by default; None for none), `n_blocks` residual blocks
     of `width` channels, AdaptiveAvgPool2d(1), flatten, linear.
+    `activation`: "relu" or "qcfs" (``ann2snn.QCFS`` with `levels` steps, conversion-aware training).
     Parameters (default config, 10 classes): 110,845.
     """
 
@@ -45,17 +48,19 @@ class ResNet(nn.Module):
         n_blocks: int = 3,
         pool: str | None = "avg",
         pool_size: tuple[int, int] = (4, 3),
+        activation: str = "relu",
+        levels: int = 8,
     ) -> None:
         super().__init__()
         stem: list[nn.Module] = [
             nn.Conv2d(in_channels, width, kernel_size=3, padding=1, bias=False),
             nn.BatchNorm2d(width),
-            nn.ReLU(),
+            make_activation(activation, levels),
         ]
         if pool is not None:
             stem.append(_POOLS[pool](pool_size))
         self.stem = nn.Sequential(*stem)
-        self.blocks = nn.Sequential(*(ResidualBlock(width) for _ in range(n_blocks)))
+        self.blocks = nn.Sequential(*(ResidualBlock(width, activation, levels) for _ in range(n_blocks)))
         self.gap = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(width, n_classes)
 

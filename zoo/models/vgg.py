@@ -3,9 +3,11 @@
 import torch
 from torch import nn
 
+from zoo.models.activation import make_activation
 
-def _conv_bn_relu(c_in: int, c_out: int) -> list[nn.Module]:
-    return [nn.Conv2d(c_in, c_out, kernel_size=3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
+
+def _conv_bn_act(c_in: int, c_out: int, activation: str, levels: int) -> list[nn.Module]:
+    return [nn.Conv2d(c_in, c_out, kernel_size=3, padding=1, bias=False), nn.BatchNorm2d(c_out), make_activation(activation, levels)]
 
 
 class VGG(nn.Module):
@@ -16,6 +18,7 @@ class VGG(nn.Module):
     Output: logits [B, n_classes].
     Layers: one stage per entry of `widths`, each `convs_per_stage` x (3x3 Conv2d + BatchNorm2d
     + ReLU), MaxPool2d(2) between stages, AdaptiveAvgPool2d(1), flatten, linear.
+    `activation`: "relu" or "qcfs" (``ann2snn.QCFS`` with `levels` steps, conversion-aware training).
     Parameters (default config, 10 classes): 72,666.
     """
 
@@ -25,6 +28,8 @@ class VGG(nn.Module):
         in_channels: int = 1,
         widths: tuple[int, ...] = (16, 32, 64),
         convs_per_stage: int = 2,
+        activation: str = "relu",
+        levels: int = 8,
     ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
@@ -33,7 +38,7 @@ class VGG(nn.Module):
             if stage > 0:
                 layers.append(nn.MaxPool2d(2))
             for _ in range(convs_per_stage):
-                layers += _conv_bn_relu(c_in, width)
+                layers += _conv_bn_act(c_in, width, activation, levels)
                 c_in = width
         self.features = nn.Sequential(*layers)
         self.gap = nn.AdaptiveAvgPool2d(1)

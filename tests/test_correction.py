@@ -1,0 +1,216 @@
+"""Output-space calibration (bias and initial-potential correction), T-specific calibration kept
+honest, and QCFS conversion-aware activations converted without loss of meaning."""
+
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import ann2snn
+from ann2snn.correction import rate_errors
+from snn_test_nets import INPUT_SHAPE, ResidualConcatNet
+
+
+def _agreement(snn, model, x) -> float:
+    with torch.no_grad():
+        return (snn(x).argmax(1) == model(x).argmax(1)).float().mean().item()
+
+
+def _mean_abs(errors: dict) -> float:
+    return sum(float(e.abs().mean()) for e in errors.values()) / len(errors)
+
+
+@pytest.mark.parametrize("correction", ["bias", "potential", "bias+potential"])
+def test_correction_reduces_the_rate_error_it_targets(tone_cnn, correction):
+    model, calibration, _ = tone_cnn
+    batches = calibration.split(64)
+    plain = ann2snn.convert(model, T=8, learn_tau=False, calibration=batches, correction="none")
+    corrected = ann2snn.convert(model, T=8, learn_tau=False, calibration=batches, correction=correction)
+    before, after = rate_errors(plain, list(batches)), rate_errors(corrected, list(batches))
+    assert before.keys() == after.keys() and len(before) == 2
+    # per layer: the mean signed error per channel is what the correction cancels
+    for name in before:
+        assert float(after[name].abs().mean()) < 0.5 * float(before[name].abs().mean()), (name, before[name], after[name])
+
+
+def test_bias_correction_raises_agreement_with_the_cnn_at_low_T(tone_cnn):
+    model, calibration, x_test = tone_cnn
+    batches = calibration.split(64)
+    plain = ann2snn.convert(model, T=8, learn_tau=False, calibration=batches, correction="none")
+    corrected = ann2snn.convert(model, T=8, learn_tau=False, calibration=batches, correction="bias")
+    assert _agreement(corrected, model, x_test) > _agreement(plain, model, x_test) + 0.02
+    neuron = next(m for m in corrected.network.modules() if isinstance(m, ann2snn.SpikingNeuron))
+    assert neuron.bias.shape == (8,) and neuron.bias.abs().max() > 0  # one offset per channel
+
+
+def test_potential_correction_sets_the_initial_membrane_per_channel(tone_cnn):
+    model, calibration, _ = tone_cnn
+    snn = ann2snn.convert(model, T=8, learn_tau=False, calibration=calibration.split(64), correction="potential")
+    neuron = next(m for m in snn.network.modules() if isinstance(m, ann2snn.SpikingNeuron))
+    assert neuron.initial.shape == (8,) and not torch.allclose(neuron.initial, torch.full((8,), 0.5))
+    assert float(neuron.bias) == 0.0
+
+
+def test_corrected_network_runs_the_same_in_step_and_layer_mode():
+    torch.manual_seed(0)
+    x = torch.randn(16, *INPUT_SHAPE)
+    snn = ann2snn.convert(ResidualConcatNet().eval(), T=6, learn_tau=False, calibration=[x], correction="bias+potential")
+    assert any(float(m.bias.abs().max()) > 0 for m in snn.network.modules() if isinstance(m, ann2snn.SpikingNeuron))
+    with torch.no_grad():
+        layer = snn(x)
+        snn.mode = "step"
+        step = snn(x)
+    assert torch.allclose(layer, step, atol=1e-5)
+
+
+def test_corrected_network_trains_and_gradients_match_autograd_reference():
+    torch.manual_seed(0)
+    x = torch.randn(8, *INPUT_SHAPE)
+    snn = ann2snn.convert(ResidualConcatNet().eval(), T=5, learn_tau=True, calibration=[x], correction="bias+potential")
+    grads = []
+    for fused in (True, False):
+        for m in snn.network.modules():
+            if isinstance(m, ann2snn.SpikingNeuron):
+                m.fused_bptt = fused
+        snn.zero_grad()
+        snn(x).square().sum().backward()
+        grads.append({k: p.grad.clone() for k, p in snn.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and any("leak_logit" in k for k in grads[0])
+    for k in grads[0]:
+        assert torch.allclose(grads[0][k], grads[1][k], rtol=1e-4, atol=1e-6), k
+
+
+def test_defaults_with_calibration_are_the_best_known_settings(tone_cnn):
+    model, calibration, _ = tone_cnn
+    snn = ann2snn.convert(model, T=8, learn_tau=False, calibration=calibration.split(64))
+    settings = snn.report.settings
+    assert settings["per_channel"] is True and settings["percentile"] == "auto" and settings["correction"] == "bias"
+    assert settings["percentile_chosen"] in ann2snn.calibrate.AUTO_CANDIDATES
+    assert "correction" in snn.report.to_markdown()
+    uncalibrated = ann2snn.convert(model, T=8, learn_tau=False)
+    assert uncalibrated.report.settings["correction"] == "none" and uncalibrated.report.settings["per_channel"] is False
+
+
+def test_changing_T_warns_once_and_recalibrate_retunes(tone_cnn):
+    model, calibration, x_test = tone_cnn
+    batches = calibration.split(64)
+    snn = ann2snn.convert(model, T=8, learn_tau=False, calibration=batches)
+    assert snn.calibrated_T == 8
+    snn.T = 16
+    with pytest.warns(ann2snn.StaleCalibrationWarning, match="T=8.*T=16.*recalibrate"):
+        snn(x_test[:4])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        snn(x_test[:4])  # once per T
+    assert any("tuned for T=8" in w for w in snn.report.warnings)
+    ann2snn.recalibrate(snn, batches)
+    assert snn.calibrated_T == 16
+    fresh = ann2snn.convert(model, T=16, learn_tau=False, calibration=batches)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert torch.equal(snn(x_test), fresh(x_test))  # the same as converting at T=16
+
+
+def test_fixed_percentile_without_correction_is_not_T_specific(tone_cnn):
+    model, calibration, x_test = tone_cnn
+    snn = ann2snn.convert(model, T=8, learn_tau=False, calibration=calibration.split(64), percentile=99.9, correction="none")
+    assert snn.calibrated_T is None
+    snn.T = 32
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        snn(x_test[:4])
+
+
+def test_bad_correction_settings_are_refused(tone_cnn):
+    model, calibration, _ = tone_cnn
+    with pytest.raises(ann2snn.ConversionError, match="correction='bias-only' is not one of"):
+        ann2snn.convert(model, calibration=calibration.split(64), correction="bias-only")
+    with pytest.raises(ann2snn.ConversionError, match="calibration batch 1"):
+        ann2snn.convert(model, calibration=[calibration[:8], "not a tensor"], correction="bias")
+    with pytest.raises(ann2snn.ConversionError, match="does not match"):
+        ann2snn.convert(model, calibration=[calibration[:8], torch.randn(8, 1, 64)], correction="bias")
+    with pytest.raises(ann2snn.ConversionError, match="recalibrate"):
+        ann2snn.recalibrate(model, calibration.split(64))
+
+
+def test_correction_on_a_net_without_neurons_is_a_no_op():
+    linear = nn.Sequential(nn.Conv1d(1, 2, 3), nn.Flatten(), nn.Linear(12, 2)).eval()
+    x = torch.randn(8, 1, 8)
+    snn = ann2snn.convert(linear, T=4, learn_tau=False, calibration=[x], correction="bias")
+    with torch.no_grad():
+        assert torch.allclose(snn(x), linear(x), atol=1e-5)
+
+
+# -- QCFS --------------------------------------------------------------------------------------
+class QcfsNet(nn.Module):
+    """conv -> QCFS -> linear readout: one spiking layer fed by a time-invariant current."""
+
+    def __init__(self, levels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(1, 6, 5, stride=2)
+        self.act = ann2snn.QCFS(levels, threshold=1.5)
+        self.fc = nn.Linear(6 * 14, 3)
+
+    def forward(self, x):
+        return self.fc(self.act(self.conv(x)).flatten(1))
+
+
+def test_qcfs_quantizes_clips_and_learns_its_threshold():
+    act = ann2snn.QCFS(levels=4, threshold=2.0)
+    x = torch.tensor([-1.0, 0.2, 0.26, 0.9, 1.0, 1.9, 5.0], requires_grad=True)
+    y = act(x)
+    assert torch.equal(y.detach(), torch.tensor([0.0, 0.0, 0.5, 1.0, 1.0, 2.0, 2.0]))
+    y.sum().backward()
+    assert act.threshold.grad is not None and x.grad is not None
+    with pytest.raises(ValueError, match="levels"):
+        ann2snn.QCFS(levels=0)
+
+
+@pytest.mark.parametrize("levels", [4, 8])
+def test_qcfs_net_converted_equals_its_cnn_exactly_at_T_equal_levels(levels):
+    """Theory (Bu et al. 2022): an IF neuron with threshold lambda, subtractive reset and a membrane
+    starting at lambda/2, fed a constant current for T = L steps, fires exactly QCFS(x) * T / lambda
+    times. Here the only spiking layer sees a constant current (direct encoding) and the readout is
+    linear, so the SNN equals the CNN at T = L, up to float rounding."""
+    torch.manual_seed(levels)
+    model = QcfsNet(levels).eval()
+    x = torch.randn(32, 1, 32)
+    snn = ann2snn.convert(model, T=levels, learn_tau=False, calibration=[x])
+    neuron = next(m for m in snn.network.modules() if isinstance(m, ann2snn.SpikingNeuron))
+    assert float(neuron.threshold) == pytest.approx(1.5) and neuron.levels == levels
+    assert "QCFS" in str(snn.report)
+    with torch.no_grad():
+        assert torch.allclose(snn(x), model(x), atol=1e-5)
+        snn.mode = "step"
+        assert torch.allclose(snn(x), model(x), atol=1e-5)
+
+
+def test_deeper_qcfs_net_is_close_at_T_equal_levels():
+    """Deeper layers see spike trains, not constant currents: not exact, but close."""
+    torch.manual_seed(0)
+    levels = 8
+    model = nn.Sequential(
+        nn.Conv1d(1, 8, 5), ann2snn.QCFS(levels, 1.0), nn.Conv1d(8, 8, 3), ann2snn.QCFS(levels, 1.0),
+        nn.Flatten(), nn.Linear(8 * 26, 4),
+    ).eval()
+    x = torch.randn(64, 1, 32)
+    with torch.no_grad():
+        snn = ann2snn.convert(model, T=levels, learn_tau=False, calibration=[x], correction="none")
+        error = (snn(x) - model(x)).norm() / model(x).norm()
+        relu_model = nn.Sequential(*[nn.ReLU() if isinstance(m, ann2snn.QCFS) else m for m in model]).eval()
+        relu_snn = ann2snn.convert(relu_model, T=levels, learn_tau=False, calibration=[x], correction="none")
+        relu_error = (relu_snn(x) - relu_model(x)).norm() / relu_model(x).norm()
+    assert error < 0.15 and error < relu_error, (float(error), float(relu_error))
+
+
+def test_qcfs_thresholds_survive_calibration_and_analog_mode_quantizes():
+    torch.manual_seed(0)
+    model = QcfsNet(4).eval()
+    x = torch.randn(16, 1, 32)
+    snn = ann2snn.convert(model, T=4, learn_tau=False, calibration=[x], percentile=50.0)
+    neuron = next(m for m in snn.network.modules() if isinstance(m, ann2snn.SpikingNeuron))
+    assert float(neuron.threshold) == pytest.approx(1.5)
+    with torch.no_grad(), snn.analog_mode():
+        assert torch.allclose(snn.network(x), model(x), atol=1e-6)
