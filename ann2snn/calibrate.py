@@ -161,8 +161,9 @@ def calibrate(snn, calibration: Iterable, percentile: float | str, per_channel: 
         for candidate in AUTO_CANDIDATES:
             _set_thresholds(snn, neurons, samplers, candidate, per_channel)
             _clear_corrections(snn)
-            correct(snn, held_inputs, ranking, bias_passes=1)
-            errors[candidate] = _output_error(snn, *_first(held_inputs, held_outputs, AUTO_EXAMPLES))
+            ranked_inputs, ranked_outputs = _first(held_inputs, held_outputs, AUTO_EXAMPLES)
+            correct(snn, ranked_inputs, ranking, bias_passes=1)
+            errors[candidate] = _output_error(snn, ranked_inputs, ranked_outputs)
         percentile = min(errors, key=errors.get)
         snn.report.settings["percentile_chosen"] = percentile
     for name in _set_thresholds(snn, neurons, samplers, percentile, per_channel):

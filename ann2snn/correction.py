@@ -49,7 +49,7 @@ def _channel_mean(x: torch.Tensor) -> torch.Tensor:
     """Mean over every dimension but the channels (dimension 1; a scalar for 1-D activations)."""
     if x.dim() < 2:
         return x.float().mean()
-    return x.transpose(0, 1).reshape(x.shape[1], -1).float().mean(1)
+    return x.float().mean(dim=[d for d in range(x.dim()) if d != 1])
 
 
 def _ordered_neurons(snn) -> list[tuple[str, SpikingNeuron]]:
@@ -126,15 +126,76 @@ def rate_errors(snn, inputs: list[torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def correct(snn, inputs: list[torch.Tensor], correction: str, bias_passes: int = BIAS_PASSES) -> None:
-    """Apply ``correction`` to every neuron of ``snn`` at its current ``T``, layer by layer from the
-    input, each given the corrected layers before it (on top of any correction already there)."""
+    """Apply ``correction`` to every neuron of ``snn`` at its current ``T`` (on top of any
+    correction already there), on the first ``CORRECTION_EXAMPLES`` of ``inputs``.
+
+    One pass is one run of the SNN over those examples, in chunks (online fixed-point iteration):
+    each neuron's output on a chunk, computed with its current offset, gives that chunk's error
+    per channel against the CNN, hence a solution "offset + error"; the neuron runs the next chunk
+    with the average of the solutions so far. Every neuron is thus corrected given the corrected
+    layers before it, in a single pass, without rerunning the network per layer."""
     correction = check_correction(correction)
     bias = ("bias",) * bias_passes
     passes = {"none": (), "bias": bias, "potential": ("potential",), "bias+potential": bias + ("potential",)}[correction]
-    for kind in passes:
-        for _, neuron in _ordered_neurons(snn):
-            error = _observe(snn, neuron, inputs, analog=True) - _observe(snn, neuron, inputs, analog=False)
-            if kind == "bias":
-                neuron.set_correction(bias=neuron.bias + error)
-            else:
-                neuron.set_correction(initial=neuron.initial + error * snn.T / neuron.threshold)
+    neurons = _ordered_neurons(snn)
+    if not neurons or not passes:
+        return
+    chunks = [part for x in _chunks(inputs) for part in x.split(max(MIN_CHUNK, snn.chunk_size(x)))]
+    fuse = snn.fuse_pools
+    snn.fuse_pools = False  # each neuron's own spikes, not the pooled ones
+    try:
+        with torch.no_grad():
+            for kind in passes:
+                _correction_pass(snn, neurons, chunks, kind)
+    finally:
+        snn.fuse_pools = fuse
+        snn.reset()
+        snn._configure(layer_mode=False)
+
+
+#: Examples per chunk of a correction pass, at least (the neuron offsets are updated per chunk).
+MIN_CHUNK = 16
+
+
+def _correction_pass(snn, neurons: list[tuple[str, SpikingNeuron]], chunks: list[torch.Tensor], kind: str) -> None:
+    attribute = "bias" if kind == "bias" else "initial"
+    totals: dict[str, torch.Tensor] = {}
+    seen = 0
+
+    def update(name: str, neuron: SpikingNeuron, output: torch.Tensor, target: torch.Tensor) -> None:
+        error = target - _channel_mean(output)
+        solution = getattr(neuron, attribute) + (error if kind == "bias" else error * snn.T / neuron.threshold)
+        totals[name] = totals.get(name, 0) + solution * len(chunk)
+        neuron.set_correction(**{attribute: totals[name] / (seen + len(chunk))})
+
+    for chunk in chunks:
+        targets = _targets(snn, neurons, chunk)
+        snn.reset()
+        snn._configure(layer_mode=True)
+        handles = [
+            n.register_forward_hook(lambda module, args, output, name=name: update(name, module, output, targets[name]))
+            for name, n in neurons
+        ]
+        try:
+            snn.run_network(chunk if snn.encoder.is_time_invariant else snn.encoder.sequence(chunk, snn.T))
+        finally:
+            for handle in handles:
+                handle.remove()
+        seen += len(chunk)
+
+
+def _targets(snn, neurons: list[tuple[str, SpikingNeuron]], x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per neuron, the CNN's mean activation per channel on ``x``, clipped at the threshold."""
+    targets = {}
+
+    def record(name: str, module: SpikingNeuron, output: torch.Tensor) -> None:
+        targets[name] = _channel_mean(output.clamp(max=module._broadcast(module.threshold, output.dim())))
+
+    handles = [n.register_forward_hook(lambda module, args, output, name=name: record(name, module, output)) for name, n in neurons]
+    try:
+        with snn.analog_mode():
+            snn.run_network(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return targets
