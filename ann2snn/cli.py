@@ -515,7 +515,7 @@ def report_table(report: ConversionReport) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines + [report.summary()])
+    return "\n".join(lines + [report.summary(), report.settings_line()])
 
 
 # -- the command ----------------------------------------------------------------------------------

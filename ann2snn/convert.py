@@ -91,7 +91,8 @@ def convert(
         return SpikingNeuron(tau=tau, learn_tau=learn_tau, cap=cap, method=surrogate, alpha=alpha, source=source)
 
     report = ConversionReport(settings=dict(
-        T=T, learn_tau=learn_tau, tau=tau, maxpool=maxpool, encoder=encoder, percentile=percentile, per_channel=per_channel,
+        T=T, learn_tau=learn_tau, tau=tau, maxpool=maxpool, encoder=encoder,
+        percentile=percentile if calibration is not None else None, per_channel=per_channel,
         correction=correction if calibration is not None else "none",
     ))  # fmt: skip
     graph = trace(copy.deepcopy(model).eval(), leaf_modules, concrete_args)
@@ -129,7 +130,7 @@ def recalibrate(snn: SpikingNetwork, calibration: Iterable, T: Optional[int] = N
     if T is not None:
         snn.T = T
     settings = snn.report.settings
-    percentile = settings.get("percentile", "auto")
+    percentile = settings.get("percentile") or "auto"
     correction = settings.get("correction", "none")
     per_channel = settings.get("per_channel", False)
     calibrate(snn, calibration, percentile, per_channel, correction)

@@ -63,6 +63,26 @@ class ConversionReport:
             f"{counts['folded']} batch norms folded, {counts['analog']} left analog, {counts['dropped']} dropped"
         )
 
+    def settings_line(self) -> str:
+        """One line: the conversion settings, including the percentile "auto" chose and the T that
+        T-specific calibration was tuned for."""
+        s = self.settings
+        if not s:
+            return ""
+        tau = s.get("tau", float("inf"))
+        neuron = "IF" if tau == float("inf") and not s.get("learn_tau") else f"LIF (tau {tau:g} steps{', learned' if s.get('learn_tau') else ''})"
+        percentile = s.get("percentile")
+        if "percentile_chosen" in s:
+            percentile = f"{percentile} (chose {s['percentile_chosen']})"
+        correction = s.get("correction", "none")
+        tuned = f", tuned for T={s['T']}" if correction != "none" or isinstance(s.get("percentile"), str) else ""
+        where = "per channel" if s.get("per_channel") else "per layer"
+        thresholds = f"thresholds {where} at percentile {percentile}" if percentile is not None else "thresholds 1.0 (no calibration)"
+        return (
+            f"settings: T={s.get('T')}, {neuron}, {thresholds}, correction {correction}{tuned}, "
+            f"max pooling {s.get('maxpool')}, encoder {s.get('encoder')}"
+        )
+
     def rows(self) -> list[tuple[str, str, str, str, str]]:
         return [(e.node, e.before, e.after, e.threshold or "", e.source) for e in self.entries]
 
@@ -70,7 +90,7 @@ class ConversionReport:
         """The report as a markdown table with the warnings below it."""
         lines = ["| node | before | after | threshold | source |", "|---|---|---|---|---|"]
         lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in self.rows()]
-        lines += ["", self.summary()] + [f"- warning: {w}" for w in self.warnings]
+        lines += ["", self.summary(), "", self.settings_line()] + [f"- warning: {w}" for w in self.warnings]
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -83,5 +103,6 @@ class ConversionReport:
             if k == 0:
                 out.append("  ".join("-" * w for w in widths))
         out.append(self.summary())
+        out.append(self.settings_line())
         out += [f"warning: {w}" for w in self.warnings]
         return "\n".join(out)
