@@ -4,12 +4,13 @@ neuron's activation, and set its threshold to a high percentile of the positive 
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Iterable, Optional
 
 import torch
 
 from .correction import CORRECTION_EXAMPLES, check_correction, correct
-from .errors import ConversionError
+from .errors import ConversionError, ConversionWarning
 from .neurons import SpikingNeuron
 
 #: Values kept per layer and batch (a uniform random sample); enough for a 99.9th percentile.
@@ -88,11 +89,18 @@ def _quantile(values: torch.Tensor, percentile: float) -> torch.Tensor:
 
 def calibration_inputs(calibration: Iterable) -> Iterable[torch.Tensor]:
     """Input tensors from an iterable of batches or (input, target) pairs, checked as they come."""
+    if isinstance(calibration, torch.Tensor):
+        raise ConversionError(
+            "calibration= takes an iterable of input batches, not one tensor (which would be read example by example): "
+            "pass [x] or x.split(64)"
+        )
     count = 0
     for k, item in enumerate(calibration):
         x = item[0] if isinstance(item, (tuple, list)) else item
         if not isinstance(x, torch.Tensor):
             raise ConversionError(f"calibration batch {k} is a {type(x).__name__}, not a tensor (or an (input, target) pair)")
+        if x.dim() == 0 or x.shape[0] == 0:
+            raise ConversionError(f"calibration batch {k} holds no examples (shape {tuple(x.shape)}); drop it or pass a batch [N, ...] with N > 0")
         if not torch.isfinite(x).all():
             raise ConversionError(f"calibration batch {k} contains NaN or infinite values; clean the data or drop that batch")
         count += 1
@@ -114,6 +122,11 @@ def check_percentile(percentile: object) -> float | str:
         return str(percentile)
     if isinstance(percentile, bool) or not isinstance(percentile, (int, float)) or not (0 < percentile <= 100):
         raise ConversionError(f"percentile={percentile!r} must be a number in (0, 100], 'balanced' or 'auto'")
+    if percentile < 1:
+        warnings.warn(
+            f"percentile={percentile!r} looks like a fraction, but percentiles are in percent: {percentile * 100:g} means the "
+            f"{percentile * 100:g}th percentile, and {percentile!r} sets thresholds near zero", ConversionWarning, stacklevel=3,
+        )
     return float(percentile)
 
 

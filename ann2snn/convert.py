@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from typing import Any, Iterable, Optional
 
+import torch
 from torch import nn
 
 from . import passes
 from .calibrate import calibrate, check_percentile
 from .correction import check_correction
 from .encoders import Encoder
-from .errors import ConversionError
+from .errors import ConversionError, ConversionWarning
 from .neurons import SpikingNeuron
 from .report import ConversionReport
 from .timeloop import SpikingNetwork, _check_mode, _check_steps
@@ -86,6 +88,7 @@ def convert(
     per_channel = calibration is not None if per_channel is None else bool(per_channel)
     if not isinstance(model, nn.Module):
         raise ConversionError(f"convert() takes an nn.Module, not {type(model).__name__}")
+    _check_finite_weights(model)
 
     def make_neuron(cap: Optional[float], source: str) -> SpikingNeuron:
         return SpikingNeuron(tau=tau, learn_tau=learn_tau, cap=cap, method=surrogate, alpha=alpha, source=source)
@@ -107,8 +110,10 @@ def convert(
     device = next((p.device for p in graph.parameters()), None)
     if device is not None:
         snn.to(device)  # the encoder and neuron buffers join the model's weights (CUDA models stay on CUDA)
+    if not report.neurons:
+        _warn(report, "the converted network has no spiking neuron (no ReLU was found): it computes the CNN's function analog, T times over")
     if calibration is None:
-        report.warn("no calibration data: every threshold is 1.0, so zero-shot accuracy will be poor (pass calibration=...)")
+        _warn(report, "no calibration data: every threshold is 1.0, so zero-shot accuracy will be poor (pass calibration=...)")
     else:
         calibrate(snn, calibration, percentile, per_channel, correction)
     if tau_per_channel:
@@ -150,3 +155,17 @@ def _check_tau(tau: object) -> float:
     if isinstance(tau, bool) or not isinstance(tau, (int, float)) or math.isnan(tau):
         raise ConversionError(f"tau={tau!r} must be a number of steps above 1, or float('inf') for integrate-and-fire")
     return float(tau)
+
+
+def _check_finite_weights(model: nn.Module) -> None:
+    """Refuse NaN or infinite parameters and buffers (the SNN would hide them behind finite outputs)."""
+    for kind, named in (("parameter", model.named_parameters()), ("buffer", model.named_buffers())):
+        for name, value in named:
+            if value.is_floating_point() and value.device.type != "meta" and not torch.isfinite(value).all():
+                raise ConversionError(f"{kind} `{name}` of the model holds NaN or infinite values; retrain or repair it before converting")
+
+
+def _warn(report: ConversionReport, message: str) -> None:
+    """A warning in the report and through Python's ``warnings`` (category ``ConversionWarning``)."""
+    report.warn(message)
+    warnings.warn(message, ConversionWarning, stacklevel=3)

@@ -120,6 +120,7 @@ class SpikingNetwork(nn.Module):
         self._example_bytes: dict[tuple, int] = {}
         self.calibrated_T: Optional[int] = None
         self._stale_T_warned: set[int] = set()
+        self._step_batch = 0
 
     def __setstate__(self, state: dict) -> None:
         """Unpickling (``ann2snn.load``): networks saved before batch chunking existed get its defaults."""
@@ -128,6 +129,7 @@ class SpikingNetwork(nn.Module):
         self.__dict__.setdefault("_example_bytes", {})
         self.__dict__.setdefault("calibrated_T", None)
         self.__dict__.setdefault("_stale_T_warned", set())
+        self.__dict__.setdefault("_step_batch", 0)
 
     # -- settings ------------------------------------------------------------------------------
     @property
@@ -186,9 +188,16 @@ class SpikingNetwork(nn.Module):
             self._configure(layer_mode=False)
 
     def check_input(self, x: torch.Tensor) -> None:
-        """Raise InputShapeError unless ``x`` is a batch of inputs of the converted shape."""
+        """Raise InputShapeError unless ``x`` is a batch of finite inputs of the converted shape and
+        of the weights' floating-point type (NaN or infinite inputs would be clipped to a
+        meaningless finite output by the neurons, so they are refused)."""
         if not isinstance(x, torch.Tensor):
             raise InputShapeError(f"the input must be a tensor, not {type(x).__name__}")
+        expected = next((p.dtype for p in self.network.parameters()), None)
+        if expected is not None and x.dtype != expected:
+            raise InputShapeError(f"the network takes {str(expected).removeprefix('torch.')} inputs; got {str(x.dtype).removeprefix('torch.')} (convert it, e.g. x.to({expected}))")
+        if x.is_floating_point() and not torch.isfinite(x).all():
+            raise InputShapeError("the input contains NaN or infinite values; the SNN would turn them into finite nonsense, so clean the input first")
         if self.input_shape is not None and tuple(x.shape[1:]) != self.input_shape:
             raise InputShapeError(
                 f"input of shape {tuple(x.shape)} does not match the converted network, which takes "
@@ -281,6 +290,12 @@ class SpikingNetwork(nn.Module):
     def step(self, x_t: torch.Tensor):
         """Run one time step on ``x_t`` (state kept from earlier calls until ``reset()``)."""
         self.check_input(x_t)
+        if self._t > 0 and x_t.shape[0] != self._step_batch:
+            raise InputShapeError(
+                f"step(): the batch size changed from {self._step_batch} to {x_t.shape[0]} in the middle of a sequence; "
+                "call snn.reset() before starting a new one"
+            )
+        self._step_batch = x_t.shape[0]
         self._check_calibration_fresh()
         self._configure(layer_mode=False)
         out = self.run_network(self.encoder.step(x_t, self._t, self.T))
