@@ -135,8 +135,10 @@ def calibrate(snn, calibration: Iterable, percentile: float | str, per_channel: 
     apply the output-space ``correction`` (see ``ann2snn.correction``) at the network's ``T``.
 
     ``percentile="auto"`` tries each of ``AUTO_CANDIDATES`` and keeps the one whose SNN, at the
-    network's current ``T`` and with one pass of the correction, reproduces the CNN's outputs on
-    the first calibration examples with the smallest mean squared error. Neurons converted from ``QCFS`` keep their learned threshold.
+    network's current ``T``, with or without one pass of the correction, reproduces the CNN's
+    outputs on the first calibration examples with the smallest mean squared error. The
+    correction is kept only where it lowers that error (``report.settings["correction_applied"]``),
+    so it never makes the calibration-set fit worse. Neurons converted from ``QCFS`` keep their learned threshold.
     Earlier corrections are cleared first, so calibrating again (``ann2snn.recalibrate``) starts afresh.
     """
     percentile, correction = check_percentile(percentile), check_correction(correction)
@@ -168,21 +170,32 @@ def calibrate(snn, calibration: Iterable, percentile: float | str, per_channel: 
     scale = input_sampler.threshold(99.9 if isinstance(percentile, str) else percentile, per_channel=False, steps=snn.T)
     if scale is not None:
         snn.encoder.scale.fill_(float(scale))
-    ranking = correction if correction in ("none", "potential") else "bias"  # cheaper: one bias pass ranks
-    if percentile == "auto" and neurons:
-        errors = {}
-        for candidate in AUTO_CANDIDATES:
-            _set_thresholds(snn, neurons, samplers, candidate, per_channel)
-            _clear_corrections(snn)
-            ranked_inputs, ranked_outputs = _first(held_inputs, held_outputs, AUTO_EXAMPLES)
+    ranking = "potential" if correction == "potential" else "bias"  # cheaper: one bias pass ranks
+    ranked_inputs, ranked_outputs = _first(held_inputs, held_outputs, AUTO_EXAMPLES)
+    candidates = AUTO_CANDIDATES if percentile == "auto" and neurons else (percentile,)
+    errors: dict[tuple[float | str, bool], float] = {}
+    for candidate in candidates:
+        _set_thresholds(snn, neurons, samplers, candidate, per_channel)
+        _clear_corrections(snn)
+        errors[candidate, False] = _output_error(snn, ranked_inputs, ranked_outputs)
+        if correction != "none":
             correct(snn, ranked_inputs, ranking, bias_passes=1)
-            errors[candidate] = _output_error(snn, ranked_inputs, ranked_outputs)
-        percentile = min(errors, key=errors.get)
-        snn.report.settings["percentile_chosen"] = percentile
-    for name in _set_thresholds(snn, neurons, samplers, percentile, per_channel):
+            errors[candidate, True] = _output_error(snn, ranked_inputs, ranked_outputs)
+    chosen, corrected = min(errors, key=errors.get)
+    if percentile == "auto":
+        snn.report.settings["percentile_chosen"] = chosen
+    for name in _set_thresholds(snn, neurons, samplers, chosen, per_channel):
         snn.report.warn(f"neuron `{name}` was never active on the calibration data; its threshold stays {float(neurons[name].threshold):g}")
     _clear_corrections(snn)
-    correct(snn, held_inputs, correction)
+    if corrected:
+        correct(snn, held_inputs, correction)
+        corrected = _output_error(snn, ranked_inputs, ranked_outputs) < errors[chosen, False]
+        if not corrected:
+            _clear_corrections(snn)
+    if correction != "none":
+        snn.report.settings["correction_applied"] = corrected
+        if not corrected:
+            snn.report.warn(f"the {correction} correction did not lower the SNN's output error on the calibration data at T={snn.T}, so it was left off")
 
 
 def _clear_corrections(snn) -> None:

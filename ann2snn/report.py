@@ -75,6 +75,8 @@ class ConversionReport:
         if "percentile_chosen" in s:
             percentile = f"{percentile} (chose {s['percentile_chosen']})"
         correction = s.get("correction", "none")
+        if correction != "none" and s.get("correction_applied") is False:
+            correction += " (left off: it did not help at this T)"
         tuned = f", tuned for T={s['T']}" if correction != "none" or isinstance(s.get("percentile"), str) else ""
         where = "per channel" if s.get("per_channel") else "per layer"
         thresholds = f"thresholds {where} at percentile {percentile}" if percentile is not None else "thresholds 1.0 (no calibration)"
