@@ -1,0 +1,169 @@
+"""Zero-shot accuracy at low T: the CNN, the compiler's old defaults, per-channel "auto"
+thresholds, output-space correction (today's defaults), and a conversion-aware (QCFS) CNN and its
+conversion, per model, seed and T; a table, a time-to-accuracy table and a plot.
+
+    python tools/lowt.py --data-dir ../shared/data/fsdd          # m5, vgg, resnet x 3 seeds
+
+CNNs are trained by the study's harness (``zoo.harness.experiment``) with its per-model recipe,
+in ``OUT/relu`` and ``OUT/qcfs``; a rerun reuses them and skips the cells already measured.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+
+import ann2snn
+from zoo.harness.evaluate import evaluate
+from zoo.harness.experiment import Experiment, ExperimentConfig, Results
+from zoo.harness.summary import mean_spread
+
+#: Conversion settings per method, and whether it converts the QCFS-trained CNN.
+METHODS: dict[str, tuple[dict[str, Any], bool]] = {
+    "old defaults (per layer, 99.9)": (dict(per_channel=False, percentile=99.9, correction="none"), False),
+    "per-channel auto": (dict(per_channel=True, percentile="auto", correction="none"), False),
+    "bias correction (default)": (dict(), False),
+    "QCFS CNN, converted": (dict(correction="none"), True),
+    "QCFS CNN + bias correction": (dict(), True),
+}
+
+
+@dataclass(frozen=True)
+class LowTConfig:
+    dataset: str = "fsdd"
+    data_dir: Optional[str] = None
+    models: tuple[str, ...] = ("m5", "vgg", "resnet")
+    seeds: tuple[int, ...] = (0, 1, 2)
+    T: tuple[int, ...] = (2, 4, 8, 16, 32, 64)
+    levels: int = 8
+    out_dir: str = "runs/lowt"
+    device: str = "auto"
+    cnn_epochs: int = 20
+    max_batches: Optional[int] = None
+    cnn_training: dict[str, dict[str, Any]] = field(default_factory=lambda: {"m5": {"epochs": 60, "patience": 15}})
+    augment: dict[str, dict[str, Any]] = field(default_factory=lambda: {"m5": {"shift_s": 0.1}})
+    progress: bool = False
+
+    def experiment(self, activation: str) -> ExperimentConfig:
+        """The harness configuration that trains this study's ReLU or QCFS CNNs."""
+        options = {m: {"activation": "qcfs", "levels": self.levels} for m in self.models} if activation == "qcfs" else {}
+        return ExperimentConfig(
+            dataset=self.dataset, data_dir=self.data_dir, models=self.models, seeds=self.seeds,
+            out_dir=str(Path(self.out_dir) / activation), device=self.device, cnn_epochs=self.cnn_epochs,
+            max_batches=self.max_batches, cnn_training=self.cnn_training, augment=self.augment,
+            model_options=options, progress=self.progress,
+        )  # fmt: skip
+
+
+def _forward_seconds(snn: ann2snn.SpikingNetwork, x: torch.Tensor, repeats: int = 3) -> float:
+    """Best of ``repeats`` timings of one forward pass on ``x``."""
+    best = float("inf")
+    with torch.no_grad():
+        for _ in range(repeats):
+            start = time.perf_counter()
+            snn(x)
+            best = min(best, time.perf_counter() - start)
+    return best
+
+
+def run_lowt(config: LowTConfig, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """Train (or reuse) the CNNs and measure every cell; returns all result rows."""
+    out = Path(config.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    relu, qcfs = Experiment(config.experiment("relu"), log), Experiment(config.experiment("qcfs"), log)
+    results = Results(out / "results.jsonl", relu.device.type)
+    for seed in config.seeds:
+        for model in config.models:
+            cnns = {False: relu.train_cnn(model, seed)[0], True: qcfs.train_cnn(model, seed)[0]}
+            test, calibration = relu.splits(model)["test"], relu.calibration(model)
+            for qcfs_cnn, experiment in ((False, relu), (True, qcfs)):
+                cell = f"{model}/s{seed}/cnn/{'qcfs' if qcfs_cnn else 'relu'}"
+                if cell not in results:
+                    metrics = evaluate(cnns[qcfs_cnn], test, device=relu.device)
+                    results.add(dict(cell=cell, model=model, seed=seed, method="CNN (QCFS)" if qcfs_cnn else "CNN", T=None, top1=metrics.top1))
+            for T in config.T:
+                for method, (options, qcfs_cnn) in METHODS.items():
+                    cell = f"{model}/s{seed}/{method}/T{T}"
+                    if cell in results:
+                        continue
+                    start = time.perf_counter()
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore", ann2snn.ConversionWarning)
+                        snn = ann2snn.convert(cnns[qcfs_cnn], T=T, learn_tau=False, calibration=calibration, **options).to(relu.device)
+                    convert_s = time.perf_counter() - start
+                    metrics = evaluate(snn, test, device=relu.device)
+                    forward_s = _forward_seconds(snn, calibration[0].to(relu.device))
+                    results.add(dict(
+                        cell=cell, model=model, seed=seed, method=method, T=T, top1=metrics.top1, convert_s=convert_s,
+                        forward_s=forward_s, batch=len(calibration[0]), percentile=snn.report.settings.get("percentile_chosen"),
+                    ))  # fmt: skip
+                    log(f"{model} seed {seed} T={T} {method}: {metrics.top1:.1f} % (conversion {convert_s:.1f} s)")
+    return list(results.rows.values())
+
+
+def _mean(rows: list[dict], **match: Any) -> tuple[float, float, int]:
+    values = [r["top1"] for r in rows if all(r.get(k) == v for k, v in match.items())]
+    mean, spread = mean_spread(values)
+    return mean, spread, len(values)
+
+
+def lowt_tables(rows: list[dict], T: tuple[int, ...]) -> str:
+    """Markdown: accuracy per model and method over T (mean ± sd over seeds), then time to accuracy."""
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    lines = ["| model | method | " + " | ".join(f"T={t}" for t in T) + " |", "|---|---|" + "---|" * len(T)]
+    speed = ["| model | method | CNN | smallest T within 1 point of the CNN | accuracy there | forward time there (batch 64) |", "|---|---|---|---|---|---|"]
+    for model in models:
+        cnn, cnn_sd, n = _mean(rows, model=model, method="CNN")
+        qcnn, qcnn_sd, _ = _mean(rows, model=model, method="CNN (QCFS)")
+        lines.append(f"| {model} | CNN (ReLU), {n} seeds | " + " | ".join(f"{cnn:.1f} ± {cnn_sd:.1f}" for _ in T) + " |")
+        lines.append(f"| {model} | CNN (QCFS, trained for conversion) | " + " | ".join(f"{qcnn:.1f} ± {qcnn_sd:.1f}" for _ in T) + " |")
+        for method in METHODS:
+            cells = [_mean(rows, model=model, method=method, T=t) for t in T]
+            lines.append(f"| {model} | {method} | " + " | ".join(f"{m:.1f} ± {s:.1f}" if k else "-" for m, s, k in cells) + " |")
+            reached = [(t, m) for t, (m, _, k) in zip(T, cells) if k and m >= cnn - 1.0]
+            if reached:
+                t, m = reached[0]
+                seconds = [r["forward_s"] for r in rows if r.get("model") == model and r.get("method") == method and r.get("T") == t]
+                speed.append(f"| {model} | {method} | {cnn:.1f} | {t} | {m:.1f} | {1000 * sum(seconds) / len(seconds):.0f} ms |")
+            else:
+                speed.append(f"| {model} | {method} | {cnn:.1f} | not within T <= {max(T)} | - | - |")
+    return "\n".join(lines) + "\n\nTime to accuracy:\n\n" + "\n".join(speed) + "\n"
+
+
+def plot_lowt(rows: list[dict], T: tuple[int, ...], path: Path, title: str) -> None:
+    """Accuracy against T per model, one line per method, the CNN as a dashed line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 4.0), sharey=True, squeeze=False)
+    for ax, model in zip(axes[0], models):
+        cnn, _, _ = _mean(rows, model=model, method="CNN")
+        ax.axhline(cnn, color="black", linestyle="--", linewidth=1, label="CNN (ReLU)")
+        ax.axhspan(cnn - 1, cnn, color="grey", alpha=0.15, label="within 1 point")
+        for method in METHODS:
+            points = [(t, _mean(rows, model=model, method=method, T=t)) for t in T]
+            points = [(t, m, s) for t, (m, s, k) in points if k]
+            if points:
+                ts, ms, ss = zip(*points)
+                ax.errorbar(ts, ms, yerr=ss, marker="o", markersize=4, capsize=2, label=method)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(list(T), [str(t) for t in T])
+        ax.set_title(model)
+        ax.set_xlabel("time steps T")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("test top-1 accuracy (%)")
+    axes[0][0].set_ylim(bottom=max(0, min(r["top1"] for r in rows if r.get("T")) - 5), top=101)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=9, frameon=False)
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout(rect=(0, 0.1, 1, 0.95))
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
