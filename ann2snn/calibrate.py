@@ -193,9 +193,7 @@ def calibrate(snn, calibration: Iterable, percentile: float | str, per_channel: 
         if not corrected:
             _clear_corrections(snn)
     if correction != "none":
-        snn.report.settings["correction_applied"] = corrected
-        if not corrected:
-            snn.report.warn(f"the {correction} correction did not lower the SNN's output error on the calibration data at T={snn.T}, so it was left off")
+        snn.report.settings["correction_applied"] = corrected  # the report's settings line says when it was left off
 
 
 def _clear_corrections(snn) -> None:
@@ -235,5 +233,5 @@ def _set_thresholds(snn, neurons: dict[str, SpikingNeuron], samplers: dict[str, 
 
 def _output_error(snn, inputs: list[torch.Tensor], targets: list[torch.Tensor]) -> float:
     """Mean squared difference between the SNN's outputs and the CNN's on held inputs."""
-    with torch.no_grad():
+    with torch.no_grad(), snn.without_head():
         return sum(float((snn(x) - y).pow(2).sum()) for x, y in zip(inputs, targets)) / sum(y.numel() for y in targets)

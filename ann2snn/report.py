@@ -58,9 +58,11 @@ class ConversionReport:
     def summary(self) -> str:
         """One line: how many nodes became neurons, stayed analog, were folded or dropped."""
         counts = {a: len(self.by_action(a)) for a in ("spiking", "pool", "folded", "analog", "dropped")}
+        heads = len(self.by_action("head"))
         return (
             f"{counts['spiking']} ReLU sites -> spiking neurons, {counts['pool']} max pools rewritten, "
             f"{counts['folded']} batch norms folded, {counts['analog']} left analog, {counts['dropped']} dropped"
+            + (f", {heads} output head op{'s' * (heads > 1)} applied to the output averaged over T" if heads else "")
         )
 
     def settings_line(self) -> str:

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from typing import Iterator, Optional
 
 import torch
+import torch.nn.functional as F
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
 from torch.utils._pytree import tree_map
@@ -83,7 +84,9 @@ class SpikingNetwork(nn.Module):
     - ``snn.T`` and ``snn.mode`` ("layer": stateless layers see all steps at once, time folded
       into the batch; "step": the whole network runs once per step) can be changed at any time.
     - ``snn.reset(); snn.step(x_t)`` streams: one step per call, state kept until ``reset()``;
-      each call returns that step's readout.
+      each call returns that step's readout (through the output head).
+    - ``snn.output_head``: a trailing softmax / log_softmax of the CNN, applied to the output
+      averaged over T, so ``snn(x)`` returns the same kind of values as ``model(x)``.
     - ``snn.batch_chunk``: layer mode runs the batch in chunks of this many examples (default
       ``None``: cache-sized chunks on CPU, the whole batch elsewhere); outputs do not change.
     - ``snn.report`` says what the compiler did; ``snn.network`` is the rewritten fx graph.
@@ -121,6 +124,8 @@ class SpikingNetwork(nn.Module):
         self.calibrated_T: Optional[int] = None
         self._stale_T_warned: set[int] = set()
         self._step_batch = 0
+        #: Ops after the readout ((kind, dim): "softmax" / "log_softmax"), applied to the averaged output.
+        self.output_head: list[tuple[str, Optional[int]]] = list(network.meta.get("output_head", []))
 
     def __setstate__(self, state: dict) -> None:
         """Unpickling (``ann2snn.load``): networks saved before batch chunking existed get its defaults."""
@@ -130,6 +135,7 @@ class SpikingNetwork(nn.Module):
         self.__dict__.setdefault("calibrated_T", None)
         self.__dict__.setdefault("_stale_T_warned", set())
         self.__dict__.setdefault("_step_batch", 0)
+        self.__dict__.setdefault("output_head", [])
 
     # -- settings ------------------------------------------------------------------------------
     @property
@@ -259,8 +265,26 @@ class SpikingNetwork(nn.Module):
         self.report.warn(message)
         warnings.warn(message, StaleCalibrationWarning, stacklevel=3)
 
+    def _apply_head(self, y):
+        """The CNN's output head (softmax / log_softmax), on the output averaged over T."""
+        for kind, dim in self.output_head:
+            y = F.log_softmax(y, dim) if kind == "log_softmax" else F.softmax(y, dim)
+        return y
+
+    @contextmanager
+    def without_head(self) -> Iterator[None]:
+        """Return the averaged readout itself (logits), without the output head."""
+        head, self.output_head = self.output_head, []
+        try:
+            yield
+        finally:
+            self.output_head = head
+
     # -- execution -----------------------------------------------------------------------------
     def forward(self, x: torch.Tensor):
+        return self._apply_head(self._forward_averaged(x))
+
+    def _forward_averaged(self, x: torch.Tensor):
         self.check_input(x)
         self._check_calibration_fresh()
         self.reset()
@@ -300,4 +324,4 @@ class SpikingNetwork(nn.Module):
         self._configure(layer_mode=False)
         out = self.run_network(self.encoder.step(x_t, self._t, self.T))
         self._t += 1
-        return out
+        return self._apply_head(out)

@@ -69,14 +69,44 @@ def test_unfoldable_batchnorm_is_kept_and_reported():
     assert torch.allclose(analog_output(snn, x), model(x), atol=1e-6)
 
 
-def test_dropout_removed_softmax_dropped_readout_marked():
+def test_dropout_removed_softmax_kept_as_output_head_readout_marked():
     snn = ann2snn.convert(ResidualConcatNet().eval(), learn_tau=False)
     counts = kind_counts(to_networkx(snn.network))
     assert counts["dropout"] == 0 and "log_softmax" not in counts
-    dropped = {e.before for e in snn.report.dropped}
-    assert dropped == {"Dropout `drop`", "F.log_softmax"}
+    assert {e.before for e in snn.report.dropped} == {"Dropout `drop`"}
+    assert [e.before for e in snn.report.by_action("head")] == ["F.log_softmax"]
+    assert snn.output_head == [("log_softmax", -1)]
     (readout,) = snn.report.by_action("readout")
     assert readout.node == "fc"
+    assert "1 output head op applied to the output averaged over T" in snn.report.summary()
+
+
+class TutorialM5Head(nn.Module):
+    """The torchaudio tutorial's ending: linear readout, then log_softmax (trained with nll_loss)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(1, 8, 5, stride=2)
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x):
+        x = F.adaptive_avg_pool1d(F.relu(self.conv(x)), 1).flatten(1)
+        return F.log_softmax(self.fc(x), dim=1)
+
+
+@pytest.mark.parametrize("mode", ["layer", "step"])
+def test_output_head_gives_the_cnns_kind_of_values_and_its_loss_at_large_T(mode):
+    torch.manual_seed(0)
+    model = TutorialM5Head().eval()
+    x, y = torch.randn(64, 1, 32), torch.randint(0, 4, (64,))
+    snn = ann2snn.convert(model, T=256, learn_tau=False, calibration=[x], mode=mode)
+    with torch.no_grad():
+        out = snn(x)
+        assert torch.allclose(out.exp().sum(1), torch.ones(64), atol=1e-5)  # log-probabilities, as the CNN's
+        cnn_nll, snn_nll = F.nll_loss(model(x), y), F.nll_loss(out, y)
+        assert abs(float(snn_nll) - float(cnn_nll)) < 0.02 * float(cnn_nll), (float(snn_nll), float(cnn_nll))
+        snn.reset()
+        assert torch.allclose(snn.step(x).exp().sum(1), torch.ones(64), atol=1e-5)
 
 
 def test_max_pool_over_spikes_is_gated_and_structure_kept():

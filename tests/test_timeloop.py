@@ -38,7 +38,8 @@ def test_layer_mode_equals_step_mode(data, options):
 
 def test_streaming_steps_average_to_the_forward_output(data):
     snn = ann2snn.convert(ResidualConcatNet().eval(), T=10, learn_tau=False, calibration=[data], mode="step")
-    with torch.no_grad():
+    assert snn.output_head == [("log_softmax", -1)]
+    with torch.no_grad(), snn.without_head():  # the readout averages; the head applies after averaging
         whole = snn(data)
         snn.reset()
         streamed = torch.stack([snn.step(data) for _ in range(10)]).mean(0)

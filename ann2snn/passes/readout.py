@@ -1,5 +1,7 @@
-"""The readout: a trailing softmax / log_softmax is dropped (the time loop averages the last
-affine layer's output over T instead), and the last affine layer is marked as the readout."""
+"""The readout: a trailing softmax / log_softmax is taken out of the graph and kept as the output
+head, which the time loop applies to the output averaged over T (so ``snn(x)`` returns what
+``model(x)`` returns: probabilities or log-probabilities, not logits), and the last affine layer
+is marked as the readout. The head is recorded in ``gm.meta["output_head"]`` as (kind, dim) pairs."""
 
 from __future__ import annotations
 
@@ -43,15 +45,31 @@ def _last_affine(gm: fx.GraphModule, node: fx.Node) -> fx.Node | None:
     return None
 
 
+def _head(gm: fx.GraphModule, node: fx.Node) -> tuple[str, object]:
+    """(kind, dim) of a softmax-like node: kind "softmax" or "log_softmax"."""
+    module = module_of(gm, node)
+    if module is not None:
+        return ("log_softmax" if isinstance(module, nn.LogSoftmax) else "softmax"), module.dim
+    name = node.target if isinstance(node.target, str) else node.target.__name__
+    dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+    return ("log_softmax" if "log_softmax" in name else "softmax"), dim
+
+
 def mark_readout(gm: fx.GraphModule, report: ConversionReport) -> fx.GraphModule:
-    """Drop trailing softmax ops and record which layer is the non-spiking readout."""
+    """Move trailing softmax ops to the output head and record which layer is the non-spiking readout."""
     output = next(n for n in gm.graph.nodes if n.op == "output")
     result = output.args[0]
+    head: list[tuple[str, object]] = []
     while isinstance(result, fx.Node) and _is_softmax(gm, result) and len(result.users) == 1:
-        report.add(result.name, describe(gm, result), "(removed: the readout is averaged over T)", "dropped", where(result))
+        kind, dim = _head(gm, result)
+        if not (dim is None or isinstance(dim, int)):
+            break
+        head.insert(0, (kind, dim))
+        report.add(result.name, describe(gm, result), f"output head: {kind} of the output averaged over T", "head", where(result))
         source = result.args[0]
         replace_with_input(result)
         result = source
+    gm.meta["output_head"] = head
     last = _last_affine(gm, result) if isinstance(result, fx.Node) else None
     if last is None:
         report.warn("no affine readout layer found at the output: the output is averaged over T as it is")
