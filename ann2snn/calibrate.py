@@ -136,7 +136,7 @@ def calibrate(snn, calibration: Iterable, percentile: float | str, per_channel: 
 
     ``percentile="auto"`` tries each of ``AUTO_CANDIDATES`` and keeps the one whose SNN, at the
     network's current ``T``, with or without one pass of the correction, reproduces the CNN's
-    outputs on the first calibration examples with the smallest mean squared error. The
+    outputs on the first calibration examples best (``_output_error``: top class, then squared error). The
     correction is kept only where it lowers that error (``report.settings["correction_applied"]``),
     so it never makes the calibration-set fit worse. Neurons converted from ``QCFS`` keep their learned threshold.
     Earlier corrections are cleared first, so calibrating again (``ann2snn.recalibrate``) starts afresh.
@@ -173,7 +173,7 @@ def calibrate(snn, calibration: Iterable, percentile: float | str, per_channel: 
     ranking = "potential" if correction == "potential" else "bias"  # cheaper: one bias pass ranks
     ranked_inputs, ranked_outputs = _first(held_inputs, held_outputs, AUTO_EXAMPLES)
     candidates = AUTO_CANDIDATES if percentile == "auto" and neurons else (percentile,)
-    errors: dict[tuple[float | str, bool], float] = {}
+    errors: dict[tuple[float | str, bool], tuple[float, float]] = {}
     for candidate in candidates:
         _set_thresholds(snn, neurons, samplers, candidate, per_channel)
         _clear_corrections(snn)
@@ -231,7 +231,19 @@ def _set_thresholds(snn, neurons: dict[str, SpikingNeuron], samplers: dict[str, 
     return silent
 
 
-def _output_error(snn, inputs: list[torch.Tensor], targets: list[torch.Tensor]) -> float:
-    """Mean squared difference between the SNN's outputs and the CNN's on held inputs."""
+def _output_error(snn, inputs: list[torch.Tensor], targets: list[torch.Tensor]) -> tuple[float, float]:
+    """How far the SNN's outputs are from the CNN's on held inputs: for classifier outputs
+    ([batch, classes]) first the fraction of examples whose top class differs, then (and for any
+    other output only) the mean squared difference. At very low T a correction can match every
+    layer's mean rate, and so lower the squared error, while scrambling which class wins; ranking
+    by the top class first keeps such a choice out."""
+    disagreement = examples = 0
+    squared = 0.0
     with torch.no_grad(), snn.without_head():
-        return sum(float((snn(x) - y).pow(2).sum()) for x, y in zip(inputs, targets)) / sum(y.numel() for y in targets)
+        for x, y in zip(inputs, targets):
+            out = snn(x)
+            squared += float((out - y).pow(2).sum())
+            if out.dim() == 2 and out.shape[1] > 1:
+                disagreement += int((out.argmax(1) != y.argmax(1)).sum())
+                examples += len(out)
+    return disagreement / max(examples, 1), squared / sum(y.numel() for y in targets)
