@@ -23,11 +23,15 @@ with ``reset_subtract`` and a rescaled input for every finite time constant.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Optional
 
 import torch
-from norse.torch.functional.threshold import threshold as norse_threshold
 from torch import nn
+
+with warnings.catch_warnings():  # Norse 1.1 scripts functions at import; torch deprecates torch.jit.script
+    warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.* is deprecated", category=Warning)
+    from norse.torch.functional.threshold import threshold as norse_threshold
 
 from .bptt import FUSED_METHODS, SubtractResetSequence
 from .errors import ConversionError
