@@ -131,7 +131,7 @@ def _zoo():
     try:
         return importlib.import_module("zoo")
     except ImportError as error:
-        raise CliError(f"the model zoo is not importable ({error}); install ann2snn with the zoo, or pass an exported program or a pickled module") from error
+        raise CliError(f"the model zoo is not importable ({error}); install the audio extra (pip install 'ann2snn[audio]'), or pass an exported program or a pickled module") from error
 
 
 def _zoo_model(name: str, config: dict, state_dict: dict, origin: str) -> nn.Module:
