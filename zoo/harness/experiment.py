@@ -71,6 +71,10 @@ class ExperimentConfig:
         return {**self.dataset_options, **speaker}
 
 
+#: Seed of the draw of calibration examples from the training split (the same for every run).
+CALIBRATION_SEED = 0
+
+
 class Results:
     """The rows of ``results.jsonl``, keyed by cell, appended to the file as they arrive."""
 
@@ -129,10 +133,16 @@ class Experiment:
         return self._splits[key]
 
     def calibration(self, model: str) -> list[torch.Tensor]:
-        """The first training batches, gathered once per model (every conversion reuses them)."""
+        """``calibration_batches`` batches of training examples drawn at random with a fixed seed
+        (the training split is stored class by class: its first batches hold two digits only),
+        gathered once per model under a fixed RNG state, so augmentation draws the same shifts
+        whatever ran before; every conversion reuses them."""
         if model not in self._calibration:
-            loader = DataLoader(self.splits(model)["train"], batch_size=self.config.batch_size)
-            self._calibration[model] = [x for (x, _), _ in zip(loader, range(self.config.calibration_batches))]
+            with torch.random.fork_rng():
+                torch.manual_seed(CALIBRATION_SEED)
+                order = torch.Generator().manual_seed(CALIBRATION_SEED)
+                loader = DataLoader(self.splits(model)["train"], batch_size=self.config.batch_size, shuffle=True, generator=order)
+                self._calibration[model] = [x for (x, _), _ in zip(loader, range(self.config.calibration_batches))]
         return self._calibration[model]
 
     # -- cells -------------------------------------------------------------------------------
