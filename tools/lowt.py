@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     table = lowt_tables(rows, config.T)
     out = Path(config.out_dir)
     (out / "lowt.md").write_text(table)
-    plot_lowt(rows, config.T, out / "lowt.png", f"FSDD official split: zero-shot SNN accuracy against T ({len(config.seeds)} seeds)")
+    plot_lowt(rows, config.T, out / "lowt.png", f"FSDD official split: zero-shot SNN accuracy against T ({len(config.seeds)} seed{'s' * (len(config.seeds) > 1)})")
     print(table)
     print(f"wrote {out / 'lowt.md'} and {out / 'lowt.png'} ({minutes:.1f} min)")
     return 0

@@ -120,7 +120,7 @@ def lowt_tables(rows: list[dict], T: tuple[int, ...]) -> str:
     for model in models:
         cnn, cnn_sd, n = _mean(rows, model=model, method="CNN")
         qcnn, qcnn_sd, _ = _mean(rows, model=model, method="CNN (QCFS)")
-        lines.append(f"| {model} | CNN (ReLU), {n} seeds | " + " | ".join(f"{cnn:.1f} ± {cnn_sd:.1f}" for _ in T) + " |")
+        lines.append(f"| {model} | CNN (ReLU), {n} seed{'s' * (n > 1)} | " + " | ".join(f"{cnn:.1f} ± {cnn_sd:.1f}" for _ in T) + " |")
         lines.append(f"| {model} | CNN (QCFS, trained for conversion) | " + " | ".join(f"{qcnn:.1f} ± {qcnn_sd:.1f}" for _ in T) + " |")
         for method in METHODS:
             cells = [_mean(rows, model=model, method=method, T=t) for t in T]
