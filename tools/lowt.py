@@ -18,6 +18,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from zoo.harness.lowt import LowTConfig, lowt_tables, plot_lowt, run_lowt  # noqa: E402
 
 
+def _seed_counts(rows: list[dict]) -> str:
+    """'3 seeds', or per model where the counts differ: 'm5: 3 seeds, vgg: 1 seed'."""
+    seeds = {}
+    for row in rows:
+        seeds.setdefault(row["model"], set()).add(row["seed"])
+    counts = {model: len(s) for model, s in seeds.items()}
+    word = lambda n: f"{n} seed{'s' * (n > 1)}"  # noqa: E731
+    if len(set(counts.values())) == 1:
+        return word(next(iter(counts.values())))
+    return ", ".join(f"{model}: {word(n)}" for model, n in counts.items())
+
+
 def main(argv: list[str] | None = None) -> int:
     defaults = LowTConfig()
     parser = argparse.ArgumentParser(prog="lowt.py", description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -41,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     table = lowt_tables(rows, config.T)
     out = Path(config.out_dir)
     (out / "lowt.md").write_text(table)
-    plot_lowt(rows, config.T, out / "lowt.png", f"FSDD official split: zero-shot SNN accuracy against T ({len(config.seeds)} seed{'s' * (len(config.seeds) > 1)})")
+    plot_lowt(rows, config.T, out / "lowt.png", f"FSDD official split: zero-shot SNN accuracy against T (mean ± sd over {_seed_counts(rows)})")
     print(table)
     print(f"wrote {out / 'lowt.md'} and {out / 'lowt.png'} ({minutes:.1f} min)")
     return 0
