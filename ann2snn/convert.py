@@ -158,10 +158,16 @@ def _check_tau(tau: object) -> float:
 
 
 def _check_finite_weights(model: nn.Module) -> None:
-    """Refuse NaN or infinite parameters and buffers (the SNN would hide them behind finite outputs)."""
+    """Refuse weights without values (meta device) and NaN or infinite parameters and buffers (the
+    SNN would hide them behind finite outputs)."""
     for kind, named in (("parameter", model.named_parameters()), ("buffer", model.named_buffers())):
         for name, value in named:
-            if value.is_floating_point() and value.device.type != "meta" and not torch.isfinite(value).all():
+            if value.device.type == "meta":
+                raise ConversionError(
+                    f"{kind} `{name}` of the model is on the meta device and holds no values: materialise the model "
+                    "first (model.to_empty(device='cpu'), then load_state_dict with the trained weights)"
+                )
+            if value.is_floating_point() and not torch.isfinite(value).all():
                 raise ConversionError(f"{kind} `{name}` of the model holds NaN or infinite values; retrain or repair it before converting")
 
 

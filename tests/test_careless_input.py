@@ -107,3 +107,10 @@ def test_state_dict_moves_between_per_layer_and_per_channel_conversions():
     per_layer.load_state_dict(per_channel.state_dict())
     with torch.no_grad():
         assert torch.equal(per_layer(x), per_channel(x))
+
+
+def test_meta_device_model_is_refused_with_the_way_out():
+    with torch.device("meta"):
+        model = nn.Sequential(nn.Conv1d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(24, 2)).eval()
+    with pytest.raises(ann2snn.ConversionError, match=r"meta device.*to_empty"):
+        ann2snn.convert(model, T=4, calibration=[torch.randn(2, 1, 8)])
