@@ -9,7 +9,7 @@ from typing import Iterable, Optional
 
 import torch
 
-from .correction import CORRECTION_EXAMPLES, check_correction, correct
+from .correction import CORRECTION_EXAMPLES, check_correction, correct, first_examples
 from .errors import ConversionError, ConversionWarning
 from .neurons import SpikingNeuron
 
@@ -145,8 +145,8 @@ def calibrate(snn, calibration: Iterable, percentile: float | str, per_channel: 
     snn.calibrated_T = snn.T if isinstance(percentile, str) or correction != "none" else None
     generator = torch.Generator().manual_seed(seed)
     _clear_corrections(snn)
-    neurons = {name: m for name, m in snn.network.named_modules() if isinstance(m, SpikingNeuron)}
-    neurons = {name: m for name, m in neurons.items() if m.levels is None}  # QCFS thresholds are learned
+    # QCFS neurons keep their learned thresholds
+    neurons = {name: m for name, m in snn.network.named_modules() if isinstance(m, SpikingNeuron) and m.levels is None}
     samplers = {name: ActivationSampler(generator) for name in neurons}
     input_sampler = ActivationSampler(generator)
     held_inputs, held_outputs = [], []
@@ -171,7 +171,7 @@ def calibrate(snn, calibration: Iterable, percentile: float | str, per_channel: 
     if scale is not None:
         snn.encoder.scale.fill_(float(scale))
     ranking = "potential" if correction == "potential" else "bias"  # cheaper: one bias pass ranks
-    ranked_inputs, ranked_outputs = _first(held_inputs, held_outputs, AUTO_EXAMPLES)
+    ranked_inputs, ranked_outputs = first_examples(held_inputs, AUTO_EXAMPLES), first_examples(held_outputs, AUTO_EXAMPLES)
     candidates = AUTO_CANDIDATES if percentile == "auto" and neurons else (percentile,)
     errors: dict[tuple[float | str, bool], tuple[float, float]] = {}
     for candidate in candidates:
@@ -200,18 +200,6 @@ def _clear_corrections(snn) -> None:
     for neuron in snn.network.modules():
         if isinstance(neuron, SpikingNeuron):
             neuron.clear_correction()
-
-
-def _first(inputs: list[torch.Tensor], outputs: list[torch.Tensor], count: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """The first ``count`` examples of batched inputs and their outputs."""
-    kept_in, kept_out, kept = [], [], 0
-    for x, y in zip(inputs, outputs):
-        if kept >= count:
-            break
-        kept_in.append(x[: count - kept])
-        kept_out.append(y[: count - kept])
-        kept += len(kept_in[-1])
-    return kept_in, kept_out
 
 
 def _set_thresholds(snn, neurons: dict[str, SpikingNeuron], samplers: dict[str, ActivationSampler], percentile: float | str, per_channel: bool) -> list[str]:

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from .calibrate import check_percentile
 from .convert import convert
 from .correction import CORRECTIONS
 from .errors import ConversionError
@@ -46,15 +47,10 @@ class CliError(Exception):
 
 # -- arguments ------------------------------------------------------------------------------------
 def _percentile(text: str) -> float | str:
-    if text in ("auto", "balanced"):
-        return text
     try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number in (0, 100], 'balanced' or 'auto'") from None
-    if not (0 < value <= 100):
-        raise argparse.ArgumentTypeError(f"{text!r} is not in (0, 100] (a percent: 99.9, not 0.999)")
-    return value
+        return check_percentile(text if text in ("auto", "balanced") else float(text))
+    except (ValueError, ConversionError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number in (0, 100] (a percent: 99.9, not 0.999), 'balanced' or 'auto'") from None
 
 
 def _shape(text: str) -> tuple[int, ...]:

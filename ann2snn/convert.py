@@ -143,7 +143,6 @@ def recalibrate(snn: SpikingNetwork, calibration: Iterable, T: Optional[int] = N
     return snn
 
 
-
 def _check_finite(name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ConversionError(f"{name}={value!r} must be a finite number")

@@ -21,6 +21,7 @@ The corrections are tuned for the ``T`` they were computed at (``SpikingNetwork.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Iterator
 
 import torch
@@ -33,10 +34,6 @@ CORRECTIONS = ("none", "bias", "potential", "bias+potential")
 CORRECTION_EXAMPLES = 256
 #: Layer-by-layer bias passes (each from the input to the readout).
 BIAS_PASSES = 2
-
-
-class _Reached(Exception):
-    """Raised by the hook once the neuron under correction has run: nothing after it is needed."""
 
 
 def check_correction(correction: object) -> str:
@@ -63,66 +60,30 @@ def _ordered_neurons(snn) -> list[tuple[str, SpikingNeuron]]:
     return out
 
 
-def _chunks(inputs: list[torch.Tensor]) -> Iterator[torch.Tensor]:
-    kept = 0
-    for x in inputs:
-        if kept >= CORRECTION_EXAMPLES:
-            return
-        x = x[: CORRECTION_EXAMPLES - kept]
-        kept += len(x)
-        yield x
-
-
-def _observe(snn, neuron: SpikingNeuron, inputs: list[torch.Tensor], analog: bool) -> torch.Tensor:
-    """Mean output of ``neuron`` per channel over the correction examples: the CNN's activation
-    clipped at the threshold (``analog``), or the SNN's firing rate times the threshold."""
-    total, count = None, 0
-
-    def hook(module, args, output):
-        nonlocal total, count
-        value = output.clamp(max=module._broadcast(module.threshold, output.dim())) if analog else output
-        mean = _channel_mean(value)
-        total = mean * len(value) if total is None else total + mean * len(value)
-        count += len(value)
-        raise _Reached
-
-    handle = neuron.register_forward_hook(hook)
-    fuse = snn.fuse_pools
-    snn.fuse_pools = False  # the neuron's own spikes, not the pooled ones
-    try:
-        with torch.no_grad():
-            for x in _chunks(inputs):
-                if analog:
-                    with snn.analog_mode():
-                        _run_until_reached(snn, x)
-                else:
-                    for part in x.split(snn.chunk_size(x)):
-                        snn.reset()
-                        snn._configure(layer_mode=True)
-                        feed = part if snn.encoder.is_time_invariant else snn.encoder.sequence(part, snn.T)
-                        _run_until_reached(snn, feed)
-    finally:
-        handle.remove()
-        snn.fuse_pools = fuse
-        snn.reset()
-        snn._configure(layer_mode=False)
-    return total / count
-
-
-def _run_until_reached(snn, x: torch.Tensor) -> None:
-    try:
-        snn.run_network(x)
-    except _Reached:
-        pass
+def first_examples(batches: list[torch.Tensor], count: int) -> list[torch.Tensor]:
+    """The first ``count`` examples of a list of batches, still as batches."""
+    kept, out = 0, []
+    for x in batches:
+        if kept >= count:
+            break
+        out.append(x[: count - kept])
+        kept += len(out[-1])
+    return out
 
 
 def rate_errors(snn, inputs: list[torch.Tensor]) -> dict[str, torch.Tensor]:
     """Per neuron, per channel: the CNN's mean (clipped) activation minus the SNN's mean rate at
     the network's current ``T``, on the first ``CORRECTION_EXAMPLES`` of ``inputs``."""
-    return {
-        name: _observe(snn, neuron, inputs, analog=True) - _observe(snn, neuron, inputs, analog=False)
-        for name, neuron in _ordered_neurons(snn)
-    }
+    neurons = _ordered_neurons(snn)
+    totals: dict[str, torch.Tensor] = {}
+    seen = 0
+    with _correction_chunks(snn, inputs) as chunks:
+        for chunk in chunks:
+            targets, rates = _channel_means(snn, neurons, chunk, analog=True), _channel_means(snn, neurons, chunk, analog=False)
+            for name, _ in neurons:
+                totals[name] = totals.get(name, 0) + (targets[name] - rates[name]) * len(chunk)
+            seen += len(chunk)
+    return {name: total / seen for name, total in totals.items()}
 
 
 def correct(snn, inputs: list[torch.Tensor], correction: str, bias_passes: int = BIAS_PASSES) -> None:
@@ -140,62 +101,65 @@ def correct(snn, inputs: list[torch.Tensor], correction: str, bias_passes: int =
     neurons = _ordered_neurons(snn)
     if not neurons or not passes:
         return
-    chunks = [part for x in _chunks(inputs) for part in x.split(max(MIN_CHUNK, snn.chunk_size(x)))]
-    fuse = snn.fuse_pools
-    snn.fuse_pools = False  # each neuron's own spikes, not the pooled ones
-    try:
-        with torch.no_grad():
-            for kind in passes:
-                _correction_pass(snn, neurons, chunks, kind)
-    finally:
-        snn.fuse_pools = fuse
-        snn.reset()
-        snn._configure(layer_mode=False)
+    with _correction_chunks(snn, inputs) as chunks:
+        for kind in passes:
+            _correction_pass(snn, neurons, chunks, kind)
 
 
 #: Examples per chunk of a correction pass, at least (the neuron offsets are updated per chunk).
 MIN_CHUNK = 16
 
 
+@contextmanager
+def _correction_chunks(snn, inputs: list[torch.Tensor]) -> Iterator[list[torch.Tensor]]:
+    """The first ``CORRECTION_EXAMPLES`` of ``inputs`` in chunks, with gated pools unfused (so
+    hooks see each neuron's own spikes) and gradients off; the network is restored afterwards."""
+    chunks = [part for x in first_examples(inputs, CORRECTION_EXAMPLES) for part in x.split(max(MIN_CHUNK, snn.chunk_size(x)))]
+    fuse = snn.fuse_pools
+    snn.fuse_pools = False
+    try:
+        with torch.no_grad():
+            yield chunks
+    finally:
+        snn.fuse_pools = fuse
+        snn.reset()
+        snn._configure(layer_mode=False)
+
+
 def _correction_pass(snn, neurons: list[tuple[str, SpikingNeuron]], chunks: list[torch.Tensor], kind: str) -> None:
     attribute = "bias" if kind == "bias" else "initial"
     totals: dict[str, torch.Tensor] = {}
     seen = 0
-
-    def update(name: str, neuron: SpikingNeuron, output: torch.Tensor, target: torch.Tensor) -> None:
-        error = target - _channel_mean(output)
-        solution = getattr(neuron, attribute) + (error if kind == "bias" else error * snn.T / neuron.threshold)
-        totals[name] = totals.get(name, 0) + solution * len(chunk)
-        neuron.set_correction(**{attribute: totals[name] / (seen + len(chunk))})
-
     for chunk in chunks:
-        targets = _targets(snn, neurons, chunk)
-        snn.reset()
-        snn._configure(layer_mode=True)
-        handles = [
-            n.register_forward_hook(lambda module, args, output, name=name: update(name, module, output, targets[name]))
-            for name, n in neurons
-        ]
-        try:
-            snn.run_network(chunk if snn.encoder.is_time_invariant else snn.encoder.sequence(chunk, snn.T))
-        finally:
-            for handle in handles:
-                handle.remove()
+        targets, rates = _channel_means(snn, neurons, chunk, analog=True), _channel_means(snn, neurons, chunk, analog=False)
         seen += len(chunk)
+        for name, neuron in neurons:
+            error = targets[name] - rates[name]
+            solution = getattr(neuron, attribute) + (error if kind == "bias" else error * snn.T / neuron.threshold)
+            totals[name] = totals.get(name, 0) + solution * len(chunk)
+            neuron.set_correction(**{attribute: totals[name] / seen})
 
 
-def _targets(snn, neurons: list[tuple[str, SpikingNeuron]], x: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Per neuron, the CNN's mean activation per channel on ``x``, clipped at the threshold."""
-    targets = {}
+def _channel_means(snn, neurons: list[tuple[str, SpikingNeuron]], x: torch.Tensor, analog: bool) -> dict[str, torch.Tensor]:
+    """Per neuron, its mean output per channel on ``x``: the CNN's activation clipped at the
+    threshold (``analog``), or the SNN's firing rate times the threshold at the current ``T``
+    (layer mode; a neuron's output does not depend on its own later corrections, so the
+    corrections of a pass are applied after each chunk has run)."""
+    means = {}
 
     def record(name: str, module: SpikingNeuron, output: torch.Tensor) -> None:
-        targets[name] = _channel_mean(output.clamp(max=module._broadcast(module.threshold, output.dim())))
+        means[name] = _channel_mean(output.clamp(max=module._broadcast(module.threshold, output.dim())) if analog else output)
 
     handles = [n.register_forward_hook(lambda module, args, output, name=name: record(name, module, output)) for name, n in neurons]
     try:
-        with snn.analog_mode():
-            snn.run_network(x)
+        if analog:
+            with snn.analog_mode():
+                snn.run_network(x)
+        else:
+            snn.reset()
+            snn._configure(layer_mode=True)
+            snn.run_network(x if snn.encoder.is_time_invariant else snn.encoder.sequence(x, snn.T))
     finally:
         for handle in handles:
             handle.remove()
-    return targets
+    return means
