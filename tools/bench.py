@@ -1,23 +1,40 @@
-"""Speed benchmark: CNN forward versus the converted SNN (layer and step mode), in one run.
+"""Speed and memory benchmark: the converted SNN against T forward passes of its CNN, in one run.
 
-    python tools/bench.py [--batch 64] [--T 25] [--threads 2] [--repeats 3]
+    python tools/bench.py                      # full grid: m5, vgg, resnet x T {4,16,64,256} x batch {1,16,64,256}
+    python tools/bench.py --quick              # a subset: T {4,16,64} x batch {16,64}
+    python tools/bench.py --nets m5 --T 16 64 256 --batch 64 --threads 1
 
-Prints, for the zoo's M5 (1-D, raw waveform) and its VGG and ResNet (2-D, log-mel): CNN forward time, SNN layer-mode and
-step-mode forward times, the ratios (layer / (T x CNN), with the automatic batch chunk and with the
-whole batch at once; step / layer), the same for one training
-step (forward + backward), peak memory of an M5 fine-tuning step, and the conversion time of a
-ResNet-18-size net. Ratios are measured in one run on the same machine, so they are comparable.
+Each row is one (net, T, batch) cell of the zoo's nets at their FSDD input shapes, random weights
+and inputs (speed does not depend on them: every op is dense):
+
+- ``fwd``: SNN layer-mode forward / (T x CNN forward), inference (``torch.no_grad``), with the
+  automatic chunking (``chunks`` says how: examples per batch slice x steps per time chunk); and
+  ``unchunked``: the same with the whole batch and all T steps at once;
+- ``train``: one SNN fine-tuning step (forward + backward through time, learnable time
+  constants) / (T x one CNN training step);
+- ``mem``: peak resident memory (MB) of one SNN inference call and of one training step above
+  the process's memory before the call (glibc's free lists trimmed first; on a GPU, the
+  allocator's peak);
+- at batch 1, ``step``: step mode (streaming, one ``snn.step`` per call) per step / one CNN forward.
+
+Ratios are taken within one run on one machine, so they compare; absolute times do not travel.
+Functions take turns within each timing round, so a slow spell of the machine hits both sides of
+a ratio; the fastest round counts. Cells whose estimated training memory exceeds ``--max-gb``, or
+whose estimated SNN time exceeds ``--max-seconds``, are skipped with a note. Peers (SpikingJelly,
+sinabs) get rows only where installed.
 """
 
 from __future__ import annotations
 
 import argparse
-import resource
-import subprocess
+import ctypes
+import importlib.util
+import math
 import sys
 import time
+import warnings
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +43,9 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import ann2snn  # noqa: E402
 import zoo  # noqa: E402
+
+FULL = dict(nets=["m5", "vgg", "resnet"], T=[4, 16, 64, 256], batch=[1, 16, 64, 256])
+QUICK = dict(nets=["m5", "vgg", "resnet"], T=[4, 16, 64], batch=[16, 64])
 
 
 class BasicBlock(nn.Module):
@@ -44,8 +64,8 @@ class BasicBlock(nn.Module):
         return self.relu(self.bn2(self.conv2(out)) + self.down(x))
 
 
-class ResNet(nn.Module):
-    """ResNet-18 layout ([2, 2, 2, 2] basic blocks); ``width=64`` is ResNet-18's 11 M parameters."""
+class ResNet18(nn.Module):
+    """ResNet-18 layout ([2, 2, 2, 2] basic blocks, 11 M parameters): for the conversion time only."""
 
     def __init__(self, n_classes: int = 10, width: int = 64, blocks: tuple[int, ...] = (2, 2, 2, 2)) -> None:
         super().__init__()
@@ -63,39 +83,116 @@ class ResNet(nn.Module):
         return self.fc(F.adaptive_avg_pool2d(self.layers(self.stem(x)), 1).flatten(1))
 
 
-def seconds(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Fastest wall time of each function over ``repeats`` rounds, after one warm-up round. The
-    functions take turns within each round, so a slow spell of the machine hits all of them
-    rather than one side of a ratio, and the minimum is the least disturbed measurement."""
+# -- timing and memory -----------------------------------------------------------------------------
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+_LIBC = None
+
+
+def _trim() -> None:
+    """Return glibc's free heap to the system, so the next call's peak is measured from what is in use."""
+    global _LIBC
+    try:
+        _LIBC = _LIBC or ctypes.CDLL("libc.so.6")
+        _LIBC.malloc_trim(0)
+    except OSError:
+        pass
+
+
+def _rss_kb(field: str) -> Optional[int]:
+    status = Path("/proc/self/status")
+    if not status.is_file():
+        return None
+    for line in status.read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return None
+
+
+def peak_mb(fn: Callable[[], object], device: torch.device) -> float:
+    """Run ``fn`` once; its peak memory (MB) above what was in use before (NaN where unmeasurable)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        before = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        fn()
+        torch.cuda.synchronize(device)
+        return (torch.cuda.max_memory_allocated(device) - before) / 2**20
+    _trim()
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # resets the peak (VmHWM) to the current RSS
+    except OSError:
+        fn()
+        return math.nan
+    before = _rss_kb("VmRSS")
+    fn()
+    peak = _rss_kb("VmHWM")
+    return math.nan if before is None or peak is None else (peak - before) / 1024
+
+
+def timed(fns: dict[str, Callable[[], object]], repeats: int, device: torch.device, memory: set[str] = frozenset()) -> tuple[dict[str, float], dict[str, float]]:
+    """Fastest wall time of each function over up to ``repeats`` rounds after a warm-up round (the
+    warm-up measures peak memory for the functions in ``memory``). Functions take turns within a
+    round; a round is not repeated once the warm-up of everything took over a minute."""
     times: dict[str, float] = {}
-    for round_ in range(repeats + 1):
+    peaks: dict[str, float] = {}
+    start = time.perf_counter()
+    for name, fn in fns.items():  # warm-up round
+        peaks[name] = peak_mb(fn, device) if name in memory else (fn(), math.nan)[1]
+    rounds = repeats if time.perf_counter() - start < 60 else 1
+    for _ in range(rounds):
         for name, fn in fns.items():
-            start = time.perf_counter()
+            _sync(device)
+            t0 = time.perf_counter()
             fn()
-            if round_:
-                times[name] = min(times.get(name, float("inf")), time.perf_counter() - start)
-    return times
+            _sync(device)
+            times[name] = min(times.get(name, math.inf), time.perf_counter() - t0)
+    return times, peaks
 
 
-def whole_batch(snn: ann2snn.SpikingNetwork, x: torch.Tensor) -> None:
-    """The SNN in layer mode without batch chunking (for comparison with the automatic chunks)."""
-    chunk, snn.batch_chunk = snn.batch_chunk, x.shape[0]
-    try:
-        snn(x)
-    finally:
-        snn.batch_chunk = chunk
+# -- the SNN under test ----------------------------------------------------------------------------
+def chunking(snn: ann2snn.SpikingNetwork, x: torch.Tensor) -> str:
+    """How layer mode splits this input: examples per batch slice x steps per time chunk."""
+    plan = getattr(snn, "chunk_plan", None)
+    if plan is not None:
+        examples, steps = plan(x)
+        return f"{examples}x{steps}"
+    return f"{min(snn.chunk_size(x), x.shape[0])}x{snn.T}"
 
 
-def in_mode(snn: ann2snn.SpikingNetwork, mode: str, x: torch.Tensor) -> None:
-    previous, snn.mode = snn.mode, mode
-    try:
-        snn(x)
-    finally:
-        snn.mode = previous
+def unchunked(snn: ann2snn.SpikingNetwork, x: torch.Tensor) -> Callable[[], object]:
+    """The SNN in layer mode with the whole batch and all T steps at once."""
+
+    def run() -> object:
+        saved = snn.batch_chunk, getattr(snn, "time_chunk", None)
+        snn.batch_chunk = x.shape[0]
+        if hasattr(snn, "time_chunk"):
+            snn.time_chunk = snn.T
+        try:
+            return snn(x)
+        finally:
+            snn.batch_chunk = saved[0]
+            if hasattr(snn, "time_chunk"):
+                snn.time_chunk = saved[1]
+
+    return run
+
+
+def streamed(snn: ann2snn.SpikingNetwork, x: torch.Tensor) -> Callable[[], object]:
+    def run() -> None:
+        snn.reset()
+        for _ in range(snn.T):
+            snn.step(x)
+        snn.reset()
+
+    return run
 
 
 def train_step(model: nn.Module, x: torch.Tensor) -> Callable[[], None]:
-    y = torch.zeros(x.shape[0], dtype=torch.long)
+    y = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
 
     def run() -> None:
         model.zero_grad(set_to_none=True)
@@ -104,96 +201,151 @@ def train_step(model: nn.Module, x: torch.Tensor) -> Callable[[], None]:
     return run
 
 
-def bench_net(name: str, cnn: nn.Module, x: torch.Tensor, T: int, repeats: int) -> dict[str, float]:
-    cnn.eval()
-    snn = ann2snn.convert(cnn, T=T, learn_tau=True, calibration=[x])
-    snn.mode = "layer"
-    with torch.no_grad():
-        row = seconds(
-            {"cnn": lambda: cnn(x), "layer": lambda: snn(x), "layer_whole": lambda: whole_batch(snn, x), "step": lambda: in_mode(snn, "step", x)},
-            repeats,
-        )
-    cnn.train()
-    row.update(seconds({"cnn_train": train_step(cnn, x), "layer_train": train_step(snn, x)}, repeats))
-    print(
-        f"{name:8s} CNN fwd {row['cnn'] * 1e3:8.1f} ms | SNN layer {row['layer'] * 1e3:8.1f} ms, step {row['step'] * 1e3:8.1f} ms | "
-        f"layer/(T*CNN) {row['layer'] / (T * row['cnn']):5.2f} (chunks of {snn.chunk_size(x)}; whole batch "
-        f"{row['layer_whole'] / (T * row['cnn']):5.2f})  step/layer {row['step'] / row['layer']:5.2f} | "
-        f"train step: CNN {row['cnn_train'] * 1e3:7.1f} ms, SNN layer {row['layer_train'] * 1e3:8.1f} ms, "
-        f"SNN/(T*CNN) {row['layer_train'] / (T * row['cnn_train']):5.2f}"
-    )
-    return row
+def activation_bytes(cnn: nn.Module, example: torch.Tensor) -> int:
+    """Bytes of all activations of one example in one CNN forward (for the memory estimate)."""
+    total = 0
 
+    def hook(module, inputs, output):
+        nonlocal total
+        if isinstance(output, torch.Tensor):
+            total += output.numel() * output.element_size()
 
-def reset_peak_rss() -> None:
-    """Linux counts a forked child's peak memory from its parent's; reset it where the kernel allows."""
+    handles = [m.register_forward_hook(hook) for m in cnn.modules() if not list(m.children())]
     try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
+        with torch.no_grad():
+            cnn(example)
+    finally:
+        for h in handles:
+            h.remove()
+    return total
 
 
-def peak_rss_mb() -> float:
-    status = Path("/proc/self/status")
-    if status.is_file():
-        for line in status.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def convert(cnn: nn.Module, x: torch.Tensor, learn_tau: bool) -> ann2snn.SpikingNetwork:
+    """Per-channel 99.9th-percentile thresholds without correction: fast to convert, and the
+    settings do not change the dense work that is timed."""
+    return ann2snn.convert(cnn, T=16, learn_tau=learn_tau, calibration=[x], percentile=99.9, per_channel=True, correction="none")
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--T", type=int, default=25)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--memory-probe", choices=("idle", "train"), help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.memory_probe:
-        memory_probe(args)
-        return
-    torch.set_num_threads(args.threads)
+def bench_net(name: str, args: argparse.Namespace, device: torch.device) -> None:
     torch.manual_seed(0)
-    print(f"batch {args.batch}, T={args.T}, {args.threads} threads, torch {torch.__version__}")
-    for name in ("m5", "vgg", "resnet"):  # the zoo's nets at their FSDD input shapes
-        model = zoo.create(name, n_classes=10)
-        bench_net(name, model, torch.randn(args.batch, *model.input_spec.shape), args.T, args.repeats)
+    cnn = zoo.create(name, n_classes=10).to(device).eval()
+    shape = tuple(cnn.input_spec.shape)
+    calibration = torch.randn(16, *shape, device=device)
+    inference = convert(cnn, calibration, learn_tau=False).eval()  # IF neurons
+    training = convert(cnn, calibration, learn_tau=True).train()  # fine-tuning: learnable time constants
+    per_example = activation_bytes(cnn, calibration[:1])
+    cnn_time: dict[int, dict[str, float]] = {}
+    for batch in args.batch:
+        x = torch.randn(batch, *shape, device=device)
+        cnn.eval()
+        with torch.no_grad():
+            fwd, _ = timed({"cnn": lambda: cnn(x)}, max(args.repeats, 5), device)
+        cnn.train()
+        trn, _ = timed({"cnn_train": train_step(cnn, x)}, max(args.repeats, 5), device)
+        cnn.eval()
+        cnn_time[batch] = {**fwd, **trn}
+        for T in args.T:
+            row(name, T, x, inference, training, cnn_time[batch], per_example, args, device)
 
-    resnet18 = ResNet(width=64).eval()
-    calibration = [torch.randn(8, 1, 64, 64)]
+
+def row(name, T, x, inference, training, cnn, per_example, args, device) -> None:
+    batch = x.shape[0]
+    label = f"{name:6s} T={T:<4d} B={batch:<4d}"
+    estimate_s = 2.5 * T * cnn["cnn"] * (2 if args.unchunked else 1) + 3 * T * cnn["cnn_train"]
+    if estimate_s > args.max_seconds:
+        print(f"{label} skipped: about {estimate_s:.0f} s per round estimated (over --max-seconds {args.max_seconds:g})", flush=True)
+        return
+    inference.T = training.T = T
+    fns = {"fwd": lambda: inference(x)}
+    if args.unchunked:
+        fns["unchunked"] = unchunked(inference, x)
+    train_gb = 4 * T * batch * per_example / 2**30
+    if train_gb <= args.max_gb and not args.no_train:
+        fns["train"] = train_step(training, x)
+    if batch == 1 and not args.no_step:
+        fns["step"] = streamed(inference, x)
+    with torch.no_grad():
+        # inference under no_grad; the training step enables gradients itself
+        def grad_on(fn):
+            def run():
+                with torch.enable_grad():
+                    return fn()
+            return run
+
+        if "train" in fns:
+            fns["train"] = grad_on(fns["train"])
+        times, peaks = timed(fns, args.repeats, device, memory={"fwd", "train"})
+    parts = [
+        f"fwd {times['fwd'] / (T * cnn['cnn']):5.2f} (chunks {chunking(inference, x)})",
+    ]
+    if "unchunked" in times:
+        parts.append(f"unchunked {times['unchunked'] / (T * cnn['cnn']):5.2f}")
+    if "train" in times:
+        parts.append(f"train {times['train'] / (T * cnn['cnn_train']):5.2f}")
+    else:
+        parts.append(f"train skipped (~{train_gb:.0f} GB)" if not args.no_train else "train -")
+    if "step" in times:
+        parts.append(f"step {times['step'] / (T * cnn['cnn']):5.2f}")
+    mem = f"mem fwd {peaks['fwd']:6.0f} MB" + (f", train {peaks['train']:6.0f} MB" if "train" in peaks else "")
+    ms = f"[CNN {cnn['cnn'] * 1e3:.2f} ms, SNN {times['fwd'] * 1e3:.1f} ms]"
+    print(f"{label} " + " | ".join(parts) + f" | {mem} {ms}", flush=True)
+
+
+def peers() -> None:
+    """Peers' rows need their packages; say which are missing."""
+    missing = [name for name, module in (("SpikingJelly", "spikingjelly"), ("sinabs", "sinabs")) if importlib.util.find_spec(module) is None]
+    present = [name for name in ("SpikingJelly", "sinabs") if name not in missing]
+    if missing:
+        print(f"peers: {', '.join(missing)} not installed: no rows (pip install {' '.join(m.lower() for m in missing)} to add them)")
+    if present:
+        print(f"peers: {', '.join(present)} installed, but this script has no rows for them yet")
+
+
+def conversion_time(T: int) -> None:
+    resnet18 = ResNet18(width=64).eval()
     start = time.perf_counter()
-    ann2snn.convert(resnet18, T=args.T, learn_tau=True)
+    ann2snn.convert(resnet18, T=T, learn_tau=True)
     plain = time.perf_counter() - start
     start = time.perf_counter()
-    ann2snn.convert(resnet18, T=args.T, learn_tau=True, calibration=calibration)
+    ann2snn.convert(resnet18, T=T, learn_tau=True, calibration=[torch.randn(8, 1, 64, 64)])
     calibrated = time.perf_counter() - start
     params = sum(p.numel() for p in resnet18.parameters()) / 1e6
     print(f"conversion of a ResNet-18-size net ({params:.1f} M parameters): {plain:.2f} s (with calibration on 8 inputs: {calibrated:.2f} s)")
 
-    baseline = memory_in_child(args, train=False)
-    peak = memory_in_child(args, train=True)
-    print(
-        f"peak resident memory of a fresh process doing one M5 SNN fine-tuning step (batch {args.batch}, T={args.T}): "
-        f"{peak:.0f} MB ({peak - baseline:.0f} MB above the same process converting and running no step)"
-    )
 
-
-def memory_in_child(args: argparse.Namespace, train: bool) -> float:
-    """Peak resident memory (MB) of a new process that converts an M5 and, with ``train``, runs one
-    fine-tuning step: a fresh process, so earlier benchmarks do not set the peak."""
-    command = [sys.executable, __file__, "--memory-probe", "train" if train else "idle", "--batch", str(args.batch), "--T", str(args.T), "--threads", str(args.threads)]
-    return float(subprocess.run(command, capture_output=True, text=True, check=True).stdout.split()[-1])
-
-
-def memory_probe(args: argparse.Namespace) -> None:
-    reset_peak_rss()
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="the subset T {4,16,64} x batch {16,64} (unless --T / --batch say otherwise)")
+    parser.add_argument("--nets", nargs="+", choices=FULL["nets"])
+    parser.add_argument("--T", nargs="+", type=int)
+    parser.add_argument("--batch", nargs="+", type=int)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--unchunked", action="store_true", help="also time layer mode with the whole batch and all T steps at once")
+    parser.add_argument("--no-train", action="store_true")
+    parser.add_argument("--no-step", action="store_true", help="skip the streaming (step mode) column at batch 1")
+    parser.add_argument("--max-gb", type=float, default=6.0, help="skip training steps estimated to need more memory")
+    parser.add_argument("--max-seconds", type=float, default=600.0, help="skip cells estimated to take longer per round")
+    parser.add_argument("--conversion", action="store_true", help="also time converting a ResNet-18-size net")
+    args = parser.parse_args(argv)
+    grid = QUICK if args.quick else FULL
+    args.nets = args.nets or grid["nets"]
+    args.T = args.T or grid["T"]
+    args.batch = args.batch or grid["batch"]
+    device = torch.device(args.device)
     torch.set_num_threads(args.threads)
-    x = torch.randn(args.batch, 1, 8000)
-    snn = ann2snn.convert(zoo.create("m5", n_classes=10).eval(), T=args.T, learn_tau=True, calibration=[x])
-    if args.memory_probe == "train":
-        train_step(snn, x)()
-    print(peak_rss_mb())
+    warnings.simplefilter("ignore")  # stale-calibration warnings: T changes on purpose here
+    print(
+        f"{args.threads} thread(s), {device}, torch {torch.__version__}; ratios: SNN / (T x CNN) in this run; "
+        f"inference: IF neurons; train: learnable time constants; nets {args.nets}, T {args.T}, batch {args.batch}",
+        flush=True,
+    )
+    for name in args.nets:
+        bench_net(name, args, device)
+    peers()
+    if args.conversion:
+        conversion_time(16)
 
 
 if __name__ == "__main__":
