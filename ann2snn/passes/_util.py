@@ -33,8 +33,10 @@ def describe(gm: fx.GraphModule, node: fx.Node) -> str:
         owner = getattr(target, "__module__", None) or ""
         if owner.startswith("torch.nn.functional"):
             owner = "F"
-        elif owner.startswith("torch"):
+        elif owner == "torch" or owner.startswith("torch."):
             owner = "torch"
+        elif owner not in ("_operator", "operator", "builtins"):
+            owner = owner.split(".")[0]  # torchvision.ops.stochastic_depth -> torchvision
         return f"{owner}.{getattr(target, '__name__', str(target))}".lstrip(".")
     return node.op
 

@@ -1,13 +1,19 @@
 """Refuse (or, with ``allow_analog``, keep and list) ops that have no spiking equivalent.
 
-Supported ops are linear (so they act on spike trains as on rates) or bookkeeping: convolution,
-linear, average pooling, reshapes, residual adds, concatenation, slicing, scalar scaling, and
-the temporal modules the other passes inserted.
+Supported ops are linear or affine (so on spike trains they compute the map of the rates:
+the time average of ``A z_t + b`` is ``A r + b``) or bookkeeping: convolution and transposed
+convolution, linear layers, average pooling, upsampling and interpolation (every mode is a fixed
+linear map of the input), padding (zero, constant, reflection, replication, circular), reshapes,
+residual adds, concatenation, slicing, scaling by constants, and the temporal modules the other
+passes inserted. The tables below are the registry: each entry says how the op is carried, and
+``ann2snn.supported_ops`` renders them (with the other passes' tables) as the supported-ops table.
 """
 
 from __future__ import annotations
 
 import operator
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -18,58 +24,141 @@ from ..report import ConversionReport
 from ..temporal import TemporalModule
 from ._util import describe, finish, module_of, where
 
-LINEAR_MODULES = (
-    nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d,
-    nn.AdaptiveAvgPool2d, nn.Flatten, nn.Unflatten, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d,
-    nn.ZeroPad1d, nn.ZeroPad2d, nn.ConstantPad1d, nn.ConstantPad2d, nn.MaxPool1d, nn.MaxPool2d,
-    TemporalModule,
-)
-LINEAR_FUNCTIONS = {
-    operator.add, operator.sub, operator.neg, operator.getitem, torch.add, torch.sub, torch.cat,
-    torch.concat, torch.flatten, torch.reshape, torch.squeeze, torch.unsqueeze, torch.transpose,
-    torch.permute, torch.mean, torch.sum, F.avg_pool1d, F.avg_pool2d, F.adaptive_avg_pool1d,
-    F.adaptive_avg_pool2d, F.pad, F.linear, F.conv1d, F.conv2d, getattr, torch.neg,
+
+@dataclass(frozen=True)
+class Carried:
+    """How a supported op is carried into the SNN. ``inputs``: "any" (linear jointly in every
+    activation argument: add, cat), "one" (linear in one activation argument, the others must be
+    constants such as weights: mul, matmul, F.conv1d) or "first" (only the first argument may be an
+    activation: division)."""
+
+    how: str
+    inputs: str = "any"
+
+
+_LINEAR = Carried("linear map, applied to each step's spikes (exact on rates)")
+_AFFINE = Carried("affine map in evaluation, applied to each step (exact on rates)")
+_POOL = Carried("average pooling: linear, applied to each step (exact on rates)")
+_RESAMPLE = Carried("upsampling / interpolation: a fixed linear map of the input in every mode, applied to each step (exact on rates)")
+_PAD = Carried("padding (zero, constant, reflection, replication, circular): affine, applied to each step (exact on rates)")
+_SHAPE = Carried("reshaping / indexing / joining: moves values only (exact)")
+_ARITH = Carried("addition / subtraction: linear (exact on rates)")
+_SCALE = Carried("product with constants (weights, scalars): linear in the one activation (exact on rates)", "one")
+_DIVIDE = Carried("division by a constant: linear (exact on rates)", "first")
+_REDUCE = Carried("sum / mean over dimensions: linear (exact on rates)")
+_INPUT_MAX = Carried("max pooling on the input path (before any neuron): computed on the encoded input")
+
+CARRIED_MODULES: dict[type, Carried] = {
+    **dict.fromkeys((nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear), _LINEAR),
+    **dict.fromkeys((nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d), Carried("transposed convolution: linear map, applied to each step (exact on rates)")),
+    **dict.fromkeys((nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d), _POOL),
+    **dict.fromkeys((nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d), Carried("batch norm that could not be folded: affine in evaluation (exact on rates)")),
+    **dict.fromkeys((nn.Upsample, nn.UpsamplingNearest2d, nn.UpsamplingBilinear2d), _RESAMPLE),
+    **dict.fromkeys((
+        nn.ZeroPad1d, nn.ZeroPad2d, nn.ZeroPad3d, nn.ConstantPad1d, nn.ConstantPad2d, nn.ConstantPad3d,
+        nn.ReflectionPad1d, nn.ReflectionPad2d, nn.ReflectionPad3d, nn.ReplicationPad1d, nn.ReplicationPad2d,
+        nn.ReplicationPad3d, nn.CircularPad1d, nn.CircularPad2d, nn.CircularPad3d,
+    ), _PAD),
+    **dict.fromkeys((nn.Flatten, nn.Unflatten, nn.PixelShuffle, nn.PixelUnshuffle, nn.ChannelShuffle, nn.Fold, nn.Unfold, nn.Identity), _SHAPE),
+    **dict.fromkeys((nn.MaxPool1d, nn.MaxPool2d), _INPUT_MAX),
+    TemporalModule: Carried("inserted by the compiler (gated max pool, time broadcast, rate averaging)"),
 }
-SCALAR_FUNCTIONS = {operator.mul, operator.truediv, operator.floordiv, torch.mul, torch.div}
-LINEAR_METHODS = {
-    "view", "reshape", "flatten", "size", "dim", "permute", "transpose", "contiguous", "squeeze",
-    "unsqueeze", "mean", "sum", "add", "sub", "neg", "chunk", "split", "narrow", "view_as",
-    "reshape_as", "expand", "expand_as", "to", "type_as", "float", "unflatten",
+CARRIED_FUNCTIONS: dict[Callable, Carried] = {
+    **dict.fromkeys((operator.add, operator.sub, operator.neg, operator.pos, torch.add, torch.sub, torch.subtract, torch.neg, torch.negative), _ARITH),
+    **dict.fromkeys((
+        operator.getitem, getattr, torch.cat, torch.concat, torch.concatenate, torch.stack, torch.flatten,
+        torch.reshape, torch.squeeze, torch.unsqueeze, torch.transpose, torch.swapaxes, torch.movedim,
+        torch.permute, torch.t, torch.narrow, torch.select, torch.split, torch.chunk, torch.unbind,
+        torch.roll, torch.flip, torch.tile, torch.repeat_interleave, torch.pixel_shuffle,
+        torch.pixel_unshuffle, torch.channel_shuffle, torch.native_channel_shuffle, F.pixel_shuffle,
+        F.pixel_unshuffle, F.channel_shuffle, F.fold, F.unfold, torch.clone, torch.detach,
+    ), _SHAPE),
+    **dict.fromkeys((torch.mean, torch.sum, torch.cumsum), _REDUCE),
+    **dict.fromkeys((F.avg_pool1d, F.avg_pool2d, F.avg_pool3d, F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d), _POOL),
+    **dict.fromkeys((F.interpolate, F.upsample, F.upsample_nearest, F.upsample_bilinear), _RESAMPLE),
+    F.pad: _PAD,
+    **dict.fromkeys((
+        F.linear, F.conv1d, F.conv2d, F.conv3d, F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d,
+        torch.conv1d, torch.conv2d, torch.conv3d, torch.conv_transpose1d, torch.conv_transpose2d,
+        torch.conv_transpose3d, operator.matmul, torch.matmul, torch.mm, torch.bmm, torch.einsum,
+    ), Carried("linear layer written as a function: linear in its one activation argument (exact on rates)", "one")),
+    **dict.fromkeys((operator.mul, torch.mul, torch.multiply), _SCALE),
+    **dict.fromkeys((operator.truediv, torch.div, torch.divide, torch.true_divide), _DIVIDE),
 }
-SCALAR_METHODS = {"mul", "div", "__mul__", "__truediv__"}
+CARRIED_METHODS: dict[str, Carried] = {
+    **dict.fromkeys(("add", "sub", "neg", "add_", "sub_", "__add__", "__radd__", "__sub__"), _ARITH),
+    **dict.fromkeys((
+        "view", "reshape", "flatten", "size", "dim", "permute", "transpose", "contiguous", "squeeze",
+        "unsqueeze", "chunk", "split", "narrow", "view_as", "reshape_as", "expand", "expand_as", "to",
+        "type_as", "float", "double", "half", "unflatten", "repeat", "roll", "flip", "movedim",
+        "swapaxes", "t", "select", "unbind", "tile", "repeat_interleave", "clone", "detach", "unfold",
+        "__getitem__",
+    ), _SHAPE),
+    **dict.fromkeys(("mean", "sum", "cumsum"), _REDUCE),
+    **dict.fromkeys(("mul", "mul_", "__mul__", "__rmul__", "matmul", "__matmul__"), _SCALE),
+    **dict.fromkeys(("div", "div_", "__truediv__"), _DIVIDE),
+}
+#: Arithmetic that keeps shape values (``x.size(2) // 2``) constant.
+_SHAPE_ARITHMETIC = {operator.getitem, operator.add, operator.sub, operator.mul, operator.truediv, operator.floordiv, operator.mod, torch.mul, torch.div}
 
 
 def constant_like(node: object, memo: dict) -> bool:
-    """True for values that do not carry activations: constants, parameters (``get_attr``) and
-    values computed only from tensor sizes (``x.size(0) * 4``)."""
+    """True for values that do not carry activations: constants, parameters (``get_attr``), values
+    computed from them alone (``self.scale.exp()``) and values computed only from tensor sizes
+    (``x.size(0) * 4``)."""
     if not isinstance(node, fx.Node):
         return True
     if node not in memo:
         if node.op == "get_attr":
             memo[node] = True
+        elif node.op == "placeholder":
+            memo[node] = False
         elif node.op == "call_method" and node.target in ("size", "dim"):
             memo[node] = True
         elif node.op == "call_function" and node.target is getattr:
-            memo[node] = node.args[1] in ("shape", "ndim")
-        elif node.op in ("call_function", "call_method") and node.target in (operator.getitem, *SCALAR_FUNCTIONS, *SCALAR_METHODS, operator.add, operator.sub):
+            memo[node] = node.args[1] in ("shape", "ndim", "dtype", "device") or constant_like(node.args[0], memo)
+        elif node.op in ("call_function", "call_method") and node.target in (*_SHAPE_ARITHMETIC, "__mul__", "__truediv__", "mul", "div"):
             memo[node] = all(constant_like(a, memo) for a in node.all_input_nodes)
-        else:
-            memo[node] = False
+        else:  # anything else is constant when nothing it reads carries activations
+            memo[node] = bool(node.all_input_nodes) and all(constant_like(a, memo) for a in node.all_input_nodes) or node.op == "call_function" and not node.all_input_nodes
     return memo[node]
+
+
+def carried_rule(gm: fx.GraphModule, node: fx.Node) -> Carried | None:
+    """The registry entry that carries a node, or None."""
+    if node.op == "call_module":
+        module = module_of(gm, node)
+        return next((rule for cls, rule in CARRIED_MODULES.items() if isinstance(module, cls)), None)
+    if node.op == "call_function":
+        return CARRIED_FUNCTIONS.get(node.target) if _hashable(node.target) else None
+    if node.op == "call_method":
+        return CARRIED_METHODS.get(node.target)
+    return None
+
+
+def _hashable(target: object) -> bool:
+    try:
+        hash(target)
+    except TypeError:
+        return False
+    return True
 
 
 def is_supported(gm: fx.GraphModule, node: fx.Node, memo: dict) -> bool:
     """Whether a node has an exact spiking (rate-coded) equivalent."""
-    if node.op in ("placeholder", "output", "get_attr"):
+    if node.op in ("placeholder", "output", "get_attr") or constant_like(node, memo):
         return True
-    if node.op == "call_module":
-        return isinstance(module_of(gm, node), LINEAR_MODULES)
-    if node.target in SCALAR_FUNCTIONS or node.target in SCALAR_METHODS:
-        tensors = [a for a in node.args if isinstance(a, fx.Node) and not constant_like(a, memo)]
-        return len(tensors) <= 1
-    if node.op == "call_function":
-        return node.target in LINEAR_FUNCTIONS
-    return node.target in LINEAR_METHODS
+    rule = carried_rule(gm, node)
+    if rule is None:
+        return False
+    if node.op == "call_function" and node.target in (torch.div, torch.divide) and node.kwargs.get("rounding_mode") is not None:
+        return False  # floor or trunc division is not linear
+    if rule.inputs == "one":
+        return sum(not constant_like(a, memo) for a in node.all_input_nodes) <= 1
+    if rule.inputs == "first":
+        first = node.args[0] if node.args else None
+        return all(constant_like(a, memo) for a in node.all_input_nodes if a is not first)
+    return True
 
 
 def check_supported(gm: fx.GraphModule, report: ConversionReport, allow_analog: bool) -> fx.GraphModule:
