@@ -69,6 +69,11 @@ def _is_main_process() -> bool:
     return not dist.is_initialized() or dist.get_rank() == 0
 
 
+def _cuda_rng_states(device: torch.device) -> list[torch.Tensor]:
+    """The CUDA generators' states when training on the GPU (dropout there draws from them), else []."""
+    return torch.cuda.get_rng_state_all() if device.type == "cuda" else []
+
+
 def _loader(dataset: Dataset, config: TrainConfig, epoch: int) -> DataLoader:
     """Shuffled batches, reproducible per (seed, epoch) whether or not the run was resumed."""
     if dist.is_initialized():
@@ -122,7 +127,9 @@ def fit(
         optimiser.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"].cpu())  # map_location may have moved it to the GPU
-        history = History(state["history"], state["best_epoch"])
+        if state.get("cuda_rng") and device.type == "cuda":  # dropout on the GPU draws from the CUDA generators
+            torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
+        history = History(state["history"], state["best_epoch"], state.get("stopped_early", False))
         best_loss, best_state = state["best_loss"], state["best_state_dict"]
         start_epoch = state["epoch"] + 1
         if state.get("finished"):
@@ -157,18 +164,19 @@ def fit(
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         else:
             stale += 1
-        finished = stale >= config.patience or epoch + 1 == config.epochs
+        history.stopped_early = stale >= config.patience
+        finished = history.stopped_early or epoch + 1 == config.epochs
         if _is_main_process():
             log(f"{desc} epoch {epoch + 1}/{config.epochs}: train loss {record['train_loss']:.4f}, val loss {val.loss:.4f}, val top-1 {val.top1:.1f} %, {seconds:.1f} s")
             if checkpoint is not None:
                 save_checkpoint(checkpoint, {
                     **(checkpoint_extra or {}), "state_dict": model.state_dict(), "optimizer": optimiser.state_dict(),
-                    "scheduler": schedule.state_dict(), "rng": torch.get_rng_state(), "epoch": epoch,
-                    "history": history.epochs, "best_epoch": history.best_epoch, "best_loss": best_loss,
+                    "scheduler": schedule.state_dict(), "rng": torch.get_rng_state(), "cuda_rng": _cuda_rng_states(device),
+                    "epoch": epoch, "history": history.epochs, "best_epoch": history.best_epoch, "best_loss": best_loss,
+                    "stopped_early": history.stopped_early,
                     "best_state_dict": best_state, "finished": finished, "train_config": asdict(config),
                 })  # fmt: skip
-        if stale >= config.patience:
-            history.stopped_early = True
+        if history.stopped_early:
             log(f"{desc}: early stop after epoch {epoch + 1} (no better validation loss for {config.patience} epochs)")
             break
     if best_state is not None:
