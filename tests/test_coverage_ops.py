@@ -103,3 +103,153 @@ def test_identities_in_eval_are_removed_and_reported():
     )
     names = {n.target for n in snn.network.graph.nodes}
     assert not any("dropout" in str(getattr(t, "__name__", t)) for t in names)
+
+
+# -- 2. global and adaptive max pooling, gated by running spike count -------------------------
+class GlobalMax1d(nn.Module):
+    """Audio-style: convs, then global max pooling over time in every spelling."""
+
+    def __init__(self, form: str) -> None:
+        super().__init__()
+        self.form = form
+        self.conv1 = nn.Conv1d(1, 6, 5, stride=2)
+        self.conv2 = nn.Conv1d(6, 8, 3)
+        self.adaptive = nn.AdaptiveMaxPool1d(1)
+        self.adaptive3 = nn.AdaptiveMaxPool1d(3)
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x):
+        x = F.relu(self.conv1(x))
+        x = self.conv2(x)
+        if self.form == "module":
+            return self.fc(F.relu(self.adaptive(x)).flatten(1))  # swapped behind the ReLU
+        x = F.relu(x)
+        if self.form == "functional":
+            return self.fc(F.adaptive_max_pool1d(x, 1).squeeze(-1))
+        if self.form == "adaptive3":
+            return self.fc(self.adaptive3(x).mean(-1))
+        if self.form == "amax":
+            return self.fc(torch.amax(x, dim=-1))
+        if self.form == "method_amax":
+            return self.fc(x.amax(2, keepdim=True).flatten(1))
+        if self.form == "max_values":
+            return self.fc(torch.max(x, dim=2).values)
+        if self.form == "max_getitem":
+            return self.fc(x.max(-1)[0])
+        raise ValueError(self.form)
+
+
+class GlobalMax2d(nn.Module):
+    def __init__(self, form: str) -> None:
+        super().__init__()
+        self.form = form
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.conv2 = nn.Conv2d(4, 6, 3, padding=1)
+        self.pool = nn.AdaptiveMaxPool2d((2, 1))
+        self.fc = nn.Linear(12 if form == "module" else 6, 2)
+
+    def forward(self, x):
+        x = F.relu(self.conv2(F.relu(self.conv(x))))
+        if self.form == "module":
+            return self.fc(self.pool(x).flatten(1))
+        return self.fc(x.amax(dim=(2, 3)))
+
+
+MAX_FORMS = ["module", "functional", "adaptive3", "amax", "method_amax", "max_values", "max_getitem"]
+
+
+@pytest.mark.parametrize("form", MAX_FORMS)
+def test_global_max_pooling_is_gated_and_converges(form):
+    torch.manual_seed(1)
+    model = GlobalMax1d(form).eval()
+    x = torch.randn(16, 1, 48)
+    snn, step_vs_layer, error = step_layer_and_limit(model, x)
+    pools = snn.report.by_action("pool")
+    assert len(pools) == 1 and "gated max pool" in pools[0].after
+    assert not snn.report.analog
+    assert torch.allclose(analog_output(snn, x), model(x), atol=1e-5)
+    assert step_vs_layer < 1e-5
+    assert error < 0.05, error
+
+
+@pytest.mark.parametrize("form", ["module", "amax"])
+def test_global_max_pooling_2d(form):
+    torch.manual_seed(2)
+    model = GlobalMax2d(form).eval()
+    x = torch.randn(16, 1, 6, 6)
+    snn, step_vs_layer, error = step_layer_and_limit(model, x, T=1024)
+    assert step_vs_layer < 1e-5 and error < 0.05, (step_vs_layer, error)
+
+
+def test_gated_global_max_beats_max_of_spikes_as_T_grows():
+    """Gating converges; the max of each step's spikes (what the issue's peers do) does not."""
+    torch.manual_seed(1)
+    model = GlobalMax1d("amax").eval()
+    x = torch.randn(32, 1, 48)
+    snn = ann2snn.convert(model, T=32, learn_tau=False, calibration=[x], percentile=100.0, correction="none")
+    errors = {}
+    with torch.no_grad():
+        for T in (32, 256):
+            snn.T = T
+            errors[T] = relative_error(snn(x), model(x))
+    assert errors[256] < 0.6 * errors[32], errors
+
+
+def test_max_with_indices_returns_the_gated_positions():
+    class ArgMax(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv1d(1, 4, 3)
+
+        def forward(self, x):
+            values, index = torch.max(F.relu(self.conv(x)), dim=-1)
+            return values + 0 * index
+
+    torch.manual_seed(0)
+    model = ArgMax().eval()
+    x = torch.randn(8, 1, 20)
+    snn, step_vs_layer, error = step_layer_and_limit(model, x)
+    assert step_vs_layer < 1e-5 and error < 0.05, (step_vs_layer, error)
+    with pytest.raises(ConversionError, match="maxpool='gated'"):
+        ann2snn.convert(model, learn_tau=False, maxpool="avg")
+
+
+def test_global_max_with_maxpool_avg_becomes_a_mean():
+    snn = ann2snn.convert(GlobalMax1d("amax").eval(), learn_tau=False, maxpool="avg", correction="none", calibration=[torch.randn(4, 1, 48)])
+    (pool,) = snn.report.by_action("pool")
+    assert "mean" in pool.after
+
+
+def test_max_on_the_input_path_and_max_of_two_tensors_are_not_pools():
+    class InputMax(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 4)
+            self.out = nn.Linear(4, 2)
+
+        def forward(self, x):  # [B, 4, 5]
+            h = F.relu(self.fc(x.amax(-1)))
+            return self.out(torch.max(h, self.fc(h)))
+
+    with pytest.raises(ConversionError, match="torch.max"):
+        ann2snn.convert(InputMax().eval(), learn_tau=False)
+    snn = ann2snn.convert(InputMax().eval(), learn_tau=False, allow_analog=True)
+    assert [e.after for e in snn.report.by_action("carried")] == ["kept: max pool on the input path, before any neuron"]
+
+
+@pytest.mark.parametrize("form", ["module", "amax"])
+def test_gated_global_max_trains_and_saves(form, tmp_path):
+    torch.manual_seed(1)
+    model = GlobalMax1d(form).eval()
+    x = torch.randn(8, 1, 48)
+    snn = ann2snn.convert(model, T=8, learn_tau=False, calibration=[x], percentile=100.0, correction="none")
+    with torch.no_grad():
+        expected = snn(x)
+    out = snn(x)  # the differentiable path (neuron-fused gate with gradients) gives the same numbers
+    assert torch.allclose(out, expected, atol=1e-5)
+    out.sum().backward()
+    assert snn.network.conv1.weight.grad.abs().sum() > 0
+    ann2snn.save(snn, tmp_path / "net.snn.pt")
+    loaded = ann2snn.load(tmp_path / "net.snn.pt")
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), expected, atol=1e-6)

@@ -23,6 +23,7 @@ from ..errors import ConversionError
 from ..report import ConversionReport
 from ..temporal import TemporalModule
 from ._util import describe, finish, module_of, where
+from .pooling import INPUT_PATH as INPUT_PATH_MAX
 
 
 @dataclass(frozen=True)
@@ -146,7 +147,7 @@ def _hashable(target: object) -> bool:
 
 def is_supported(gm: fx.GraphModule, node: fx.Node, memo: dict) -> bool:
     """Whether a node has an exact spiking (rate-coded) equivalent."""
-    if node.op in ("placeholder", "output", "get_attr") or constant_like(node, memo):
+    if node.op in ("placeholder", "output", "get_attr") or constant_like(node, memo) or node.meta.get(INPUT_PATH_MAX):
         return True
     rule = carried_rule(gm, node)
     if rule is None:
