@@ -70,6 +70,12 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant("resume: early stop not restored for a finished run", "zoo/harness/train.py",
            "History(state[\"history\"], state[\"best_epoch\"], state.get(\"stopped_early\", False))",
            "History(state[\"history\"], state[\"best_epoch\"])", (RESUME,)),
+    # -- DDP (zoo/harness/train.py) ---------------------------------------------------------------
+    Mutant("ddp: no DistributedSampler", "zoo/harness/train.py",
+           "    if dist.is_initialized():\n        sampler = DistributedSampler", "    if False:\n        sampler = DistributedSampler", (DDP,)),
+    Mutant("ddp: no optimizer step", "zoo/harness/train.py", "            optimiser.step()\n", "", (DDP,)),
+    Mutant("ddp: model not wrapped in DistributedDataParallel", "zoo/harness/train.py",
+           "train_model = nn.parallel.DistributedDataParallel(model) if", "train_model = model if", (DDP,)),
 )
 
 
