@@ -253,3 +253,41 @@ def test_gated_global_max_trains_and_saves(form, tmp_path):
     loaded = ann2snn.load(tmp_path / "net.snn.pt")
     with torch.no_grad():
         assert torch.allclose(loaded(x), expected, atol=1e-6)
+
+
+# -- 3. every refusal listed at once ------------------------------------------------------------
+class ManyUnsupported(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.convs = nn.ModuleList(nn.Conv1d(4, 4, 3, padding=1) for _ in range(4))
+        self.norm = nn.GroupNorm(2, 4)
+        self.act = nn.Hardswish()
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        x = self.act(self.convs[0](x))
+        x = self.norm(F.relu(self.convs[1](x)))
+        x = self.act(self.convs[2](x))
+        gate = torch.sigmoid(x.mean(-1, keepdim=True))
+        x = F.gelu(self.convs[3](x * gate))
+        return self.fc(x.mean(-1))
+
+
+def test_every_unsupported_op_is_listed_in_one_error():
+    with pytest.raises(ConversionError) as info:
+        ann2snn.convert(ManyUnsupported().eval())
+    message = str(info.value)
+    assert message.startswith("6 ops of the network have no spiking equivalent (5 kinds; all are listed)")
+    for node in ("act", "act_1", "norm", "sigmoid", "mul", "gelu"):
+        assert f"at node `{node}` (" in message
+    assert "- Hardswish (2): a nonlinearity other than ReLU" in message
+    assert "- GroupNorm (1): normalisation" in message and "use BatchNorm" in message
+    assert "- operator.mul (1): a product of two activations" in message and "- F.gelu (1)" in message
+    assert message.count("test_coverage_ops.py:") == 6  # every entry names its source line
+    assert "allow_analog=True" in message and "Traceback" not in message
+
+
+def test_a_single_refusal_reads_in_the_singular():
+    model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 4), nn.Tanh()).eval()
+    with pytest.raises(ConversionError, match=r"^1 op of the network has no spiking equivalent \(1 kind; all are listed\):\n- Tanh \(1\)"):
+        ann2snn.convert(model)

@@ -31,8 +31,10 @@ def describe(gm: fx.GraphModule, node: fx.Node) -> str:
     if node.op == "call_function":
         target = node.target
         owner = getattr(target, "__module__", None) or ""
-        if owner.startswith("torch.nn.functional"):
+        if owner.startswith("torch.nn.functional") or owner == "torch._C._nn":
             owner = "F"
+        elif owner == "_operator":
+            owner = "operator"
         elif owner == "torch" or owner.startswith("torch."):
             owner = "torch"
         elif owner not in ("_operator", "operator", "builtins"):

@@ -162,19 +162,65 @@ def is_supported(gm: fx.GraphModule, node: fx.Node, memo: dict) -> bool:
     return True
 
 
+#: The way out per kind of refused op (matched by lower-case substring of its kind), first match wins.
+ADVICE: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("groupnorm", "layernorm", "instancenorm", "localresponsenorm", "group_norm", "layer_norm", "instance_norm", "normalize", "rmsnorm", "rms_norm"),
+     "normalisation by statistics of the activations is not linear: use BatchNorm (folded into the layer before it), or allow_analog=True"),
+    (("softmax",),
+     "a softmax inside the network (not at the output): allow_analog=True"),
+    (("sigmoid", "tanh", "hardswish", "silu", "gelu", "mish", "elu", "leaky_relu", "leakyrelu", "prelu", "softplus", "swish", "logsigmoid", "softsign", "hardshrink", "tanhshrink", "threshold", "rrelu", "exp", "log", "sqrt", "pow", "abs"),
+     "a nonlinearity other than ReLU: retrain with ReLU (or ReLU6 / clamp(min=0), which become capped neurons) for an exact conversion, or allow_analog=True"),
+    (("mul", "matmul", "bmm", "einsum", "div", "mm", "linear", "conv"),
+     "a product of two activations (gating, attention, squeeze-excitation, dynamic weights) is not linear: allow_analog=True"),
+    (("max", "min", "amin", "topk", "sort", "median", "argmax"),
+     "an order statistic that is not a max pooling over spatial dimensions: allow_analog=True"),
+)
+DEFAULT_ADVICE = "no spiking equivalent: allow_analog=True, or replace it by a supported op, or make its module a leaf (leaf_modules=[...]) with allow_analog=True"
+
+
+def kind_of(gm: fx.GraphModule, node: fx.Node) -> str:
+    """The op kind a refusal groups by: module class, ``F.function`` or ``Tensor.method``."""
+    module = module_of(gm, node)
+    return type(module).__name__ if module is not None else describe(gm, node)
+
+
+def advice_for(kind: str) -> str:
+    low = kind.lower().rsplit(".", 1)[-1]
+    return next((advice for keys, advice in ADVICE if any(key in low for key in keys)), DEFAULT_ADVICE)
+
+
+def refusal_message(groups: dict[str, list[str]]) -> str:
+    """One message listing every refused op, grouped by kind, each with its node and source line."""
+    count = sum(len(places) for places in groups.values())
+    lines = [
+        f"{count} op{'s' * (count != 1)} of the network ha{'ve' if count != 1 else 's'} no spiking equivalent "
+        f"({len(groups)} kind{'s' * (len(groups) != 1)}; all are listed):"
+    ]
+    for kind, places in groups.items():
+        lines.append(f"- {kind} ({len(places)}): {advice_for(kind)}")
+        lines += [f"    {place}" for place in places]
+    lines.append(
+        "Way out for all of them at once: convert(..., allow_analog=True) keeps them as analog (non-spiking) "
+        "layers that see their inputs' firing rates (their error then shrinks with T); or replace them in the "
+        "model and retrain."
+    )
+    return "\n".join(lines)
+
+
 def check_supported(gm: fx.GraphModule, report: ConversionReport, allow_analog: bool) -> fx.GraphModule:
-    """Raise ConversionError at the first unsupported op, or record each as analog."""
+    """Raise one ConversionError listing every unsupported op (grouped by kind, each with node,
+    module and source line), or, with ``allow_analog``, record each as analog."""
     memo: dict = {}
+    refused: dict[str, list[str]] = {}
     for node in gm.graph.nodes:
         if is_supported(gm, node, memo):
             continue
         what = describe(gm, node)
         if not allow_analog:
-            raise ConversionError(
-                f"unsupported op {what} at node `{node.name}` ({where(node) or 'top level'}): it has no "
-                "spiking equivalent. Pass allow_analog=True to keep it as an analog (non-spiking) layer, "
-                "replace it with a ReLU, or make its module a leaf and allow_analog=True."
-            )
+            refused.setdefault(kind_of(gm, node), []).append(f"unsupported op {what} at node `{node.name}` ({where(node) or 'top level'})")
+            continue
         report.add(node.name, what, "kept analog (non-spiking)", "analog", where(node))
         report.warn(f"{what} at `{node.name}` stays analog: the network is not purely spiking")
+    if refused:
+        raise ConversionError(refusal_message(refused))
     return finish(gm)
