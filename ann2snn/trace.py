@@ -6,6 +6,7 @@ import re
 import traceback
 from typing import Any, Iterable, Optional
 
+import torch
 from torch import fx, nn
 
 from .errors import ConversionError
@@ -79,6 +80,12 @@ def trace(
 ) -> fx.GraphModule:
     """Symbolically trace ``model`` into a GraphModule, or raise a ConversionError that names the
     cause, the module and the source line, and the two fixes (leaf modules, concrete args)."""
+    if isinstance(model, (torch.jit.ScriptModule, torch.jit.ScriptFunction)):
+        raise ConversionError(
+            f"{type(model).__name__} is a TorchScript module (made by torch.jit.script or torch.jit.trace): torch.fx "
+            "cannot trace compiled TorchScript. Convert the original Python nn.Module instead: build it from its class "
+            "and load the weights, e.g. net.load_state_dict(torch.jit.load(path).state_dict())"
+        )
     tracer = ConversionTracer(leaf_modules)
     try:
         graph = tracer.trace(model, concrete_args=concrete_args)
@@ -91,8 +98,45 @@ def trace(
             "(if/for/while on a tensor, len() of a tensor, ...). Fix: pass "
             "leaf_modules=[<that submodule's class or dotted name>] to keep it as one opaque call "
             "(with allow_analog=True it then stays analog), or concrete_args={'<argument>': value} "
-            "to fix the value that drives the branch, or rewrite it without data-dependent branching."
+            "to fix a non-tensor argument (a flag or mode, never the input tensor) that drives the branch, "
+            "or rewrite it without data-dependent branching."
         ) from error
     for node in graph.nodes:
         node.type = None  # string annotations (``from __future__ import annotations``) break pickling
+    check_input_used(graph, type(model).__name__, concrete_args)
     return fx.GraphModule(tracer.root, graph, type(model).__name__)
+
+
+def _reaches_output(graph: fx.Graph, start: fx.Node) -> bool:
+    seen, frontier = {start}, [start]
+    while frontier:
+        for user in frontier.pop().users:
+            if user.op == "output":
+                return True
+            if user not in seen:
+                seen.add(user)
+                frontier.append(user)
+    return False
+
+
+def check_input_used(graph: fx.Graph, name: str, concrete_args: Optional[dict[str, Any]] = None) -> None:
+    """Refuse a traced graph whose output does not depend on its input (the first placeholder):
+    it would return the same output for every input. This happens when ``concrete_args`` fixes the
+    input tensor itself (fx then bakes the example into the graph as a constant)."""
+    placeholders = [n for n in graph.nodes if n.op == "placeholder"]
+    if not placeholders or _reaches_output(graph, placeholders[0]):
+        return
+    argument = str(placeholders[0].target).removesuffix("_1")
+    fixed = [k for k, v in (concrete_args or {}).items() if isinstance(v, torch.Tensor)]
+    cause = (
+        f"concrete_args fixed the tensor argument{'s' * (len(fixed) > 1)} {', '.join(map(repr, fixed))}, so fx traced "
+        "the example value as a constant"
+        if fixed else "its forward does not use it, or returns constants"
+    )
+    raise ConversionError(
+        f"the traced {name} ignores its input `{argument}`: its output would be the same for every input ({cause}). "
+        "concrete_args is for non-tensor arguments that steer control flow (flags, modes); never pass the input "
+        "tensor there. To get past a check on the input's rank or shape in forward (`if x.dim() == 2: ...`): "
+        "remove the check (reshape the input before calling the network), convert the submodule after the check "
+        "(e.g. model.body), or make the module that holds the check a leaf (leaf_modules=[...]) with allow_analog=True."
+    )

@@ -291,3 +291,62 @@ def test_a_single_refusal_reads_in_the_singular():
     model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 4), nn.Tanh()).eval()
     with pytest.raises(ConversionError, match=r"^1 op of the network has no spiking equivalent \(1 kind; all are listed\):\n- Tanh \(1\)"):
         ann2snn.convert(model)
+
+
+# -- 4. an input ignored after concrete_args is refused -----------------------------------------
+class RankCheck(nn.Module):
+    """torchaudio-ConvTasNet-style input check in forward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(1, 4, 3)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        if x.dim() == 2:
+            x = x.unsqueeze(1)
+        return self.fc(F.relu(self.conv(x)).mean(-1))
+
+
+def test_concrete_args_fixing_the_input_is_refused():
+    x = torch.randn(3, 1, 20)
+    with pytest.raises(ConversionError, match="cannot trace RankCheck.*if x.dim\\(\\) == 2.*never the input tensor"):
+        ann2snn.convert(RankCheck().eval())
+    with pytest.warns(UserWarning), pytest.raises(ConversionError) as info:  # fx warns about the specialisation
+        ann2snn.convert(RankCheck().eval(), concrete_args={"x": x})
+    message = str(info.value)
+    assert "ignores its input `x`" in message and "concrete_args fixed the tensor argument 'x'" in message
+    assert "never pass the input tensor" in message and "leaf_modules" in message
+
+
+def test_a_network_that_returns_constants_is_refused():
+    class Constant(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.bias = nn.Parameter(torch.zeros(2))
+
+        def forward(self, x):
+            return self.bias.relu() * 2
+
+    with pytest.raises(ConversionError, match="ignores its input `x`.*does not use it"):
+        ann2snn.convert(Constant().eval())
+
+
+def test_torchscript_module_is_refused_with_the_right_advice():
+    scripted = torch.jit.script(nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2)).eval())
+    with pytest.raises(ConversionError, match="TorchScript module.*load_state_dict") as info:
+        ann2snn.convert(scripted)
+    assert "control flow" not in str(info.value)
+
+
+def test_unused_optional_arguments_are_fine():
+    class Optional_(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 2)
+
+        def forward(self, x, lengths=None):
+            return self.fc(F.relu(x))
+
+    snn = ann2snn.convert(Optional_().eval(), learn_tau=False, concrete_args={"lengths": None}, input_shape=(4,))
+    assert snn(torch.randn(2, 4)).shape == (2, 2)
