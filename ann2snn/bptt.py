@@ -25,10 +25,13 @@ def _superspike_slope(u: torch.Tensor) -> torch.Tensor:
 class SubtractResetSequence(torch.autograd.Function):
     """Spikes [T, ...] of a (leaky) integrate-and-fire neuron with subtractive reset, in threshold
     units, from currents [T, ...] (or one [...] current repeated T times), starting at the membrane
-    ``initial`` (shaped like one step's current; it is not differentiated)."""
+    ``initial`` (shaped like one step's current); returns ``(spikes, final)``, ``final`` the
+    membrane after the last reset. Both ``initial`` and ``final`` are differentiable, so a
+    sequence run in time chunks (each chunk starting from the previous chunk's ``final``) has
+    the gradients of one run over all steps."""
 
     @staticmethod
-    def forward(ctx, current: torch.Tensor, beta: Optional[torch.Tensor], steps: int, repeated: bool, initial: torch.Tensor) -> torch.Tensor:
+    def forward(ctx, current: torch.Tensor, beta: Optional[torch.Tensor], steps: int, repeated: bool, initial: torch.Tensor):
         shape = current.shape if repeated else current.shape[1:]
         u = initial.to(current.dtype).clone()
         membranes = torch.empty((steps, *shape), dtype=current.dtype, device=current.device)
@@ -44,15 +47,16 @@ class SubtractResetSequence(torch.autograd.Function):
             u.sub_(spikes[t])
         ctx.save_for_backward(membranes, beta, initial)
         ctx.repeated = repeated
-        return spikes
+        ctx.initial_dtype = initial.dtype
+        return spikes, u
 
     @staticmethod
-    def backward(ctx, grad_spikes: torch.Tensor):
+    def backward(ctx, grad_spikes: torch.Tensor, grad_final: torch.Tensor):
         membranes, beta, initial = ctx.saved_tensors
         steps = membranes.shape[0]
         grad_current = torch.zeros_like(membranes[0]) if ctx.repeated else torch.empty_like(membranes)
         grad_beta = torch.zeros_like(membranes[0]) if beta is not None and ctx.needs_input_grad[1] else None
-        grad_after_reset = torch.zeros_like(membranes[0])  # dL/du'_t, from step t + 1
+        grad_after_reset = grad_final.clone()  # dL/du'_t, from step t + 1 (after the last step: from the next chunk)
         for t in range(steps - 1, -1, -1):
             u = membranes[t]
             grad_spike = grad_spikes[t] - grad_after_reset  # the spike also lowers u' = u - z
@@ -70,7 +74,11 @@ class SubtractResetSequence(torch.autograd.Function):
                 grad_after_reset = grad_u * beta
         if grad_beta is not None:
             grad_beta = _sum_to(grad_beta, beta.shape)
-        return grad_current, grad_beta, None, None, None
+        grad_initial = None
+        if ctx.needs_input_grad[4]:  # dL/du'_0: the membrane a previous chunk handed over
+            grad_initial = grad_after_reset if grad_after_reset.shape == initial.shape else _sum_to(grad_after_reset, initial.shape)
+            grad_initial = grad_initial.to(ctx.initial_dtype)
+        return grad_current, grad_beta, None, None, grad_initial
 
 
 def _sum_to(grad: torch.Tensor, shape: torch.Size) -> torch.Tensor:

@@ -107,6 +107,9 @@ class SpikingNeuron(TemporalModule):
         self.channels: Optional[int] = None  # set by calibration
         self.fused_bptt = True  # False: plain autograd through each step (the reference)
 
+    #: Layer mode may run the sequence in time chunks: the membrane (``v``) carries over.
+    supports_time_chunks = True
+
     # -- parameters -------------------------------------------------------------------------
     @property
     def beta(self) -> torch.Tensor:
@@ -164,6 +167,18 @@ class SpikingNeuron(TemporalModule):
         """A fresh membrane shaped like ``current``, at the initial potential."""
         return self._broadcast(self.initial, current.dim()).expand_as(current).clone()
 
+    def _start_state(self, current: torch.Tensor) -> torch.Tensor:
+        """The membrane a layer-mode call starts from: where the previous time chunk left it
+        (``chunked``), else a fresh one."""
+        if self.chunked and self.v is not None:
+            return self.v
+        return self._initial_state(current)
+
+    def _keep_state(self, u: torch.Tensor) -> None:
+        """Hand the membrane after this call's last step to the next time chunk."""
+        if self.chunked:
+            self.v = u
+
     def _broadcast(self, value: torch.Tensor, ndim: int) -> torch.Tensor:
         """Shape a scalar or per-channel tensor to broadcast against [N, C, ...] activations."""
         if value.dim() == 0:
@@ -208,7 +223,8 @@ class SpikingNeuron(TemporalModule):
         sequence = current if self.broadcast_input else current.unflatten(0, (steps, -1))  # [B, ...] or [T, B, ...]
         currents = [current] * steps if self.broadcast_input else sequence.unbind(0)
         pool = self.__dict__.get("_fused_pool")
-        if torch.is_grad_enabled() and (current.requires_grad or (beta is not None and beta.requires_grad)):
+        carried = self.chunked and self.v is not None and self.v.requires_grad
+        if torch.is_grad_enabled() and (current.requires_grad or carried or (beta is not None and beta.requires_grad)):
             if self.method in FUSED_METHODS and self.fused_bptt:
                 return self._spike_train_fused(sequence, steps, beta, pool) * theta
             return self._spike_train(currents, beta, pool) * theta
@@ -216,8 +232,9 @@ class SpikingNeuron(TemporalModule):
 
     def _spike_train_fused(self, sequence: torch.Tensor, steps: int, beta: Optional[torch.Tensor], pool: Optional[GatedMaxPool]) -> torch.Tensor:
         """Layer mode, differentiable, default surrogate: all steps in ``bptt.SubtractResetSequence``."""
-        initial = self._initial_state(sequence if self.broadcast_input else sequence[0])
-        spikes = SubtractResetSequence.apply(sequence, beta, steps, self.broadcast_input, initial)
+        initial = self._start_state(sequence if self.broadcast_input else sequence[0])
+        spikes, final = SubtractResetSequence.apply(sequence, beta, steps, self.broadcast_input, initial)
+        self._keep_state(final)
         if pool is None:
             return spikes.flatten(0, 1)
         gate = pool.spike_gate(spikes[0], steps, differentiable=True)
@@ -225,18 +242,20 @@ class SpikingNeuron(TemporalModule):
 
     def _spike_train(self, currents: list[torch.Tensor], beta: Optional[torch.Tensor], pool: Optional[GatedMaxPool]) -> torch.Tensor:
         """Layer mode, differentiable: autograd through Norse's surrogate spike function at every step."""
-        u = self._initial_state(currents[0])
+        u = self._start_state(currents[0])
         gate = pool.spike_gate(u, len(currents), differentiable=True) if pool is not None else None
         spikes = []
         for current_t in currents:
             z, u = subtract_reset_step(current_t, u, beta, self.method, self.alpha)
             spikes.append(gate(z) if gate is not None else z)
+        self._keep_state(u)
         return torch.cat(spikes, 0)
 
     def _spike_train_inference(self, currents: list[torch.Tensor], beta: Optional[torch.Tensor], pool: Optional[GatedMaxPool]) -> torch.Tensor:
         """Layer mode without gradients: the same arithmetic in place, written into one buffer.
         ``u > 1`` equals Norse's ``heaviside(u - 1)`` bit for bit (``u - 1`` is exact near 1)."""
-        u = self._initial_state(currents[0])
+        u = self._start_state(currents[0])
+        self._keep_state(u)  # updated in place below
         if pool is None:
             out = torch.empty((len(currents),) + tuple(u.shape), dtype=u.dtype, device=u.device)
         else:

@@ -7,6 +7,12 @@ Every temporal module runs in one of three regimes, set by the time loop:
 - layer mode (``time_steps = T``): the input holds all T steps folded into the batch,
   ``[T*B, ...]``, or, with ``broadcast_input``, one ``[B, ...]`` tensor that is the same at every
   step (direct encoding: whatever precedes the first neuron is computed once).
+
+Layer mode may run the ``sequence_steps`` steps of a sequence in time chunks (``chunked``): each
+call then holds ``time_steps`` consecutive steps, and a module that supports this
+(``supports_time_chunks``) starts from the state the previous chunk left and keeps its own state
+for the next one, until ``reset()``. The time loop chunks over time only when every temporal
+module of the network supports it.
 """
 
 from __future__ import annotations
@@ -22,6 +28,13 @@ from torch.nn.modules.utils import _ntuple
 class TemporalModule(nn.Module):
     """Base class: holds the execution regime that the time loop sets."""
 
+    #: Whether layer mode may run this module's sequence in time chunks (state carried between calls).
+    supports_time_chunks = False
+    #: Set by the time loop: layer mode runs in time chunks; carry state from call to call.
+    chunked = False
+    #: Set by the time loop in layer mode: the steps of the whole sequence (``time_steps`` of a chunk may be fewer).
+    sequence_steps: Optional[int] = None
+
     def __init__(self) -> None:
         super().__init__()
         self.analog = False
@@ -36,6 +49,8 @@ class TemporalModule(nn.Module):
 class TimeBroadcast(TemporalModule):
     """Repeats a time-invariant ``[B, ...]`` tensor to ``[T*B, ...]`` where it meets temporal data."""
 
+    supports_time_chunks = True  # stateless: repeats over the chunk's steps
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.broadcast_input and self.time_steps is not None and not self.analog:
             return x.repeat(self.time_steps, *([1] * (x.dim() - 1)))
@@ -48,7 +63,13 @@ class GatedMaxPool(TemporalModule):
 
     Pooling the spikes themselves over-counts (any spike in the window passes); gating by the
     running count converges to max pooling of the firing rates as T grows.
+
+    State: the running count (``count``; in step mode, and in layer mode between time chunks),
+    or between time chunks of the fused inference gate its integer keys (``_rank``).
     """
+
+    supports_time_chunks = True
+    _rank: Optional[torch.Tensor] = None
 
     def __init__(
         self,
@@ -116,15 +137,33 @@ class GatedMaxPool(TemporalModule):
 
     def reset(self) -> None:
         self.count = None
+        self._rank = None
+
+    def _order(self, like: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """Per position ``P - 1 - position`` (P positions per channel), shaped like one channel."""
+        positions = like[0, 0].numel()
+        return torch.arange(positions - 1, -1, -1, device=like.device, dtype=dtype).view(like.shape[2:])
+
+    def _carried_count(self, like: torch.Tensor) -> torch.Tensor:
+        """The running count a layer-mode call starts from: the previous time chunk's, or zeros."""
+        if self.chunked and self._rank is not None:  # the previous chunk ran the inference gate
+            positions = like[0, 0].numel()
+            count = ((self._rank - 2 * self._order(like, self._rank.dtype)) / (2 * positions)).to(like.dtype)
+            self._rank = None
+            return count
+        if self.chunked and self.count is not None:
+            return self.count
+        return torch.zeros_like(like)
 
     def _running_gate(self, like: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
         """A differentiable per-step gate for any input shaped like ``like``: it passes, per
         window, the current input at the position whose running input sum is largest."""
-        count = torch.zeros_like(like)
+        count = self._carried_count(like)
+        if self.chunked:
+            self.count = count  # updated in place below: the next chunk starts from it
 
         def gate(x: torch.Tensor) -> torch.Tensor:
-            nonlocal count
-            count = count + x.detach()
+            count.add_(x.detach())
             return self._gate(x, count)
 
         return gate
@@ -141,10 +180,18 @@ class GatedMaxPool(TemporalModule):
         if differentiable:
             return self._running_gate(like)
         positions = like[0, 0].numel()
+        steps = max(steps, self.sequence_steps or 0)  # a time chunk's keys must hold the whole sequence's counts
         exact_in_float32 = 2 * (steps + 1) * positions < 2**24
         dtype = torch.float32 if exact_in_float32 else torch.float64
-        order = torch.arange(positions - 1, -1, -1, device=like.device, dtype=dtype).view(like.shape[2:])
-        rank = (2 * order).expand(like.shape).clone()
+        order = self._order(like, dtype)
+        if self.chunked and self._rank is not None:
+            rank = self._rank
+        elif self.chunked and self.count is not None:  # the previous chunk ran the differentiable gate
+            rank = (2 * order + 2 * positions * self.count.to(dtype)).expand(like.shape).clone()
+        else:
+            rank = (2 * order).expand(like.shape).clone()
+        if self.chunked:
+            self._rank, self.count = rank, None  # updated in place below: the next chunk starts from it
         key = torch.empty_like(rank)
 
         def gate(z: torch.Tensor) -> torch.Tensor:

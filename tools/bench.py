@@ -133,10 +133,13 @@ def peak_mb(fn: Callable[[], object], device: torch.device) -> float:
     return math.nan if before is None or peak is None else (peak - before) / 1024
 
 
-def timed(fns: dict[str, Callable[[], object]], repeats: int, device: torch.device, memory: set[str] = frozenset()) -> tuple[dict[str, float], dict[str, float]]:
+def timed(
+    fns: dict[str, Callable[[], object]], repeats: int, device: torch.device, memory: set[str] = frozenset(), inner: dict[str, int] = {}
+) -> tuple[dict[str, float], dict[str, float]]:
     """Fastest wall time of each function over up to ``repeats`` rounds after a warm-up round (the
-    warm-up measures peak memory for the functions in ``memory``). Functions take turns within a
-    round; a round is not repeated once the warm-up of everything took over a minute."""
+    warm-up measures peak memory for the functions in ``memory``); ``inner``: calls per round
+    (each timed) for short functions. Functions take turns within a round; a round is not
+    repeated once the warm-up of everything took over a minute."""
     times: dict[str, float] = {}
     peaks: dict[str, float] = {}
     start = time.perf_counter()
@@ -145,11 +148,12 @@ def timed(fns: dict[str, Callable[[], object]], repeats: int, device: torch.devi
     rounds = repeats if time.perf_counter() - start < 60 else 1
     for _ in range(rounds):
         for name, fn in fns.items():
-            _sync(device)
-            t0 = time.perf_counter()
-            fn()
-            _sync(device)
-            times[name] = min(times.get(name, math.inf), time.perf_counter() - t0)
+            for _ in range(inner.get(name, 1)):
+                _sync(device)
+                t0 = time.perf_counter()
+                fn()
+                _sync(device)
+                times[name] = min(times.get(name, math.inf), time.perf_counter() - t0)
     return times, peaks
 
 
@@ -234,33 +238,43 @@ def bench_net(name: str, args: argparse.Namespace, device: torch.device) -> None
     inference = convert(cnn, calibration, learn_tau=False).eval()  # IF neurons
     training = convert(cnn, calibration, learn_tau=True).train()  # fine-tuning: learnable time constants
     per_example = activation_bytes(cnn, calibration[:1])
-    cnn_time: dict[int, dict[str, float]] = {}
     for batch in args.batch:
         x = torch.randn(batch, *shape, device=device)
-        cnn.eval()
         with torch.no_grad():
-            fwd, _ = timed({"cnn": lambda: cnn(x)}, max(args.repeats, 5), device)
-        cnn.train()
-        trn, _ = timed({"cnn_train": train_step(cnn, x)}, max(args.repeats, 5), device)
-        cnn.eval()
-        cnn_time[batch] = {**fwd, **trn}
+            estimate, _ = timed({"cnn": lambda: cnn(x)}, 2, device)
         for T in args.T:
-            row(name, T, x, inference, training, cnn_time[batch], per_example, args, device)
+            row(name, T, x, cnn, inference, training, estimate["cnn"], per_example, args, device)
 
 
-def row(name, T, x, inference, training, cnn, per_example, args, device) -> None:
+def cnn_train_step(cnn: nn.Module, x: torch.Tensor) -> Callable[[], None]:
+    """One CNN training step (batch-norm statistics as in training), leaving the CNN in eval mode."""
+    step = train_step(cnn, x)
+
+    def run() -> None:
+        cnn.train()
+        try:
+            step()
+        finally:
+            cnn.eval()
+
+    return run
+
+
+def row(name, T, x, cnn, inference, training, cnn_estimate, per_example, args, device) -> None:
+    """One cell; the CNN's own times are measured in the same rounds, taking turns with the SNN's."""
     batch = x.shape[0]
     label = f"{name:6s} T={T:<4d} B={batch:<4d}"
-    estimate_s = 2.5 * T * cnn["cnn"] * (2 if args.unchunked else 1) + 3 * T * cnn["cnn_train"]
+    estimate_s = T * cnn_estimate * (3 + (3 if args.unchunked else 0) + (0 if args.no_train else 8))
     if estimate_s > args.max_seconds:
         print(f"{label} skipped: about {estimate_s:.0f} s per round estimated (over --max-seconds {args.max_seconds:g})", flush=True)
         return
     inference.T = training.T = T
-    fns = {"fwd": lambda: inference(x)}
+    fns = {"cnn": lambda: cnn(x), "fwd": lambda: inference(x)}
     if args.unchunked:
         fns["unchunked"] = unchunked(inference, x)
-    train_gb = 4 * T * batch * per_example / 2**30
+    train_gb = 1.5 * T * batch * per_example / 2**30
     if train_gb <= args.max_gb and not args.no_train:
+        fns["cnn_train"] = cnn_train_step(cnn, x)
         fns["train"] = train_step(training, x)
     if batch == 1 and not args.no_step:
         fns["step"] = streamed(inference, x)
@@ -272,9 +286,11 @@ def row(name, T, x, inference, training, cnn, per_example, args, device) -> None
                     return fn()
             return run
 
-        if "train" in fns:
-            fns["train"] = grad_on(fns["train"])
-        times, peaks = timed(fns, args.repeats, device, memory={"fwd", "train"})
+        for key in ("cnn_train", "train"):
+            if key in fns:
+                fns[key] = grad_on(fns[key])
+        times, peaks = timed(fns, args.repeats, device, memory={"fwd", "train"}, inner={"cnn": 5, "cnn_train": 3})
+    cnn = times
     parts = [
         f"fwd {times['fwd'] / (T * cnn['cnn']):5.2f} (chunks {chunking(inference, x)})",
     ]

@@ -1,0 +1,194 @@
+"""Layer mode in time chunks: k steps at a time, neuron and pool state carried from chunk to chunk,
+gives the outputs and gradients of the run over all T steps at once."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import ann2snn
+from ann2snn import timeloop
+from ann2snn.bptt import SubtractResetSequence
+from ann2snn.neurons import SpikingNeuron
+from ann2snn.temporal import GatedMaxPool, TimeBroadcast
+from snn_test_nets import INPUT_SHAPE, ResidualConcatNet
+
+
+class StaticSkipNet(nn.Module):
+    """A skip connection from before the first neuron to after it: a time-invariant value meets
+    spikes (a TimeBroadcast under direct encoding), then max pooling and a 1-D tail."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv1d(2, 6, 5, padding=2)
+        self.conv2 = nn.Conv1d(6, 6, 3, padding=1)
+        self.conv3 = nn.Conv1d(6, 8, 3)
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(x)
+        y = F.relu(self.conv2(F.relu(h)) + h)
+        y = F.max_pool1d(y, 2)
+        y = F.max_pool1d(F.relu(self.conv3(y)), 3)
+        return self.fc(y.mean(-1))
+
+
+@pytest.fixture(scope="module")
+def data() -> torch.Tensor:
+    torch.manual_seed(0)
+    return torch.randn(12, *INPUT_SHAPE)
+
+
+def run(snn, x, backward=True):
+    """Output and gradients (of a fixed function of the output) of one call."""
+    snn.zero_grad(set_to_none=True)
+    if not backward:
+        with torch.no_grad():
+            return snn(x), []
+    out = snn(x)
+    (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+    return out.detach(), [p.grad.clone() for p in snn.parameters() if p.grad is not None]
+
+
+def assert_same(a, b, atol=1e-6):
+    (out_a, grads_a), (out_b, grads_b) = a, b
+    assert torch.allclose(out_a, out_b, atol=atol), (out_a - out_b).abs().max()
+    assert len(grads_a) == len(grads_b)
+    for g, h in zip(grads_a, grads_b):
+        assert torch.allclose(g, h, atol=1e-5, rtol=1e-4), (g - h).abs().max()
+
+
+@pytest.mark.parametrize("fused_bptt", [True, False], ids=["fused-bptt", "autograd-bptt"])
+@pytest.mark.parametrize("fuse_pools", [True, False], ids=["fused-pools", "pools"])
+def test_time_chunks_change_neither_outputs_nor_gradients(data, fused_bptt, fuse_pools):
+    snn = ann2snn.convert(ResidualConcatNet().eval(), T=16, learn_tau=True, tau=20.0, calibration=[data])
+    snn.fuse_pools = fuse_pools
+    for module in snn.modules():
+        if isinstance(module, SpikingNeuron):
+            module.fused_bptt = fused_bptt
+    snn.batch_chunk, snn.time_chunk = 12, 16
+    whole = run(snn, data)
+    assert any(g.abs().sum() > 0 for g in whole[1])
+    for batch_chunk, time_chunk in ((12, 5), (12, 1), (5, 4), (1, 7)):
+        snn.batch_chunk, snn.time_chunk = batch_chunk, time_chunk
+        assert snn.chunk_plan(data) == (batch_chunk, time_chunk)
+        assert_same(run(snn, data), whole)
+
+
+@pytest.mark.parametrize("learn_tau", [False, True])
+def test_time_chunks_in_inference_equal_step_mode(learn_tau):
+    """The in-place inference loop (with the fused gate's integer keys carried over) and a static
+    skip connection (computed once, broadcast over each chunk's steps)."""
+    torch.manual_seed(3)
+    x = torch.randn(10, 2, 24)
+    snn = ann2snn.convert(StaticSkipNet().eval(), T=24, learn_tau=learn_tau, tau=30.0, calibration=[x])
+    assert any(isinstance(m, TimeBroadcast) for m in snn.modules()) and snn.fusable_pools
+    with torch.no_grad():
+        snn.mode = "step"
+        stepped = snn(x)
+        snn.mode = "layer"
+        snn.time_chunk = 24
+        whole = snn(x)
+        assert torch.allclose(whole, stepped, atol=1e-5)
+        for time_chunk in (7, 3, 1):
+            snn.time_chunk = time_chunk
+            assert torch.allclose(snn(x), whole, atol=1e-6)
+    snn.time_chunk = 24
+    reference = run(snn, x)
+    snn.time_chunk = 5
+    assert_same(run(snn, x), reference)
+
+
+def test_time_chunks_with_a_spiking_encoder(data):
+    snn = ann2snn.convert(ResidualConcatNet().eval(), T=12, learn_tau=False, encoder="latency", calibration=[data])
+    with torch.no_grad():
+        snn.time_chunk = 12
+        whole = snn(data)
+        snn.time_chunk = 5
+        assert torch.allclose(snn(data), whole, atol=1e-6)
+
+
+def test_no_state_outlives_a_call(data):
+    snn = ann2snn.convert(ResidualConcatNet().eval(), T=8, learn_tau=True, calibration=[data])
+    snn.time_chunk = 3
+    snn(data).sum().backward()
+    for module in snn.temporal_modules():
+        assert getattr(module, "v", None) is None and getattr(module, "count", None) is None and getattr(module, "_rank", None) is None
+    assert all(m.time_steps == 3 and m.chunked for m in snn.temporal_modules())
+
+
+def test_chunk_plan(data, monkeypatch):
+    snn = ann2snn.convert(ResidualConcatNet().eval(), T=10, learn_tau=False, calibration=[data])
+    assert snn.batch_chunk is None and snn.time_chunk is None
+    largest = snn._largest_activation_bytes(data[:1])
+    monkeypatch.setattr(timeloop, "CHUNK_BYTES", 24 * largest)  # 24 example-steps per chunk
+    assert snn.chunk_plan(data) == (12, 2)  # the whole batch, 2 steps at a time
+    assert snn.chunk_size(data) == 2  # examples for callers that run all T steps at once
+    monkeypatch.setattr(timeloop, "CHUNK_BYTES", 7 * largest)  # under one step of the batch: slices
+    assert snn.chunk_plan(data) == (7, 1)
+    monkeypatch.setattr(timeloop, "CHUNK_BYTES", 24 * largest)
+    snn.batch_chunk = 4
+    assert snn.chunk_plan(data) == (4, 5)  # 6 steps fit; spread evenly: 5 + 5
+    snn.batch_chunk, snn.time_chunk = None, 3
+    assert snn.chunk_plan(data) == (8, 3)  # as asked: 3 + 3 + 3 + 1 steps
+    snn.time_chunk = 100
+    assert snn.chunk_plan(data) == (2, 10)
+    with pytest.raises(ann2snn.ConversionError, match="time_chunk"):
+        snn.time_chunk = 0
+    monkeypatch.setattr(GatedMaxPool, "supports_time_chunks", False)  # a module that cannot carry state
+    snn.time_chunk = 3
+    assert snn.chunk_plan(data)[1] == 10
+
+
+def test_saved_networks_keep_their_time_chunk(data, tmp_path):
+    snn = ann2snn.convert(ResidualConcatNet().eval(), T=8, learn_tau=False, calibration=[data])
+    snn.time_chunk = 3
+    with torch.no_grad():
+        expected = snn(data)
+    path = tmp_path / "snn.pt"
+    ann2snn.save(snn, path)
+    loaded = ann2snn.load(path)
+    assert loaded.time_chunk == 3
+    with torch.no_grad():
+        assert torch.allclose(loaded(data), expected, atol=1e-6)
+    state = {k: v for k, v in snn.__getstate__().items() if k != "_time_chunk"}
+    old = ann2snn.SpikingNetwork.__new__(ann2snn.SpikingNetwork)
+    old.__setstate__(state)
+    assert old.time_chunk is None
+
+
+@pytest.mark.parametrize("repeated", [False, True])
+def test_fused_sequence_hands_its_membrane_on_with_gradients(repeated):
+    """SubtractResetSequence over 9 steps equals 4 + 5 steps chained through ``final``/``initial``."""
+    torch.manual_seed(0)
+    beta = torch.tensor([0.9, 0.95, 1.0]).view(3, 1).requires_grad_()
+    current = (torch.rand(2, 3, 4) if repeated else torch.rand(9, 2, 3, 4)).mul(0.8).requires_grad_()
+    initial = torch.full((2, 3, 4), 0.5)
+    weights = torch.randn(9, 2, 3, 4)
+    whole, final = SubtractResetSequence.apply(current, beta, 9, repeated, initial)
+    ((whole * weights).sum() + final.sum()).backward()
+    expected = whole.detach(), current.grad.clone(), beta.grad.clone()
+    current.grad = beta.grad = None
+    first, middle = SubtractResetSequence.apply(current if repeated else current[:4], beta, 4, repeated, initial)
+    second, final = SubtractResetSequence.apply(current if repeated else current[4:], beta, 5, repeated, middle)
+    chained = torch.cat([first, second])
+    ((chained * weights).sum() + final.sum()).backward()
+    assert torch.equal(chained.detach(), expected[0])
+    assert torch.allclose(current.grad, expected[1], atol=1e-6)
+    assert torch.allclose(beta.grad, expected[2], atol=1e-5)
+
+
+def test_gate_state_crosses_between_gate_kinds():
+    """A chunk may run the differentiable gate and the next the inference gate (or back): the
+    running count carries over either way."""
+    torch.manual_seed(0)
+    pool = GatedMaxPool(1, 3)
+    spikes = (torch.rand(12, 2, 4, 9) > 0.6).float()
+    reference = pool.spike_gate(spikes[0], 12, differentiable=True)
+    expected = torch.stack([reference(z) for z in spikes])
+    pool.chunked, pool.sequence_steps = True, 12
+    outs = []
+    for start, differentiable in ((0, False), (4, True), (8, False)):
+        gate = pool.spike_gate(spikes[0], 4, differentiable=differentiable)
+        outs += [gate(z) for z in spikes[start : start + 4]]
+    assert torch.equal(torch.stack(outs), expected)
