@@ -350,3 +350,40 @@ def test_unused_optional_arguments_are_fine():
 
     snn = ann2snn.convert(Optional_().eval(), learn_tau=False, concrete_args={"lengths": None}, input_shape=(4,))
     assert snn(torch.randn(2, 4)).shape == (2, 2)
+
+
+# -- 5. input sizes free where the network accepts them -----------------------------------------
+class AnyLength(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(1, 4, 5, stride=2)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.fc(F.adaptive_avg_pool1d(F.relu(self.conv(x)), 1).flatten(1))
+
+
+def test_other_lengths_are_refused_naming_the_option_then_accepted():
+    torch.manual_seed(0)
+    model = AnyLength().eval()
+    snn = ann2snn.convert(model, T=64, learn_tau=False, calibration=[torch.randn(8, 1, 64)], correction="none")
+    short = torch.randn(2, 1, 40)
+    with pytest.raises(ann2snn.InputShapeError) as info:
+        snn(short)
+    message = str(info.value)
+    assert "takes [batch, 1, 64]" in message and "snn.input_shape = (1, None)" in message and "snn.input_shape = None" in message
+    snn.input_shape = (1, None)
+    with torch.no_grad():
+        out = snn(short)
+        assert out.shape == (2, 3) and torch.allclose(analog_output(snn, short), model(short), atol=1e-6)
+        snn.mode = "step"
+        assert torch.allclose(snn(short), out, atol=1e-5)
+    with pytest.raises(ann2snn.InputShapeError, match=r"takes \[batch, 1, any\].*input_shape = \(None,\)"):
+        snn(torch.randn(2, 40))  # the rank is still checked
+
+
+def test_free_sizes_given_at_conversion_are_kept_by_calibration():
+    snn = ann2snn.convert(AnyLength().eval(), T=8, learn_tau=False, calibration=[torch.randn(8, 1, 64)], correction="none", input_shape=(1, None))
+    assert snn.input_shape == (1, None)
+    with torch.no_grad():
+        assert snn(torch.randn(3, 1, 100)).shape == (3, 3)
