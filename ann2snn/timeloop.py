@@ -3,7 +3,9 @@ output shape, running T steps (encoder -> network -> readout averaged over T).""
 
 from __future__ import annotations
 
+import math
 import warnings
+import weakref
 from contextlib import contextmanager
 from typing import Iterator, Optional
 
@@ -22,9 +24,9 @@ from .temporal import GatedMaxPool, TemporalModule
 
 MODES = ("layer", "step")
 
-#: Automatic batch chunking (CPU, layer mode) keeps the largest activation of one chunk, all T
-#: steps of it, within about this many bytes: roughly a server CPU's last-level cache. Neuron
-#: updates over larger tensors are memory-bound; tools/bench.py measures the effect.
+#: Automatic chunking (CPU, layer mode) keeps the largest activation of one chunk (examples x
+#: steps) within about this many bytes: roughly a server CPU's last-level cache. Neuron updates
+#: over larger tensors are memory-bound; tools/bench.py measures the effect.
 CHUNK_BYTES = 32 * 2**20
 
 
@@ -34,9 +36,9 @@ def _check_steps(T: object) -> int:
     return T
 
 
-def _check_chunk(chunk: object) -> Optional[int]:
+def _check_chunk(chunk: object, name: str = "batch_chunk", unit: str = "examples") -> Optional[int]:
     if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk <= 0):
-        raise ConversionError(f"batch_chunk={chunk!r}: give a positive number of examples, or None to choose it automatically")
+        raise ConversionError(f"{name}={chunk!r}: give a positive number of {unit}, or None to choose it automatically")
     return chunk
 
 
@@ -56,6 +58,55 @@ def _neuron_pool_pairs(network: fx.GraphModule) -> list[tuple[str, str]]:
         if len(users) == 1 and users[0].op == "call_module" and isinstance(network.get_submodule(str(users[0].target)), GatedMaxPool):
             pairs.append((str(node.target), str(users[0].target)))
     return pairs
+
+
+#: Static/dynamic halves of networks (see ``_split_network``), cached per network and its code;
+#: kept outside the network so that saving and describing it never see them.
+_SPLITS: "weakref.WeakKeyDictionary[fx.GraphModule, tuple[str, fx.GraphModule, fx.GraphModule]]" = weakref.WeakKeyDictionary()
+
+
+def _split_network(network: fx.GraphModule) -> tuple[fx.GraphModule, fx.GraphModule]:
+    """The network as two graph modules sharing its submodules: ``static(x)`` computes, once per
+    sequence, the time-invariant values (under direct encoding) that the rest reads, as a tuple;
+    ``dynamic(*those)`` computes the output from them, once per time chunk."""
+    cached = _SPLITS.get(network)
+    if cached is not None and cached[0] == network.code:
+        return cached[1], cached[2]
+    static, _ = split_static(network)
+    # a TimeBroadcast repeats a static value over each chunk's steps: it belongs to the chunk
+    static = {n for n in static if not (n.op == "call_module" and isinstance(network.get_submodule(str(n.target)), TemporalModule))}
+    output = next(n for n in network.graph.nodes if n.op == "output")
+
+    def reach(starts: list[fx.Node], stop: set[fx.Node]) -> set[fx.Node]:
+        seen: set[fx.Node] = set()
+        todo = list(starts)
+        while todo:
+            node = todo.pop()
+            if node in seen:
+                continue
+            seen.add(node)
+            todo.extend(i for i in node.all_input_nodes if i not in stop)
+        return seen
+
+    dynamic_nodes = reach([output], static)
+    boundary = [n for n in network.graph.nodes if n in static and any(u in dynamic_nodes for u in n.users)]
+    static_nodes = reach(boundary, set())
+
+    static_graph, env = fx.Graph(), {}
+    for node in network.graph.nodes:
+        if node in static_nodes:
+            env[node] = static_graph.node_copy(node, lambda n: env[n])
+    static_graph.output(tuple(env[n] for n in boundary))
+
+    dynamic_graph, env = fx.Graph(), {}
+    for node in boundary:
+        env[node] = dynamic_graph.placeholder(node.name)
+    for node in network.graph.nodes:
+        if node in dynamic_nodes and node not in env:
+            env[node] = dynamic_graph.node_copy(node, lambda n: env[n])
+    halves = fx.GraphModule(network, static_graph, "StaticPart"), fx.GraphModule(network, dynamic_graph, "DynamicPart")
+    _SPLITS[network] = (network.code, *halves)
+    return halves
 
 
 def _shape_accepts(expected: tuple, actual: tuple) -> bool:
@@ -103,8 +154,10 @@ class SpikingNetwork(nn.Module):
       each call returns that step's readout (through the output head).
     - ``snn.output_head``: a trailing softmax / log_softmax of the CNN, applied to the output
       averaged over T, so ``snn(x)`` returns the same kind of values as ``model(x)``.
-    - ``snn.batch_chunk``: layer mode runs the batch in chunks of this many examples (default
-      ``None``: cache-sized chunks on CPU, the whole batch elsewhere); outputs do not change.
+    - ``snn.batch_chunk`` and ``snn.time_chunk``: layer mode runs the batch in slices of this many
+      examples and each slice in chunks of this many consecutive steps, carrying neuron and
+      pooling state from chunk to chunk (default ``None``: chosen by ``chunk_plan``, cache-sized
+      on CPU, everything at once elsewhere); outputs and gradients do not change.
     - ``snn.report`` says what the compiler did; ``snn.network`` is the rewritten fx graph.
     - ``snn.input_shape``: the per-example input shape checked at every call (from the calibration
       data unless ``convert(input_shape=...)`` gave it). ``None`` in a size accepts any size, so an
@@ -140,6 +193,7 @@ class SpikingNetwork(nn.Module):
         #: unpooled spike train is never stored); set False to observe neurons' own spikes with hooks.
         self.fuse_pools = True
         self._batch_chunk: Optional[int] = None
+        self._time_chunk: Optional[int] = None
         self._example_bytes: dict[tuple, int] = {}
         self.calibrated_T: Optional[int] = None
         self._stale_T_warned: set[int] = set()
@@ -151,6 +205,7 @@ class SpikingNetwork(nn.Module):
         """Unpickling (``ann2snn.load``): networks saved before batch chunking existed get its defaults."""
         super().__setstate__(state)
         self.__dict__.setdefault("_batch_chunk", None)
+        self.__dict__.setdefault("_time_chunk", None)
         self.__dict__.setdefault("_example_bytes", {})
         self.__dict__.setdefault("calibrated_T", None)
         self.__dict__.setdefault("_stale_T_warned", set())
@@ -185,6 +240,18 @@ class SpikingNetwork(nn.Module):
     def batch_chunk(self, value: Optional[int]) -> None:
         self._batch_chunk = _check_chunk(value)
 
+    @property
+    def time_chunk(self) -> Optional[int]:
+        """Layer mode runs the T steps in chunks of this many consecutive steps, each neuron and
+        gated pool carrying its state from one chunk to the next (outputs and gradients are the
+        same; the stateless layers see ``steps x examples`` at a time). ``None`` (default): see
+        ``chunk_plan``. Values above T mean all T steps at once."""
+        return self._time_chunk
+
+    @time_chunk.setter
+    def time_chunk(self, value: Optional[int]) -> None:
+        self._time_chunk = _check_chunk(value, "time_chunk", "time steps")
+
     def extra_repr(self) -> str:
         return f"T={self.T}, mode={self.mode!r}"
 
@@ -192,11 +259,16 @@ class SpikingNetwork(nn.Module):
     def temporal_modules(self) -> Iterator[TemporalModule]:
         return (m for m in self.network.modules() if isinstance(m, TemporalModule))
 
-    def _configure(self, layer_mode: bool, analog: bool = False) -> None:
+    def _configure(self, layer_mode: bool, analog: bool = False, steps: Optional[int] = None) -> None:
+        """Set every temporal module's regime; in layer mode each call holds ``steps`` (default T)
+        consecutive steps, and fewer than T means time chunks (state carried between calls)."""
         folded_static = layer_mode and self.encoder.is_time_invariant
+        steps = self.T if steps is None else steps
         for module in self.temporal_modules():
             module.analog = analog
-            module.time_steps = self.T if layer_mode else None
+            module.time_steps = steps if layer_mode else None
+            module.sequence_steps = self.T if layer_mode else None
+            module.chunked = layer_mode and steps < self.T
             module.broadcast_input = folded_static and module.static_source
         fuse = layer_mode and not analog and self.fuse_pools
         for neuron_name, pool_name in self.fusable_pools:
@@ -259,15 +331,58 @@ class SpikingNetwork(nn.Module):
             module.reset()
 
     def chunk_size(self, x: torch.Tensor) -> int:
-        """How many examples of ``x`` layer mode runs at once (see ``batch_chunk``)."""
+        """How many examples of ``x`` to run at once with all T steps in one call (what callers
+        that run the network over all steps themselves, such as output-space correction, use):
+        ``batch_chunk``, or on CPU as many as keep the largest activation within ``CHUNK_BYTES``,
+        elsewhere the whole batch. Layer mode itself follows ``chunk_plan``."""
         if self.batch_chunk is not None:
             return self.batch_chunk
         if x.device.type != "cpu":
             return max(1, x.shape[0])
+        return max(1, CHUNK_BYTES // (self.T * self._bytes_per_example_step(x)))
+
+    def _bytes_per_example_step(self, x: torch.Tensor) -> int:
         key = (tuple(x.shape[1:]), x.dtype)
         if key not in self._example_bytes:
             self._example_bytes[key] = self._largest_activation_bytes(x[:1])
-        return max(1, CHUNK_BYTES // (self.T * self._example_bytes[key]))
+        return self._example_bytes[key]
+
+    def time_chunks_supported(self) -> bool:
+        """Whether every temporal module can carry its state from one time chunk to the next."""
+        return all(m.supports_time_chunks for m in self.temporal_modules())
+
+    def chunk_plan(self, x: torch.Tensor) -> tuple[int, int]:
+        """(examples per batch slice, steps per time chunk) that layer mode runs ``x`` with.
+
+        ``batch_chunk`` and ``time_chunk`` fix either. Left ``None``, on CPU the budget is
+        ``CHUNK_BYTES`` for the largest activation of one chunk (examples x steps x its bytes
+        per example and step): the whole batch, with as many steps as fit (the stateless layers
+        then see large batches while each neuron update stays in cache), and batch slices only
+        when one step of the whole batch exceeds the budget; the steps are spread evenly over
+        the chunks. Elsewhere (GPU): everything at once. Time chunks need every temporal module
+        to support them (``time_chunks_supported``); otherwise all T steps run at once and only
+        the batch is sliced. An explicit ``time_chunk`` is taken as it is (the last chunk holds
+        the remaining steps)."""
+        batch, T = max(1, x.shape[0]), self.T
+        chunkable = self.time_chunks_supported()
+        examples, steps = self.batch_chunk, self.time_chunk if chunkable else None
+        if examples is None or steps is None:
+            if x.device.type != "cpu":
+                examples, steps = examples or batch, steps or T
+            else:
+                budget = max(1, CHUNK_BYTES // self._bytes_per_example_step(x))  # examples x steps
+                if not chunkable:
+                    steps = T
+                if examples is None and steps is None:
+                    examples = min(batch, budget)
+                if steps is None:
+                    steps = max(1, budget // min(examples, batch))
+                if examples is None:
+                    examples = max(1, budget // min(steps, T))
+        examples, steps = min(examples, batch), min(steps, T)
+        if self.time_chunk is None:
+            steps = math.ceil(T / math.ceil(T / steps))  # as many chunks, of nearly equal length
+        return examples, steps
 
     def _largest_activation_bytes(self, example: torch.Tensor) -> int:
         """Bytes of the largest tensor one example produces in one step (via fx's ShapeProp)."""
@@ -312,9 +427,12 @@ class SpikingNetwork(nn.Module):
         self._check_calibration_fresh()
         self.reset()
         if self.mode == "layer":
-            chunks = x.split(self.chunk_size(x))  # before configuring: sizing may run the analog graph
-            self._configure(layer_mode=True)
-            outs = [self._forward_layer(chunk) for chunk in chunks]
+            examples, steps = self.chunk_plan(x)  # before configuring: sizing may run the analog graph
+            self._configure(layer_mode=True, steps=steps)
+            try:
+                outs = [self._forward_layer(chunk, steps) for chunk in x.split(examples)]
+            finally:
+                self.reset()  # no state (nor autograd graph) outlives the call
             return outs[0] if len(outs) == 1 else tree_map(lambda *ys: torch.cat(ys), *outs)
         self._configure(layer_mode=False)
         total = None
@@ -324,15 +442,46 @@ class SpikingNetwork(nn.Module):
         self.reset()
         return tree_map(lambda y: y / self.T, total)
 
-    def _forward_layer(self, x: torch.Tensor):
-        """Layer mode on one chunk of the batch: all T steps at once, time folded into the batch."""
+    def _forward_layer(self, x: torch.Tensor, steps: Optional[int] = None):
+        """Layer mode on one slice of the batch, time folded into the batch: all T steps at once,
+        or ``steps`` at a time, state carried from chunk to chunk (under direct encoding the
+        time-invariant part of the network runs once, before the first chunk)."""
+        steps = self.T if steps is None else steps
+        if steps >= self.T:
+            if self.encoder.is_time_invariant:
+                out = self.run_network(x)
+                if self.static_output:
+                    return out
+            else:
+                out = self.run_network(self.encoder.sequence(x, self.T))
+            return tree_map(lambda y: y.unflatten(0, (self.T, -1)).mean(0), out)
+        if self.encoder.is_time_invariant and self.static_output:
+            return self.run_network(x)
+        self.reset()
         if self.encoder.is_time_invariant:
-            out = self.run_network(x)
-            if self.static_output:
-                return out
-        else:
-            out = self.run_network(self.encoder.sequence(x, self.T))
-        return tree_map(lambda y: y.unflatten(0, (self.T, -1)).mean(0), out)
+            static, dynamic = _split_network(self.network)
+            with self._explained_errors(x):
+                values = static(x)
+        total = None
+        for start in range(0, self.T, steps):
+            k = min(steps, self.T - start)
+            if k != steps:
+                for module in self.temporal_modules():
+                    module.time_steps = k
+            with self._explained_errors(x):
+                out = dynamic(*values) if self.encoder.is_time_invariant else self.network(self._encode(x, start, k))
+            part = tree_map(lambda y: y.unflatten(0, (k, -1)).sum(0), out)
+            total = part if total is None else tree_map(torch.add, total, part)
+        for module in self.temporal_modules():
+            module.time_steps = steps
+        self.reset()
+        return tree_map(lambda y: y / self.T, total)
+
+    def _encode(self, x: torch.Tensor, start: int, steps: int) -> torch.Tensor:
+        """Steps ``start`` to ``start + steps`` of the encoded input, folded into the batch."""
+        if self.encoder.kind == "rate":  # independent draws: the step index does not matter
+            return self.encoder.sequence(x, steps)
+        return torch.cat([self.encoder.step(x, t, self.T) for t in range(start, start + steps)], 0)
 
     def step(self, x_t: torch.Tensor):
         """Run one time step on ``x_t`` (state kept from earlier calls until ``reset()``)."""
