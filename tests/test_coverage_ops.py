@@ -387,3 +387,16 @@ def test_free_sizes_given_at_conversion_are_kept_by_calibration():
     assert snn.input_shape == (1, None)
     with torch.no_grad():
         assert snn(torch.randn(3, 1, 100)).shape == (3, 3)
+
+
+@pytest.mark.parametrize("form", ["module", "amax", "max_values"])
+def test_gated_global_max_runs_in_time_chunks(form):
+    torch.manual_seed(1)
+    model = GlobalMax1d(form).eval()
+    x = torch.randn(8, 1, 48)
+    snn = ann2snn.convert(model, T=20, learn_tau=False, calibration=[x], percentile=100.0, correction="none")
+    assert snn.time_chunks_supported()
+    with torch.no_grad():
+        whole = snn(x)
+        snn.time_chunk = 7
+        assert torch.allclose(snn(x), whole, atol=1e-5)
