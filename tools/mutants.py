@@ -76,6 +76,19 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant("ddp: no optimizer step", "zoo/harness/train.py", "            optimiser.step()\n", "", (DDP,)),
     Mutant("ddp: model not wrapped in DistributedDataParallel", "zoo/harness/train.py",
            "train_model = nn.parallel.DistributedDataParallel(model) if", "train_model = model if", (DDP,)),
+    # -- all-or-nothing writes ------------------------------------------------------------------
+    Mutant("atomic: writes go straight to the target", "ann2snn/atomic.py",
+           "        yield tmp\n        os.replace(tmp, path)\n", "        yield path\n", (ATOMIC,)),
+    Mutant("atomic: partial file not removed after a failure", "ann2snn/atomic.py",
+           "    finally:\n        tmp.unlink(missing_ok=True)\n", "    finally:\n        pass\n", (ATOMIC,)),
+    Mutant("summary: CSV written straight to the target", "zoo/harness/summary.py",
+           "    with atomic_path(path) as tmp, tmp.open(\"w\", newline=\"\") as f:", "    with path.open(\"w\", newline=\"\") as f:", (ATOMIC,)),
+    Mutant("summary: markdown written straight to the target", "zoo/harness/summary.py",
+           "    with atomic_path(paths[\"markdown\"]) as tmp:\n        tmp.write_text(", "    if True:\n        paths[\"markdown\"].write_text(", (ATOMIC,)),
+    Mutant("summary: plots saved straight to the target", "zoo/harness/summary.py",
+           "        with atomic_path(path) as tmp:\n            fig.savefig(tmp, dpi=dpi)\n", "        fig.savefig(path, dpi=dpi)\n", (ATOMIC,)),
+    Mutant("cli: -o written to the target before the other outputs are ready", "ann2snn/cli.py",
+           "outputs.stage(\"-o\", lambda p: save(snn, p))", "outputs.stage(\"-o\", lambda p: save(snn, p) or save(snn, outputs.paths[\"-o\"]))", (ATOMIC,)),
 )
 
 

@@ -21,7 +21,7 @@ import torch
 import ann2snn
 from zoo.harness.evaluate import evaluate
 from zoo.harness.experiment import Experiment, ExperimentConfig, Results
-from zoo.harness.summary import mean_spread
+from zoo.harness.summary import mean_spread, save_figure
 
 #: Conversion settings per method, and whether it converts the QCFS-trained CNN.
 METHODS: dict[str, tuple[dict[str, Any], bool]] = {
@@ -165,5 +165,4 @@ def plot_lowt(rows: list[dict], T: tuple[int, ...], path: Path, title: str) -> N
     fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=9, frameon=False)
     fig.suptitle(title, fontsize=11)
     fig.tight_layout(rect=(0, 0.1, 1, 0.95))
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
+    save_figure(fig, path, dpi=130)

@@ -13,7 +13,17 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from ann2snn.atomic import atomic_path  # noqa: E402
 from zoo.harness.run_folder import RunFolderError, read_json, read_rows  # noqa: E402
+
+
+def save_figure(fig: Any, path: Path, dpi: int) -> None:
+    """``fig.savefig(path)`` all or nothing (a failure midway leaves the previous file), then close it."""
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=dpi)
+    finally:
+        plt.close(fig)
 
 
 def _select(rows: Iterable[dict], **match: Any) -> list[dict]:
@@ -56,7 +66,7 @@ def merge_runs(folders: list[Path]) -> tuple[list[dict], dict]:
 def write_csv(rows: list[dict], path: Path) -> None:
     """One line per result row; list and dict fields are written as JSON."""
     keys = sorted({k for r in rows for k in r})
-    with path.open("w", newline="") as f:
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=keys)
         writer.writeheader()
         for row in rows:
@@ -134,8 +144,7 @@ def plot_accuracy_vs_T(rows: list[dict], path: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 def plot_learn_tau(rows: list[dict], path: Path) -> None:
@@ -152,8 +161,7 @@ def plot_learn_tau(rows: list[dict], path: Path) -> None:
     ax.set_title("retrained LIF SNN: fixed versus learned membrane time constant")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 def plot_training_curves(histories: dict[str, list[dict]], path: Path) -> None:
@@ -170,8 +178,7 @@ def plot_training_curves(histories: dict[str, list[dict]], path: Path) -> None:
     if names:
         ax.legend(fontsize=6, ncol=2)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 def plot_firing_rates(rows: list[dict], path: Path) -> None:
@@ -185,8 +192,7 @@ def plot_firing_rates(rows: list[dict], path: Path) -> None:
         ax.set_ylabel("spikes per neuron per step")
         ax.set_title(f"{model}: firing rate per layer (retrained)")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 def write_outputs(rows: list[dict], out_dir: Path, finetune_T: int, histories: Optional[dict] = None) -> dict[str, Path]:
@@ -198,7 +204,8 @@ def write_outputs(rows: list[dict], out_dir: Path, finetune_T: int, histories: O
         "training_curves": out_dir / "training_curves.png", "firing_rates": out_dir / "firing_rates.png",
     }  # fmt: skip
     write_csv(rows, paths["csv"])
-    paths["markdown"].write_text(summary_table(rows, finetune_T) + "\n\n## Zero-shot accuracy over T\n\n" + zero_shot_table(rows) + "\n")
+    with atomic_path(paths["markdown"]) as tmp:
+        tmp.write_text(summary_table(rows, finetune_T) + "\n\n## Zero-shot accuracy over T\n\n" + zero_shot_table(rows) + "\n")
     plot_accuracy_vs_T(rows, paths["accuracy_vs_T"])
     plot_learn_tau(rows, paths["learn_tau"])
     plot_training_curves(histories or {}, paths["training_curves"])

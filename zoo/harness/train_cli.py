@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import DataLoader
 
 import ann2snn
+from ann2snn.atomic import atomic_path
 import zoo
 from zoo.errors import DataError
 from zoo.harness.checkpoint import CheckpointError
@@ -120,5 +121,6 @@ def train(args: argparse.Namespace) -> int:
             log(f"retrained SNN test top-1: {evaluate(snn, splits['test'], device=device).top1:.1f} %")
             final = snn
         if args.save_rank_weights:
-            torch.save(final.state_dict(), out.with_name(f"{out.stem}.rank{rank}.pt"))
+            with atomic_path(out.with_name(f"{out.stem}.rank{rank}.pt")) as tmp:
+                torch.save(final.state_dict(), tmp)
     return 0
