@@ -41,6 +41,11 @@ from .temporal import GatedMaxPool, TemporalModule
 #: of a rate-coded neuron (and is the half-step shift of ``ann2snn.qcfs.QCFS``).
 HALF_THRESHOLD = 0.5
 
+#: Layer-mode inference runs each neuron's loop over batch slices of about this many bytes per
+#: step (one example at least), so that a slice's membrane and spikes stay in the core's cache
+#: over the steps of a chunk; see ``SpikingNeuron._spike_train_inference`` and tools/bench.py.
+SLICE_BYTES = 512 * 2**10
+
 #: Time constant (in steps) that learn_tau starts from when ``tau=inf`` is asked for: an exact
 #: IF neuron has no gradient for its decay, so learning starts from a nearly IF neuron.
 LEARNABLE_IF_TAU = 1e4
@@ -253,24 +258,42 @@ class SpikingNeuron(TemporalModule):
 
     def _spike_train_inference(self, currents: list[torch.Tensor], beta: Optional[torch.Tensor], pool: Optional[GatedMaxPool]) -> torch.Tensor:
         """Layer mode without gradients: the same arithmetic in place, written into one buffer.
-        ``u > 1`` equals Norse's ``heaviside(u - 1)`` bit for bit (``u - 1`` is exact near 1)."""
+        ``u > 1`` equals Norse's ``heaviside(u - 1)`` bit for bit (``u - 1`` is exact near 1).
+
+        The loop runs over batch slices of about ``SLICE_BYTES`` per step (all steps of one
+        slice, then the next), so that the membrane, the current and the gate's keys of a slice
+        stay in cache from step to step; every element sees the same operations in the same
+        order as in one whole-batch loop, so the result is identical."""
         u = self._start_state(currents[0])
         self._keep_state(u)  # updated in place below
+        steps, batch = len(currents), u.shape[0]
+        per_example = max(1, u[0].numel() * u.element_size())
+        rows = max(1, min(batch, SLICE_BYTES // per_example))
         if pool is None:
-            out = torch.empty((len(currents),) + tuple(u.shape), dtype=u.dtype, device=u.device)
+            out = torch.empty((steps,) + tuple(u.shape), dtype=u.dtype, device=u.device)
         else:
-            gate, z = pool.spike_gate(u, len(currents), differentiable=False), torch.empty_like(u)
-            out = None
-        for t, current_t in enumerate(currents):
-            if beta is None:
-                u.add_(current_t)
-            else:
-                torch.addcmul(current_t, u, beta, out=u)  # beta * u + I in one pass
-            spikes_t = torch.gt(u, 1.0, out=z if pool is not None else out[t])
-            u.sub_(spikes_t)
-            if pool is not None:
-                pooled = gate(spikes_t)
-                if out is None:
-                    out = torch.empty((len(currents),) + tuple(pooled.shape), dtype=u.dtype, device=u.device)
-                out[t] = pooled
+            gate = pool.spike_gate(u, steps, differentiable=False)
+            if not getattr(gate, "batch_slices", False):  # a gate for the whole batch only
+                rows = batch
+            z_buffer, out = torch.empty_like(u[:rows]), None
+        for start in range(0, batch, rows):
+            part = slice(start, min(batch, start + rows))
+            u_part = u[part]
+            z = z_buffer[: u_part.shape[0]] if pool is not None else None
+            for t in range(steps):
+                current_t = currents[t][part]
+                if beta is None:
+                    u_part.add_(current_t)
+                else:
+                    torch.addcmul(current_t, u_part, beta, out=u_part)  # beta * u + I in one pass
+                spikes_t = torch.gt(u_part, 1.0, out=z if pool is not None else out[t, part])
+                u_part.sub_(spikes_t)
+                if pool is not None:
+                    if out is None or rows == batch:
+                        pooled = gate(spikes_t, part) if rows < batch else gate(spikes_t)
+                        if out is None:
+                            out = torch.empty((steps, batch) + tuple(pooled.shape[1:]), dtype=u.dtype, device=u.device)
+                        out[t, part] = pooled
+                    else:
+                        gate(spikes_t, part, out=out[t, part])
         return out.flatten(0, 1)

@@ -120,9 +120,9 @@ class GatedMaxPool(TemporalModule):
             for offset in range(k):
                 index[axis] = slice(offset, k * windows, k)
                 slices.append(x[tuple(index)])
-            x = slices[0]
-            for part in slices[1:]:
-                x = torch.maximum(x, part)
+            x = torch.maximum(slices[0], slices[1])
+            for part in slices[2:]:
+                torch.maximum(x, part, out=x)  # x is this function's own new tensor
         return x
 
     def _pool(self, x: torch.Tensor, return_indices: bool = False):
@@ -194,12 +194,19 @@ class GatedMaxPool(TemporalModule):
             self._rank, self.count = rank, None  # updated in place below: the next chunk starts from it
         key = torch.empty_like(rank)
 
-        def gate(z: torch.Tensor) -> torch.Tensor:
-            rank.add_(z, alpha=2 * positions)
-            torch.add(rank, z, out=key)
-            pooled = self._max(key)
-            return (pooled - 2 * torch.floor(pooled * 0.5)).to(z.dtype)  # the key's parity
+        def gate(z: torch.Tensor, rows: slice = slice(None), out: Optional[torch.Tensor] = None) -> torch.Tensor:
+            """Gate the spikes ``z`` of the examples ``rows`` (a neuron may run its loop in batch
+            slices); with ``out``, write the result there."""
+            rank_rows, key_rows = rank[rows], key[rows]
+            rank_rows.add_(z, alpha=2 * positions)
+            torch.add(rank_rows, z, out=key_rows)
+            pooled = self._max(key_rows)
+            half = torch.mul(pooled, 0.5).floor_()
+            if out is None:
+                out = torch.empty(pooled.shape, dtype=z.dtype, device=z.device)
+            return torch.add(pooled, half, alpha=-2, out=out)  # the key's parity (exact: integers)
 
+        gate.batch_slices = True  # takes rows= and out= (SpikingNeuron's sliced inference loop)
         return gate
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -192,3 +192,21 @@ def test_gate_state_crosses_between_gate_kinds():
         gate = pool.spike_gate(spikes[0], 4, differentiable=differentiable)
         outs += [gate(z) for z in spikes[start : start + 4]]
     assert torch.equal(torch.stack(outs), expected)
+
+
+@pytest.mark.parametrize("learn_tau", [False, True])
+def test_neuron_loop_in_batch_slices_is_bit_identical(data, monkeypatch, learn_tau):
+    """Inference runs each neuron's loop over cache-sized batch slices (``neurons.SLICE_BYTES``):
+    the same operations per element, so the same bits, with fused gates and chunks too."""
+    from ann2snn import neurons
+
+    snn = ann2snn.convert(ResidualConcatNet().eval(), T=12, learn_tau=learn_tau, tau=30.0, calibration=[data])
+    assert snn.fusable_pools
+    with torch.no_grad():
+        whole = snn(data)
+        monkeypatch.setattr(neurons, "SLICE_BYTES", 1)  # one example per slice
+        assert torch.equal(snn(data), whole)
+        snn.time_chunk = 5
+        chunked = snn(data)
+        monkeypatch.setattr(neurons, "SLICE_BYTES", 2**30)
+        assert torch.equal(snn(data), chunked)
