@@ -10,7 +10,7 @@ fi
 STAMP_NOW="$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)"
 if [ "$(cat .venv/.install-stamp 2>/dev/null || true)" != "$STAMP_NOW" ]; then
     echo "Installing ann2snn and its pinned dependencies into .venv (first run: a few minutes, about 5 GB) ..."
-    .venv/bin/python -m pip install --quiet -c constraints.txt -e ".[all,dev]"
+    .venv/bin/python -m pip install --quiet -c constraints.txt -e ".[all,dev,docs]"
     echo "$STAMP_NOW" > .venv/.install-stamp
 fi
 # shellcheck disable=SC1091
