@@ -63,9 +63,20 @@ def _select(clips: list[Clip], is_test: list[bool], split: str, val_fraction: fl
     return [train[i] for i in (kept if split == "train" else held)]
 
 
+def how_to_get(root: str | Path) -> str:
+    """The sentence that tells how to get FSDD into `root` (with `download_fsdd`)."""
+    return (
+        f"to download FSDD there, run python -c \"import zoo; zoo.data.download_fsdd('{root}')\" "
+        "(it writes the recordings/ folder; needs network access)"
+    )
+
+
 def find_recordings(root: str | Path) -> Path:
     """The folder holding FSDD's WAV files: `root` itself or `root`/recordings."""
-    root = require_dir(Path(root), LAYOUT)
+    try:
+        root = require_dir(Path(root), LAYOUT)
+    except DataError as error:
+        raise DataError(f"{error}; {how_to_get(root)}") from None
     return root / "recordings" if (root / "recordings").is_dir() else root
 
 
@@ -79,7 +90,8 @@ def _takes(recordings: Path) -> list[tuple[int, str, int, Path]]:
         elif path.suffix.lower() == ".wav":
             misnamed.append(path.name)
     if not takes:
-        raise DataError(f"no FSDD recordings in {recordings}; expected {LAYOUT}")
+        root = recordings.parent if recordings.name == "recordings" else recordings
+        raise DataError(f"no FSDD recordings in {recordings}; expected {LAYOUT}; {how_to_get(root)}")
     if misnamed:
         warnings.warn(
             f"skipped {len(misnamed)} WAV file(s) in {recordings} not named {{digit}}_{{speaker}}_{{index}}.wav, "
