@@ -97,3 +97,91 @@ class GatedMaxReduce(TemporalModule):
         if self.with_indices:
             return torch.return_types.max((torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])))
         return torch.cat(outs)
+
+
+# -- analog islands that see rates ------------------------------------------------------------
+def _steps_view(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Step numbers ``t`` ([T]) shaped to broadcast against ``[T, B, ...]``."""
+    return t.view(-1, *([1] * (like.dim() - 1))).to(like.dtype)
+
+
+class RateMean(TemporalModule):
+    """The first half of an analog island: the running mean of its input over the steps so far
+    (step ``t`` returns ``(x_1 + ... + x_t) / t``), so the analog op after it sees firing rates,
+    not one step's spikes. An identity in analog mode."""
+
+    supports_time_chunks = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.total: Optional[torch.Tensor] = None
+        self.steps = 0
+
+    def reset(self) -> None:
+        self.total, self.steps = None, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.analog or not torch.is_tensor(x) or not x.is_floating_point():
+            return x
+        if self.time_steps is None:
+            self.total = x if self.total is None else self.total + x
+            self.steps += 1
+            return self.total / self.steps
+        frames = x.unflatten(0, (self.time_steps, -1))
+        carried = _chunked(self) and self.total is not None
+        start = self.steps if carried else 0
+        totals = frames.cumsum(0)
+        if carried:
+            totals = totals + self.total
+        steps = torch.arange(start + 1, start + self.time_steps + 1, device=x.device)
+        if _chunked(self):
+            self.total, self.steps = totals[-1], start + self.time_steps
+        return (totals / _steps_view(steps, totals)).flatten(0, 1)
+
+
+class RateIncrement(TemporalModule):
+    """The second half of an analog island: given ``y_t = f(mean of the inputs up to t)``, it emits
+    ``t * y_t - (t - 1) * y_{t-1}``, so the outputs up to step ``t`` sum to ``t * y_t``: their time
+    average is ``f`` of the input rates (exactly, at every ``t``), and a neuron or layer after it
+    integrates the right current. Non-floating outputs (indices) pass as they are. An identity in
+    analog mode."""
+
+    supports_time_chunks = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.previous = None
+        self.steps = 0
+
+    def reset(self) -> None:
+        self.previous, self.steps = None, 0
+
+    @staticmethod
+    def _is_rate(value: object) -> bool:
+        return torch.is_tensor(value) and value.is_floating_point()
+
+    def forward(self, y):
+        if self.analog:
+            return y
+        if self.time_steps is None:
+            t, previous = self.steps + 1, self.previous
+            out = y if previous is None else tree_map(lambda v, p: t * v - (t - 1) * p if self._is_rate(v) else v, y, previous)
+            self.previous, self.steps = y, t
+            return out
+        carried = _chunked(self) and self.previous is not None
+        start = self.steps if carried else 0
+        steps = torch.arange(start + 1, start + self.time_steps + 1)
+
+        def increments(v, p):
+            if not self._is_rate(v):
+                return v
+            frames = v.unflatten(0, (self.time_steps, -1))
+            before = torch.cat([(p if p is not None else torch.zeros_like(frames[0])).unsqueeze(0), frames[:-1]])
+            t = _steps_view(steps.to(v.device), frames)
+            return (t * frames - (t - 1) * before).flatten(0, 1)
+
+        out = tree_map(increments, y, self.previous) if carried else tree_map(lambda v: increments(v, None), y)
+        if _chunked(self):
+            self.previous = tree_map(lambda v: v.unflatten(0, (self.time_steps, -1))[-1] if self._is_rate(v) else v, y)
+            self.steps = start + self.time_steps
+        return out

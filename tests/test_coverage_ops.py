@@ -400,3 +400,122 @@ def test_gated_global_max_runs_in_time_chunks(form):
         whole = snn(x)
         snn.time_chunk = 7
         assert torch.allclose(snn(x), whole, atol=1e-5)
+
+
+# -- 6. analog islands see rates and converge with T -------------------------------------------
+class GroupNormNet(nn.Module):
+    """The issue's net: conv -> ReLU -> conv -> GroupNorm -> ReLU (analog GroupNorm after spikes)."""
+
+    def __init__(self, extra: str = "") -> None:
+        super().__init__()
+        self.extra = extra
+        self.conv1 = nn.Conv1d(1, 8, 5, stride=2)
+        self.conv2 = nn.Conv1d(8, 8, 3)
+        self.norm = nn.GroupNorm(2, 8)
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x):
+        x = F.relu(self.conv1(x))
+        x = self.norm(self.conv2(x))
+        if self.extra == "chain":  # GroupNorm -> GELU -> LeakyReLU: chained islands
+            x = F.leaky_relu(F.gelu(x), 0.1)
+        if self.extra == "gate":  # squeeze-excitation style product of two activations
+            x = x * torch.sigmoid(x.mean(-1, keepdim=True))
+        if self.extra == "maxpool":  # an adaptive max pool with indices kept analog
+            x = F.adaptive_max_pool1d(x, 4, return_indices=True)[0]
+        return self.fc(F.relu(x).mean(-1))
+
+
+def island_errors(model: nn.Module, x: torch.Tensor, steps=(32, 256, 1024)) -> tuple[ann2snn.SpikingNetwork, dict[int, float]]:
+    with pytest.warns(ann2snn.ConversionWarning, match="not purely spiking"):
+        snn = ann2snn.convert(model, T=16, learn_tau=False, calibration=[x], percentile=100.0, correction="none", allow_analog=True)
+    errors = {}
+    with torch.no_grad():
+        reference = model(x)
+        for T in steps:
+            snn.T = T
+            errors[T] = relative_error(snn(x), reference)
+    return snn, errors
+
+
+@pytest.mark.parametrize("extra", ["", "chain", "gate", "maxpool"])
+def test_analog_island_error_shrinks_with_T(extra):
+    torch.manual_seed(0)
+    model = GroupNormNet(extra).eval()
+    x = torch.randn(32, 1, 64)
+    snn, errors = island_errors(model, x)
+    assert errors[256] <= 0.5 * errors[32], errors
+    assert errors[1024] < 0.05, errors
+    islands = [e for e in snn.report.analog if "firing rates" in e.after]
+    assert islands and len(islands) == len(snn.report.analog)
+
+
+def test_analog_island_structure_and_step_equals_layer():
+    from ann2snn.temporal_ops import RateIncrement, RateMean
+
+    torch.manual_seed(0)
+    model = GroupNormNet("chain").eval()
+    x = torch.randn(8, 1, 64)
+    snn = ann2snn.convert(model, T=24, learn_tau=False, calibration=[x], percentile=100.0, correction="none", allow_analog=True)
+    modules = list(snn.network.modules())
+    # one running mean into the GroupNorm; the chained GELU and LeakyReLU read its rates directly
+    assert sum(isinstance(m, RateMean) for m in modules) == 1
+    assert sum(isinstance(m, RateIncrement) for m in modules) == 1
+    assert torch.allclose(analog_output(snn, x), model(x), atol=1e-5)
+    with torch.no_grad():
+        layer = snn(x)
+        snn.mode = "step"
+        step = snn(x)
+        snn.reset()
+        streamed = torch.stack([snn.step(x) for _ in range(snn.T)]).mean(0)
+        snn.mode = "layer"
+        snn.time_chunk = 5
+        chunked = snn(x)
+    assert torch.allclose(layer, step, atol=1e-5)
+    assert torch.allclose(streamed, layer, atol=1e-5)
+    assert torch.allclose(chunked, layer, atol=1e-5)
+
+
+def test_analog_island_time_average_is_f_of_rates_at_every_step():
+    from ann2snn.temporal_ops import RateIncrement, RateMean
+
+    mean, increment, f = RateMean(), RateIncrement(), torch.nn.GroupNorm(2, 4)
+    spikes = (torch.rand(10, 3, 4, 5) < 0.3).float()
+    outs = [increment(f(mean(s))) for s in spikes]
+    for t in range(1, 11):
+        average = torch.stack(outs[:t]).mean(0)
+        assert torch.allclose(average, f(spikes[:t].mean(0)), atol=1e-5)
+    mean.time_steps = increment.time_steps = 10  # layer mode: the same numbers at once
+    layer = increment(f(mean(spikes.flatten(0, 1)))).unflatten(0, (10, -1))
+    assert torch.allclose(layer, torch.stack(outs), atol=1e-5)
+
+
+def test_analog_island_trains_and_saves(tmp_path):
+    torch.manual_seed(0)
+    model = GroupNormNet("gate").eval()
+    x = torch.randn(8, 1, 64)
+    snn = ann2snn.convert(model, T=8, learn_tau=True, calibration=[x], correction="none", allow_analog=True)
+    out = snn(x)
+    out.square().mean().backward()
+    assert snn.network.norm.weight.grad is not None and snn.network.conv1.weight.grad.abs().sum() > 0
+    ann2snn.save(snn, tmp_path / "island.snn.pt")
+    loaded = ann2snn.load(tmp_path / "island.snn.pt")
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), snn(x), atol=1e-6)
+
+
+def test_analog_ops_on_the_input_path_stay_plain():
+    class InputNorm(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.norm = nn.LayerNorm(16)
+            self.fc = nn.Linear(16, 8)
+            self.out = nn.Linear(8, 2)
+
+        def forward(self, x):
+            return self.out(F.relu(self.fc(self.norm(x))))
+
+    with pytest.warns(ann2snn.ConversionWarning, match="LayerNorm `norm` at `norm`"):
+        snn = ann2snn.convert(InputNorm().eval(), learn_tau=False, allow_analog=True, calibration=[torch.randn(8, 16)], correction="none")
+    (entry,) = snn.report.analog
+    assert "input path" in entry.after

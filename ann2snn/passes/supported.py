@@ -12,6 +12,7 @@ passes inserted. The tables below are the registry: each entry says how the op i
 from __future__ import annotations
 
 import operator
+import warnings
 from dataclasses import dataclass
 from typing import Callable
 
@@ -19,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from ..errors import ConversionError
+from ..errors import ConversionError, ConversionWarning
 from ..report import ConversionReport
 from ..temporal import TemporalModule
 from ._util import describe, finish, module_of, where
@@ -210,17 +211,45 @@ def refusal_message(groups: dict[str, list[str]]) -> str:
 def check_supported(gm: fx.GraphModule, report: ConversionReport, allow_analog: bool) -> fx.GraphModule:
     """Raise one ConversionError listing every unsupported op (grouped by kind, each with node,
     module and source line), or, with ``allow_analog``, record each as analog."""
+    from .analog import make_island  # analog imports this module
+
     memo: dict = {}
     refused: dict[str, list[str]] = {}
-    for node in gm.graph.nodes:
-        if is_supported(gm, node, memo):
+    dynamic = downstream_of_neurons(gm)
+    islands: dict[fx.Node, fx.Node] = {}
+    analog: list[str] = []
+    for node in list(gm.graph.nodes):
+        if node in islands or is_supported(gm, node, memo):
             continue
         what = describe(gm, node)
         if not allow_analog:
             refused.setdefault(kind_of(gm, node), []).append(f"unsupported op {what} at node `{node.name}` ({where(node) or 'top level'})")
             continue
-        report.add(node.name, what, "kept analog (non-spiking)", "analog", where(node))
-        report.warn(f"{what} at `{node.name}` stays analog: the network is not purely spiking")
+        if node in dynamic:
+            make_island(gm, node, dynamic, memo, islands)
+            after = "kept analog on firing rates: running mean of its spiking inputs in, increments out (converges with T)"
+        else:
+            after = "kept analog (non-spiking) on the input path"
+        report.add(node.name, what, after, "analog", where(node))
+        analog.append(f"{what} at `{node.name}`")
     if refused:
         raise ConversionError(refusal_message(refused))
+    if analog:
+        message = (
+            f"the network is not purely spiking (allow_analog=True): each of these {len(analog)} op{'s' * (len(analog) > 1)} "
+            f"stays analog: {', '.join(analog)}"
+        )
+        report.warn(message)
+        warnings.warn(message, ConversionWarning, stacklevel=3)
     return finish(gm)
+
+
+def downstream_of_neurons(gm: fx.GraphModule) -> set[fx.Node]:
+    """Nodes that read a spiking neuron, directly or through other nodes."""
+    from ..neurons import SpikingNeuron
+
+    temporal: set[fx.Node] = set()
+    for node in gm.graph.nodes:
+        if isinstance(module_of(gm, node), SpikingNeuron) or any(i in temporal for i in node.all_input_nodes):
+            temporal.add(node)
+    return temporal
