@@ -1,5 +1,7 @@
 """The study: train CNNs, convert them, measure zero-shot SNN accuracy over T (IF and LIF,
-three encoders), fine-tune with learn_tau off and on, train the same SNN from scratch.
+three encoders), fine-tune with learn_tau off and on, train the same SNN from scratch
+(``zoo.harness.scratch``: batch norm kept during training, thresholds calibrated on the
+untrained net, folded afterwards).
 
 Every result is one row in ``results.jsonl`` (appended as soon as it exists); a rerun skips the
 cells already there, and model training resumes from its checkpoint, so a killed sweep goes on
@@ -9,6 +11,7 @@ change results (see ``zoo.harness.run_folder``).
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
@@ -23,6 +26,7 @@ import ann2snn
 import zoo
 from zoo.harness.evaluate import evaluate, run_profile
 from zoo.harness.run_folder import check_settings, folder_lock, read_json, read_rows, write_json
+from zoo.harness.scratch import fold_scratch_snn, scratch_snn
 from zoo.harness.train import TrainConfig, fit, resolve_device, seed_everything
 
 
@@ -39,7 +43,8 @@ class ExperimentConfig:
     cnn_lr: float = 3e-3
     snn_epochs: int = 2
     snn_lr: float = 3e-4
-    scratch_epochs: int = 2
+    scratch_epochs: Optional[int] = 2  # None: the CNN's recipe (epochs, patience, learning rate, schedule)
+    scratch_init: str = "bn"  # "bn": zoo.harness.scratch (batch norm kept, folded after); "converted": the untrained CNN converted as is (stays at chance)
     patience: int = 8
     zero_shot_T: tuple[int, ...] = (1, 2, 4, 8, 16, 25, 32, 64, 128)
     lif_zero_shot_T: Optional[tuple[int, ...]] = None  # LIF zero-shot steps (None: zero_shot_T)
@@ -64,6 +69,10 @@ class ExperimentConfig:
             epochs=epochs, lr=lr, batch_size=self.batch_size, patience=self.patience, seed=seed,
             device=self.device, max_batches=self.max_batches, progress=self.progress,
         )  # fmt: skip
+
+    def cnn_recipe(self, model: str) -> dict[str, Any]:
+        """Epochs, learning rate and patience the CNN of ``model`` trains with."""
+        return {"epochs": self.cnn_epochs, "lr": self.cnn_lr, "patience": self.patience, **self.cnn_training.get(model, {})}
 
     def data_options(self) -> dict[str, Any]:
         """The data set class's options (``zoo.data.load_splits``'s ``options``)."""
@@ -99,6 +108,13 @@ def cell_id(model: str, seed: int, kind: str, neuron: str = "-", T: int | None =
 
 def _row(cell: str, model: str, seed: int, kind: str, metrics, **extra: Any) -> dict[str, Any]:
     return dict(cell=cell, model=model, seed=seed, kind=kind, top1=metrics.top1, top5=metrics.top5, loss=metrics.loss, eval_s=metrics.seconds, **extra)
+
+
+def _timing(history) -> dict[str, Any]:
+    """Epochs run, the best (lowest validation loss) epoch, training seconds in all and up to the best."""
+    seconds = [e["seconds"] for e in history.epochs]
+    best = history.best_epoch + 1
+    return dict(epochs=len(seconds), best_epoch=best, train_s=sum(seconds), seconds_to_best=sum(seconds[:best]))
 
 
 class Experiment:
@@ -170,7 +186,7 @@ class Experiment:
         cell = cell_id(model, seed, "cnn")
         if cell not in self.results:
             metrics = evaluate(cnn, self.splits(model)["test"], device=self.device)
-            self.results.add(_row(cell, model, seed, "cnn", metrics, epoch_s=history.seconds_per_epoch, epochs=len(history.epochs)))
+            self.results.add(_row(cell, model, seed, "cnn", metrics, epoch_s=history.seconds_per_epoch, **_timing(history)))
         return cnn.eval(), self.results.rows[cell]["epoch_s"]
 
     def zero_shot(self, cnn: torch.nn.Module, model: str, seed: int) -> None:
@@ -218,19 +234,36 @@ class Experiment:
             self.log(f"{model} seed {seed} retrained LIF T={T} learn_tau={learn_tau}: {metrics.top1:.1f} % ({history.seconds_per_epoch:.1f} s/epoch, {history.seconds_per_epoch / cnn_epoch_s:.1f} x the CNN)")
 
     def from_scratch(self, model: str, seed: int, cnn_epoch_s: float) -> None:
+        """The SNN twin trained from random weights at ``finetune_T`` (LIF, fixed tau), with the
+        CNN's optimiser and schedule for ``scratch_epochs`` epochs (None: the CNN's whole recipe).
+        ``scratch_init="bn"`` (default) keeps batch norm during training and folds it afterwards
+        (``zoo.harness.scratch``); the test accuracy is the folded network's."""
         config, T = self.config, self.config.finetune_T
-        cell = cell_id(model, seed, "scratch", "LIF", T)
+        init = config.scratch_init
+        if init not in ("bn", "converted"):
+            raise ValueError(f"scratch_init={init!r} is not one of 'bn', 'converted'")
+        cell = cell_id(model, seed, "scratch", "LIF", T) + ("" if init == "converted" else f"/init={init}")
         if cell in self.results:
             return
+        recipe = config.cnn_recipe(model)
+        epochs = recipe["epochs"] if config.scratch_epochs is None else config.scratch_epochs
+        overrides = {"patience": recipe["patience"]} if config.scratch_epochs is None else {}
         fresh = self._build(model, seed + 1000).eval()
-        snn = self._convert(fresh, model, T, learn_tau=False, tau=config.lif_tau)
-        history = self._fit(snn, model, f"scratch-{model}-s{seed}", config.scratch_epochs, config.cnn_lr, seed, {"model": model, "kind": "snn"})
+        if init == "converted":  # the old recipe, kept to show what goes wrong
+            snn = self._convert(fresh, model, T, learn_tau=False, tau=config.lif_tau)
+            name = f"scratch-{model}-s{seed}"
+        else:
+            snn = scratch_snn(copy.deepcopy(fresh), T, self.calibration(model), tau=config.lif_tau).to(self.device)
+            name = f"scratch-{init}-{model}-s{seed}"
+        history = self._fit(snn, model, name, epochs, recipe["lr"], seed, {"model": model, "kind": "snn"}, overrides)
+        if init == "bn":
+            snn = fold_scratch_snn(snn, fresh)
         metrics = evaluate(snn, self.splits(model)["test"], device=self.device)
         self.results.add(_row(
             cell, model, seed, "scratch", metrics, neuron="LIF", T=T, tau=config.lif_tau, epoch_s=history.seconds_per_epoch,
-            snn_cnn_epoch_ratio=history.seconds_per_epoch / cnn_epoch_s, epochs=len(history.epochs),
+            snn_cnn_epoch_ratio=history.seconds_per_epoch / cnn_epoch_s, init=init, run=name, **_timing(history),
         ))  # fmt: skip
-        self.log(f"{model} seed {seed} SNN from scratch T={T}: {metrics.top1:.1f} % after {len(history.epochs)} epochs")
+        self.log(f"{model} seed {seed} SNN from scratch T={T} ({init}): {metrics.top1:.1f} % after {len(history.epochs)} epochs")
 
     def run(self) -> list[dict[str, Any]]:
         write_json(self.out / "config.json", asdict(self.config))

@@ -63,6 +63,13 @@ def merge_runs(folders: list[Path]) -> tuple[list[dict], dict]:
     return list(rows.values()), histories
 
 
+def scratch_rows(rows: list[dict], T: int) -> list[dict]:
+    """From-scratch rows at ``T``: those trained with batch norm kept (``init="bn"``, the harness's
+    recipe since issue 10) where there are any, else the old recipe's."""
+    scratch = _select(rows, kind="scratch", T=T)
+    return [r for r in scratch if r.get("init") == "bn"] or scratch
+
+
 def write_csv(rows: list[dict], path: Path) -> None:
     """One line per result row; list and dict fields are written as JSON."""
     keys = sorted({k for r in rows for k in r})
@@ -90,7 +97,7 @@ def summary_table(rows: list[dict], T: int, zero_shot_T: tuple[int, ...] = (8, 2
         cells = [model, _cell(_select(mine, kind="cnn"))]
         cells += [_cell(_select(mine, kind="zero-shot", neuron="IF", T=t, encoder="direct")) for t in zero_shot_T]
         cells += [_cell(_select(mine, kind="retrained", T=T, learn_tau=flag)) for flag in (False, True)]
-        cells.append(_cell(_select(mine, kind="scratch", T=T)))
+        cells.append(_cell(scratch_rows(mine, T)))
         timed = [dict(r, per_step=r["snn_cnn_epoch_ratio"] / T) for r in _select(mine, kind="retrained", T=T) if r.get("snn_cnn_epoch_ratio")]
         on_cpu = [r for r in timed if r.get("device", "cpu") == "cpu"]
         cells.append(_cell(on_cpu or timed, "per_step", digits=2) + " x" + ("" if on_cpu or not timed else " (GPU)") if timed else "-")
