@@ -76,6 +76,12 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant("ddp: no optimizer step", "zoo/harness/train.py", "            optimiser.step()\n", "", (DDP,)),
     Mutant("ddp: model not wrapped in DistributedDataParallel", "zoo/harness/train.py",
            "train_model = nn.parallel.DistributedDataParallel(model) if", "train_model = model if", (DDP,)),
+    # -- result rows (zoo/harness/experiment.py) -------------------------------------------------
+    Mutant("rows: zero-shot rows evaluate the CNN instead of the SNN", "zoo/harness/experiment.py",
+           "                    metrics = evaluate(snn, test, device=self.device)", "                    metrics = evaluate(cnn, test, device=self.device)", (ROWS,)),
+    Mutant("rows: zero-shot SNN converted at the fine-tuning T", "zoo/harness/experiment.py",
+           "snn = self._convert(cnn, model, T, learn_tau=False, tau=tau, encoder=encoder)",
+           "snn = self._convert(cnn, model, config.finetune_T, learn_tau=False, tau=tau, encoder=encoder)", (ROWS,)),
     # -- all-or-nothing writes ------------------------------------------------------------------
     Mutant("atomic: writes go straight to the target", "ann2snn/atomic.py",
            "        yield tmp\n        os.replace(tmp, path)\n", "        yield path\n", (ATOMIC,)),
