@@ -519,3 +519,23 @@ def test_analog_ops_on_the_input_path_stay_plain():
         snn = ann2snn.convert(InputNorm().eval(), learn_tau=False, allow_analog=True, calibration=[torch.randn(8, 16)], correction="none")
     (entry,) = snn.report.analog
     assert "input path" in entry.after
+
+
+# -- 7. the supported-ops table, generated from the registries -----------------------------------
+def test_supported_ops_table_is_generated_and_up_to_date():
+    from pathlib import Path
+
+    from ann2snn import supported_ops
+    from ann2snn.passes import supported
+
+    table = supported_ops.markdown()
+    written = (Path(__file__).parent.parent / "docs" / "supported_ops.md").read_text()
+    assert written == table, "docs/supported_ops.md is stale: python -m ann2snn.supported_ops > docs/supported_ops.md"
+    for name in ("`nn.ConvTranspose1d`", "`nn.ReflectionPad1d`", "`F.interpolate`", "`nn.AdaptiveMaxPool1d`", "`torch.amax`",
+                 "`torchvision.ops.StochasticDepth`", "`F.log_softmax`", "`Tensor.relu`", "`nn.BatchNorm1d`"):
+        assert name in table, name
+    for function in supported.CARRIED_FUNCTIONS:  # every registry entry has a row
+        assert f"`{supported_ops.function_name(function)}`" in table, function
+    for method in supported.CARRIED_METHODS:
+        assert f"`Tensor.{method}`" in table, method
+    assert all(len(row) == 4 and all(row) for row in supported_ops.rows())

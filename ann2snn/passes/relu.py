@@ -74,6 +74,15 @@ _METHODS: dict[str, Callable[[fx.Node], Optional[ReluSite]]] = {
 }
 
 
+#: The module forms ``match_relu`` recognises, with how each converts (for the supported-ops table).
+MODULE_FORMS: dict[type, str] = {
+    nn.ReLU: "spiking neuron (one per call site)",
+    nn.ReLU6: "spiking neuron with its threshold capped at 6",
+    nn.Hardtanh: "spiking neuron with its threshold capped at max_val (when min_val=0)",
+    QCFS: "spiking neuron whose threshold is the learned QCFS clip (exact at T = levels)",
+}
+
+
 def match_relu(gm: fx.GraphModule, node: fx.Node) -> Optional[ReluSite]:
     """The ReLU site a node is, or None."""
     module = module_of(gm, node)

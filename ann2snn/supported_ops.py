@@ -1,0 +1,138 @@
+"""The supported-ops table, generated from the passes' own registries so that it cannot drift.
+
+``python -m ann2snn.supported_ops`` prints it as markdown (``docs/supported_ops.md`` is its
+output); ``rows()`` returns it as data: (op, how it converts, exactness, NIR export).
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .neurons import SpikingNeuron
+from .passes import cleanup, fold_bn, pooling, readout, relu, supported
+from .temporal import TemporalModule
+
+#: What ``ann2snn.nir_export`` writes as NIR nodes (everything else is refused by the export).
+NIR_MODULES = (nn.Conv1d, nn.Conv2d, nn.Linear, nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.Flatten)
+NIR_FUNCTIONS = {operator.add, torch.add, torch.flatten, F.avg_pool1d, F.avg_pool2d, F.adaptive_avg_pool1d, F.adaptive_avg_pool2d}
+NIR_METHODS = {"flatten", "view", "reshape"}
+
+EXACT = "exact in the rate limit"
+Row = tuple[str, str, str, str]
+
+
+def function_name(function: Callable) -> str:
+    """How users write a function: ``F.conv1d``, ``torch.cat``, ``operator.add``."""
+    owner = getattr(function, "__module__", None) or ""
+    name = getattr(function, "__name__", str(function))
+    if owner.startswith("torch.nn.functional") or owner == "torch._C._nn" or function in vars(F).values() and getattr(F, name, None) is function:
+        return f"F.{name}"
+    if owner in ("_operator", "operator"):
+        return f"operator.{name}"
+    if owner == "builtins":
+        return name
+    if owner == "torch" or owner.startswith("torch.") or getattr(torch, name, None) is function:
+        return f"torch.{name}"
+    return f"{owner.split('.')[0]}.{name}"
+
+
+def _nir(kind: str, target: object) -> str:
+    if kind == "module":
+        return "yes" if isinstance(target, type) and issubclass(target, NIR_MODULES) or target is SpikingNeuron else "no"
+    if kind == "function":
+        return "yes" if target in NIR_FUNCTIONS else "no"
+    return "flattening only" if target in NIR_METHODS else "no"
+
+
+def _module_name(cls: type) -> str:
+    if cls is nn.modules.dropout._DropoutNd:  # the base class: name what users write
+        return ", ".join(f"nn.{c.__name__}" for c in cls.__subclasses__()) + " (any _DropoutNd subclass)"
+    return f"nn.{cls.__name__}" if cls.__module__.startswith("torch.nn") else cls.__name__
+
+
+def _names(kind: str, targets: Iterable) -> list[tuple[str, object]]:
+    if kind == "module":
+        return [(_module_name(t), t) for t in targets]
+    if kind == "function":
+        return [(function_name(t), t) for t in targets]
+    return [(f"Tensor.{t}", t) for t in targets]
+
+
+def _grouped(kind: str, table: dict, exact: Callable[[object], str], nir: Callable[[object], str] | None = None) -> list[Row]:
+    """One row per distinct description: the ops that share it listed together."""
+    groups: dict[tuple[str, str, str], list[str]] = {}
+    for name, target in _names(kind, table):
+        how = table[target] if isinstance(table[target], str) else table[target].how
+        export = nir(target) if nir is not None else _nir(kind, target)
+        groups.setdefault((how, exact(target), export), []).append(f"`{name}`")
+    return [(", ".join(sorted(set(names))), how, ex, nir) for (how, ex, nir), names in groups.items()]
+
+
+def rows() -> list[Row]:
+    """(op, how it converts, exactness, NIR export) for every op a pass knows, pass by pass."""
+    out: list[Row] = []
+    spiking = lambda target: EXACT + " (IF neurons, T -> infinity)"  # noqa: E731
+    neuron = lambda target: "yes (IF / LIF node)"  # noqa: E731
+    out += _grouped("module", relu.MODULE_FORMS, spiking, neuron)
+    out += _grouped("function", dict.fromkeys(relu._FUNCTIONS, "spiking neuron (clamp/clip/hardtanh with min 0: capped neuron)"), spiking, neuron)
+    out += _grouped("method", dict.fromkeys(relu._METHODS, "spiking neuron (clamp/clip with min 0: capped neuron)"), spiking, neuron)
+    folded = {bn: f"folded into the {' / '.join(c.__name__ for c in layers)} before it (else kept: affine)" for bn, layers in fold_bn.FOLDABLE.items()}
+    out += _grouped("module", folded, lambda target: "exact", lambda target: "no" if target is nn.BatchNorm3d else "yes, when folded")
+    gated = "maxpool='gated' (default): gated by running spike count; maxpool='avg': average pool (on the input path: kept)"
+    converge = lambda target: "converges with T (gated); approximate (avg)"  # noqa: E731
+    out += _grouped("module", {nn.MaxPool1d: gated, nn.MaxPool2d: gated, nn.AdaptiveMaxPool1d: gated, nn.AdaptiveMaxPool2d: gated}, converge)
+    out += _grouped("function", dict.fromkeys([*pooling._FUNCTIONS, *pooling._ADAPTIVE_FUNCTIONS], gated), converge)
+    reduce = "max over dims other than the batch: gated by running spike count (GatedMaxReduce; torch.max returns the gated indices); maxpool='avg': mean"
+    out += _grouped("function", {torch.amax: reduce, torch.max: reduce}, converge)
+    out += _grouped("method", {"amax": reduce, "max": reduce}, converge)
+    removed = "removed: an identity in evaluation"
+    gone = lambda target: "yes (removed)"  # noqa: E731
+    out += _grouped("module", dict.fromkeys(cleanup.DROPOUT_MODULES + cleanup.IDENTITY_MODULES, removed), lambda target: "exact", gone)
+    out += [(f"`{cleanup.IDENTITY_MODULE_NAMES[name]}.{name}`", removed, "exact", "yes (removed)") for name in cleanup.IDENTITY_MODULE_NAMES]
+    out += _grouped("function", dict.fromkeys(cleanup.DROPOUT_FUNCTIONS, removed), lambda target: "exact", gone)
+    out += [(f"`{spec[0]}.{name}`", removed + f" ({spec[2]}=False)", "exact", "yes (removed)") for name, spec in cleanup.IDENTITY_FUNCTION_NAMES.items()]
+    head = "at the output: output head, applied to the output averaged over T (inside the network: analog)"
+    outside = lambda target: "outside the graph (snn.output_head)"  # noqa: E731
+    out += _grouped("module", dict.fromkeys(readout.SOFTMAX_MODULES, head), lambda target: "exact", outside)
+    out += _grouped("function", dict.fromkeys(readout.SOFTMAX_FUNCTIONS, head), lambda target: "exact", outside)
+    out += _grouped("method", dict.fromkeys(readout.SOFTMAX_METHODS, head), lambda target: "exact", outside)
+    carried_exact = lambda target: EXACT if "exact" in (supported.CARRIED_MODULES.get(target) or supported.CARRIED_FUNCTIONS.get(target) or supported.CARRIED_METHODS.get(target)).how else "exact"  # noqa: E731
+    modules = {cls: rule for cls, rule in supported.CARRIED_MODULES.items() if cls is not TemporalModule and cls not in (nn.MaxPool1d, nn.MaxPool2d, *cleanup.IDENTITY_MODULES)}
+    out += _grouped("module", modules, carried_exact)
+    out += _grouped("function", supported.CARRIED_FUNCTIONS, carried_exact)
+    out += _grouped("method", supported.CARRIED_METHODS, carried_exact)
+    out.append((
+        "anything else (GroupNorm, LayerNorm, GELU, SiLU, Hardswish, LeakyReLU, sigmoid, products of activations, ...)",
+        "refused, all listed in one error; with allow_analog=True kept analog: after spiking layers as an island that "
+        "reads the running mean of its inputs and emits increments (its time average is the op of the rates)",
+        "converges with T (analog, not spiking)", "no",
+    ))
+    return out
+
+
+def markdown() -> str:
+    """The table as markdown, with a note on how it is made."""
+    lines = [
+        "# Supported operations",
+        "",
+        "Generated from the compiler's own registries by `python -m ann2snn.supported_ops > docs/supported_ops.md`",
+        "(do not edit by hand; a test checks that this file is up to date).",
+        "",
+        "\"Exact in the rate limit\": the op is linear or affine, so applied to each step's spikes it computes the op",
+        "of the firing rates, and the integrate-and-fire SNN reproduces the CNN as T grows. Ops are matched in",
+        "module, functional and method form; a module is matched by class (subclasses included).",
+        "",
+        "| op | how it converts | exact? | NIR export |",
+        "|---|---|---|---|",
+    ]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows()]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(markdown(), end="")
