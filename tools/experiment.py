@@ -3,6 +3,7 @@
     python tools/experiment.py                      # built-in synthetic set, quick preset (< 3 min)
     python tools/experiment.py --preset fsdd --data-dir ../shared/data/fsdd        # README table, 3 seeds
     python tools/experiment.py --preset fsdd-sweep --data-dir ../shared/data/fsdd  # the full study
+    python tools/experiment.py --preset fsdd-loso --data-dir ../shared/data/fsdd   # leave-one-speaker-out, 6 folds
 
 A killed run resumes: rerun the same command (finished cells are skipped, training resumes from
 its last checkpoint). Results go to --out: results.jsonl/.csv/.md and PNG plots.
@@ -19,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import zoo  # noqa: E402
 from zoo.harness.experiment import ExperimentConfig, load_histories, run_experiment  # noqa: E402
+from zoo.harness.presets import STUDY_PRESETS  # noqa: E402
 from zoo.harness.summary import merge_runs, write_outputs  # noqa: E402
 from zoo.harness.train_cli import USER_ERRORS, non_negative_float, positive_float, positive_int, report  # noqa: E402
 
@@ -41,6 +43,7 @@ PRESETS = {
         finetune_T=25, zero_shot_T=(1, 2, 4, 8, 16, 25, 32, 64, 128), lif_zero_shot_T=(8, 25, 64), out_dir="runs/fsdd-sweep",
         augment={"m5": {"shift_s": 0.1}}, cnn_training={"m5": {"epochs": 60, "patience": 15}},
     ),
+    **STUDY_PRESETS,  # issue 10: fsdd-loso (see zoo/harness/presets.py)
 }
 
 
@@ -64,6 +67,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--lif-T", nargs="+", type=positive_int, dest="lif_zero_shot_T", help="zero-shot time steps of the LIF network (default: --T)")
     parser.add_argument("--encoders", nargs="+", choices=("direct", "rate", "latency"), help="input encoders measured zero-shot")
     parser.add_argument("--test-speaker", help="FSDD: hold this speaker out as the test set")
+    parser.add_argument("--cross-validation", choices=("speaker",), help="FSDD: leave-one-speaker-out, one run per speaker in OUT/fold-<speaker>")
     parser.add_argument("--skip-bad", action="store_true", help="drop unreadable WAV files with a warning instead of stopping")
     parser.add_argument("--max-batches", type=positive_int, help="batches per epoch (quick checks)")
     parser.add_argument("--no-scratch", action="store_true", help="skip training the SNN from scratch")
@@ -81,6 +85,7 @@ def config_from(args: argparse.Namespace) -> ExperimentConfig:
         "finetune_T": args.finetune_T, "zero_shot_T": args.zero_shot_T and tuple(args.zero_shot_T),
         "lif_zero_shot_T": args.lif_zero_shot_T and tuple(args.lif_zero_shot_T), "encoders": args.encoders and tuple(args.encoders),
         "test_speaker": args.test_speaker, "max_batches": args.max_batches, "patience": args.patience,
+        "cross_validation": args.cross_validation,
     }  # fmt: skip
     settings.update({k: v for k, v in overrides.items() if v is not None})
     given = {"epochs": args.cnn_epochs, "patience": args.patience}

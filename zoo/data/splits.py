@@ -58,6 +58,24 @@ def load_splits(
     return Splits(**sets)
 
 
+def speakers(name: str, data_dir: str | Path | None = None) -> list[str]:
+    """The speakers of data set `name`, sorted: the folds of leave-one-speaker-out cross-validation
+    (each is a valid `test_speaker`). Only FSDD has a fixed, small speaker set (6 speakers)."""
+    if name != "fsdd":
+        raise ValueError(f"leave-one-speaker-out folds are defined for fsdd only, not {name!r}")
+    if data_dir is None:
+        raise DataError(f"{name} needs data_dir: the local folder holding the data set")
+    return sorted({clip.speaker for clip in FSDD(data_dir, "all").clips})
+
+
+def speaker_folds(name: str, data_dir: str | Path | None = None) -> list[dict[str, str]]:
+    """Leave-one-speaker-out cross-validation: one fold per speaker, as the `options` of
+    `load_splits` (`{"test_speaker": s}`). In fold s every clip of s is test and no clip of s
+    is in train or val (val is `val_fraction` of the other speakers' clips, per digit), so over
+    the folds every clip is a test clip exactly once."""
+    return [{"test_speaker": speaker} for speaker in speakers(name, data_dir)]
+
+
 def check_source(name: str, data_dir: str | Path | None = None, seed: int = 0, **options) -> None:
     """Raise DataError (naming the folder) if data set `name` cannot be found with these options.
 

@@ -56,6 +56,7 @@ class ExperimentConfig:
     percentile: float | str = "auto"  # chosen per T: see ann2snn.calibrate.AUTO_CANDIDATES
     per_channel: bool = True
     test_speaker: Optional[str] = None
+    cross_validation: Optional[str] = None  # "speaker": leave-one-speaker-out, one run per speaker in out_dir/fold-<speaker>
     max_batches: Optional[int] = None
     model_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     dataset_options: dict[str, Any] = field(default_factory=dict)
@@ -278,15 +279,47 @@ class Experiment:
 
 
 def load_histories(out_dir: str | Path) -> dict[str, list[dict[str, float]]]:
-    """The per-epoch training records of every model trained in an experiment folder."""
-    return read_json(Path(out_dir) / "histories.json") or {}
+    """The per-epoch training records of every model trained in an experiment folder; for a
+    cross-validated experiment, of every fold's folder, keyed ``fold-<speaker>/<name>``."""
+    out = Path(out_dir)
+    histories = read_json(out / "histories.json") or {}
+    for fold in sorted(out.glob("fold-*/histories.json")):
+        histories.update({f"{fold.parent.name}/{name}": epochs for name, epochs in (read_json(fold) or {}).items()})
+    return histories
+
+
+def fold_configs(config: ExperimentConfig) -> list[ExperimentConfig]:
+    """The runs of a cross-validated experiment: with ``cross_validation="speaker"`` one per
+    speaker (``zoo.data.splits.speaker_folds``), each in ``out_dir/fold-<speaker>``; otherwise
+    ``[config]``."""
+    if config.cross_validation is None:
+        return [config]
+    if config.cross_validation != "speaker":
+        raise ValueError(f"cross_validation={config.cross_validation!r} is not None or 'speaker'")
+    if config.test_speaker is not None:
+        raise ValueError("cross_validation='speaker' chooses the test speaker of each fold: leave test_speaker unset")
+    return [
+        replace(config, cross_validation=None, out_dir=str(Path(config.out_dir) / f"fold-{fold['test_speaker']}"), **fold)
+        for fold in zoo.data.splits.speaker_folds(config.dataset, config.data_dir)
+    ]
 
 
 def run_experiment(config: ExperimentConfig, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """Run (or resume) every cell of the experiment; returns all result rows.
 
     The data source is checked before anything is created (DataError); the folder is locked for
-    the run, and a folder measured with other settings is refused (RunFolderError)."""
+    the run, and a folder measured with other settings is refused (RunFolderError). With
+    ``cross_validation="speaker"`` each fold runs (and resumes) in its own folder, one after the
+    other, and every row carries its ``fold`` (the test speaker)."""
+    if config.cross_validation is not None:
+        folds = fold_configs(config)
+        Path(config.out_dir).mkdir(parents=True, exist_ok=True)
+        write_json(Path(config.out_dir) / "config.json", asdict(config))
+        rows = []
+        for k, fold in enumerate(folds, 1):
+            log(f"fold {k}/{len(folds)}: test speaker {fold.test_speaker}")
+            rows += [dict(row, fold=fold.test_speaker) for row in run_experiment(fold, log)]
+        return rows
     zoo.data.splits.check_source(config.dataset, config.data_dir, **config.data_options())
     out = Path(config.out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -88,6 +88,7 @@ def summary_table(rows: list[dict], T: int, zero_shot_T: tuple[int, ...] = (8, 2
     zero_shot_T = tuple(sorted({t if t in measured else T for t in zero_shot_T}))
     models = list(dict.fromkeys(r["model"] for r in rows))
     seeds = len({r["seed"] for r in rows})
+    folds = len({r.get("fold") for r in rows})
     header = ["model", "CNN"] + [f"zero-shot IF T={t}" for t in zero_shot_T] + [
         f"retrained LIF T={T}, fixed tau", f"retrained LIF T={T}, learned tau", f"from scratch T={T}", f"SNN epoch / ({T} x CNN epoch), CPU", "SNN/CNN energy (45 nm)",
     ]
@@ -106,7 +107,8 @@ def summary_table(rows: list[dict], T: int, zero_shot_T: tuple[int, ...] = (8, 2
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     lines.append(
-        f"Test top-1 accuracy in %, mean ± standard deviation over {seeds} seed(s). Energy: the retrained "
+        f"Test top-1 accuracy in %, mean ± standard deviation over {seeds} seed(s)"
+        + (f" x {folds} leave-one-speaker-out folds" if folds > 1 else "") + ". Energy: the retrained "
         "SNN's estimate per example (0.9 pJ per accumulate, 4.6 pJ per multiply-accumulate) over one CNN forward pass. "
         f"Time: a fine-tuning epoch of the SNN (layer mode, T={T}, fixed and learned tau) over T CNN training epochs."
     )
