@@ -17,18 +17,21 @@ and inputs (speed does not depend on them: every op is dense):
   allocator's peak);
 - at batch 1, ``step``: step mode (streaming, one ``snn.step`` per call) per step / one CNN forward.
 
+Times are wall time, or with one thread on the CPU the process's CPU time (``--clock``), which
+other jobs on a shared machine disturb less.
+
 Ratios are taken within one run on one machine, so they compare; absolute times do not travel.
 Functions take turns within each timing round, so a slow spell of the machine hits both sides of
 a ratio; the fastest round counts. Cells whose estimated training memory exceeds ``--max-gb``, or
 whose estimated SNN time exceeds ``--max-seconds``, are skipped with a note. Peers (SpikingJelly,
-sinabs) get rows only where installed.
+sinabs, converted by ``zoo.harness.peers``, inference on direct input, T steps) get a column each
+where installed, as the same kind of ratio; a note says which are missing.
 """
 
 from __future__ import annotations
 
 import argparse
 import ctypes
-import importlib.util
 import math
 import sys
 import time
@@ -91,6 +94,11 @@ def _sync(device: torch.device) -> None:
 
 _LIBC = None
 
+#: The clock that times each call (``--clock``): wall time, or this process's CPU time, which on
+#: a machine shared with other jobs is less disturbed by them (one thread: the same as wall time
+#: on an idle machine).
+CLOCK: Callable[[], float] = time.perf_counter
+
 
 def _trim() -> None:
     """Return glibc's free heap to the system, so the next call's peak is measured from what is in use."""
@@ -150,10 +158,10 @@ def timed(
         for name, fn in fns.items():
             for _ in range(inner.get(name, 1)):
                 _sync(device)
-                t0 = time.perf_counter()
+                t0 = CLOCK()
                 fn()
                 _sync(device)
-                times[name] = min(times.get(name, math.inf), time.perf_counter() - t0)
+                times[name] = min(times.get(name, math.inf), CLOCK() - t0)
     return times, peaks
 
 
@@ -238,12 +246,13 @@ def bench_net(name: str, args: argparse.Namespace, device: torch.device) -> None
     inference = convert(cnn, calibration, learn_tau=False).eval()  # IF neurons
     training = convert(cnn, calibration, learn_tau=True).train()  # fine-tuning: learnable time constants
     per_example = activation_bytes(cnn, calibration[:1])
+    peers = convert_peers(cnn, calibration, args)
     for batch in args.batch:
         x = torch.randn(batch, *shape, device=device)
         with torch.no_grad():
             estimate, _ = timed({"cnn": lambda: cnn(x)}, 2, device)
         for T in args.T:
-            row(name, T, x, cnn, inference, training, estimate["cnn"], per_example, args, device)
+            row(name, T, x, cnn, inference, training, estimate["cnn"], per_example, args, device, peers)
 
 
 def cnn_train_step(cnn: nn.Module, x: torch.Tensor) -> Callable[[], None]:
@@ -260,11 +269,12 @@ def cnn_train_step(cnn: nn.Module, x: torch.Tensor) -> Callable[[], None]:
     return run
 
 
-def row(name, T, x, cnn, inference, training, cnn_estimate, per_example, args, device) -> None:
+def row(name, T, x, cnn, inference, training, cnn_estimate, per_example, args, device, peers=None) -> None:
     """One cell; the CNN's own times are measured in the same rounds, taking turns with the SNN's."""
     batch = x.shape[0]
     label = f"{name:6s} T={T:<4d} B={batch:<4d}"
-    estimate_s = T * cnn_estimate * (3 + (3 if args.unchunked else 0) + (0 if args.no_train else 8))
+    peers = peers or {}
+    estimate_s = T * cnn_estimate * (3 + (3 if args.unchunked else 0) + (0 if args.no_train else 8) + 3 * len(peers))
     if estimate_s > args.max_seconds:
         print(f"{label} skipped: about {estimate_s:.0f} s per round estimated (over --max-seconds {args.max_seconds:g})", flush=True)
         return
@@ -278,6 +288,9 @@ def row(name, T, x, cnn, inference, training, cnn_estimate, per_example, args, d
         fns["train"] = train_step(training, x)
     if batch == 1 and not args.no_step:
         fns["step"] = streamed(inference, x)
+    for peer_name, peer in peers.items():
+        peer.T = T
+        fns[f"peer {peer_name}"] = lambda peer=peer: peer(x)
     with torch.no_grad():
         # inference under no_grad; the training step enables gradients itself
         def grad_on(fn):
@@ -302,19 +315,37 @@ def row(name, T, x, cnn, inference, training, cnn_estimate, per_example, args, d
         parts.append(f"train skipped (~{train_gb:.0f} GB)" if not args.no_train else "train -")
     if "step" in times:
         parts.append(f"step {times['step'] / (T * cnn['cnn']):5.2f}")
+    for key in times:
+        if key.startswith("peer "):
+            parts.append(f"{key.removeprefix('peer ')} {times[key] / (T * cnn['cnn']):5.2f}")
     mem = f"mem fwd {peaks['fwd']:6.0f} MB" + (f", train {peaks['train']:6.0f} MB" if "train" in peaks else "")
     ms = f"[CNN {cnn['cnn'] * 1e3:.2f} ms, SNN {times['fwd'] * 1e3:.1f} ms]"
     print(f"{label} " + " | ".join(parts) + f" | {mem} {ms}", flush=True)
 
 
-def peers() -> None:
-    """Peers' rows need their packages; say which are missing."""
-    missing = [name for name, module in (("SpikingJelly", "spikingjelly"), ("sinabs", "sinabs")) if importlib.util.find_spec(module) is None]
-    present = [name for name in ("SpikingJelly", "sinabs") if name not in missing]
-    if missing:
-        print(f"peers: {', '.join(missing)} not installed: no rows (pip install {' '.join(m.lower() for m in missing)} to add them)")
-    if present:
-        print(f"peers: {', '.join(present)} installed, but this script has no rows for them yet")
+def peer_converters() -> tuple[dict[str, Callable], list[str]]:
+    """The peers' converters that can run here (``zoo.harness.peers``), and notes on the others."""
+    try:
+        from zoo.harness import peers
+    except ImportError as error:
+        return {}, [f"peers: zoo.harness.peers unavailable ({error}): no peer columns"]
+    converters = {"SpikingJelly 99.9": peers.convert_spikingjelly, "sinabs": peers.convert_sinabs}
+    notes = [note for name in converters if (note := peers.missing(name))]
+    return {name: fn for name, fn in converters.items() if not peers.missing(name)}, notes
+
+
+def convert_peers(cnn: nn.Module, calibration: torch.Tensor, args: argparse.Namespace) -> dict[str, nn.Module]:
+    """Each available peer's SNN of ``cnn`` (inference; a column ``name ratio`` in every row)."""
+    if args.no_peers:
+        return {}
+    converters, _ = peer_converters()
+    snns = {}
+    for name, convert_peer in converters.items():
+        try:
+            snns[name] = convert_peer(cnn, [calibration], 16)
+        except Exception as error:  # a peer that cannot convert this net: say so, keep going
+            print(f"  {name} could not convert this net: {type(error).__name__}: {error}", flush=True)
+    return snns
 
 
 def conversion_time(T: int) -> None:
@@ -341,10 +372,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--unchunked", action="store_true", help="also time layer mode with the whole batch and all T steps at once")
     parser.add_argument("--no-train", action="store_true")
     parser.add_argument("--no-step", action="store_true", help="skip the streaming (step mode) column at batch 1")
+    parser.add_argument("--no-peers", action="store_true", help="skip the peers' columns (SpikingJelly, sinabs: where installed)")
     parser.add_argument("--max-gb", type=float, default=6.0, help="skip training steps estimated to need more memory")
     parser.add_argument("--max-seconds", type=float, default=600.0, help="skip cells estimated to take longer per round")
     parser.add_argument("--conversion", action="store_true", help="also time converting a ResNet-18-size net")
+    parser.add_argument(
+        "--clock", choices=("auto", "wall", "cpu"), default="auto",
+        help="wall time, or the process's CPU time (auto: CPU time with one thread on the CPU, wall time otherwise)",
+    )
     args = parser.parse_args(argv)
+    global CLOCK
+    cpu_clock = args.clock == "cpu" or (args.clock == "auto" and args.threads == 1 and args.device == "cpu")
+    CLOCK = time.process_time if cpu_clock else time.perf_counter
     grid = QUICK if args.quick else FULL
     args.nets = args.nets or grid["nets"]
     args.T = args.T or grid["T"]
@@ -353,13 +392,15 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore")  # stale-calibration warnings: T changes on purpose here
     print(
-        f"{args.threads} thread(s), {device}, torch {torch.__version__}; ratios: SNN / (T x CNN) in this run; "
+        f"{args.threads} thread(s), {device}, {'process CPU' if cpu_clock else 'wall'} time, torch {torch.__version__}; ratios: SNN / (T x CNN) in this run; "
         f"inference: IF neurons; train: learnable time constants; nets {args.nets}, T {args.T}, batch {args.batch}",
         flush=True,
     )
+    _, notes = peer_converters()
+    for note in notes if not args.no_peers else ["peers: skipped (--no-peers)"]:
+        print(note, flush=True)
     for name in args.nets:
         bench_net(name, args, device)
-    peers()
     if args.conversion:
         conversion_time(16)
 
