@@ -31,22 +31,27 @@ class SubtractResetSequence(torch.autograd.Function):
     the gradients of one run over all steps."""
 
     @staticmethod
-    def forward(ctx, current: torch.Tensor, beta: Optional[torch.Tensor], steps: int, repeated: bool, initial: torch.Tensor):
+    def forward(ctx, current: torch.Tensor, beta: Optional[torch.Tensor], steps: int, repeated: bool, initial: torch.Tensor, rows: int = 0):
+        """``rows``: examples per batch slice (0: the whole batch). The loops run over all steps of
+        one slice, then the next, so that a slice's tensors stay in cache; every element sees the
+        same operations in the same order either way."""
         shape = current.shape if repeated else current.shape[1:]
         u = initial.to(current.dtype).clone()
         membranes = torch.empty((steps, *shape), dtype=current.dtype, device=current.device)
         spikes = torch.empty_like(membranes)
-        for t in range(steps):
-            current_t = current if repeated else current[t]
-            if beta is None:
-                u.add_(current_t)
-            else:
-                torch.addcmul(current_t, u, beta, out=u)
-            membranes[t] = u
-            torch.gt(u, 1.0, out=spikes[t])
-            u.sub_(spikes[t])
+        for part in _slices(shape[0], rows):
+            u_part = u[part]
+            for t in range(steps):
+                current_t = current[part] if repeated else current[t, part]
+                if beta is None:
+                    u_part.add_(current_t)
+                else:
+                    torch.addcmul(current_t, u_part, beta, out=u_part)
+                membranes[t, part] = u_part
+                torch.gt(u_part, 1.0, out=spikes[t, part])
+                u_part.sub_(spikes[t, part])
         ctx.save_for_backward(membranes, beta, initial)
-        ctx.repeated = repeated
+        ctx.repeated, ctx.rows = repeated, rows
         ctx.initial_dtype = initial.dtype
         return spikes, u
 
@@ -56,29 +61,38 @@ class SubtractResetSequence(torch.autograd.Function):
         steps = membranes.shape[0]
         grad_current = torch.zeros_like(membranes[0]) if ctx.repeated else torch.empty_like(membranes)
         grad_beta = torch.zeros_like(membranes[0]) if beta is not None and ctx.needs_input_grad[1] else None
-        grad_after_reset = grad_final.clone()  # dL/du'_t, from step t + 1 (after the last step: from the next chunk)
-        for t in range(steps - 1, -1, -1):
-            u = membranes[t]
-            grad_spike = grad_spikes[t] - grad_after_reset  # the spike also lowers u' = u - z
-            grad_u = torch.addcmul(grad_after_reset, grad_spike, _superspike_slope(u))
-            if ctx.repeated:
-                grad_current.add_(grad_u)
-            else:
-                grad_current[t] = grad_u
-            if beta is None:
-                grad_after_reset = grad_u
-            else:
-                if grad_beta is not None:
-                    before = membranes[t - 1] - (membranes[t - 1] > 1.0).to(u.dtype) if t > 0 else initial
-                    grad_beta.addcmul_(grad_u, before)
-                grad_after_reset = grad_u * beta
+        grad_start = torch.empty_like(membranes[0])  # dL/du'_0 per element
+        for part in _slices(membranes.shape[1], ctx.rows):
+            grad_after_reset = grad_final[part].clone()  # dL/du'_t, from step t + 1 (after the last step: from the next chunk)
+            for t in range(steps - 1, -1, -1):
+                u = membranes[t, part]
+                grad_spike = grad_spikes[t, part] - grad_after_reset  # the spike also lowers u' = u - z
+                grad_u = torch.addcmul(grad_after_reset, grad_spike, _superspike_slope(u))
+                if ctx.repeated:
+                    grad_current[part].add_(grad_u)
+                else:
+                    grad_current[t, part] = grad_u
+                if beta is None:
+                    grad_after_reset = grad_u
+                else:
+                    if grad_beta is not None:
+                        before = membranes[t - 1, part] - (membranes[t - 1, part] > 1.0).to(u.dtype) if t > 0 else initial[part]
+                        grad_beta[part].addcmul_(grad_u, before)
+                    grad_after_reset = grad_u * beta
+            grad_start[part] = grad_after_reset
         if grad_beta is not None:
             grad_beta = _sum_to(grad_beta, beta.shape)
         grad_initial = None
-        if ctx.needs_input_grad[4]:  # dL/du'_0: the membrane a previous chunk handed over
-            grad_initial = grad_after_reset if grad_after_reset.shape == initial.shape else _sum_to(grad_after_reset, initial.shape)
+        if ctx.needs_input_grad[4]:  # the membrane a previous chunk handed over
+            grad_initial = grad_start if grad_start.shape == initial.shape else _sum_to(grad_start, initial.shape)
             grad_initial = grad_initial.to(ctx.initial_dtype)
-        return grad_current, grad_beta, None, None, grad_initial
+        return grad_current, grad_beta, None, None, grad_initial, None
+
+
+def _slices(batch: int, rows: int) -> list[slice]:
+    """Consecutive slices of ``rows`` examples (one slice of all when ``rows`` is 0)."""
+    rows = batch if rows <= 0 else rows
+    return [slice(start, min(batch, start + rows)) for start in range(0, batch, rows)]
 
 
 def _sum_to(grad: torch.Tensor, shape: torch.Size) -> torch.Tensor:

@@ -41,9 +41,10 @@ from .temporal import GatedMaxPool, TemporalModule
 #: of a rate-coded neuron (and is the half-step shift of ``ann2snn.qcfs.QCFS``).
 HALF_THRESHOLD = 0.5
 
-#: Layer-mode inference runs each neuron's loop over batch slices of about this many bytes per
-#: step (one example at least), so that a slice's membrane and spikes stay in the core's cache
-#: over the steps of a chunk; see ``SpikingNeuron._spike_train_inference`` and tools/bench.py.
+#: Layer mode runs each neuron's loop (inference, and the fused BPTT forward and backward) over
+#: batch slices of about this many bytes per step (one example at least), so that a slice's
+#: membrane and spikes stay in the core's cache over the steps of a chunk; the results are the
+#: same bits as one whole-batch loop. See ``SpikingNeuron._spike_train_inference``, tools/bench.py.
 SLICE_BYTES = 512 * 2**10
 
 #: Time constant (in steps) that learn_tau starts from when ``tau=inf`` is asked for: an exact
@@ -172,6 +173,12 @@ class SpikingNeuron(TemporalModule):
         """A fresh membrane shaped like ``current``, at the initial potential."""
         return self._broadcast(self.initial, current.dim()).expand_as(current).clone()
 
+    @staticmethod
+    def _slice_rows(state: torch.Tensor) -> int:
+        """Examples per batch slice of the layer-mode loops: one step of a slice within ``SLICE_BYTES``."""
+        per_example = max(1, state[0].numel() * state.element_size()) if state.dim() > 0 and state.shape[0] else 1
+        return max(1, min(state.shape[0] if state.dim() else 1, SLICE_BYTES // per_example))
+
     def _start_state(self, current: torch.Tensor) -> torch.Tensor:
         """The membrane a layer-mode call starts from: where the previous time chunk left it
         (``chunked``), else a fresh one."""
@@ -238,7 +245,7 @@ class SpikingNeuron(TemporalModule):
     def _spike_train_fused(self, sequence: torch.Tensor, steps: int, beta: Optional[torch.Tensor], pool: Optional[GatedMaxPool]) -> torch.Tensor:
         """Layer mode, differentiable, default surrogate: all steps in ``bptt.SubtractResetSequence``."""
         initial = self._start_state(sequence if self.broadcast_input else sequence[0])
-        spikes, final = SubtractResetSequence.apply(sequence, beta, steps, self.broadcast_input, initial)
+        spikes, final = SubtractResetSequence.apply(sequence, beta, steps, self.broadcast_input, initial, self._slice_rows(initial))
         self._keep_state(final)
         if pool is None:
             return spikes.flatten(0, 1)
@@ -267,8 +274,7 @@ class SpikingNeuron(TemporalModule):
         u = self._start_state(currents[0])
         self._keep_state(u)  # updated in place below
         steps, batch = len(currents), u.shape[0]
-        per_example = max(1, u[0].numel() * u.element_size())
-        rows = max(1, min(batch, SLICE_BYTES // per_example))
+        rows = self._slice_rows(u)
         if pool is None:
             out = torch.empty((steps,) + tuple(u.shape), dtype=u.dtype, device=u.device)
         else:

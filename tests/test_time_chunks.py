@@ -210,3 +210,21 @@ def test_neuron_loop_in_batch_slices_is_bit_identical(data, monkeypatch, learn_t
         chunked = snn(data)
         monkeypatch.setattr(neurons, "SLICE_BYTES", 2**30)
         assert torch.equal(snn(data), chunked)
+
+
+@pytest.mark.parametrize("repeated", [False, True])
+def test_fused_sequence_in_batch_slices_is_bit_identical(repeated):
+    torch.manual_seed(1)
+    beta = torch.tensor([0.9, 0.95, 1.0]).view(3, 1).requires_grad_()
+    current = (torch.rand(5, 3, 4) if repeated else torch.rand(7, 5, 3, 4)).mul(0.8).requires_grad_()
+    initial = torch.rand(5, 3, 4).requires_grad_()
+    weights = torch.randn(7, 5, 3, 4)
+    results = []
+    for rows in (0, 2, 1):
+        current.grad = beta.grad = initial.grad = None
+        spikes, final = SubtractResetSequence.apply(current, beta, 7, repeated, initial, rows)
+        ((spikes * weights).sum() + (final * final).sum()).backward()
+        results.append((spikes.detach(), final.detach(), current.grad.clone(), beta.grad.clone(), initial.grad.clone()))
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            assert torch.equal(a, b) if a.dim() else torch.allclose(a, b)
