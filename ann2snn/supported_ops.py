@@ -23,6 +23,8 @@ NIR_FUNCTIONS = {operator.add, torch.add, torch.flatten, F.avg_pool1d, F.avg_poo
 NIR_METHODS = {"flatten", "view", "reshape"}
 
 EXACT = "exact in the rate limit"
+#: ONNX ops that tests/test_onnx_frontend.py imports and converts (zoo M5, torchvision resnet18, an audio CNN).
+ONNX_TESTED = ("Conv", "Gemm", "Relu", "MaxPool", "GlobalAveragePool", "GlobalMaxPool (1-D and 2-D)", "Add", "Flatten", "LogSoftmax", "Identity", "BatchNormalization (folded by the exporter)")
 Row = tuple[str, str, str, str]
 
 
@@ -131,6 +133,16 @@ def markdown() -> str:
         "|---|---|---|---|",
     ]
     lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows()]
+    lines += [
+        "",
+        "## ONNX models",
+        "",
+        "`ann2snn.onnx_frontend.load_onnx(path)` (then `ann2snn.convert`) or `convert_onnx(path, ...)` imports an ONNX",
+        "model through onnx2torch (optional: `pip install onnx onnx2torch`). Each ONNX op becomes the torch op",
+        "onnx2torch maps it to and converts as in the table above; `GlobalMaxPool` (missing in onnx2torch 1.5)",
+        f"becomes `nn.AdaptiveMaxPool1d/2d(1)`. Tested end to end: {', '.join(ONNX_TESTED)}. A model whose opset",
+        "onnx2torch does not cover is moved to opset 17 first; nodes it cannot import are listed in one error.",
+    ]
     return "\n".join(lines) + "\n"
 
 
