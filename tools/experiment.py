@@ -4,6 +4,7 @@
     python tools/experiment.py --preset fsdd --data-dir ../shared/data/fsdd        # README table, 3 seeds
     python tools/experiment.py --preset fsdd-sweep --data-dir ../shared/data/fsdd  # the full study
     python tools/experiment.py --preset fsdd-loso --data-dir ../shared/data/fsdd   # leave-one-speaker-out, 6 folds
+    python tools/experiment.py --preset fsdd-study --data-dir ../shared/data/fsdd  # the study's T grid, encoders retrained
 
 A killed run resumes: rerun the same command (finished cells are skipped, training resumes from
 its last checkpoint). Results go to --out: results.jsonl/.csv/.md and PNG plots.
@@ -43,7 +44,7 @@ PRESETS = {
         finetune_T=25, zero_shot_T=(1, 2, 4, 8, 16, 25, 32, 64, 128), lif_zero_shot_T=(8, 25, 64), out_dir="runs/fsdd-sweep",
         augment={"m5": {"shift_s": 0.1}}, cnn_training={"m5": {"epochs": 60, "patience": 15}},
     ),
-    **STUDY_PRESETS,  # issue 10: fsdd-loso (see zoo/harness/presets.py)
+    **STUDY_PRESETS,  # issue 10: fsdd-loso, fsdd-study (see zoo/harness/presets.py)
 }
 
 
@@ -66,6 +67,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--T", nargs="+", type=positive_int, dest="zero_shot_T", help="zero-shot time steps")
     parser.add_argument("--lif-T", nargs="+", type=positive_int, dest="lif_zero_shot_T", help="zero-shot time steps of the LIF network (default: --T)")
     parser.add_argument("--encoders", nargs="+", choices=("direct", "rate", "latency"), help="input encoders measured zero-shot")
+    parser.add_argument("--retrain-encoders", nargs="+", choices=("direct", "rate", "latency"), help="input encoders fine-tuned after conversion (fixed tau)")
+    parser.add_argument("--retrain-T", nargs="+", type=positive_int, help="time steps the --retrain-encoders are fine-tuned at (default: --finetune-T)")
     parser.add_argument("--test-speaker", help="FSDD: hold this speaker out as the test set")
     parser.add_argument("--cross-validation", choices=("speaker",), help="FSDD: leave-one-speaker-out, one run per speaker in OUT/fold-<speaker>")
     parser.add_argument("--skip-bad", action="store_true", help="drop unreadable WAV files with a warning instead of stopping")
@@ -85,7 +88,8 @@ def config_from(args: argparse.Namespace) -> ExperimentConfig:
         "finetune_T": args.finetune_T, "zero_shot_T": args.zero_shot_T and tuple(args.zero_shot_T),
         "lif_zero_shot_T": args.lif_zero_shot_T and tuple(args.lif_zero_shot_T), "encoders": args.encoders and tuple(args.encoders),
         "test_speaker": args.test_speaker, "max_batches": args.max_batches, "patience": args.patience,
-        "cross_validation": args.cross_validation,
+        "cross_validation": args.cross_validation, "retrain_encoders": args.retrain_encoders and tuple(args.retrain_encoders),
+        "retrain_T": args.retrain_T and tuple(args.retrain_T),
     }  # fmt: skip
     settings.update({k: v for k, v in overrides.items() if v is not None})
     given = {"epochs": args.cnn_epochs, "patience": args.patience}

@@ -50,7 +50,9 @@ class ExperimentConfig:
     lif_zero_shot_T: Optional[tuple[int, ...]] = None  # LIF zero-shot steps (None: zero_shot_T)
     finetune_T: int = 25
     lif_tau: float = ann2snn.DEFAULT_LEARNABLE_TAU
-    encoders: tuple[str, ...] = ("direct", "rate", "latency")
+    encoders: tuple[str, ...] = ("direct", "rate", "latency")  # zero-shot (other than direct: at each retrain_T)
+    retrain_encoders: tuple[str, ...] = ("direct",)  # fine-tuned after conversion, each at every retrain_T (fixed tau)
+    retrain_T: Optional[tuple[int, ...]] = None  # None: (finetune_T,); direct at finetune_T also trains with learned tau
     from_scratch: bool = True
     calibration_batches: int = 8
     percentile: float | str = "auto"  # chosen per T: see ann2snn.calibrate.AUTO_CANDIDATES
@@ -70,6 +72,16 @@ class ExperimentConfig:
             epochs=epochs, lr=lr, batch_size=self.batch_size, patience=self.patience, seed=seed,
             device=self.device, max_batches=self.max_batches, progress=self.progress,
         )  # fmt: skip
+
+    def retrain_steps(self) -> tuple[int, ...]:
+        return tuple(self.retrain_T or (self.finetune_T,))
+
+    def retrain_cells(self) -> list[tuple[str, int, bool]]:
+        """(encoder, T, learn_tau) of every fine-tuning run: direct input at ``finetune_T`` with
+        fixed and learned tau, then every ``retrain_encoders`` x ``retrain_T`` with fixed tau."""
+        cells = [("direct", self.finetune_T, False), ("direct", self.finetune_T, True)]
+        cells += [(e, T, False) for e in self.retrain_encoders for T in self.retrain_steps() if (e, T, False) not in cells]
+        return cells
 
     def cnn_recipe(self, model: str) -> dict[str, Any]:
         """Epochs, learning rate and patience the CNN of ``model`` trains with."""
@@ -196,7 +208,7 @@ class Experiment:
             encoders = config.encoders if neuron == "IF" else ("direct",)
             for encoder in encoders:
                 steps = (config.lif_zero_shot_T or config.zero_shot_T) if neuron == "LIF" else config.zero_shot_T
-                steps = steps if encoder == "direct" else (config.finetune_T,)
+                steps = steps if encoder == "direct" else config.retrain_steps()
                 for T in steps:
                     cell = cell_id(model, seed, "zero-shot", neuron, T, encoder)
                     if cell in self.results:
@@ -215,24 +227,28 @@ class Experiment:
         ).to(self.device)  # fmt: skip
 
     def retrain(self, cnn: torch.nn.Module, model: str, seed: int, cnn_epoch_s: float) -> None:
-        config, T = self.config, self.config.finetune_T
-        for learn_tau in (False, True):
-            cell = cell_id(model, seed, "retrained", "LIF", T, learn_tau=learn_tau)
+        """Convert and fine-tune (LIF, surrogate gradients) every ``config.retrain_cells()``."""
+        config = self.config
+        for encoder, T, learn_tau in config.retrain_cells():
+            cell = cell_id(model, seed, "retrained", "LIF", T, encoder, learn_tau=learn_tau)
             if cell in self.results:
                 continue
             seed_everything(seed)
-            snn = self._convert(cnn, model, T, learn_tau=learn_tau, tau=config.lif_tau)
+            snn = self._convert(cnn, model, T, learn_tau=learn_tau, tau=config.lif_tau, encoder=encoder)
             name = f"snn-{model}-s{seed}-learn_tau={int(learn_tau)}"
+            if (encoder, T) != ("direct", config.finetune_T):
+                name = f"snn-{model}-s{seed}-{encoder}-T{T}-learn_tau={int(learn_tau)}"
             history = self._fit(snn, model, name, config.snn_epochs, config.snn_lr, seed, {"model": model, "kind": "snn"}, {"tau_lr_scale": config.tau_lr_scale})
+            torch.manual_seed(seed)  # rate coding draws random spikes
             metrics = evaluate(snn, self.splits(model)["test"], device=self.device)
             taus = [float(m.tau.mean()) for m in snn.network.modules() if isinstance(m, ann2snn.SpikingNeuron)]
             costs = run_profile(snn, self.splits(model)["test"], device=self.device)
             self.results.add(_row(
-                cell, model, seed, "retrained", metrics, neuron="LIF", T=T, learn_tau=learn_tau, tau=config.lif_tau,
+                cell, model, seed, "retrained", metrics, neuron="LIF", T=T, encoder=encoder, learn_tau=learn_tau, tau=config.lif_tau,
                 epoch_s=history.seconds_per_epoch, snn_cnn_epoch_ratio=history.seconds_per_epoch / cnn_epoch_s,
-                learned_tau=taus, epochs=len(history.epochs), **costs,
+                learned_tau=taus, run=name, **_timing(history), **costs,
             ))  # fmt: skip
-            self.log(f"{model} seed {seed} retrained LIF T={T} learn_tau={learn_tau}: {metrics.top1:.1f} % ({history.seconds_per_epoch:.1f} s/epoch, {history.seconds_per_epoch / cnn_epoch_s:.1f} x the CNN)")
+            self.log(f"{model} seed {seed} retrained LIF {encoder} T={T} learn_tau={learn_tau}: {metrics.top1:.1f} % ({history.seconds_per_epoch:.1f} s/epoch, {history.seconds_per_epoch / cnn_epoch_s:.1f} x the CNN)")
 
     def from_scratch(self, model: str, seed: int, cnn_epoch_s: float) -> None:
         """The SNN twin trained from random weights at ``finetune_T`` (LIF, fixed tau), with the

@@ -1,7 +1,11 @@
 """Experiment presets of issue 10 (the study as it was meant), beside ``tools/experiment.py``'s own.
 
 - ``fsdd-loso``: FSDD leave-one-speaker-out cross-validation (6 folds, one per speaker), the
-  harder benchmark: the official split's test speakers are training speakers too.
+  harder benchmark: the official split's test speakers are training speakers too. Zero-shot at
+  T = 5, 15, 30; retrained at T = 15 with direct, rate and latency input (fixed tau) and with a
+  learned tau; from scratch at T = 15 on the CNN's whole recipe (epochs, patience, schedule).
+- ``fsdd-study``: the study's grid on the official split: T in {1, 5, 15, 30}, every encoder
+  measured zero-shot and retrained after conversion at every T.
 """
 
 from __future__ import annotations
@@ -13,11 +17,21 @@ _FSDD_CNN = dict(
     cnn_epochs=20, augment={"m5": {"shift_s": 0.1}}, cnn_training={"m5": {"epochs": 60, "patience": 15}},
 )
 
+#: The study's time steps (Eve-ning/snn_voice) and input encoders ("repeat" there is "direct" here).
+STUDY_T = (1, 5, 15, 30)
+STUDY_ENCODERS = ("direct", "rate", "latency")
+
 STUDY_PRESETS: dict[str, dict[str, Any]] = {
     # FSDD leave-one-speaker-out: 6 folds, one seed; the README's harder table.
     "fsdd-loso": dict(
         dataset="fsdd", cross_validation="speaker", models=("m5", "vgg", "resnet"), seeds=(0,), **_FSDD_CNN,
-        snn_epochs=1, finetune_T=15, zero_shot_T=(5, 15, 30), lif_zero_shot_T=(15,), encoders=("direct",),
-        scratch_epochs=None, out_dir="runs/fsdd-loso",
+        snn_epochs=1, finetune_T=15, zero_shot_T=(5, 15, 30), lif_zero_shot_T=(15,), encoders=STUDY_ENCODERS,
+        retrain_encoders=STUDY_ENCODERS, retrain_T=(15,), scratch_epochs=None, out_dir="runs/fsdd-loso",
+    ),
+    # The study's T grid and encoders, each retrained after conversion, on the official split.
+    "fsdd-study": dict(
+        dataset="fsdd", models=("m5", "vgg", "resnet"), seeds=(0,), **_FSDD_CNN,
+        snn_epochs=1, finetune_T=15, zero_shot_T=STUDY_T, lif_zero_shot_T=(15,), encoders=STUDY_ENCODERS,
+        retrain_encoders=STUDY_ENCODERS, retrain_T=STUDY_T, scratch_epochs=None, out_dir="runs/fsdd-study",
     ),
 }

@@ -26,8 +26,12 @@ def save_figure(fig: Any, path: Path, dpi: int) -> None:
         plt.close(fig)
 
 
+#: Values of fields that rows written before the field existed stand for.
+_IMPLIED = {"encoder": "direct"}
+
+
 def _select(rows: Iterable[dict], **match: Any) -> list[dict]:
-    return [r for r in rows if all(r.get(k) == v for k, v in match.items())]
+    return [r for r in rows if all(r.get(k, _IMPLIED.get(k)) == v for k, v in match.items())]
 
 
 def mean_spread(values: list[float]) -> tuple[float, float]:
@@ -97,12 +101,12 @@ def summary_table(rows: list[dict], T: int, zero_shot_T: tuple[int, ...] = (8, 2
         mine = _select(rows, model=model)
         cells = [model, _cell(_select(mine, kind="cnn"))]
         cells += [_cell(_select(mine, kind="zero-shot", neuron="IF", T=t, encoder="direct")) for t in zero_shot_T]
-        cells += [_cell(_select(mine, kind="retrained", T=T, learn_tau=flag)) for flag in (False, True)]
+        cells += [_cell(_select(mine, kind="retrained", T=T, encoder="direct", learn_tau=flag)) for flag in (False, True)]
         cells.append(_cell(scratch_rows(mine, T)))
-        timed = [dict(r, per_step=r["snn_cnn_epoch_ratio"] / T) for r in _select(mine, kind="retrained", T=T) if r.get("snn_cnn_epoch_ratio")]
+        timed = [dict(r, per_step=r["snn_cnn_epoch_ratio"] / T) for r in _select(mine, kind="retrained", T=T, encoder="direct") if r.get("snn_cnn_epoch_ratio")]
         on_cpu = [r for r in timed if r.get("device", "cpu") == "cpu"]
         cells.append(_cell(on_cpu or timed, "per_step", digits=2) + " x" + ("" if on_cpu or not timed else " (GPU)") if timed else "-")
-        energy = [dict(r, energy_ratio=r["energy_pj"] / r["cnn_energy_pj"]) for r in _select(mine, kind="retrained", T=T) if r.get("energy_pj")]
+        energy = [dict(r, energy_ratio=r["energy_pj"] / r["cnn_energy_pj"]) for r in _select(mine, kind="retrained", T=T, encoder="direct") if r.get("energy_pj")]
         cells.append(_cell(energy, "energy_ratio", digits=2) + " x" if energy else "-")
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
@@ -127,6 +131,60 @@ def zero_shot_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def encoder_table(rows: list[dict]) -> str:
+    """Per model and input encoder, over the T values fine-tuned at: zero-shot (IF) and retrained
+    (LIF, fixed tau) test accuracy side by side ("" when nothing was retrained)."""
+    retrained = _select(rows, kind="retrained", learn_tau=False)
+    if not retrained:
+        return ""
+    steps = sorted({r["T"] for r in retrained})
+    combos = list(dict.fromkeys((r["model"], r.get("encoder", "direct")) for r in retrained))
+    lines = ["| model | encoder | | " + " | ".join(f"T={t}" for t in steps) + " |", "|" + "---|" * (3 + len(steps))]
+    for model, encoder in combos:
+        shots = _select(rows, kind="zero-shot", model=model, encoder=encoder, neuron="IF")
+        tuned = _select(retrained, model=model, encoder=encoder)
+        lines.append(f"| {model} | {encoder} | zero-shot IF | " + " | ".join(_cell(_select(shots, T=t)) for t in steps) + " |")
+        lines.append(f"| {model} | {encoder} | retrained LIF | " + " | ".join(_cell(_select(tuned, T=t)) for t in steps) + " |")
+    return "\n".join(lines)
+
+
+def _runs(rows: list[dict]) -> str:
+    seeds, folds = len({r["seed"] for r in rows}), len({r.get("fold") for r in rows})
+    return f"{seeds} seed(s)" + (f" x {folds} leave-one-speaker-out folds" if folds > 1 else "")
+
+
+def study_table(rows: list[dict], T: int = 15, zero_shot_T: tuple[int, ...] = (5, 15, 30)) -> str:
+    """Issue 10's table: CNN; zero-shot IF at ``zero_shot_T``; retrained at ``T`` with direct,
+    rate and latency input (fixed tau) and direct with learned tau; from scratch at ``T`` with
+    its best epoch and training time to it, beside the CNN's. Mean ± sd over seeds (and folds)."""
+    header = ["model", "CNN"] + [f"zero-shot T={t}" for t in zero_shot_T] + [
+        f"retrained direct T={T}", f"retrained direct T={T}, learned tau", f"retrained rate T={T}", f"retrained latency T={T}",
+        f"from scratch T={T}", "from scratch: best epoch", "from scratch: s to best", "CNN: best epoch", "CNN: s to best",
+    ]  # fmt: skip
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for model in dict.fromkeys(r["model"] for r in rows):
+        mine = _select(rows, model=model)
+        cnn, scratch = _select(mine, kind="cnn"), scratch_rows(mine, T)
+        cells = [model, _cell(cnn)] + [_cell(_select(mine, kind="zero-shot", neuron="IF", encoder="direct", T=t)) for t in zero_shot_T]
+        cells += [_cell(_select(mine, kind="retrained", T=T, encoder="direct", learn_tau=flag)) for flag in (False, True)]
+        cells += [_cell(_select(mine, kind="retrained", T=T, encoder=e, learn_tau=False)) for e in ("rate", "latency")]
+        cells += [_cell(scratch), _cell(scratch, "best_epoch", 0), _cell(scratch, "seconds_to_best", 0)]
+        cells += [_cell(cnn, "best_epoch", 0), _cell(cnn, "seconds_to_best", 0)]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", f"Test top-1 accuracy in % (times in seconds of training), mean ± standard deviation over {_runs(rows)}."]
+    return "\n".join(lines)
+
+
+def markdown_report(rows: list[dict], finetune_T: int) -> str:
+    """results.md: the headline table, zero-shot over T, encoders over T, the study's table."""
+    text = summary_table(rows, finetune_T) + "\n\n## Zero-shot accuracy over T\n\n" + zero_shot_table(rows) + "\n"
+    encoders = encoder_table(rows)
+    if encoders:
+        text += "\n## Input encoders: zero-shot and retrained over T\n\n" + encoders + "\n"
+    steps = tuple(sorted({r["T"] for r in _select(rows, kind="zero-shot", encoder="direct", neuron="IF")}))
+    return text + "\n## The study's table (issue 10)\n\n" + study_table(rows, finetune_T, steps) + "\n"
+
+
 def plot_accuracy_vs_T(rows: list[dict], path: Path) -> None:
     models = list(dict.fromkeys(r["model"] for r in rows))
     fig, axes = plt.subplots(1, len(models), figsize=(5 * len(models), 4), squeeze=False)
@@ -139,10 +197,11 @@ def plot_accuracy_vs_T(rows: list[dict], path: Path) -> None:
                 stats = [mean_spread([r["top1"] for r in _select(shots, T=t)]) for t in steps]
                 ax.errorbar(steps, [m for m, _ in stats], [s for _, s in stats], fmt=style, capsize=3, label=f"zero-shot {neuron}")
         for flag, marker in ((False, "^"), (True, "v")):
-            retrained = _select(mine, kind="retrained", learn_tau=flag)
-            if retrained:
-                m, s = mean_spread([r["top1"] for r in retrained])
-                ax.errorbar([retrained[0]["T"]], [m], [s], fmt=marker, markersize=9, capsize=3, label=f"retrained LIF, {'learned' if flag else 'fixed'} tau")
+            retrained = _select(mine, kind="retrained", encoder="direct", learn_tau=flag)
+            steps = sorted({r["T"] for r in retrained})
+            if steps:
+                stats = [mean_spread([r["top1"] for r in _select(retrained, T=t)]) for t in steps]
+                ax.errorbar(steps, [m for m, _ in stats], [s for _, s in stats], fmt=marker, markersize=9, capsize=3, label=f"retrained LIF, {'learned' if flag else 'fixed'} tau")
         cnn = _select(mine, kind="cnn")
         if cnn:
             ax.axhline(mean_spread([r["top1"] for r in cnn])[0], color="black", linestyle=":", label="CNN")
@@ -156,11 +215,18 @@ def plot_accuracy_vs_T(rows: list[dict], path: Path) -> None:
     save_figure(fig, path, dpi=120)
 
 
+def _learned_T(rows: list[dict], model: str) -> Optional[int]:
+    """The T at which ``model``'s SNN was fine-tuned with a learned time constant (the fixed-tau
+    run at the same T is its comparison)."""
+    learned = _select(rows, model=model, kind="retrained", learn_tau=True)
+    return learned[0]["T"] if learned else None
+
+
 def plot_learn_tau(rows: list[dict], path: Path) -> None:
     models = list(dict.fromkeys(r["model"] for r in rows))
     fig, ax = plt.subplots(figsize=(1.8 * len(models) + 2, 3.5))
     for k, (flag, label) in enumerate(((False, "fixed tau"), (True, "learned tau"))):
-        stats = [mean_spread([r["top1"] for r in _select(rows, model=m, kind="retrained", learn_tau=flag)]) for m in models]
+        stats = [mean_spread([r["top1"] for r in _select(rows, model=m, kind="retrained", encoder="direct", learn_tau=flag, T=_learned_T(rows, m))]) for m in models]
         ax.bar([i + 0.38 * k for i in range(len(models))], [s[0] for s in stats], 0.38, yerr=[s[1] for s in stats], capsize=3, label=label)
     ax.set_xticks([i + 0.19 for i in range(len(models))], models)
     lows = [r["top1"] for r in _select(rows, kind="retrained")]
@@ -191,7 +257,7 @@ def plot_training_curves(histories: dict[str, list[dict]], path: Path) -> None:
 
 
 def plot_firing_rates(rows: list[dict], path: Path) -> None:
-    retrained = [r for r in _select(rows, kind="retrained", learn_tau=False) if r.get("firing_rates")]
+    retrained = [r for r in _select(rows, kind="retrained", encoder="direct", learn_tau=False) if r.get("firing_rates")]
     models = list(dict.fromkeys(r["model"] for r in retrained))
     fig, axes = plt.subplots(1, max(1, len(models)), figsize=(5 * max(1, len(models)), 3.5), squeeze=False)
     for ax, model in zip(axes[0], models):
@@ -214,7 +280,7 @@ def write_outputs(rows: list[dict], out_dir: Path, finetune_T: int, histories: O
     }  # fmt: skip
     write_csv(rows, paths["csv"])
     with atomic_path(paths["markdown"]) as tmp:
-        tmp.write_text(summary_table(rows, finetune_T) + "\n\n## Zero-shot accuracy over T\n\n" + zero_shot_table(rows) + "\n")
+        tmp.write_text(markdown_report(rows, finetune_T))
     plot_accuracy_vs_T(rows, paths["accuracy_vs_T"])
     plot_learn_tau(rows, paths["learn_tau"])
     plot_training_curves(histories or {}, paths["training_curves"])
