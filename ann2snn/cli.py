@@ -1,16 +1,20 @@
 """The ``ann2snn`` command: ``ann2snn convert model.pt -o snn.pt [--calibrate DATA] ...``.
 
 Reads a trained CNN (a zoo checkpoint, a ``torch.export`` program, a state dict with
-``--model``, or a pickled module with ``--trust-pickle``), converts it, prints the conversion
-report, and writes the SNN (loadable with ``ann2snn.load``) and optionally a markdown report, a
-NIR graph, a drawing and a profile. User errors print one ``error: ...`` line on stderr and exit
-with status 2; no output file is written unless every requested output was produced.
+``--model``, or a pickled module with ``--trust-pickle``), converts it with the library's
+defaults (``ann2snn.convert``'s signature) unless told otherwise, prints the conversion report,
+optionally measures CNN and SNN on labelled data (``--evaluate``, at one T or a table over
+several), and writes the SNN (loadable with ``ann2snn.load``) and optionally a markdown report,
+a NIR graph, a drawing and a profile. User errors print one ``error: ...`` line on stderr and
+exit with status 2; no output file is written unless every requested output was produced.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import importlib
+import inspect
 import itertools
 import json
 import os
@@ -28,9 +32,9 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from .calibrate import check_percentile
-from .convert import convert
+from .convert import DEFAULT_LEARNABLE_TAU, convert, recalibrate
 from .correction import CORRECTIONS
-from .errors import ConversionError
+from .errors import ConversionError, ConversionWarning
 from .export_archive import UnsafeArchive, refuse_unpickling, unsafe_entries
 from .io import holds_pickled_objects, save
 from .report import ConversionReport
@@ -39,6 +43,10 @@ from .timeloop import SpikingNetwork
 EXIT_ERROR = 2
 #: Largest --T accepted: far beyond any useful simulation, small enough to fail fast rather than exhaust memory.
 MAX_STEPS = 100_000
+
+
+#: ``ann2snn.convert``'s defaults: the command converts as the Python API does unless told otherwise.
+DEFAULTS = {name: p.default for name, p in inspect.signature(convert).parameters.items() if p.default is not inspect.Parameter.empty}
 
 
 class CliError(Exception):
@@ -80,6 +88,18 @@ def _steps(text: str) -> int:
     return value
 
 
+def _step_list(text: str) -> tuple[int, ...]:
+    """``25`` or ``8,16,32``: one or more time-step counts, each checked like ``--T``."""
+    steps = tuple(_steps(part.strip()) for part in text.split(","))
+    if len(set(steps)) != len(steps):
+        raise argparse.ArgumentTypeError(f"{text!r} names a T twice")
+    return steps
+
+
+def _on_off(value: bool) -> str:
+    return "on" if value else "off"
+
+
 def _json_object(text: str) -> dict:
     try:
         value = json.loads(text)
@@ -95,28 +115,31 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     c = commands.add_parser(
         "convert", help="convert a trained CNN into an SNN",
-        description="Convert a trained CNN into a spiking network and save it (load it back with ann2snn.load).",
+        description="Convert a trained CNN into a spiking network and save it (load it back with ann2snn.load); with --evaluate, measure what the conversion cost.",
     )
     c.add_argument("model", type=Path, help="a zoo checkpoint {'model', 'config', 'state_dict'}, a torch.export program (.pt2), a state dict (with --model), or a pickled nn.Module (with --trust-pickle)")
     c.add_argument("-o", "--output", type=Path, help="where to write the SNN (default: MODEL with suffix .snn.pt)")
-    c.add_argument("--T", type=_steps, default=25, help="time steps per forward call (default: %(default)s)")
-    c.add_argument("--learn-tau", action=argparse.BooleanOptionalAction, default=True, help="make membrane time constants trainable (default: on)")
-    c.add_argument("--tau", type=float, help="initial membrane time constant in steps ('inf' = integrate-and-fire; default: IF, or 100 with --learn-tau)")
-    c.add_argument("--maxpool", choices=("gated", "avg"), default="gated", help="how max pooling of spikes is rewritten (default: %(default)s)")
-    c.add_argument("--mode", choices=("layer", "step"), default="layer", help="execution mode of the SNN (default: %(default)s)")
-    c.add_argument("--calibrate", metavar="DATA", help="calibration data: a zoo data set ('synthetic', 'fsdd:PATH', 'speech_commands:PATH') or a .pt file of input batches (a tensor [N, ...] or a list of tensors)")
-    c.add_argument("--calibration-size", type=_positive_int, default=512, help="examples taken from a zoo data set for calibration (default: %(default)s)")
-    c.add_argument("--batch-size", type=_positive_int, default=64, help="batch size for calibration and profiling (default: %(default)s)")
-    c.add_argument("--percentile", type=_percentile, default="auto", help="activation percentile that sets each threshold, in (0, 100], or 'balanced', or 'auto': the candidate that best reproduces the CNN at this T (default: %(default)s)")
-    c.add_argument("--per-channel", action=argparse.BooleanOptionalAction, default=None, help="one threshold per channel (default: on with --calibrate)")
-    c.add_argument("--correction", choices=CORRECTIONS, default="bias", help="output-space calibration at this T, after the thresholds (default: %(default)s)")
+    c.add_argument("--T", type=_step_list, default=(DEFAULTS["T"],), metavar="T[,T...]", help=f"time steps per forward call (default: {DEFAULTS['T']}); several, like 8,16,32, with --evaluate: a table over T, and the SNN written is the one for the first")
+    c.add_argument("--learn-tau", action=argparse.BooleanOptionalAction, default=DEFAULTS["learn_tau"], help=f"make membrane time constants trainable: leaky neurons, for fine-tuning (default: {_on_off(DEFAULTS['learn_tau'])}, as ann2snn.convert); --no-learn-tau gives integrate-and-fire neurons, the best zero-shot")
+    c.add_argument("--tau", type=float, help=f"initial membrane time constant in steps ('inf' = integrate-and-fire; default: IF, or {DEFAULT_LEARNABLE_TAU:g} with --learn-tau)")
+    c.add_argument("--maxpool", choices=("gated", "avg"), default=DEFAULTS["maxpool"], help="how max pooling of spikes is rewritten (default: %(default)s)")
+    c.add_argument("--mode", choices=("layer", "step"), default=DEFAULTS["mode"], help="execution mode of the SNN (default: %(default)s)")
+    c.add_argument("--calibrate", metavar="DATA", help="calibration data: a zoo data set ('synthetic', 'fsdd:PATH' or 'fsdd' with --data-dir, 'speech_commands:PATH') or a .pt file of input batches (a tensor [N, ...] or a list of tensors)")
+    c.add_argument("--calibration-size", type=_positive_int, default=512, help="examples taken from a zoo data set's training split for calibration (default: %(default)s)")
+    c.add_argument("--evaluate", metavar="DATA", help="measure CNN accuracy, SNN accuracy and their agreement at each --T: a zoo data set's test split (as for --calibrate) or a .pt file holding a pair (inputs [N, ...], targets [N] of class indices)")
+    c.add_argument("--evaluate-size", type=_positive_int, metavar="N", help="evaluate on the first N examples only (default: all)")
+    c.add_argument("--data-dir", metavar="PATH", help="the folder of a zoo data set named without ':PATH' in --calibrate or --evaluate")
+    c.add_argument("--batch-size", type=_positive_int, default=64, help="batch size for calibration, evaluation and profiling (default: %(default)s)")
+    c.add_argument("--percentile", type=_percentile, default=DEFAULTS["percentile"], help="activation percentile that sets each threshold, in (0, 100], or 'balanced', or 'auto': the candidate that best reproduces the CNN at this T (default: %(default)s)")
+    c.add_argument("--per-channel", action=argparse.BooleanOptionalAction, default=DEFAULTS["per_channel"], help="one threshold per channel (default: on with --calibrate)")
+    c.add_argument("--correction", choices=CORRECTIONS, default=DEFAULTS["correction"], help="output-space calibration at this T, after the thresholds (default: %(default)s)")
     c.add_argument("--allow-analog", action="store_true", help="keep ops with no spiking equivalent as analog layers instead of refusing the model")
     c.add_argument("--input-shape", type=_shape, help="per-example input shape without batch, like 1,8000")
     c.add_argument("--model", dest="model_name", metavar="NAME", help="zoo model name, for a plain state dict")
-    c.add_argument("--model-config", type=_json_object, default={}, metavar="JSON", help="options for zoo.create, e.g. '{\"n_classes\": 10}'")
+    c.add_argument("--model-config", type=_json_object, default={}, metavar="JSON", help="options for zoo.create, e.g. '{\"n_classes\": 10}' (default: those in the checkpoint)")
     c.add_argument("--trust-pickle", action="store_true", help="allow loading a whole pickled nn.Module, or a torch.export program with pickled entries: unpickling runs arbitrary code from the file, so only use it for files you trust")
     c.add_argument("--report", type=Path, help="write the conversion report as markdown")
-    c.add_argument("--nir", type=Path, help="write the SNN as a NIR graph (needs --maxpool avg if the net max-pools)")
+    c.add_argument("--nir", type=Path, help="write the SNN as a NIR graph (needs --maxpool avg if the net max-pools; checked before calibration)")
     c.add_argument("--draw", type=Path, help="write a PNG of the network before and after conversion")
     c.add_argument("--profile", action="store_true", help="print firing rates, synaptic operations and an energy estimate")
     return parser
@@ -387,10 +410,10 @@ def _front_end(zoo, data_set: str, model: nn.Module, shape: Optional[tuple[int, 
     return front_end
 
 
-def _float32(x: torch.Tensor, source: str) -> torch.Tensor:
+def _float32(x: torch.Tensor, source: str, option: str = "--calibrate") -> torch.Tensor:
     """``x`` as float32: other floating types are converted; integers are refused (their scale is unknown)."""
     if not x.is_floating_point():
-        raise CliError(f"--calibrate {source}: the network takes float32; got {str(x.dtype).removeprefix('torch.')}")
+        raise CliError(f"{option} {source}: the network takes float32; got {str(x.dtype).removeprefix('torch.')}")
     return x.float()
 
 
@@ -401,6 +424,27 @@ def _float32_batch(item: Any, source: str) -> Any:
     if isinstance(item, (list, tuple)) and item and isinstance(item[0], torch.Tensor):
         return type(item)([_float32(item[0], source), *item[1:]])
     return item
+
+
+def _zoo_split(option: str, source: str, split: str, limit: Optional[int], args: argparse.Namespace, model: nn.Module, shape: Optional[tuple[int, ...]]) -> list[tuple[torch.Tensor, int]]:
+    """The first ``limit`` (input, label) items of ``split`` of the zoo data set ``source``
+    ('NAME:PATH', or 'NAME' with --data-dir), through the front end that makes this model's input."""
+    name, _, data_dir = source.partition(":")
+    zoo = _zoo()
+    if name not in zoo.data.NAMES:
+        raise CliError(f"{option} {source}: no such file, and not a zoo data set ({', '.join(zoo.data.NAMES)}; e.g. fsdd:PATH)")
+    data_dir = data_dir or args.data_dir
+    try:
+        splits = zoo.data.load_splits(name, data_dir=data_dir or None, front_end=_front_end(zoo, name, model, shape), cached=False)
+        items = splits[split]
+        count = len(items) if limit is None else min(len(items), limit)
+        return [items[i] for i in range(count)]
+    except (zoo.DataError, OSError, ValueError) as error:
+        hint = ""
+        if not data_dir and name != "synthetic":
+            hint = f" (give its folder: {option} {name}:PATH, or --data-dir PATH"
+            hint += "; to download FSDD: python -c \"import zoo; zoo.data.download_fsdd('data/fsdd')\")" if name == "fsdd" else ")"
+        raise CliError(f"{option} {source}: {error}{hint}") from error
 
 
 def calibration_batches(args: argparse.Namespace, model: nn.Module, shape: Optional[tuple[int, ...]]) -> list[torch.Tensor]:
@@ -419,20 +463,86 @@ def calibration_batches(args: argparse.Namespace, model: nn.Module, shape: Optio
         if isinstance(data, (list, tuple)) and data:
             return [_float32_batch(item, source) for item in data]  # batches or (input, target) pairs, checked by the calibration
         raise CliError(f"--calibrate {source}: expected a tensor [N, ...] or a list of batches, found {type(data).__name__} {data!r:.60}")
-    name, _, data_dir = source.partition(":")
-    zoo = _zoo()
-    if name not in zoo.data.NAMES:
-        raise CliError(f"--calibrate {source}: no such file, and not a zoo data set ({', '.join(zoo.data.NAMES)}; e.g. fsdd:PATH)")
-    try:
-        splits = zoo.data.load_splits(name, data_dir=data_dir or None, front_end=_front_end(zoo, name, model, shape), cached=False)
-        train = splits["train"]
-        count = min(len(train), args.calibration_size)
-        items = [train[i][0] for i in range(count)]
-    except (zoo.DataError, OSError, ValueError) as error:
-        raise CliError(f"--calibrate {source}: {error}") from error
+    items = [x for x, _ in _zoo_split("--calibrate", source, "train", args.calibration_size, args, model, shape)]
     if not items:
         raise CliError(f"--calibrate {source}: the training split is empty")
     return list(torch.stack(items).split(args.batch_size))
+
+
+# -- evaluation ---------------------------------------------------------------------------------
+def evaluation_data(args: argparse.Namespace, model: nn.Module, shape: Optional[tuple[int, ...]]) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """(inputs, targets, description) from a .pt file of an (inputs, targets) pair or from the
+    test split of a zoo data set; at most ``--evaluate-size`` examples."""
+    source = args.evaluate
+    path = Path(source)
+    if path.is_file():
+        try:
+            data = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:
+            raise CliError(f"--evaluate {source}: not a tensor file ({_first_line(error)})") from error
+        if not (isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data)):
+            found = type(data).__name__ + (f" of {len(data)}" if isinstance(data, (tuple, list, dict)) else "")
+            raise CliError(f"--evaluate {source}: expected a pair (inputs, targets) of tensors, as written by torch.save((inputs, targets), PATH); found a {found}")
+        inputs, targets = data
+        if inputs.dim() < 2 or targets.dim() != 1 or len(inputs) != len(targets):
+            raise CliError(
+                f"--evaluate {source}: inputs must be a batch [N, ...] and targets [N] class indices; "
+                f"got inputs {tuple(inputs.shape)} and targets {tuple(targets.shape)}"
+            )
+        if targets.is_floating_point() or targets.is_complex() or targets.dtype == torch.bool:
+            raise CliError(f"--evaluate {source}: targets must be integer class indices, not {str(targets.dtype).removeprefix('torch.')}")
+        inputs, where = _float32(inputs, source, "--evaluate"), str(path)
+    else:
+        items = _zoo_split("--evaluate", source, "test", args.evaluate_size, args, model, shape)
+        if not items:
+            raise CliError(f"--evaluate {source}: the test split is empty")
+        inputs = torch.stack([x for x, _ in items])
+        targets = torch.tensor([int(y) for _, y in items])
+        where = f"the test split of {source.partition(':')[0]}"
+    if args.evaluate_size is not None:
+        inputs, targets = inputs[: args.evaluate_size], targets[: args.evaluate_size]
+    if len(inputs) == 0:
+        raise CliError(f"--evaluate {source}: no examples")
+    return inputs, targets.long(), f"{len(inputs)} examples of {where}"
+
+
+@torch.no_grad()
+def predictions(model: nn.Module, inputs: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, int]:
+    """The top class of every input, computed in batches, and the number of classes."""
+    model.eval()
+    outputs = [model(batch) for batch in inputs.split(batch_size)]
+    if not all(isinstance(y, torch.Tensor) and y.dim() == 2 for y in outputs):
+        raise CliError("--evaluate needs a classifier: a model whose output is [batch, classes]")
+    return torch.cat([y.argmax(1) for y in outputs]), outputs[0].shape[1]
+
+
+def _percent(hits: torch.Tensor) -> str:
+    return f"{100 * hits.float().mean().item():.1f} %"
+
+
+class Evaluation:
+    """The evaluation data and the CNN's predictions, checked before conversion starts; then
+    (``start``) the CNN's accuracy and one row per T: SNN accuracy and top-1 agreement with the
+    CNN, printed as they are measured."""
+
+    def __init__(self, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, description: str, batch_size: int) -> None:
+        self.inputs, self.targets, self.batch_size, self.description = inputs, targets, batch_size, description
+        try:
+            self.cnn, classes = predictions(model, inputs, batch_size)
+        except RuntimeError as error:
+            raise CliError(f"--evaluate: the model fails on the evaluation inputs of shape {tuple(inputs.shape)}: {_first_line(error)}") from error
+        if int(targets.min()) < 0 or int(targets.max()) >= classes:
+            raise CliError(f"--evaluate: targets must be class indices in 0..{classes - 1} (the model has {classes} outputs); found {int(targets.min())}..{int(targets.max())}")
+
+    def start(self, note: Optional[str] = None) -> None:
+        print(f"\nevaluation on {self.description}: CNN accuracy {_percent(self.cnn == self.targets)}")
+        if note:
+            print(note)
+        print(f"{'T':>6}  {'SNN accuracy':>12}  {'agreement with CNN':>18}")
+
+    def row(self, T: int, snn: SpikingNetwork) -> None:
+        spiking, _ = predictions(snn, self.inputs, self.batch_size)
+        print(f"{T:>6}  {_percent(spiking == self.targets):>12}  {_percent(spiking == self.cnn):>18}", flush=True)
 
 
 # -- outputs --------------------------------------------------------------------------------------
@@ -523,31 +633,64 @@ def _check_model_shape(model: nn.Module, shape: tuple[int, ...]) -> None:
         raise CliError(f"the model does not take inputs of shape [batch, {', '.join(map(str, shape))}]: {str(error).splitlines()[0]}") from error
 
 
+def _convert(args: argparse.Namespace, model: nn.Module, T: int, batches: Optional[list], shape: Optional[tuple[int, ...]], trial: bool = False) -> SpikingNetwork:
+    """``ann2snn.convert`` with the command's settings (a ``trial`` conversion, without
+    calibration, leaves the per-channel setting out); errors on torch.export programs say what
+    the program reader covers."""
+    try:
+        return convert(
+            model, T=T, learn_tau=args.learn_tau, tau=args.tau, calibration=batches, percentile=args.percentile,
+            per_channel=None if trial else args.per_channel, correction=args.correction, maxpool=args.maxpool,
+            mode=args.mode, allow_analog=args.allow_analog, input_shape=shape,
+        )
+    except ConversionError as error:
+        if isinstance(model, ExportedModel):
+            raise CliError(f"{error} [{args.model} is a torch.export program: {EXPORTED_OPS_NOTE}]") from error
+        raise
+
+
+def check_nir_exportable(args: argparse.Namespace, model: nn.Module, shape: tuple[int, ...]) -> None:
+    """Convert without calibration (fast) and translate to NIR in memory, so that a network NIR
+    cannot hold (gated max pooling, analog ops) is refused before calibration, not after it."""
+    from .nir_export import export_nir
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConversionWarning)  # no calibration: expected here
+        trial = _convert(args, model, args.T[0], None, shape, trial=True)
+    try:
+        export_nir(trial, input_shape=shape)
+    except ConversionError as error:
+        raise CliError(f"--nir {args.nir}: {error} (checked before calibration; nothing was written)") from error
+
+
 def run_convert(args: argparse.Namespace) -> int:
+    if len(args.T) > 1 and not args.evaluate:
+        raise CliError(f"--T {','.join(map(str, args.T))}: several T values make a table with --evaluate; to convert, give one T")
     outputs = Outputs(output_paths(args))
-    inputs = {"the input": args.model, **({"--calibrate": Path(args.calibrate)} if args.calibrate and Path(args.calibrate).is_file() else {})}
+    inputs = {"the input": args.model}
+    inputs.update({option: Path(value) for option, value in (("--calibrate", args.calibrate), ("--evaluate", args.evaluate)) if value and Path(value).is_file()})
     check_distinct({**inputs, **outputs.paths})
     outputs.check()
     model, file_shape = load_model(args)
     shape = args.input_shape or file_shape
     if args.input_shape:
         _check_model_shape(model, args.input_shape)
+    if args.nir and shape is not None:
+        check_nir_exportable(args, model, shape)
     batches = calibration_batches(args, model, shape) if args.calibrate else None
-    try:
-        snn = convert(
-            model, T=args.T, learn_tau=args.learn_tau, tau=args.tau, calibration=batches, percentile=args.percentile,
-            per_channel=args.per_channel, correction=args.correction, maxpool=args.maxpool, mode=args.mode, allow_analog=args.allow_analog, input_shape=shape,
-        )
-    except ConversionError as error:
-        if isinstance(model, ExportedModel):
-            raise CliError(f"{error} [{args.model} is a torch.export program: {EXPORTED_OPS_NOTE}]") from error
-        raise
+    if args.nir and shape is None and batches:
+        first = batches[0][0] if isinstance(batches[0], (list, tuple)) else batches[0]
+        check_nir_exportable(args, model, tuple(first.shape[1:]))
+    evaluation = Evaluation(model, *evaluation_data(args, model, shape), args.batch_size) if args.evaluate else None
+    snn = _convert(args, model, args.T[0], batches, shape)
     print(report_table(snn.report))
     for warning in snn.report.warnings:
         if batches is not None or not warning.startswith("no calibration data"):  # said below, in CLI terms
             print(f"warning: {warning}", file=sys.stderr)
     if batches is None:
         print("warning: no --calibrate data: thresholds are not balanced (all 1.0), so the SNN will be inaccurate", file=sys.stderr)
+    if evaluation is not None:
+        evaluate_over_T(args, snn, batches, evaluation)
     try:
         outputs.stage("-o", lambda p: save(snn, p))
         _extras(args, model, snn, batches, outputs)
@@ -556,6 +699,20 @@ def run_convert(args: argparse.Namespace) -> int:
         outputs.discard()
     print("wrote " + ", ".join(map(str, written)))
     return 0
+
+
+def evaluate_over_T(args: argparse.Namespace, snn: SpikingNetwork, batches: Optional[list], evaluation: Evaluation) -> None:
+    """One row per --T: the converted SNN at the first; for the others a copy, recalibrated for
+    that T when there is calibration data (thresholds and corrections are T-specific)."""
+    evaluation.start(f"thresholds and corrections calibrated for each T; the SNN written is the one for T={args.T[0]}" if len(args.T) > 1 and batches is not None else None)
+    evaluation.row(args.T[0], snn)
+    for T in args.T[1:]:
+        other = copy.deepcopy(snn)
+        if batches is not None:
+            recalibrate(other, batches, T=T)
+        else:
+            other.T = T
+        evaluation.row(T, other)
 
 
 def _extras(args: argparse.Namespace, model: nn.Module, snn: SpikingNetwork, batches: Optional[list[torch.Tensor]], outputs: Outputs) -> None:
@@ -596,5 +753,5 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (MemoryError, RuntimeError) as error:
         if not _out_of_memory(error):
             raise
-        print(f"error: out of memory with --T {args.T} and --batch-size {args.batch_size}: lower them ({_first_line(error)})", file=sys.stderr)
+        print(f"error: out of memory with --T {max(args.T)} and --batch-size {args.batch_size}: lower them ({_first_line(error)})", file=sys.stderr)
     return EXIT_ERROR

@@ -22,6 +22,21 @@ from zoo.harness.evaluate import evaluate
 from zoo.harness.run_folder import RunFolderError
 from zoo.harness.train import TrainConfig, fit, resolve_device, seed_everything
 
+DESCRIPTION = """Train one model of the audio zoo on a data set (AdamW, a one-cycle learning-rate
+schedule, early stopping on the validation loss) and print its test accuracy. The
+checkpoint, written after every epoch so that --resume continues a killed run, is what
+`ann2snn convert` reads. With --snn-T, also convert the trained CNN into an SNN, print
+its zero-shot test accuracy, and fine-tune it. Runs alone or under torchrun
+(DistributedDataParallel)."""
+
+EPILOG = """examples:
+  python tools/train.py --model m5 --dataset fsdd --data-dir data/fsdd \\
+      --epochs 60 --patience 15 --augment-shift 0.1
+  python tools/train.py --model vgg --dataset fsdd --data-dir data/fsdd --snn-T 25
+  torchrun --nproc_per_node 2 tools/train.py --model m5 --epochs 5
+
+FSDD: python -c "import zoo; zoo.data.download_fsdd('data/fsdd')" downloads it."""
+
 USER_ERRORS = (DataError, CheckpointError, RunFolderError)  # reported on one line, exit status 2
 
 
@@ -50,28 +65,37 @@ def non_negative_float(text: str) -> float:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="train.py", description=__doc__.split("\n")[0].strip("`"))
-    parser.add_argument("--model", default="m5", choices=zoo.names())
-    parser.add_argument("--dataset", default="synthetic", choices=zoo.data.NAMES)
-    parser.add_argument("--data-dir")
-    parser.add_argument("--test-speaker", help="FSDD: hold this speaker out as the test set")
-    parser.add_argument("--skip-bad", action="store_true", help="drop unreadable WAV files with a warning instead of stopping")
-    parser.add_argument("--augment-shift", type=non_negative_float, metavar="SECONDS", help="train with random time shifts of up to this many seconds")
-    parser.add_argument("--epochs", type=positive_int, default=20)
-    parser.add_argument("--patience", type=positive_int, default=8)
-    parser.add_argument("--lr", type=positive_float, default=3e-3)
-    parser.add_argument("--batch-size", type=positive_int, default=64)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--max-batches", type=positive_int, help="batches per epoch (quick checks)")
-    parser.add_argument("--snn-T", type=positive_int, help="after training, convert and fine-tune the SNN at this T")
-    parser.add_argument("--snn-epochs", type=positive_int, default=2)
-    parser.add_argument("--learn-tau", action="store_true")
-    parser.add_argument("-o", "--out", default="runs/train/checkpoint.pt", help="checkpoint path (the SNN's gets a .snn suffix)")
-    parser.add_argument("--resume", action="store_true", help="continue from the checkpoint's last finished epoch")
-    parser.add_argument("--save-rank-weights", action="store_true", help="also write each rank's final weights (DDP checks)")
-    parser.add_argument("--no-progress", action="store_true")
-    return parser.parse_args(argv)
+    return build_parser().parse_args(argv)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of ``tools/train.py``."""
+    parser = argparse.ArgumentParser(prog="train.py", description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    data = parser.add_argument_group("model and data")
+    data.add_argument("--model", default="m5", choices=zoo.names(), help="zoo model: m5 takes raw waveforms, the others log-mel spectrograms (default: %(default)s)")
+    data.add_argument("--dataset", default="synthetic", choices=zoo.data.NAMES, help="synthetic is built in; fsdd and speech_commands need --data-dir (default: %(default)s)")
+    data.add_argument("--data-dir", metavar="PATH", help="the data set's local folder (FSDD: the folder holding recordings/, or recordings/ itself)")
+    data.add_argument("--test-speaker", metavar="NAME", help="FSDD: hold this speaker's clips out as the test set instead of the official split (e.g. theo)")
+    data.add_argument("--skip-bad", action="store_true", help="drop unreadable WAV files with a warning instead of stopping")
+    data.add_argument("--augment-shift", type=non_negative_float, metavar="SECONDS", help="train with random time shifts of up to this many seconds (default: none)")
+    training = parser.add_argument_group("training")
+    training.add_argument("--epochs", type=positive_int, default=20, help="maximum number of epochs (default: %(default)s)")
+    training.add_argument("--patience", type=positive_int, default=8, help="stop after this many epochs without a better validation loss (default: %(default)s)")
+    training.add_argument("--lr", type=positive_float, default=3e-3, help="peak learning rate of the one-cycle schedule (default: %(default)s; the SNN fine-tunes at a tenth of it)")
+    training.add_argument("--batch-size", type=positive_int, default=64, help="examples per batch (default: %(default)s)")
+    training.add_argument("--seed", type=int, default=0, help="seed of the weights, the data order and augmentation (default: %(default)s)")
+    training.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... or auto: CUDA when available (default: %(default)s)")
+    training.add_argument("--max-batches", type=positive_int, metavar="N", help="batches per epoch, for quick checks (default: all)")
+    snn = parser.add_argument_group("spiking network (optional)")
+    snn.add_argument("--snn-T", type=positive_int, metavar="T", help="after training, convert the CNN into an SNN of T time steps (calibrated on 8 random training batches), print its zero-shot accuracy and fine-tune it (default: no SNN)")
+    snn.add_argument("--snn-epochs", type=positive_int, default=2, help="fine-tuning epochs of the SNN (default: %(default)s)")
+    snn.add_argument("--learn-tau", action="store_true", help="convert with trainable membrane time constants (leaky neurons starting at 100 steps) instead of integrate-and-fire neurons (default: off)")
+    output = parser.add_argument_group("output")
+    output.add_argument("-o", "--out", default="runs/train/checkpoint.pt", metavar="PATH", help="checkpoint path; the SNN's gets the suffix .snn.pt (default: %(default)s)")
+    output.add_argument("--resume", action="store_true", help="continue from the checkpoint's last finished epoch")
+    output.add_argument("--save-rank-weights", action="store_true", help="also write each rank's final weights beside the checkpoint (to check that DDP ranks agree)")
+    output.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
+    return parser
 
 
 def report(error: Exception) -> int:
@@ -113,7 +137,12 @@ def train(args: argparse.Namespace) -> int:
         log(f"CNN test top-1: {evaluate(model, splits['test'], device=device).top1:.1f} %  (checkpoint: {out})")
         final = model
         if args.snn_T:
-            calibration = [x for (x, _), _ in zip(DataLoader(splits["train"], batch_size=args.batch_size), range(8))]
+            # a seeded random draw: the training split is stored class by class, so its first batches hold few classes
+            with torch.random.fork_rng():  # the augmentation's shifts too, whatever ran before
+                torch.manual_seed(args.seed)
+                order = torch.Generator().manual_seed(args.seed)
+                loader = DataLoader(splits["train"], batch_size=args.batch_size, shuffle=True, generator=order)
+                calibration = [x for (x, _), _ in zip(loader, range(8))]
             snn = ann2snn.convert(model.eval(), T=args.snn_T, learn_tau=args.learn_tau, calibration=calibration)
             log(f"zero-shot SNN test top-1 at T={args.snn_T}: {evaluate(snn, splits['test'], device=device).top1:.1f} %")
             snn_config = dataclasses.replace(config, epochs=args.snn_epochs, lr=args.lr / 10)
