@@ -53,7 +53,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--preset", choices=sorted(PRESETS), default="quick")
     parser.add_argument("--dataset", choices=("synthetic", "fsdd", "speech_commands"))
     parser.add_argument("--data-dir")
-    parser.add_argument("--models", nargs="+", choices=zoo.names())
+    parser.add_argument("--models", nargs="+", choices=zoo.names("all"), help="zoo models (study_m5, study_piczak, study_hjh: the study's; m5_4k: M5 at 4 kHz)")
     parser.add_argument("--seeds", nargs="+", type=int)
     parser.add_argument("--out")
     parser.add_argument("--device", help="cpu, cuda or auto (default)")

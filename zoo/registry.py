@@ -1,44 +1,74 @@
-"""Models by name: `create("m5", n_classes=10)`, `names()`, `input_spec("vgg")`."""
+"""Models by name: `create("m5", n_classes=10)`, `names()`, `input_spec("vgg")`.
+
+Two groups: the zoo's own models (`names()`: m5, vgg, resnet, piczak) and the study's
+(`names("study")`: the three CNNs of Eve-ning/snn_voice, reimplemented in `zoo.models.study`,
+and `m5_4k`, our M5 at the study's 4 kHz); `names("all")` lists both. A model may fix front-end
+settings (the study's run at 4 kHz): `input_spec(name).front_end()` applies them, and the
+harness builds its data with them.
+"""
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
 
 import torch
 from torch import nn
 
 from zoo.frontend import FrontEnd
-from zoo.models import m5, piczak, resnet, vgg
+from zoo.models import m5, piczak, resnet, study, vgg
 
 
 @dataclass(frozen=True)
 class InputSpec:
-    """What a model takes: "waveform" [1, samples] or "logmel" [1, n_mels, frames] per item."""
+    """What a model takes: "waveform" [1, samples] or "logmel" [1, n_mels, frames] per item,
+    and the front-end settings it fixes (`settings`, e.g. `(("sample_rate", 4000),)`)."""
 
     kind: str
     shape: tuple[int, ...]
+    settings: tuple[tuple[str, Any], ...] = ()
 
     def front_end(self, **settings) -> FrontEnd:
-        """A FrontEnd producing this kind of input (other settings as given, or defaults)."""
-        return FrontEnd(kind=self.kind, **settings)
+        """A FrontEnd producing this kind of input: the model's own settings, overridden by
+        `settings`, defaults for the rest."""
+        return FrontEnd(kind=self.kind, **{**dict(self.settings), **settings})
 
 
-_BUILDERS: dict[str, tuple[Callable[..., nn.Module], str]] = {
-    "m5": (m5.build, "waveform"),
-    "vgg": (vgg.build, "logmel"),
-    "resnet": (resnet.build, "logmel"),
-    "piczak": (piczak.build, "logmel"),
+@dataclass(frozen=True)
+class _Entry:
+    build: Callable[..., nn.Module]
+    kind: str
+    front_end: dict[str, Any] = field(default_factory=dict)
+    group: str = "zoo"
+
+
+_BUILDERS: dict[str, _Entry] = {
+    "m5": _Entry(m5.build, "waveform"),
+    "vgg": _Entry(vgg.build, "logmel"),
+    "resnet": _Entry(resnet.build, "logmel"),
+    "piczak": _Entry(piczak.build, "logmel"),
+    # The study's models with its front end (Eve-ning/snn_voice: 4 kHz; 60 mel bands, 60 ms windows).
+    "study_m5": _Entry(study.build_m5, "waveform", study.STUDY_WAVEFORM, "study"),
+    "study_piczak": _Entry(study.build_piczak, "logmel", study.STUDY_FRONT_END, "study"),
+    "study_hjh": _Entry(study.build_hjh, "logmel", study.STUDY_FRONT_END, "study"),
+    # Our M5 at 4 kHz: stride 8 instead of 16 keeps four poolings of 4 within a 1 s clip.
+    "m5_4k": _Entry(partial(m5.build, stride=8), "waveform", study.STUDY_WAVEFORM, "study"),
 }
+GROUPS = ("zoo", "study", "all")
 
 
-def names() -> list[str]:
-    """Names of the registered models."""
-    return list(_BUILDERS)
+def names(group: str = "zoo") -> list[str]:
+    """Names of the registered models of `group`: "zoo" (the zoo's own), "study" (the study's
+    models and the 4 kHz M5) or "all"."""
+    if group not in GROUPS:
+        raise ValueError(f"group must be one of {GROUPS}, got {group!r}")
+    return [name for name, entry in _BUILDERS.items() if group in ("all", entry.group)]
 
 
 def input_spec(name: str) -> InputSpec:
-    """The input kind of model `name` and its shape under the default front end."""
-    _, kind = _lookup(name)
-    return InputSpec(kind, FrontEnd(kind=kind).output_shape)
+    """The input kind of model `name`, its shape under its front end, and that front end's settings."""
+    entry = _lookup(name)
+    return InputSpec(entry.kind, FrontEnd(kind=entry.kind, **entry.front_end).output_shape, tuple(sorted(entry.front_end.items())))
 
 
 def create(name: str, n_classes: int = 10, input_shape: tuple[int, ...] | None = None, **options) -> nn.Module:
@@ -47,18 +77,18 @@ def create(name: str, n_classes: int = 10, input_shape: tuple[int, ...] | None =
     `options` go to the model class (e.g. n_channel=64 for m5). The model's `input_spec`
     attribute records the kind and shape of input it was built for.
     """
-    build, kind = _lookup(name)
-    default = FrontEnd(kind=kind).output_shape
-    shape = tuple(input_shape) if input_shape is not None else default
-    if len(shape) != len(default):
-        raise ValueError(f"{name} takes {kind} items of shape like {default}, got input_shape {shape}")
-    model = build(n_classes, shape, **options)
-    model.input_spec = InputSpec(kind, shape)
+    entry = _lookup(name)
+    spec = input_spec(name)
+    shape = tuple(input_shape) if input_shape is not None else spec.shape
+    if len(shape) != len(spec.shape):
+        raise ValueError(f"{name} takes {entry.kind} items of shape like {spec.shape}, got input_shape {shape}")
+    model = entry.build(n_classes, shape, **options)
+    model.input_spec = InputSpec(entry.kind, shape, spec.settings)
     _check_shape(name, model, shape)
     return model
 
 
-def _lookup(name: str) -> tuple[Callable[..., nn.Module], str]:
+def _lookup(name: str) -> _Entry:
     if name not in _BUILDERS:
         raise KeyError(f"unknown model {name!r}; the zoo has {', '.join(_BUILDERS)}")
     return _BUILDERS[name]

@@ -61,6 +61,7 @@ class ExperimentConfig:
     cross_validation: Optional[str] = None  # "speaker": leave-one-speaker-out, one run per speaker in out_dir/fold-<speaker>
     max_batches: Optional[int] = None
     model_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    front_end: dict[str, dict[str, Any]] = field(default_factory=dict)  # per model: zoo.FrontEnd settings over the model's own (e.g. sample_rate)
     dataset_options: dict[str, Any] = field(default_factory=dict)
     augment: dict[str, dict[str, Any]] = field(default_factory=dict)  # per model: zoo.Augment options for training
     tau_lr_scale: float = 1.0  # fine-tuning: learning rate of the time constants over snn_lr
@@ -147,10 +148,10 @@ class Experiment:
     # -- data --------------------------------------------------------------------------------
     def splits(self, model: str) -> zoo.data.Splits:
         augment = self.config.augment.get(model)
-        kind = zoo.input_spec(model).kind
-        key = f"{kind}-augmented-{sorted(augment.items())}" if augment else kind
+        front_end = self.front_end(model)
+        key = f"{front_end.kind} at {front_end.sample_rate} Hz" + (f", augmented {sorted(augment.items())}" if augment else "")
+        key += f" {json.dumps(front_end.settings(), sort_keys=True)}" if front_end.settings() != zoo.FrontEnd(kind=front_end.kind, sample_rate=front_end.sample_rate).settings() else ""
         if key not in self._splits:
-            front_end = zoo.FrontEnd(kind=kind, sample_rate=zoo.data.splits.SAMPLE_RATES[self.config.dataset])
             options = self.config.data_options()
             start = time.perf_counter()
             self._splits[key] = zoo.data.load_splits(
@@ -160,6 +161,13 @@ class Experiment:
             sizes = {k: len(v) for k, v in self._splits[key].items()}
             self.log(f"{self.config.dataset} ({key}): {sizes}, features ready in {time.perf_counter() - start:.1f} s")
         return self._splits[key]
+
+    def front_end(self, model: str) -> zoo.FrontEnd:
+        """The model's front end: the data set's sample rate, then the model's own settings (the
+        study's models run at 4 kHz), then ``config.front_end[model]``."""
+        spec = zoo.input_spec(model)
+        rate = {"sample_rate": zoo.data.splits.SAMPLE_RATES[self.config.dataset]}
+        return spec.front_end(**{**rate, **dict(spec.settings), **self.config.front_end.get(model, {})})
 
     def calibration(self, model: str) -> list[torch.Tensor]:
         """``calibration_batches`` batches of training examples drawn at random with a fixed seed
