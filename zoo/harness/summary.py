@@ -285,4 +285,7 @@ def write_outputs(rows: list[dict], out_dir: Path, finetune_T: int, histories: O
     plot_learn_tau(rows, paths["learn_tau"])
     plot_training_curves(histories or {}, paths["training_curves"])
     plot_firing_rates(rows, paths["firing_rates"])
+    from zoo.harness.curves import plot_all_curves  # curves imports save_figure from here
+
+    paths.update({f"curves-{model}": path for model, path in plot_all_curves(histories or {}, out_dir).items()})
     return paths
