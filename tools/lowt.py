@@ -4,6 +4,7 @@ bias correction (the defaults), and conversion-aware QCFS training, for m5, vgg 
 
     python tools/lowt.py --data-dir ../shared/data/fsdd
     python tools/lowt.py --data-dir ../shared/data/fsdd --models m5 --seeds 0      # one cell row
+    python tools/lowt.py --data-dir ../shared/data/fsdd --peers    # + SpikingJelly and sinabs rows
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from zoo.harness import peers  # noqa: E402
 from zoo.harness.lowt import LowTConfig, lowt_tables, plot_lowt, run_lowt  # noqa: E402
 
 
@@ -40,17 +42,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--levels", type=int, default=defaults.levels, help="QCFS quantization levels")
     parser.add_argument("--out", default=defaults.out_dir, help="output folder (reruns resume from it)")
     parser.add_argument("--device", default=defaults.device, help="'auto', 'cpu' or 'cuda'")
+    parser.add_argument("--peers", action="store_true", help="also convert the same ReLU CNNs with SpikingJelly and sinabs (pip install 'ann2snn[peers]'; a missing one is skipped with a note)")
+    parser.add_argument("--only-peers", action="store_true", help="measure the CNNs and the peers only (implies --peers)")
     args = parser.parse_args(argv)
     if any(t <= 0 for t in args.T) or args.levels <= 0:
         parser.error("--T and --levels take positive integers")
     config = LowTConfig(
         data_dir=args.data_dir, models=tuple(args.models), seeds=tuple(args.seeds), T=tuple(sorted(args.T)),
-        levels=args.levels, out_dir=args.out, device=args.device,
+        levels=args.levels, out_dir=args.out, device=args.device, peers=args.peers or args.only_peers, only_peers=args.only_peers,
     )  # fmt: skip
     start = time.perf_counter()
     rows = run_lowt(config)
     minutes = (time.perf_counter() - start) / 60
     table = lowt_tables(rows, config.T)
+    if config.peers:
+        notes = [note for note in map(peers.missing, peers.PEERS) if note]
+        table += "".join(f"\n{note}\n" for note in notes)
     out = Path(config.out_dir)
     (out / "lowt.md").write_text(table)
     plot_lowt(rows, config.T, out / "lowt.png", f"FSDD official split: zero-shot SNN accuracy against T (mean ± sd over {_seed_counts(rows)})")

@@ -1,6 +1,8 @@
 """Zero-shot accuracy at low T: the CNN, the compiler's old defaults, per-channel "auto"
 thresholds, output-space correction (today's defaults), and a conversion-aware (QCFS) CNN and its
-conversion, per model, seed and T; a table, a time-to-accuracy table and a plot.
+conversion, per model, seed and T; a table, a time-to-accuracy table and a plot. With ``peers``,
+the same ReLU CNNs are also converted by SpikingJelly and sinabs (``zoo.harness.peers``) on the
+same calibration batches and T, and measured the same way.
 
     python tools/lowt.py --data-dir ../shared/data/fsdd          # m5, vgg, resnet x 3 seeds
 
@@ -21,6 +23,7 @@ import torch
 import ann2snn
 from zoo.harness.evaluate import evaluate
 from zoo.harness.experiment import Experiment, ExperimentConfig, Results
+from zoo.harness import peers
 from zoo.harness.summary import mean_spread, save_figure
 
 #: Conversion settings per method, and whether it converts the QCFS-trained CNN.
@@ -48,6 +51,8 @@ class LowTConfig:
     cnn_training: dict[str, dict[str, Any]] = field(default_factory=lambda: {"m5": {"epochs": 60, "patience": 15}})
     augment: dict[str, dict[str, Any]] = field(default_factory=lambda: {"m5": {"shift_s": 0.1}})
     progress: bool = False
+    peers: bool = False  # also convert the ReLU CNNs with SpikingJelly and sinabs (those installed)
+    only_peers: bool = False  # measure the CNNs and the peers only, not METHODS
 
     def experiment(self, activation: str) -> ExperimentConfig:
         """The harness configuration that trains this study's ReLU or QCFS CNNs."""
@@ -77,6 +82,8 @@ def run_lowt(config: LowTConfig, log: Callable[[str], None] = print) -> list[dic
     out.mkdir(parents=True, exist_ok=True)
     relu, qcfs = Experiment(config.experiment("relu"), log), Experiment(config.experiment("qcfs"), log)
     results = Results(out / "results.jsonl", relu.device.type)
+    if config.peers or config.only_peers:
+        _peer_notes(log)
     for seed in config.seeds:
         for model in config.models:
             cnns = {False: relu.train_cnn(model, seed)[0], True: qcfs.train_cnn(model, seed)[0]}
@@ -89,7 +96,7 @@ def run_lowt(config: LowTConfig, log: Callable[[str], None] = print) -> list[dic
             for T in config.T:
                 for method, (options, qcfs_cnn) in METHODS.items():
                     cell = f"{model}/s{seed}/{method}/T{T}"
-                    if cell in results:
+                    if cell in results or config.only_peers:
                         continue
                     start = time.perf_counter()
                     with warnings.catch_warnings():
@@ -103,7 +110,48 @@ def run_lowt(config: LowTConfig, log: Callable[[str], None] = print) -> list[dic
                         forward_s=forward_s, batch=len(calibration[0]), percentile=snn.report.settings.get("percentile_chosen"),
                     ))  # fmt: skip
                     log(f"{model} seed {seed} T={T} {method}: {metrics.top1:.1f} % (conversion {convert_s:.1f} s)")
+                if config.peers or config.only_peers:
+                    _measure_peers(results, model, seed, T, cnns[False], test, calibration, relu.device, log)
     return list(results.rows.values())
+
+
+def _peer_notes(log: Callable[[str], None]) -> None:
+    """Log a note for every peer whose package is not installed (its cells are skipped)."""
+    for note in filter(None, map(peers.missing, peers.PEERS)):
+        log(note)
+
+
+def _measure_peers(results: Results, model: str, seed: int, T: int, cnn: torch.nn.Module, test, calibration: list[torch.Tensor], device: torch.device, log: Callable[[str], None]) -> None:
+    """The peer cells of one model, seed and T (the ReLU CNN converted by each installed peer)."""
+    for peer in peers.PEERS:
+        cell = f"{model}/s{seed}/{peer}/T{T}"
+        if cell in results or peers.missing(peer):
+            continue
+        start = time.perf_counter()
+        try:
+            snn = peers.convert_peer(peer, cnn, calibration, T).to(device)
+        except Exception as error:  # a peer that cannot convert this net is a result to report, not a crash
+            log(f"{model} seed {seed} T={T} {peer}: conversion failed ({type(error).__name__}: {error})")
+            continue
+        convert_s = time.perf_counter() - start
+        metrics = evaluate(snn, test, device=device)
+        forward_s = _forward_seconds(snn, calibration[0].to(device))
+        results.add(dict(
+            cell=cell, model=model, seed=seed, method=peer, T=T, top1=metrics.top1, convert_s=convert_s, forward_s=forward_s,
+            batch=len(calibration[0]), peer=f"{peers.PEERS[peer]} {peers.version(peer)}", settings=_plain(snn.settings),
+        ))  # fmt: skip
+        log(f"{model} seed {seed} T={T} {peer}: {metrics.top1:.1f} % (conversion {convert_s:.1f} s)")
+
+
+def _plain(settings: dict[str, Any]) -> dict[str, Any]:
+    """Settings as JSON values (numbers rounded)."""
+    return {k: _plain(v) if isinstance(v, dict) else round(v, 6) if isinstance(v, float) else v for k, v in settings.items()}
+
+
+def _methods(rows: list[dict]) -> list[str]:
+    """METHODS, then the peers: those with rows (a run with ``only_peers`` has none of METHODS)."""
+    present = {r.get("method") for r in rows}
+    return [method for method in [*METHODS, *peers.PEERS] if method in present]
 
 
 def _mean(rows: list[dict], **match: Any) -> tuple[float, float, int]:
@@ -122,7 +170,7 @@ def lowt_tables(rows: list[dict], T: tuple[int, ...]) -> str:
         qcnn, qcnn_sd, _ = _mean(rows, model=model, method="CNN (QCFS)")
         lines.append(f"| {model} | CNN (ReLU), {n} seed{'s' * (n > 1)} | " + " | ".join(f"{cnn:.1f} ± {cnn_sd:.1f}" for _ in T) + " |")
         lines.append(f"| {model} | CNN (QCFS, trained for conversion) | " + " | ".join(f"{qcnn:.1f} ± {qcnn_sd:.1f}" for _ in T) + " |")
-        for method in METHODS:
+        for method in _methods(rows):
             cells = [_mean(rows, model=model, method=method, T=t) for t in T]
             lines.append(f"| {model} | {method} | " + " | ".join(f"{m:.1f} ± {s:.1f}" if k else "-" for m, s, k in cells) + " |")
             reached = [(t, m) for t, (m, _, k) in zip(T, cells) if k and m >= cnn - 1.0]
@@ -148,12 +196,13 @@ def plot_lowt(rows: list[dict], T: tuple[int, ...], path: Path, title: str) -> N
         cnn, _, _ = _mean(rows, model=model, method="CNN")
         ax.axhline(cnn, color="black", linestyle="--", linewidth=1, label="CNN (ReLU)")
         ax.axhspan(cnn - 1, cnn, color="grey", alpha=0.15, label="within 1 point")
-        for method in METHODS:
+        for method in _methods(rows):
             points = [(t, _mean(rows, model=model, method=method, T=t)) for t in T]
             points = [(t, m, s) for t, (m, s, k) in points if k]
             if points:
                 ts, ms, ss = zip(*points)
-                ax.errorbar(ts, ms, yerr=ss, marker="o", markersize=4, capsize=2, label=method)
+                style = dict(linestyle=":", marker="s") if method in peers.PEERS else dict(marker="o")
+                ax.errorbar(ts, ms, yerr=ss, markersize=4, capsize=2, label=method, **style)
         ax.set_xscale("log", base=2)
         ax.set_xticks(list(T), [str(t) for t in T])
         ax.set_title(model)
