@@ -5,6 +5,7 @@
     python tools/experiment.py --preset fsdd-sweep --data-dir ../shared/data/fsdd  # the full study
     python tools/experiment.py --preset fsdd-loso --data-dir ../shared/data/fsdd   # leave-one-speaker-out, 6 folds
     python tools/experiment.py --preset fsdd-study --data-dir ../shared/data/fsdd  # the study's T grid, encoders retrained
+    python tools/experiment.py --preset fsdd-loso-small --data-dir ../shared/data/fsdd  # M5 + the study's small CNN, 6 folds
 
 A killed run resumes: rerun the same command (finished cells are skipped, training resumes from
 its last checkpoint). Results go to --out: results.jsonl/.csv/.md and PNG plots.
@@ -44,7 +45,7 @@ PRESETS = {
         finetune_T=25, zero_shot_T=(1, 2, 4, 8, 16, 25, 32, 64, 128), lif_zero_shot_T=(8, 25, 64), out_dir="runs/fsdd-sweep",
         augment={"m5": {"shift_s": 0.1}}, cnn_training={"m5": {"epochs": 60, "patience": 15}},
     ),
-    **STUDY_PRESETS,  # issue 10: fsdd-loso, fsdd-study (see zoo/harness/presets.py)
+    **STUDY_PRESETS,  # issue 10: fsdd-loso, fsdd-loso-small, fsdd-study (see zoo/harness/presets.py)
 }
 
 

@@ -9,6 +9,15 @@
 
 Both run the zoo's models and the study's (``zoo.names("study")``: its M5, Piczak and small
 CNN at 4 kHz, and our M5 at 4 kHz).
+
+- ``fsdd-loso-small``: what fits a few hours on 2 CPU cores: ``fsdd-loso`` for M5 and the
+  study's small CNN only, the CNNs on 20 epochs and the from-scratch SNN capped at 10 epochs
+  (its curves then show where it stands, not where it ends).
+
+Cost (measured on 2 shared CPU cores, one thread, FSDD official split): an M5 CNN epoch takes
+about 11 s and an epoch of its SNN from scratch at T = 16 about 55 s (46-94 s), so one M5
+from-scratch run on the CNN's 60-epoch budget is about an hour, and ``fsdd-loso`` (7 models x
+6 folds) is a job of tens of hours on such a machine: give it a GPU or a smaller grid.
 """
 
 from __future__ import annotations
@@ -32,6 +41,12 @@ STUDY_PRESETS: dict[str, dict[str, Any]] = {
         dataset="fsdd", cross_validation="speaker", models=TABLE_MODELS, seeds=(0,), **_FSDD_CNN,
         snn_epochs=1, finetune_T=15, zero_shot_T=(5, 15, 30), lif_zero_shot_T=(15,), encoders=STUDY_ENCODERS,
         retrain_encoders=STUDY_ENCODERS, retrain_T=(15,), scratch_epochs=None, out_dir="runs/fsdd-loso",
+    ),
+    # Leave-one-speaker-out on a CPU budget: M5 and the study's small CNN, shorter training.
+    "fsdd-loso-small": dict(
+        dataset="fsdd", cross_validation="speaker", models=("m5", "study_hjh"), seeds=(0,), cnn_epochs=20,
+        augment={"m5": {"shift_s": 0.1}}, snn_epochs=1, finetune_T=15, zero_shot_T=(5, 15, 30), lif_zero_shot_T=(15,),
+        encoders=STUDY_ENCODERS, retrain_encoders=STUDY_ENCODERS, retrain_T=(15,), scratch_epochs=10, out_dir="runs/fsdd-loso-small",
     ),
     # The study's T grid and encoders, each retrained after conversion, on the official split.
     "fsdd-study": dict(
