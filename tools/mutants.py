@@ -120,8 +120,9 @@ def pytest(copy: Path, tests: tuple[str, ...], timeout: float) -> tuple[str, flo
         return "timeout", time.perf_counter() - start, ""
     outcome = "passed" if done.returncode == 0 else "failed"
     lines = (done.stdout + done.stderr).strip().splitlines()
-    why = [line[1:].strip() for line in lines if line.startswith("E ")][:1]  # the first assertion line
-    return outcome, time.perf_counter() - start, " | ".join(lines[-1:] + why)[:300]
+    failed = [line for line in lines if line.startswith("FAILED ")][:1]  # which test
+    why = [line[1:].strip() for line in lines if line.startswith("E ")][:1]  # its first assertion line
+    return outcome, time.perf_counter() - start, " | ".join(lines[-1:] + failed + why)[:400]
 
 
 def check_imports(copy: Path) -> None:
