@@ -223,8 +223,12 @@ class SpikingNeuron(TemporalModule):
             return out
         theta = self._broadcast(self.threshold, x.dim())
         beta = None if (not self.learn_tau and float(self.fixed_beta) == 1.0) else self._broadcast(self.beta, x.dim())
-        if self.bias.dim() > 0 or float(self.bias) != 0.0:
-            x = x + self._broadcast(self.bias, x.dim())
+        bias = self._broadcast(self.bias, x.dim()) if self.bias.dim() > 0 or float(self.bias) != 0.0 else None
+        if self.time_steps is not None and not self.broadcast_input and not torch.is_grad_enabled():
+            # layer-mode inference: the loop scales each slice of the input while it is in cache
+            return self._spike_train_inference(x.unflatten(0, (self.time_steps, -1)).unbind(0), beta, self.__dict__.get("_fused_pool"), theta, bias, raw=True)
+        if bias is not None:
+            x = x + bias
         current = x / theta
         if self.time_steps is None:  # step mode: one tick, state kept between calls
             if self.v is None:
@@ -240,7 +244,7 @@ class SpikingNeuron(TemporalModule):
             if self.method in FUSED_METHODS and self.fused_bptt:
                 return self._spike_train_fused(sequence, steps, beta, pool) * theta
             return self._spike_train(currents, beta, pool) * theta
-        return self._spike_train_inference(currents, beta, pool).mul_(theta)
+        return self._spike_train_inference(currents, beta, pool, theta)
 
     def _spike_train_fused(self, sequence: torch.Tensor, steps: int, beta: Optional[torch.Tensor], pool: Optional[GatedMaxPool]) -> torch.Tensor:
         """Layer mode, differentiable, default surrogate: all steps in ``bptt.SubtractResetSequence``."""
@@ -263,14 +267,19 @@ class SpikingNeuron(TemporalModule):
         self._keep_state(u)
         return torch.cat(spikes, 0)
 
-    def _spike_train_inference(self, currents: list[torch.Tensor], beta: Optional[torch.Tensor], pool: Optional[GatedMaxPool]) -> torch.Tensor:
-        """Layer mode without gradients: the same arithmetic in place, written into one buffer.
-        ``u > 1`` equals Norse's ``heaviside(u - 1)`` bit for bit (``u - 1`` is exact near 1).
+    def _spike_train_inference(
+        self, currents: list[torch.Tensor], beta: Optional[torch.Tensor], pool: Optional[GatedMaxPool], theta: torch.Tensor, bias: Optional[torch.Tensor] = None, raw: bool = False
+    ) -> torch.Tensor:
+        """Layer mode without gradients: the same arithmetic in place, written into one buffer,
+        returning the output (spikes times ``theta``). ``u > 1`` equals Norse's
+        ``heaviside(u - 1)`` bit for bit (``u - 1`` is exact near 1).
 
-        The loop runs over batch slices of about ``SLICE_BYTES`` per step (all steps of one
-        slice, then the next), so that the membrane, the current and the gate's keys of a slice
+        ``currents``: one per step, in threshold units, or with ``raw`` the layer's inputs, which
+        the loop offsets by ``bias`` and divides by the threshold itself. The loop runs over batch slices of about ``SLICE_BYTES`` per step (all
+        steps of one slice, then the next), so that a slice's membrane, current and gate state
         stay in cache from step to step; every element sees the same operations in the same
-        order as in one whole-batch loop, so the result is identical."""
+        order as in one whole-batch pass, so the result is identical."""
+        scale = raw
         u = self._start_state(currents[0])
         self._keep_state(u)  # updated in place below
         steps, batch = len(currents), u.shape[0]
@@ -282,12 +291,20 @@ class SpikingNeuron(TemporalModule):
             if not getattr(gate, "batch_slices", False):  # a gate for the whole batch only
                 rows = batch
             z_buffer, out = torch.empty_like(u[:rows]), None
+        current_buffer = torch.empty_like(u[:rows]) if scale else None
         for start in range(0, batch, rows):
             part = slice(start, min(batch, start + rows))
             u_part = u[part]
             z = z_buffer[: u_part.shape[0]] if pool is not None else None
             for t in range(steps):
                 current_t = currents[t][part]
+                if scale:  # as forward's (x + bias) / theta, one slice at a time
+                    buffer = current_buffer[: u_part.shape[0]]
+                    if bias is not None:
+                        torch.add(current_t, bias, out=buffer)
+                        current_t = buffer.div_(theta)
+                    else:
+                        current_t = torch.div(current_t, theta, out=buffer)
                 if beta is None:
                     u_part.add_(current_t)
                 else:
@@ -302,4 +319,5 @@ class SpikingNeuron(TemporalModule):
                         out[t, part] = pooled
                     else:
                         gate(spikes_t, part, out=out[t, part])
+                out[t, part].mul_(theta)  # spikes times the threshold, while in cache
         return out.flatten(0, 1)
