@@ -115,6 +115,10 @@ class SpikingNeuron(TemporalModule):
 
     #: Layer mode may run the sequence in time chunks: the membrane (``v``) carries over.
     supports_time_chunks = True
+    #: Set by the time loop (``SpikingNetwork.pool_static_input``, off by default): in layer mode,
+    #: a neuron with a time-invariant input and a fused gated max pool runs on the max-pooled
+    #: input instead, an approximation (see there).
+    pool_static_input = False
 
     # -- parameters -------------------------------------------------------------------------
     @property
@@ -224,9 +228,12 @@ class SpikingNeuron(TemporalModule):
         theta = self._broadcast(self.threshold, x.dim())
         beta = None if (not self.learn_tau and float(self.fixed_beta) == 1.0) else self._broadcast(self.beta, x.dim())
         bias = self._broadcast(self.bias, x.dim()) if self.bias.dim() > 0 or float(self.bias) != 0.0 else None
+        pool = self.__dict__.get("_fused_pool") if self.time_steps is not None else None
+        if pool is not None and self.broadcast_input and self.pool_static_input:
+            x, pool = pool._pool(x), None  # approximate (see pool_static_input): the window's largest input
         if self.time_steps is not None and not self.broadcast_input and not torch.is_grad_enabled():
             # layer-mode inference: the loop scales each slice of the input while it is in cache
-            return self._spike_train_inference(x.unflatten(0, (self.time_steps, -1)).unbind(0), beta, self.__dict__.get("_fused_pool"), theta, bias, raw=True)
+            return self._spike_train_inference(x.unflatten(0, (self.time_steps, -1)).unbind(0), beta, pool, theta, bias, raw=True)
         if bias is not None:
             x = x + bias
         current = x / theta
@@ -238,7 +245,6 @@ class SpikingNeuron(TemporalModule):
         steps = self.time_steps
         sequence = current if self.broadcast_input else current.unflatten(0, (steps, -1))  # [B, ...] or [T, B, ...]
         currents = [current] * steps if self.broadcast_input else sequence.unbind(0)
-        pool = self.__dict__.get("_fused_pool")
         carried = self.chunked and self.v is not None and self.v.requires_grad
         if torch.is_grad_enabled() and (current.requires_grad or carried or (beta is not None and beta.requires_grad)):
             if self.method in FUSED_METHODS and self.fused_bptt:

@@ -158,6 +158,17 @@ class SpikingNetwork(nn.Module):
       examples and each slice in chunks of this many consecutive steps, carrying neuron and
       pooling state from chunk to chunk (default ``None``: chosen by ``chunk_plan``, cache-sized
       on CPU, everything at once elsewhere); outputs and gradients do not change.
+    - ``snn.pool_static_input`` (approximation, off by default): under direct encoding, a neuron
+      whose input is the same at every step (the first spiking layer) and whose only reader is a
+      gated max pool runs, in layer mode, on the max-pooled input instead: each window emits the
+      spike train of its largest-input position, and the neuron and gate work of the other
+      positions is saved (M5: three quarters of its most expensive layer). Threshold, offset,
+      initial potential and decay are shared within a window and a neuron's spike count grows
+      with its input, so in exact arithmetic that position holds the window's largest count at
+      every step: the window's output count is the largest count, as with a gate that emits the
+      increase of the leading count. It differs from the gated pool where floating-point rounding
+      reorders near-equal inputs' counts, and, with a gate that passes the current leader's
+      spike, in which of several tied positions' spikes passes. Step mode is unchanged.
     - ``snn.report`` says what the compiler did; ``snn.network`` is the rewritten fx graph.
     - ``snn.input_shape``: the per-example input shape checked at every call (from the calibration
       data unless ``convert(input_shape=...)`` gave it). ``None`` in a size accepts any size, so an
@@ -192,6 +203,8 @@ class SpikingNetwork(nn.Module):
         #: Layer mode runs each gated max pool inside the neuron that feeds it (faster, and the
         #: unpooled spike train is never stored); set False to observe neurons' own spikes with hooks.
         self.fuse_pools = True
+        #: Approximation, off by default: see ``pool_static_input`` in the class docstring.
+        self.pool_static_input = False
         self._batch_chunk: Optional[int] = None
         self._time_chunk: Optional[int] = None
         self._example_bytes: dict[tuple, int] = {}
@@ -206,6 +219,7 @@ class SpikingNetwork(nn.Module):
         super().__setstate__(state)
         self.__dict__.setdefault("_batch_chunk", None)
         self.__dict__.setdefault("_time_chunk", None)
+        self.__dict__.setdefault("pool_static_input", False)
         self.__dict__.setdefault("_example_bytes", {})
         self.__dict__.setdefault("calibrated_T", None)
         self.__dict__.setdefault("_stale_T_warned", set())
@@ -274,7 +288,9 @@ class SpikingNetwork(nn.Module):
         for neuron_name, pool_name in self.fusable_pools:
             pool = self.network.get_submodule(pool_name)
             pool.fused = fuse
-            self.network.get_submodule(neuron_name).fuse_pool(pool if fuse else None)
+            neuron = self.network.get_submodule(neuron_name)
+            neuron.fuse_pool(pool if fuse else None)
+            neuron.pool_static_input = fuse and self.pool_static_input
 
     @contextmanager
     def analog_mode(self) -> Iterator[None]:

@@ -228,3 +228,34 @@ def test_fused_sequence_in_batch_slices_is_bit_identical(repeated):
     for other in results[1:]:
         for a, b in zip(results[0], other):
             assert torch.equal(a, b) if a.dim() else torch.allclose(a, b)
+
+
+def test_pooling_static_input_first_is_an_option(data):
+    """``pool_static_input`` (off by default): the first neuron, whose input is the same at every
+    step, runs on the max-pooled input instead of gating its pooled spikes; its output is the
+    spike train of each window's largest input, times the threshold."""
+    snn = ann2snn.convert(ResidualConcatNet().eval(), T=32, learn_tau=False, calibration=[data])
+    assert snn.pool_static_input is False
+    first, pool = (snn.network.get_submodule(name) for name in snn.fusable_pools[0])
+    assert first.static_source
+    seen = {}
+    first.register_forward_hook(lambda module, args, out: seen.update(out=out, x=args[0]))
+    with torch.no_grad():
+        exact = snn(data)
+        snn.pool_static_input = True
+        approximate = snn(data)
+        snn.time_chunk = 5
+        assert torch.allclose(snn(data), approximate, atol=1e-6)
+        snn.time_chunk = None
+        approximate = snn(data)
+        reference = SpikingNeuron(learn_tau=False)
+        reference.load_state_dict(first.state_dict())
+        reference.time_steps, reference.broadcast_input = 32, True
+        assert torch.equal(seen["out"], reference(pool._pool(seen["x"])))
+        snn.mode = "step"
+        assert torch.allclose(snn(data), exact, atol=1e-5)  # step mode is unchanged
+    assert (approximate - exact).abs().mean() < 0.1 * exact.abs().mean()
+    snn.mode = "layer"
+    out = snn(data)
+    out.sum().backward()
+    assert snn.network.get_submodule("conv1").weight.grad.abs().sum() > 0
