@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Optional
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -117,6 +118,8 @@ def plot_model_curves(histories: dict[str, list[dict]], model: str, path: Path) 
         axes[row][0].set_ylabel("validation top-1 accuracy (%)")
         axes[row][1].set_ylabel("validation cross-entropy")
         axes[row][1].set_yscale("log")
+        axes[row][1].yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%.2g"))
+        axes[row][1].yaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%.2g"))
         for ax in axes[row]:
             ax.set_xlabel(xlabel)
             ax.grid(alpha=0.3)
