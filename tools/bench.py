@@ -10,6 +10,7 @@ and inputs (speed does not depend on them: every op is dense):
 - ``fwd``: SNN layer-mode forward / (T x CNN forward), inference (``torch.no_grad``), with the
   automatic chunking (``chunks`` says how: examples per batch slice x steps per time chunk); and
   ``unchunked``: the same with the whole batch and all T steps at once;
+- ``pool_static_input`` (with ``--approx``): inference with that approximation switched on;
 - ``train``: one SNN fine-tuning step (forward + backward through time, learnable time
   constants) / (T x one CNN training step);
 - ``mem``: peak resident memory (MB) of one SNN inference call and of one training step above
@@ -193,6 +194,19 @@ def unchunked(snn: ann2snn.SpikingNetwork, x: torch.Tensor) -> Callable[[], obje
     return run
 
 
+def approximate(snn: ann2snn.SpikingNetwork, x: torch.Tensor) -> Callable[[], object]:
+    """The SNN with the ``pool_static_input`` approximation (off by default)."""
+
+    def run() -> object:
+        snn.pool_static_input = True
+        try:
+            return snn(x)
+        finally:
+            snn.pool_static_input = False
+
+    return run
+
+
 def streamed(snn: ann2snn.SpikingNetwork, x: torch.Tensor) -> Callable[[], object]:
     def run() -> None:
         snn.reset()
@@ -274,7 +288,7 @@ def row(name, T, x, cnn, inference, training, cnn_estimate, per_example, args, d
     batch = x.shape[0]
     label = f"{name:6s} T={T:<4d} B={batch:<4d}"
     peers = peers or {}
-    estimate_s = T * cnn_estimate * (3 + (3 if args.unchunked else 0) + (0 if args.no_train else 8) + 3 * len(peers))
+    estimate_s = T * cnn_estimate * (3 + (3 if args.unchunked else 0) + (2 if args.approx else 0) + (0 if args.no_train else 8) + 3 * len(peers))
     if estimate_s > args.max_seconds:
         print(f"{label} skipped: about {estimate_s:.0f} s per round estimated (over --max-seconds {args.max_seconds:g})", flush=True)
         return
@@ -282,6 +296,8 @@ def row(name, T, x, cnn, inference, training, cnn_estimate, per_example, args, d
     fns = {"cnn": lambda: cnn(x), "fwd": lambda: inference(x)}
     if args.unchunked:
         fns["unchunked"] = unchunked(inference, x)
+    if args.approx and hasattr(inference, "pool_static_input"):
+        fns["approx"] = approximate(inference, x)
     train_gb = 1.5 * T * batch * per_example / 2**30
     if train_gb <= args.max_gb and not args.no_train:
         fns["cnn_train"] = cnn_train_step(cnn, x)
@@ -309,6 +325,8 @@ def row(name, T, x, cnn, inference, training, cnn_estimate, per_example, args, d
     ]
     if "unchunked" in times:
         parts.append(f"unchunked {times['unchunked'] / (T * cnn['cnn']):5.2f}")
+    if "approx" in times:
+        parts.append(f"pool_static_input {times['approx'] / (T * cnn['cnn']):5.2f}")
     if "train" in times:
         parts.append(f"train {times['train'] / (T * cnn['cnn_train']):5.2f}")
     else:
@@ -371,6 +389,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--unchunked", action="store_true", help="also time layer mode with the whole batch and all T steps at once")
     parser.add_argument("--no-train", action="store_true")
+    parser.add_argument("--approx", action="store_true", help="also time inference with snn.pool_static_input (an approximation, off by default)")
     parser.add_argument("--no-step", action="store_true", help="skip the streaming (step mode) column at batch 1")
     parser.add_argument("--no-peers", action="store_true", help="skip the peers' columns (SpikingJelly, sinabs: where installed)")
     parser.add_argument("--max-gb", type=float, default=6.0, help="skip training steps estimated to need more memory")
