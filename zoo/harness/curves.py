@@ -11,6 +11,7 @@ epoch by epoch (the band is their spread).
 
 from __future__ import annotations
 
+import math
 import re
 import statistics
 from dataclasses import dataclass
@@ -119,7 +120,7 @@ def plot_model_curves(histories: dict[str, list[dict]], model: str, path: Path) 
         axes[row][1].set_ylabel("validation cross-entropy")
         axes[row][1].set_yscale("log")
         axes[row][1].yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%.2g"))
-        axes[row][1].yaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%.2g"))
+        axes[row][1].yaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(_minor_label))
         for ax in axes[row]:
             ax.set_xlabel(xlabel)
             ax.grid(alpha=0.3)
@@ -128,6 +129,12 @@ def plot_model_curves(histories: dict[str, list[dict]], model: str, path: Path) 
     fig.tight_layout()
     save_figure(fig, path, dpi=110)
     return path
+
+
+def _minor_label(value: float, _position: int) -> str:
+    """Minor ticks of the log loss axis: label 2, 3 and 5 times a power of ten only."""
+    mantissa = value / 10 ** math.floor(math.log10(value)) if value > 0 else 0
+    return f"{value:.2g}" if round(mantissa) in (2, 3, 5) and abs(mantissa - round(mantissa)) < 1e-6 else ""
 
 
 def _cnn_seconds(runs: list[list[dict]]) -> float:
