@@ -1,11 +1,13 @@
 """ann2snn: convert trained CNNs into spiking neural networks (Norse neuron dynamics) with torch.fx.
 
     snn = ann2snn.convert(model, T=25, learn_tau=True, calibration=batches)
+    snn = ann2snn.convert(model, config=ann2snn.ConversionConfig(T=16), calibration=batches)
     y = snn(x)            # same input and output shapes as model(x)
     print(snn.report)
 """
 
-from .convert import DEFAULT_LEARNABLE_TAU, convert, recalibrate
+from .config import DEFAULT_LEARNABLE_TAU, ConversionConfig
+from .convert import convert, recalibrate
 from .encoders import Encoder
 from .errors import ConversionError, ConversionWarning, InputShapeError, StaleCalibrationWarning
 from .graph import to_networkx
@@ -21,6 +23,7 @@ from .trace import trace
 
 __all__ = [
     "DEFAULT_LEARNABLE_TAU",
+    "ConversionConfig",
     "ConversionError",
     "ConversionReport",
     "ConversionWarning",

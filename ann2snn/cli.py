@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import importlib
-import inspect
 import itertools
 import json
 import os
@@ -31,9 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from .calibrate import check_percentile
-from .convert import DEFAULT_LEARNABLE_TAU, convert, recalibrate
-from .correction import CORRECTIONS
+from .config import ConversionConfig
+from .convert import convert, recalibrate
 from .errors import ConversionError, ConversionWarning
 from .export_archive import UnsafeArchive, refuse_unpickling, unsafe_entries
 from .io import holds_pickled_objects, save
@@ -45,22 +44,11 @@ EXIT_ERROR = 2
 MAX_STEPS = 100_000
 
 
-#: ``ann2snn.convert``'s defaults: the command converts as the Python API does unless told otherwise.
-DEFAULTS = {name: p.default for name, p in inspect.signature(convert).parameters.items() if p.default is not inspect.Parameter.empty}
-
-
 class CliError(Exception):
     """A problem with the command's inputs; printed as one line, exit status 2."""
 
 
 # -- arguments ------------------------------------------------------------------------------------
-def _percentile(text: str) -> float | str:
-    try:
-        return check_percentile(text if text in ("auto", "balanced") else float(text))
-    except (ValueError, ConversionError):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number in (0, 100] (a percent: 99.9, not 0.999), 'balanced' or 'auto'") from None
-
-
 def _shape(text: str) -> tuple[int, ...]:
     try:
         shape = tuple(int(part) for part in text.replace("x", ",").split(","))
@@ -96,10 +84,6 @@ def _step_list(text: str) -> tuple[int, ...]:
     return steps
 
 
-def _on_off(value: bool) -> str:
-    return "on" if value else "off"
-
-
 def _json_object(text: str) -> dict:
     try:
         value = json.loads(text)
@@ -108,6 +92,54 @@ def _json_object(text: str) -> dict:
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError("--model-config must be a JSON object, like '{\"n_classes\": 10}'")
     return value
+
+
+def _number_or_word(text: str) -> float | str:
+    """A number, or a word for settings that take either (``--percentile auto``); the config checks the value."""
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def _float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+
+
+def _default_text(value: Any) -> str:
+    return ("on" if value else "off") if isinstance(value, bool) else str(value)
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per ``ConversionConfig`` field (``--T``, ``--learn-tau``, ``--percentile``, ...),
+    with the field's default, help and choices; values are checked by the config (``config_from``)."""
+    group = parser.add_argument_group("conversion settings", "the fields of ann2snn.ConversionConfig; the defaults are the library's")
+    defaults = ConversionConfig()
+    for f in dataclasses.fields(ConversionConfig):
+        default, help, flag = getattr(defaults, f.name), f.metadata["help"], "--" + f.name.replace("_", "-")
+        said = f" (default: {_default_text(default)})" if default is not None else ""
+        if f.name == "T":
+            group.add_argument(
+                flag, type=_step_list, default=(default,), metavar="T[,T...]",
+                help=f"{help}{said}; several, like 8,16,32, with --evaluate: a table over T, and the SNN written is the one for the first",
+            )  # fmt: skip
+        elif "bool" in str(f.type):
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help + said)
+        elif f.metadata["choices"]:
+            group.add_argument(flag, choices=f.metadata["choices"], default=default, help=help + said)
+        else:
+            annotation = str(f.type)
+            kind = (_number_or_word if "str" in annotation else _float) if "float" in annotation else str
+            group.add_argument(flag, type=kind, default=default, metavar=f.metadata["metavar"] or f.name.upper(), help=help + said)
+
+
+def config_from(args: argparse.Namespace, T: Optional[int] = None) -> ConversionConfig:
+    """The ``ConversionConfig`` of the command's flags (at ``T``, default the first ``--T``)."""
+    settings = {name: getattr(args, name) for name in ConversionConfig.names()}
+    return ConversionConfig(**{**settings, "T": T or args.T[0]})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -119,25 +151,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     c.add_argument("model", type=Path, help="a zoo checkpoint {'model', 'config', 'state_dict'}, a torch.export program (.pt2), a state dict (with --model), or a pickled nn.Module (with --trust-pickle)")
     c.add_argument("-o", "--output", type=Path, help="where to write the SNN (default: MODEL with suffix .snn.pt)")
-    c.add_argument("--T", type=_step_list, default=(DEFAULTS["T"],), metavar="T[,T...]", help=f"time steps per forward call (default: {DEFAULTS['T']}); several, like 8,16,32, with --evaluate: a table over T, and the SNN written is the one for the first")
-    c.add_argument("--learn-tau", action=argparse.BooleanOptionalAction, default=DEFAULTS["learn_tau"], help=f"make membrane time constants trainable: leaky neurons, for fine-tuning (default: {_on_off(DEFAULTS['learn_tau'])}, as ann2snn.convert); --no-learn-tau gives integrate-and-fire neurons, the best zero-shot")
-    c.add_argument("--tau", type=float, help=f"initial membrane time constant in steps ('inf' = integrate-and-fire; default: IF, or {DEFAULT_LEARNABLE_TAU:g} with --learn-tau)")
-    c.add_argument("--maxpool", choices=("gated", "avg"), default=DEFAULTS["maxpool"], help="how max pooling of spikes is rewritten (default: %(default)s)")
-    c.add_argument("--mode", choices=("layer", "step"), default=DEFAULTS["mode"], help="execution mode of the SNN (default: %(default)s)")
     c.add_argument("--calibrate", metavar="DATA", help="calibration data: a zoo data set ('synthetic', 'fsdd:PATH' or 'fsdd' with --data-dir, 'speech_commands:PATH') or a .pt file of input batches (a tensor [N, ...] or a list of tensors)")
     c.add_argument("--calibration-size", type=_positive_int, default=512, help="examples taken from a zoo data set's training split for calibration (default: %(default)s)")
     c.add_argument("--evaluate", metavar="DATA", help="measure CNN accuracy, SNN accuracy and their agreement at each --T: a zoo data set's test split (as for --calibrate) or a .pt file holding a pair (inputs [N, ...], targets [N] of class indices)")
     c.add_argument("--evaluate-size", type=_positive_int, metavar="N", help="evaluate on the first N examples only (default: all)")
     c.add_argument("--data-dir", metavar="PATH", help="the folder of a zoo data set named without ':PATH' in --calibrate or --evaluate")
     c.add_argument("--batch-size", type=_positive_int, default=64, help="batch size for calibration, evaluation and profiling (default: %(default)s)")
-    c.add_argument("--percentile", type=_percentile, default=DEFAULTS["percentile"], help="activation percentile that sets each threshold, in (0, 100], or 'balanced', or 'auto': the candidate that best reproduces the CNN at this T (default: %(default)s)")
-    c.add_argument("--per-channel", action=argparse.BooleanOptionalAction, default=DEFAULTS["per_channel"], help="one threshold per channel (default: on with --calibrate)")
-    c.add_argument("--correction", choices=CORRECTIONS, default=DEFAULTS["correction"], help="output-space calibration at this T, after the thresholds (default: %(default)s)")
-    c.add_argument("--allow-analog", action="store_true", help="keep ops with no spiking equivalent as analog layers instead of refusing the model")
     c.add_argument("--input-shape", type=_shape, help="per-example input shape without batch, like 1,8000")
     c.add_argument("--model", dest="model_name", metavar="NAME", help="zoo model name, for a plain state dict")
     c.add_argument("--model-config", type=_json_object, default={}, metavar="JSON", help="options for zoo.create, e.g. '{\"n_classes\": 10}' (default: those in the checkpoint)")
     c.add_argument("--trust-pickle", action="store_true", help="allow loading a whole pickled nn.Module, or a torch.export program with pickled entries: unpickling runs arbitrary code from the file, so only use it for files you trust")
+    add_config_arguments(c)
     c.add_argument("--report", type=Path, help="write the conversion report as markdown")
     c.add_argument("--nir", type=Path, help="write the SNN as a NIR graph (needs --maxpool avg if the net max-pools; checked before calibration)")
     c.add_argument("--draw", type=Path, help="write a PNG of the network before and after conversion")
@@ -635,14 +659,13 @@ def _check_model_shape(model: nn.Module, shape: tuple[int, ...]) -> None:
 
 def _convert(args: argparse.Namespace, model: nn.Module, T: int, batches: Optional[list], shape: Optional[tuple[int, ...]], trial: bool = False) -> SpikingNetwork:
     """``ann2snn.convert`` with the command's settings (a ``trial`` conversion, without
-    calibration, leaves the per-channel setting out); errors on torch.export programs say what
+    calibration, leaves the per-channel settings out); errors on torch.export programs say what
     the program reader covers."""
+    config = config_from(args, T)
+    if trial:
+        config = config.replace(per_channel=None, tau_per_channel=False)
     try:
-        return convert(
-            model, T=T, learn_tau=args.learn_tau, tau=args.tau, calibration=batches, percentile=args.percentile,
-            per_channel=None if trial else args.per_channel, correction=args.correction, maxpool=args.maxpool,
-            mode=args.mode, allow_analog=args.allow_analog, input_shape=shape,
-        )
+        return convert(model, config=config, calibration=batches, input_shape=shape)
     except ConversionError as error:
         if isinstance(model, ExportedModel):
             raise CliError(f"{error} [{args.model} is a torch.export program: {EXPORTED_OPS_NOTE}]") from error
@@ -666,6 +689,7 @@ def check_nir_exportable(args: argparse.Namespace, model: nn.Module, shape: tupl
 def run_convert(args: argparse.Namespace) -> int:
     if len(args.T) > 1 and not args.evaluate:
         raise CliError(f"--T {','.join(map(str, args.T))}: several T values make a table with --evaluate; to convert, give one T")
+    config_from(args)  # a bad setting fails before any work
     outputs = Outputs(output_paths(args))
     inputs = {"the input": args.model}
     inputs.update({option: Path(value) for option, value in (("--calibrate", args.calibrate), ("--evaluate", args.evaluate)) if value and Path(value).is_file()})

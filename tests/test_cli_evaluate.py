@@ -2,7 +2,6 @@
 over several; the command's defaults are the library's; a NIR export that must be refused is
 refused before calibration."""
 
-import inspect
 import re
 import sys
 from pathlib import Path
@@ -115,12 +114,50 @@ def test_duplicate_T_is_refused(capsys):
 
 
 def test_defaults_are_the_librarys():
-    """The command converts as ann2snn.convert does unless told otherwise."""
-    library = {name: p.default for name, p in inspect.signature(ann2snn.convert).parameters.items() if p.default is not inspect.Parameter.empty}
+    """The command converts as ann2snn.convert does unless told otherwise: one flag per
+    ConversionConfig field, with the field's default, and the config it builds is the default one."""
+    from ann2snn.cli import config_from
+
+    library = ann2snn.ConversionConfig()
     args = build_parser().parse_args(["convert", "model.pt"])
-    assert args.T == (library["T"],)
-    for option in ("learn_tau", "tau", "percentile", "per_channel", "correction", "maxpool", "mode", "allow_analog"):
-        assert getattr(args, option) == library[option], option
+    assert args.T == (library.T,)
+    for option in library.names():
+        assert option == "T" or getattr(args, option) == getattr(library, option), option
+    assert config_from(args) == library
+
+
+@pytest.mark.parametrize("text, value", [("auto", "auto"), ("balanced", "balanced"), ("99.5", 99.5), ("100", 100.0)])
+def test_percentile_takes_every_value_the_api_takes(text, value):
+    from ann2snn.cli import config_from
+
+    assert config_from(build_parser().parse_args(["convert", "model.pt", "--percentile", text])).percentile == value
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--percentile", "200"], "percentile=200.0 must be a number in (0, 100]"),
+    (["--percentile", "best"], "percentile='best'"),
+    (["--surrogate", "sigmoid"], "surrogate='sigmoid'"),
+    (["--tau-per-channel", "--no-learn-tau"], "tau_per_channel=True needs learn_tau=True"),
+])  # fmt: skip
+def test_bad_settings_fail_in_one_line_before_any_work(files, capsys, flags, message):
+    code, out, err = run(capsys, files / "model.pt", "--trust-pickle", "-o", files / "snn.pt", *flags)
+    assert code == 2 and err.startswith("error: ") and message in err and len(err.strip().splitlines()) == 1, err
+    assert out == "" and not (files / "snn.pt").exists()
+
+
+def test_every_setting_reaches_the_conversion(files, capsys):
+    code, out, err = run(
+        capsys, files / "model.pt", "--trust-pickle", "-o", files / "snn.pt", "--calibrate", files / "calib.pt", "--T", 6,
+        "--encoder", "rate", "--tau", 20, "--tau-per-channel", "--percentile", "99", "--maxpool", "avg", "--mode", "step",
+        "--surrogate", "tanh", "--alpha", 2, "--correction", "none", "--no-per-channel",
+    )  # fmt: skip
+    assert code == 0, err
+    snn = ann2snn.load(files / "snn.pt")
+    assert snn.report.settings == ann2snn.ConversionConfig(
+        T=6, encoder="rate", tau=20, tau_per_channel=True, percentile=99, maxpool="avg", mode="step", correction="none", per_channel=False,
+    ).report_settings(calibrated=True)  # fmt: skip
+    neuron = next(m for m in snn.modules() if isinstance(m, ann2snn.SpikingNeuron))
+    assert (neuron.method, neuron.alpha, snn.mode) == ("tanh", 2.0, "step")
 
 
 def test_nir_refusal_comes_before_calibration(files, capsys, monkeypatch):
