@@ -165,10 +165,10 @@ class SpikingNetwork(nn.Module):
       positions is saved (M5: three quarters of its most expensive layer). Threshold, offset,
       initial potential and decay are shared within a window and a neuron's spike count grows
       with its input, so in exact arithmetic that position holds the window's largest count at
-      every step: the window's output count is the largest count, as with a gate that emits the
-      increase of the leading count. It differs from the gated pool where floating-point rounding
-      reorders near-equal inputs' counts, and, with a gate that passes the current leader's
-      spike, in which of several tied positions' spikes passes. Step mode is unchanged.
+      every step, and its spikes are the increases of that count: what the gated pool emits.
+      In floating point the membranes of two nearly equal inputs (within the rounding of T
+      additions) can swap which leads, so the result can differ from the gated pool's on such
+      windows (none of 2 M first-layer outputs of a random M5 at T=32). Step mode is unchanged.
     - ``snn.report`` says what the compiler did; ``snn.network`` is the rewritten fx graph.
     - ``snn.input_shape``: the per-example input shape checked at every call (from the calibration
       data unless ``convert(input_shape=...)`` gave it). ``None`` in a size accepts any size, so an
