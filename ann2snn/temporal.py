@@ -132,13 +132,28 @@ class GatedMaxPool(TemporalModule):
         pool = F.max_pool1d if self.dims == 1 else F.max_pool2d
         return pool(x, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode, return_indices)
 
-    def _gate(self, x: torch.Tensor, count: torch.Tensor, before: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _leading(self, count: torch.Tensor, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``max_pool(count, return_indices=True)`` for integer counts of at most ``steps``: the
+        windows' largest count and the flat index of its first position in the window's scan
+        order (the lowest index, as max pooling picks), from one plain max pool of the integer
+        key ``count * P + (P - 1 - position)`` (P positions per channel), several times faster
+        on CPU than the index-returning kernel. Exact: the keys are integers below 2**24 in
+        float32 (float64 beyond), and so ``floor(key / P)`` is exact."""
+        positions = count[0, 0].numel()
+        dtype = torch.float32 if (steps + 1) * positions <= 2**24 else torch.float64
+        order = torch.arange(positions - 1, -1, -1, device=count.device, dtype=dtype).view(count.shape[2:])
+        top = self._max(torch.add(order, count.to(dtype), alpha=positions))
+        after = torch.floor(top / positions)
+        index = torch.sub(positions - 1, top.sub_(after * positions)).long()
+        return after.to(count.dtype), index
+
+    def _gate(self, x: torch.Tensor, count: torch.Tensor, before: torch.Tensor, steps: Optional[int] = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Adds ``x`` to ``count`` in place. Returns the windows' output, the increase of their
         maximum count over ``before`` with the gradient of the leading position's input, and the
-        new maximum count."""
+        new maximum count. ``steps``: the counts are integers of at most this (binary spikes)."""
         with torch.no_grad():
             count.add_(x.detach())
-            after, index = self._pool(count, return_indices=True)
+            after, index = self._pool(count, return_indices=True) if steps is None else self._leading(count, steps)
         picked = torch.gather(x.flatten(2), 2, index.flatten(2)).view_as(after)
         return (after - before) + (picked - picked.detach()), after
 
@@ -155,15 +170,16 @@ class GatedMaxPool(TemporalModule):
             self.count = count
         return count
 
-    def _running_gate(self, like: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
-        """A differentiable per-step gate for any input shaped like ``like`` (see the class)."""
+    def _running_gate(self, like: torch.Tensor, steps: Optional[int] = None) -> Callable[[torch.Tensor], torch.Tensor]:
+        """A differentiable per-step gate for any input shaped like ``like`` (see the class);
+        ``steps``: the inputs are binary spikes, at most this many per position in all."""
         count = self._carried_count(like)
         with torch.no_grad():
             before = self._max(count)
 
         def gate(x: torch.Tensor) -> torch.Tensor:
             nonlocal before
-            out, before = self._gate(x, count, before)
+            out, before = self._gate(x, count, before, steps)
             return out
 
         return gate
@@ -174,7 +190,7 @@ class GatedMaxPool(TemporalModule):
         it needs no indices: one plain max pool of the running count per step, whose increase is
         the output (counts are integers, exact in floating point)."""
         if differentiable:
-            return self._running_gate(like)
+            return self._running_gate(like, max(steps, self.sequence_steps or 0))
         count = self._carried_count(like)
         previous = self._max(count)
 
