@@ -31,18 +31,32 @@ class SubtractResetSequence(torch.autograd.Function):
     the gradients of one run over all steps."""
 
     @staticmethod
-    def forward(ctx, current: torch.Tensor, beta: Optional[torch.Tensor], steps: int, repeated: bool, initial: torch.Tensor, rows: int = 0):
+    def forward(
+        ctx, current: torch.Tensor, beta: Optional[torch.Tensor], steps: int, repeated: bool, initial: torch.Tensor, rows: int = 0,
+        theta: Optional[torch.Tensor] = None, bias: Optional[torch.Tensor] = None,
+    ):
         """``rows``: examples per batch slice (0: the whole batch). The loops run over all steps of
         one slice, then the next, so that a slice's tensors stay in cache; every element sees the
-        same operations in the same order either way."""
+        same operations in the same order either way. With ``theta`` (and ``bias``; neither is
+        differentiated), ``current`` is the layer's input and the current is ``(current + bias) /
+        theta``, computed (and differentiated) slice by slice in the same loops."""
+        if repeated and theta is not None:
+            raise ValueError("a repeated current is scaled once by the caller, not per step")
         shape = current.shape if repeated else current.shape[1:]
         u = initial.to(current.dtype).clone()
         membranes = torch.empty((steps, *shape), dtype=current.dtype, device=current.device)
         spikes = torch.empty_like(membranes)
+        buffer = torch.empty_like(u[: rows or shape[0]]) if theta is not None else None
         for part in _slices(shape[0], rows):
             u_part = u[part]
             for t in range(steps):
                 current_t = current[part] if repeated else current[t, part]
+                if theta is not None:
+                    scaled = buffer[: u_part.shape[0]]
+                    if bias is not None:
+                        current_t = torch.add(current_t, bias, out=scaled).div_(theta)
+                    else:
+                        current_t = torch.div(current_t, theta, out=scaled)
                 if beta is None:
                     u_part.add_(current_t)
                 else:
@@ -50,14 +64,14 @@ class SubtractResetSequence(torch.autograd.Function):
                 membranes[t, part] = u_part
                 torch.gt(u_part, 1.0, out=spikes[t, part])
                 u_part.sub_(spikes[t, part])
-        ctx.save_for_backward(membranes, beta, initial)
+        ctx.save_for_backward(membranes, beta, initial, theta)
         ctx.repeated, ctx.rows = repeated, rows
         ctx.initial_dtype = initial.dtype
         return spikes, u
 
     @staticmethod
     def backward(ctx, grad_spikes: torch.Tensor, grad_final: torch.Tensor):
-        membranes, beta, initial = ctx.saved_tensors
+        membranes, beta, initial, theta = ctx.saved_tensors
         steps = membranes.shape[0]
         grad_current = torch.zeros_like(membranes[0]) if ctx.repeated else torch.empty_like(membranes)
         grad_beta = torch.zeros_like(membranes[0]) if beta is not None and ctx.needs_input_grad[1] else None
@@ -67,11 +81,14 @@ class SubtractResetSequence(torch.autograd.Function):
             for t in range(steps - 1, -1, -1):
                 u = membranes[t, part]
                 grad_spike = grad_spikes[t, part] - grad_after_reset  # the spike also lowers u' = u - z
-                grad_u = torch.addcmul(grad_after_reset, grad_spike, _superspike_slope(u))
                 if ctx.repeated:
+                    grad_u = torch.addcmul(grad_after_reset, grad_spike, _superspike_slope(u))
                     grad_current[part].add_(grad_u)
+                elif theta is None:
+                    grad_u = torch.addcmul(grad_after_reset, grad_spike, _superspike_slope(u), out=grad_current[t, part])
                 else:
-                    grad_current[t, part] = grad_u
+                    grad_u = torch.addcmul(grad_after_reset, grad_spike, _superspike_slope(u))
+                    torch.div(grad_u, theta, out=grad_current[t, part])  # through (x + bias) / theta
                 if beta is None:
                     grad_after_reset = grad_u
                 else:
@@ -86,7 +103,7 @@ class SubtractResetSequence(torch.autograd.Function):
         if ctx.needs_input_grad[4]:  # the membrane a previous chunk handed over
             grad_initial = grad_start if grad_start.shape == initial.shape else _sum_to(grad_start, initial.shape)
             grad_initial = grad_initial.to(ctx.initial_dtype)
-        return grad_current, grad_beta, None, None, grad_initial, None
+        return grad_current, grad_beta, None, None, grad_initial, None, None, None
 
 
 def _slices(batch: int, rows: int) -> list[slice]:

@@ -234,6 +234,9 @@ class SpikingNeuron(TemporalModule):
         if self.time_steps is not None and not self.broadcast_input and not torch.is_grad_enabled():
             # layer-mode inference: the loop scales each slice of the input while it is in cache
             return self._spike_train_inference(x.unflatten(0, (self.time_steps, -1)).unbind(0), beta, pool, theta, bias, raw=True)
+        if self.time_steps is not None and not self.broadcast_input and self._fused_bptt_applies(x, beta):
+            # layer-mode training, default surrogate: the fused loop scales the input slice by slice
+            return self._spike_train_fused(x.unflatten(0, (self.time_steps, -1)), self.time_steps, beta, pool, theta, bias) * theta
         if bias is not None:
             x = x + bias
         current = x / theta
@@ -245,17 +248,28 @@ class SpikingNeuron(TemporalModule):
         steps = self.time_steps
         sequence = current if self.broadcast_input else current.unflatten(0, (steps, -1))  # [B, ...] or [T, B, ...]
         currents = [current] * steps if self.broadcast_input else sequence.unbind(0)
-        carried = self.chunked and self.v is not None and self.v.requires_grad
-        if torch.is_grad_enabled() and (current.requires_grad or carried or (beta is not None and beta.requires_grad)):
+        if self._differentiable(current, beta):
             if self.method in FUSED_METHODS and self.fused_bptt:
                 return self._spike_train_fused(sequence, steps, beta, pool) * theta
             return self._spike_train(currents, beta, pool) * theta
         return self._spike_train_inference(currents, beta, pool, theta)
 
-    def _spike_train_fused(self, sequence: torch.Tensor, steps: int, beta: Optional[torch.Tensor], pool: Optional[GatedMaxPool]) -> torch.Tensor:
-        """Layer mode, differentiable, default surrogate: all steps in ``bptt.SubtractResetSequence``."""
+    def _differentiable(self, current: torch.Tensor, beta: Optional[torch.Tensor]) -> bool:
+        """Whether layer mode must record gradients (else it runs the in-place inference loop)."""
+        carried = self.chunked and self.v is not None and self.v.requires_grad
+        return torch.is_grad_enabled() and (current.requires_grad or carried or (beta is not None and beta.requires_grad))
+
+    def _fused_bptt_applies(self, x: torch.Tensor, beta: Optional[torch.Tensor]) -> bool:
+        return self.method in FUSED_METHODS and self.fused_bptt and self._differentiable(x, beta)
+
+    def _spike_train_fused(
+        self, sequence: torch.Tensor, steps: int, beta: Optional[torch.Tensor], pool: Optional[GatedMaxPool],
+        theta: Optional[torch.Tensor] = None, bias: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
+        """Layer mode, differentiable, default surrogate: all steps in ``bptt.SubtractResetSequence``
+        (with ``theta``, ``sequence`` is the layer's input, offset and scaled inside the loop)."""
         initial = self._start_state(sequence if self.broadcast_input else sequence[0])
-        spikes, final = SubtractResetSequence.apply(sequence, beta, steps, self.broadcast_input, initial, self._slice_rows(initial))
+        spikes, final = SubtractResetSequence.apply(sequence, beta, steps, self.broadcast_input, initial, self._slice_rows(initial), theta, bias)
         self._keep_state(final)
         if pool is None:
             return spikes.flatten(0, 1)

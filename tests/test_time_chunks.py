@@ -275,3 +275,26 @@ def test_leading_positions_equal_index_returning_max_pooling(dims, options, shap
     huge = torch.full(shape, 2.0**22)  # keys beyond float32's integers: float64
     huge[..., 0] += 1
     assert torch.equal(pool._leading(huge, 2**22 + 1)[1], pool._pool(huge, return_indices=True)[1])
+
+
+def test_fused_sequence_scaling_its_input_is_bit_identical():
+    """SubtractResetSequence given the layer input, offset and threshold computes (x + bias) / theta
+    slice by slice, forward and backward: the same bits as autograd through the scaling outside."""
+    torch.manual_seed(2)
+    theta, bias = torch.tensor([0.5, 1.0, 2.0]).view(3, 1), torch.tensor([0.1, -0.2, 0.0]).view(3, 1)
+    beta = torch.tensor([0.9, 0.95, 1.0]).view(3, 1).requires_grad_()
+    x = torch.rand(6, 4, 3, 5).mul(1.5).requires_grad_()
+    initial = torch.full((4, 3, 5), 0.5)
+    weights = torch.randn(6, 4, 3, 5)
+    results = []
+    for inside, rows in ((False, 0), (True, 0), (True, 3)):
+        x.grad = beta.grad = None
+        if inside:
+            spikes, _ = SubtractResetSequence.apply(x, beta, 6, False, initial, rows, theta, bias)
+        else:
+            spikes, _ = SubtractResetSequence.apply((x + bias) / theta, beta, 6, False, initial, rows)
+        (spikes * weights).sum().backward()
+        results.append((spikes.detach(), x.grad.clone(), beta.grad.clone()))
+    assert results[0][0].sum() > 0
+    for other in results[1:]:
+        assert all(torch.equal(a, b) for a, b in zip(results[0], other))
