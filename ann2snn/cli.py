@@ -1,12 +1,15 @@
 """The ``ann2snn`` command: ``ann2snn convert model.pt -o snn.pt [--calibrate DATA] ...``.
 
-Reads a trained CNN (a zoo checkpoint, a ``torch.export`` program, a state dict with
-``--model``, or a pickled module with ``--trust-pickle``), converts it with the library's
-defaults (``ann2snn.convert``'s signature) unless told otherwise, prints the conversion report,
+Reads a trained CNN (a ``torch.export`` program, an ONNX file, a pickled module with
+``--trust-pickle``, or what a plugin reads, like the audio zoo's checkpoints), converts it with
+the library's defaults (``ann2snn.ConversionConfig``) unless told otherwise, prints the conversion report,
 optionally measures CNN and SNN on labelled data (``--evaluate``, at one T or a table over
 several), and writes the SNN (loadable with ``ann2snn.load``) and optionally a markdown report,
 a NIR graph, a drawing and a profile. User errors print one ``error: ...`` line on stderr and
 exit with status 2; no output file is written unless every requested output was produced.
+
+The command knows no application: models and data sets of one (the audio zoo) come from a
+``CliPlugin`` passed to ``main`` or installed under the entry-point group ``ann2snn.cli_plugins``.
 """
 
 from __future__ import annotations
@@ -14,9 +17,8 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
-import importlib
+import importlib.metadata
 import itertools
-import json
 import os
 import pickle
 import shutil
@@ -28,15 +30,14 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 import torch
-import torch.nn.functional as F
-from torch import fx, nn
+from torch import nn
 
 from .config import ConversionConfig
 from .convert import convert, recalibrate
 from .errors import ConversionError, ConversionWarning
 from .export_archive import UnsafeArchive, refuse_unpickling, unsafe_entries
+from .exported import EXPORTED_OPS_NOTE, ExportedModel, example_input_shape, lift_exported
 from .io import holds_pickled_objects, save
-from .report import ConversionReport
 from .timeloop import SpikingNetwork
 
 EXIT_ERROR = 2
@@ -82,16 +83,6 @@ def _step_list(text: str) -> tuple[int, ...]:
     if len(set(steps)) != len(steps):
         raise argparse.ArgumentTypeError(f"{text!r} names a T twice")
     return steps
-
-
-def _json_object(text: str) -> dict:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise argparse.ArgumentTypeError(f"--model-config is not valid JSON: {error}") from None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError("--model-config must be a JSON object, like '{\"n_classes\": 10}'")
-    return value
 
 
 def _number_or_word(text: str) -> float | str:
@@ -142,70 +133,107 @@ def config_from(args: argparse.Namespace, T: Optional[int] = None) -> Conversion
     return ConversionConfig(**{**settings, "T": T or args.T[0]})
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(plugins: Sequence[CliPlugin] = (), failed: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The command's parser, with the options of ``plugins`` (``failed``: plugins that did not load, said in the help)."""
+
+    def also(what: str) -> str:
+        extra = [text for text in (getattr(plugin, what) for plugin in plugins) if text]
+        return "".join(f", or {text}" for text in extra)
+
     parser = argparse.ArgumentParser(prog="ann2snn", description="Convert trained CNNs into spiking neural networks.")
     commands = parser.add_subparsers(dest="command", required=True)
     c = commands.add_parser(
         "convert", help="convert a trained CNN into an SNN",
         description="Convert a trained CNN into a spiking network and save it (load it back with ann2snn.load); with --evaluate, measure what the conversion cost.",
+        epilog="installed plugins that failed to load: " + "; ".join(failed) if failed else None,
     )
-    c.add_argument("model", type=Path, help="a zoo checkpoint {'model', 'config', 'state_dict'}, a torch.export program (.pt2), a state dict (with --model), or a pickled nn.Module (with --trust-pickle)")
+    c.add_argument("model", type=Path, help=f"a torch.export program (.pt2), an ONNX model (.onnx; pip install 'ann2snn[onnx]'), or a pickled nn.Module (with --trust-pickle){also('model_help')}")
     c.add_argument("-o", "--output", type=Path, help="where to write the SNN (default: MODEL with suffix .snn.pt)")
-    c.add_argument("--calibrate", metavar="DATA", help="calibration data: a zoo data set ('synthetic', 'fsdd:PATH' or 'fsdd' with --data-dir, 'speech_commands:PATH') or a .pt file of input batches (a tensor [N, ...] or a list of tensors)")
-    c.add_argument("--calibration-size", type=_positive_int, default=512, help="examples taken from a zoo data set's training split for calibration (default: %(default)s)")
-    c.add_argument("--evaluate", metavar="DATA", help="measure CNN accuracy, SNN accuracy and their agreement at each --T: a zoo data set's test split (as for --calibrate) or a .pt file holding a pair (inputs [N, ...], targets [N] of class indices)")
+    c.add_argument("--calibrate", metavar="DATA", help=f"calibration data: a .pt file of input batches (a tensor [N, ...] or a list of tensors){also('data_help')}")
+    c.add_argument("--calibration-size", type=_positive_int, default=512, help="examples taken from a named data set's training split for calibration (default: %(default)s)")
+    c.add_argument("--evaluate", metavar="DATA", help=f"measure CNN accuracy, SNN accuracy and their agreement at each --T: a .pt file holding a pair (inputs [N, ...], targets [N] of class indices){also('data_help').replace(', or ', ', or the test split of ', 1)}")
     c.add_argument("--evaluate-size", type=_positive_int, metavar="N", help="evaluate on the first N examples only (default: all)")
-    c.add_argument("--data-dir", metavar="PATH", help="the folder of a zoo data set named without ':PATH' in --calibrate or --evaluate")
     c.add_argument("--batch-size", type=_positive_int, default=64, help="batch size for calibration, evaluation and profiling (default: %(default)s)")
-    c.add_argument("--input-shape", type=_shape, help="per-example input shape without batch, like 1,8000")
-    c.add_argument("--model", dest="model_name", metavar="NAME", help="zoo model name, for a plain state dict")
-    c.add_argument("--model-config", type=_json_object, default={}, metavar="JSON", help="options for zoo.create, e.g. '{\"n_classes\": 10}' (default: those in the checkpoint)")
+    c.add_argument("--input-shape", type=_shape, help="per-example input shape without batch, like 1,8000 (default: the model file's, where it says)")
     c.add_argument("--trust-pickle", action="store_true", help="allow loading a whole pickled nn.Module, or a torch.export program with pickled entries: unpickling runs arbitrary code from the file, so only use it for files you trust")
     add_config_arguments(c)
     c.add_argument("--report", type=Path, help="write the conversion report as markdown")
     c.add_argument("--nir", type=Path, help="write the SNN as a NIR graph (needs --maxpool avg if the net max-pools; checked before calibration)")
     c.add_argument("--draw", type=Path, help="write a PNG of the network before and after conversion")
     c.add_argument("--profile", action="store_true", help="print firing rates, synaptic operations and an energy estimate")
+    for plugin in plugins:
+        plugin.add_arguments(c)
     return parser
 
 
+# -- plugins --------------------------------------------------------------------------------------
+#: Entry-point group of installed plugins (``[project.entry-points."ann2snn.cli_plugins"]``).
+PLUGIN_GROUP = "ann2snn.cli_plugins"
+
+
+class CliPlugin:
+    """What an application adds to ``ann2snn convert``: its own options, models read from a dict
+    (a checkpoint that names an architecture, a state dict) and named data sets for
+    ``--calibrate`` / ``--evaluate``. Each hook answers None for what is not its own; errors are
+    ``CliError``. The command takes plugins from ``main(argv, plugins=[...])``, or, for the console
+    script, from the entry-point group ``ann2snn.cli_plugins`` (the audio zoo's is
+    ``zoo.cli_plugins.ZooPlugin``). Without any, ``.pt2``, ``.onnx`` and pickled models and
+    ``.pt`` data files still work."""
+
+    #: the plugin's name in messages
+    name = "plugin"
+    #: what the plugin reads, appended to the help of the model argument
+    model_help = ""
+    #: the data sets the plugin names, appended to the help of --calibrate and --evaluate
+    data_help = ""
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """Add the plugin's options to the ``convert`` command."""
+
+    def model_from_dict(self, payload: dict, args: argparse.Namespace, origin: str) -> Optional[tuple[nn.Module, Optional[tuple[int, ...]]]]:
+        """(model, per-example input shape or None) from the dict read (``weights_only``) from the model file ``origin``."""
+        return None
+
+    def data_set_names(self) -> tuple[str, ...]:
+        """The names ``examples`` knows, for messages."""
+        return ()
+
+    def examples(
+        self, option: str, source: str, split: str, limit: Optional[int], args: argparse.Namespace, model: nn.Module, shape: Optional[tuple[Optional[int], ...]],
+    ) -> Optional[list[tuple[torch.Tensor, int]]]:
+        """The first ``limit`` (input, label) pairs of ``split`` ("train" or "test") of the data
+        set named ``source`` (not a file), made for ``model`` (per-example input ``shape``)."""
+        return None
+
+
+def installed_plugins() -> tuple[list[CliPlugin], list[str]]:
+    """The plugins installed under ``PLUGIN_GROUP``, and ``name (error)`` of those that failed to load."""
+    plugins, failed = [], []
+    for entry in importlib.metadata.entry_points(group=PLUGIN_GROUP):
+        try:
+            plugins.append(entry.load()())
+        except Exception as error:  # an optional application: its missing extra must not break the compiler's command
+            failed.append(f"{entry.name} ({_first_line(error)})")
+    return plugins, failed
+
+
+def _plugin_note(args: argparse.Namespace) -> str:
+    failed = getattr(args, "failed_plugins", [])
+    return f"; installed plugins that failed to load: {'; '.join(failed)}" if failed else ""
+
+
 # -- loading the model ------------------------------------------------------------------------------
-def _zoo():
-    try:
-        return importlib.import_module("zoo")
-    except ImportError as error:
-        raise CliError(f"the model zoo is not importable ({error}); install the audio extra (pip install 'ann2snn[audio]'), or pass an exported program or a pickled module") from error
-
-
-def _zoo_model(name: str, config: dict, state_dict: dict, origin: str) -> nn.Module:
-    zoo = _zoo()
-    if name not in zoo.names():
-        raise CliError(f"{origin}: unknown zoo model {name!r}; the zoo has {', '.join(zoo.names())}")
-    try:
-        model = zoo.create(name, **config)
-    except Exception as error:  # the zoo's constructors raise whatever torch raises for a bad size
-        raise CliError(f"{origin}: cannot build zoo model {name!r} with config {config}: {_first_line(error)}") from error
-    try:
-        model.load_state_dict(state_dict)
-    except RuntimeError as error:
-        first = str(error).strip().splitlines()
-        raise CliError(f"{origin}: the weights do not fit zoo model {name!r} with config {config}: {' '.join(first[:3])}") from error
-    return model
-
-
-def _from_dict(payload: dict, args: argparse.Namespace) -> nn.Module:
+def _from_dict(payload: dict, args: argparse.Namespace) -> tuple[nn.Module, Optional[tuple[int, ...]]]:
     origin = str(args.model)
-    if "state_dict" in payload and isinstance(payload.get("model"), str):
-        if args.model_name and args.model_name != payload["model"]:
-            raise CliError(f"{origin} is a checkpoint of zoo model {payload['model']!r}, but --model says {args.model_name!r}")
-        config = {**(payload.get("config") or {}), **args.model_config}
-        return _zoo_model(payload["model"], config, payload["state_dict"], origin)
-    if payload and all(isinstance(v, torch.Tensor) for v in payload.values()):
-        if not args.model_name:
-            names = ", ".join(_zoo().names())
-            raise CliError(f"{origin} is a plain state dict: name its architecture with --model NAME (one of {names}) and --model-config JSON if needed")
-        return _zoo_model(args.model_name, args.model_config, payload, origin)
-    raise CliError(f"{origin} holds a dict that is neither a checkpoint {{'model', 'config', 'state_dict'}} nor a state dict")
+    for plugin in args.plugins:
+        found = plugin.model_from_dict(payload, args, origin)
+        if found is not None:
+            return found
+    what = "a plain state dict: weights without the architecture" if payload and all(isinstance(v, torch.Tensor) for v in payload.values()) else "a dict, not a model"
+    raise CliError(
+        f"{origin} holds {what}, and no plugin of the command reads it. Convert a torch.export program (.pt2) "
+        f"or an ONNX file of the model, or use the application's command that knows its models{_plugin_note(args)}"
+    )
 
 
 def _is_exported_program(path: Path) -> bool:
@@ -215,23 +243,24 @@ def _is_exported_program(path: Path) -> bool:
         return any(name.endswith("/archive_format") for name in archive.namelist())
 
 
-def load_model(args: argparse.Namespace) -> tuple[nn.Module, Optional[tuple[int, ...]]]:
-    """The CNN to convert and, where the file says, its per-example input shape."""
+def load_model(args: argparse.Namespace) -> tuple[nn.Module, Optional[tuple[Optional[int], ...]]]:
+    """The CNN to convert and, where the file says, its per-example input shape (None in a size: free)."""
     path: Path = args.model
     if not path.is_file():
         raise CliError(f"{path}: no such file")
+    if path.suffix.lower() == ".onnx":
+        from .onnx_frontend import load_onnx
+
+        module = load_onnx(path)
+        return module, module.meta.get("onnx_input_shape")
     if _is_exported_program(path):
         program = load_exported_program(path, args.trust_pickle)
-        inputs = program.example_inputs[0] if program.example_inputs else ()
-        shape = tuple(inputs[0].shape[1:]) if len(inputs) == 1 and isinstance(inputs[0], torch.Tensor) else None
-        return lift_exported(program.module()), shape
+        return lift_exported(program), example_input_shape(program)
     payload = _load_file(path, args.trust_pickle)
     if isinstance(payload, nn.Module):
         return payload, None
     if isinstance(payload, dict):
-        model = _from_dict(payload, args)
-        spec = getattr(model, "input_spec", None)
-        return model, tuple(spec.shape) if spec is not None else None
+        return _from_dict(payload, args)
     raise CliError(f"{path} holds a {type(payload).__name__}, not a model")
 
 
@@ -289,151 +318,7 @@ def load_exported_program(path: Path, trust_pickle: bool) -> torch.export.Export
         raise CliError(f"{path} looks like a torch.export archive but cannot be loaded: {_first_line(error)}") from error
 
 
-# -- exported programs --------------------------------------------------------------------------------
-EXPORTED_OPS_NOTE = (
-    "its ATen ops are read back as torch modules and functions only for convolution, linear, batch norm, "
-    "ReLU/hardtanh/clamp, max/average/adaptive pooling, flatten, view/reshape, add, mean, cat, dropout and "
-    "softmax; convert the original nn.Module or a checkpoint of it instead"
-)
-
-
-class ExportedModel(fx.GraphModule):
-    """The torch-level graph read back from a ``torch.export`` program (see ``lift_exported``)."""
-
-
-def _aten(name: str):
-    packet, overload = name.split(".")
-    return getattr(getattr(torch.ops.aten, packet), overload)
-
-
-def lift_exported(module: fx.GraphModule) -> fx.GraphModule:
-    """Rewrite the ATen-level graph of ``ExportedProgram.module()`` into torch-level modules and
-    functions that the converter understands (conv/linear/batch norm modules, ``torch.relu``,
-    ``F.max_pool1d``, ...), dropping the shape guards, so that the batch size is free again.
-
-    Ops not listed stay as they are; the converter then names the first one it cannot handle.
-    Reshapes to a fixed batch size are rewritten to keep the leading dimension (-1).
-    """
-    graph = fx.Graph()
-    values: dict[fx.Node, fx.Node] = {}
-    output = graph.graph_copy(module.graph, values)
-    result = output[0] if isinstance(output, (tuple, list)) and len(output) == 1 else output
-    graph.output(result)
-    modules: dict[str, nn.Module] = {}
-
-    def tensor(node: fx.Node) -> torch.Tensor:
-        return _attr(module, str(node.target)).detach().clone()
-
-    def owner(*params: Any) -> str:
-        target = next(p.target for p in params if p is not None)
-        name = target.rsplit(".", 1)[0] if "." in target else target
-        while name in modules:
-            name += "_"
-        return name
-
-    def conv(dims: int) -> Callable[[fx.Node], nn.Module]:
-        def build(node: fx.Node) -> nn.Module:
-            _, weight, bias, *rest = list(node.args) + [None] * max(0, 3 - len(node.args))
-            stride, padding, dilation, groups = (rest + [1, 0, 1, 1][len(rest):])[:4]
-            w = tensor(weight)
-            layer = (nn.Conv1d if dims == 1 else nn.Conv2d)(w.shape[1] * groups, w.shape[0], tuple(w.shape[2:]), stride, padding, dilation, groups, bias=bias is not None)
-            layer.weight = nn.Parameter(w)
-            if bias is not None:
-                layer.bias = nn.Parameter(tensor(bias))
-            return layer
-        return build
-
-    def linear(node: fx.Node) -> nn.Module:
-        weight, bias = node.args[1], node.args[2] if len(node.args) > 2 else None
-        w = tensor(weight)
-        layer = nn.Linear(w.shape[1], w.shape[0], bias=bias is not None)
-        layer.weight = nn.Parameter(w)
-        if bias is not None:
-            layer.bias = nn.Parameter(tensor(bias))
-        return layer
-
-    def batch_norm(node: fx.Node) -> nn.Module:
-        _, weight, bias, mean, var, _, momentum, eps, *_ = node.args
-        rank = node.meta["val"].dim() if "val" in node.meta else 3
-        norm = (nn.BatchNorm1d if rank <= 3 else nn.BatchNorm2d)(tensor(mean).numel(), eps, momentum, affine=weight is not None)
-        norm.running_mean.copy_(tensor(mean))
-        norm.running_var.copy_(tensor(var))
-        if weight is not None:
-            norm.weight = nn.Parameter(tensor(weight))
-            norm.bias = nn.Parameter(tensor(bias))
-        return norm.eval()
-
-    as_module: dict[Any, tuple[Callable[[fx.Node], nn.Module], Callable[[fx.Node], tuple]]] = {
-        _aten("conv1d.default"): (conv(1), lambda n: n.args[1:3]),
-        _aten("conv2d.default"): (conv(2), lambda n: n.args[1:3]),
-        _aten("linear.default"): (linear, lambda n: n.args[1:3]),
-        _aten("batch_norm.default"): (batch_norm, lambda n: (n.args[1], n.args[3])),
-    }
-    as_function: dict[Any, Callable] = {
-        _aten("relu.default"): torch.relu, _aten("relu_.default"): torch.relu_, _aten("hardtanh.default"): F.hardtanh,
-        _aten("clamp.default"): torch.clamp, _aten("max_pool1d.default"): F.max_pool1d, _aten("max_pool2d.default"): F.max_pool2d,
-        _aten("avg_pool1d.default"): F.avg_pool1d, _aten("avg_pool2d.default"): F.avg_pool2d,
-        _aten("adaptive_avg_pool1d.default"): F.adaptive_avg_pool1d, _aten("adaptive_avg_pool2d.default"): F.adaptive_avg_pool2d,
-        _aten("flatten.using_ints"): torch.flatten, _aten("add.Tensor"): torch.add, _aten("mean.dim"): torch.mean,
-        _aten("cat.default"): torch.cat,
-    }
-    softmax = {_aten("log_softmax.int"): F.log_softmax, _aten("softmax.int"): F.softmax}  # (x, dim, dtype): keep (x, dim)
-    for node in list(graph.nodes):
-        if node.op == "call_module" and str(node.target).startswith("_guards"):
-            graph.erase_node(node)
-        elif node.op != "call_function":
-            continue
-        elif node.target in as_module:
-            build, params = as_module[node.target]
-            name = owner(*params(node))
-            modules[name] = build(node)
-            with graph.inserting_before(node):
-                new = graph.call_module(name, (node.args[0],))
-            node.replace_all_uses_with(new)
-            graph.erase_node(node)
-        elif node.target in as_function:
-            node.target = as_function[node.target]
-        elif node.target in softmax:
-            node.target, node.args = softmax[node.target], node.args[:2]
-        elif node.target in (_aten("view.default"), _aten("reshape.default")):
-            node.target, node.args = torch.reshape, (node.args[0], (-1, *node.args[1][1:]))
-        elif node.target == _aten("dropout.default"):  # (x, p, train): the converter drops and reports it
-            node.target = F.dropout
-        elif node.target in (_aten("clone.default"), _aten("contiguous.default")):
-            node.replace_all_uses_with(node.args[0])
-            graph.erase_node(node)
-        elif node.target in (torch._assert, _aten("_assert_scalar.default"), _aten("sym_constrain_range_for_size.default")):
-            graph.erase_node(node)
-    for node in reversed(list(graph.nodes)):
-        if node.op == "get_attr" and not node.users:
-            graph.erase_node(node)
-    attributes = {str(n.target): _attr(module, str(n.target)) for n in graph.nodes if n.op == "get_attr"}
-    return ExportedModel({**attributes, **modules}, graph).eval()
-
-
-def _attr(module: nn.Module, target: str) -> Any:
-    owner, _, name = target.rpartition(".")
-    return getattr(module.get_submodule(owner) if owner else module, name)
-
-
 # -- calibration data -----------------------------------------------------------------------------
-def _front_end(zoo, data_set: str, model: nn.Module, shape: Optional[tuple[int, ...]]):
-    """The zoo front end that turns clips of ``data_set`` into this model's input: waveform for
-    [1, samples], log-mel for [1, n_mels, frames] (10 ms hop), at the data set's sample rate."""
-    spec = getattr(model, "input_spec", None)
-    shape = tuple(spec.shape) if spec is not None else shape
-    if shape is None or len(shape) not in (2, 3):
-        raise CliError("calibrating from a zoo data set needs the model's input shape, [1, samples] or [1, n_mels, frames]: pass --input-shape")
-    rate = zoo.data.splits.SAMPLE_RATES.get(data_set, 8000)
-    if len(shape) == 2:
-        front_end = zoo.FrontEnd(kind="waveform", sample_rate=rate, length_s=shape[1] / rate)
-    else:
-        front_end = zoo.FrontEnd(kind="logmel", sample_rate=rate, n_mels=shape[1], length_s=(shape[2] - 1) / 100)
-    if front_end.output_shape != shape:
-        raise CliError(f"no zoo front end makes inputs of shape {shape} from {data_set}; calibrate with a .pt file of input batches instead")
-    return front_end
-
-
 def _float32(x: torch.Tensor, source: str, option: str = "--calibrate") -> torch.Tensor:
     """``x`` as float32: other floating types are converted; integers are refused (their scale is unknown)."""
     if not x.is_floating_point():
@@ -450,29 +335,19 @@ def _float32_batch(item: Any, source: str) -> Any:
     return item
 
 
-def _zoo_split(option: str, source: str, split: str, limit: Optional[int], args: argparse.Namespace, model: nn.Module, shape: Optional[tuple[int, ...]]) -> list[tuple[torch.Tensor, int]]:
-    """The first ``limit`` (input, label) items of ``split`` of the zoo data set ``source``
-    ('NAME:PATH', or 'NAME' with --data-dir), through the front end that makes this model's input."""
-    name, _, data_dir = source.partition(":")
-    zoo = _zoo()
-    if name not in zoo.data.NAMES:
-        raise CliError(f"{option} {source}: no such file, and not a zoo data set ({', '.join(zoo.data.NAMES)}; e.g. fsdd:PATH)")
-    data_dir = data_dir or args.data_dir
-    try:
-        splits = zoo.data.load_splits(name, data_dir=data_dir or None, front_end=_front_end(zoo, name, model, shape), cached=False)
-        items = splits[split]
-        count = len(items) if limit is None else min(len(items), limit)
-        return [items[i] for i in range(count)]
-    except (zoo.DataError, OSError, ValueError) as error:
-        hint = ""
-        if not data_dir and name != "synthetic":
-            hint = f" (give its folder: {option} {name}:PATH, or --data-dir PATH"
-            hint += "; to download FSDD: python -c \"import zoo; zoo.data.download_fsdd('data/fsdd')\")" if name == "fsdd" else ")"
-        raise CliError(f"{option} {source}: {error}{hint}") from error
+def named_examples(option: str, source: str, split: str, limit: Optional[int], args: argparse.Namespace, model: nn.Module, shape: Optional[tuple[Optional[int], ...]]) -> list[tuple[torch.Tensor, int]]:
+    """(input, label) pairs of ``split`` of the data set a plugin knows by the name ``source``."""
+    for plugin in args.plugins:
+        items = plugin.examples(option, source, split, limit, args, model, shape)
+        if items is not None:
+            return items
+    names = [name for plugin in args.plugins for name in plugin.data_set_names()]
+    known = f", and not a named data set ({', '.join(names)}; e.g. {names[-1]}:PATH)" if names else ""
+    raise CliError(f"{option} {source}: no such file{known}{_plugin_note(args)}")
 
 
 def calibration_batches(args: argparse.Namespace, model: nn.Module, shape: Optional[tuple[int, ...]]) -> list[torch.Tensor]:
-    """Input batches from a .pt file or from the training split of a zoo data set."""
+    """Input batches from a .pt file or from the training split of a plugin's data set."""
     source = args.calibrate
     path = Path(source)
     if path.is_file():
@@ -487,7 +362,7 @@ def calibration_batches(args: argparse.Namespace, model: nn.Module, shape: Optio
         if isinstance(data, (list, tuple)) and data:
             return [_float32_batch(item, source) for item in data]  # batches or (input, target) pairs, checked by the calibration
         raise CliError(f"--calibrate {source}: expected a tensor [N, ...] or a list of batches, found {type(data).__name__} {data!r:.60}")
-    items = [x for x, _ in _zoo_split("--calibrate", source, "train", args.calibration_size, args, model, shape)]
+    items = [x for x, _ in named_examples("--calibrate", source, "train", args.calibration_size, args, model, shape)]
     if not items:
         raise CliError(f"--calibrate {source}: the training split is empty")
     return list(torch.stack(items).split(args.batch_size))
@@ -496,7 +371,7 @@ def calibration_batches(args: argparse.Namespace, model: nn.Module, shape: Optio
 # -- evaluation ---------------------------------------------------------------------------------
 def evaluation_data(args: argparse.Namespace, model: nn.Module, shape: Optional[tuple[int, ...]]) -> tuple[torch.Tensor, torch.Tensor, str]:
     """(inputs, targets, description) from a .pt file of an (inputs, targets) pair or from the
-    test split of a zoo data set; at most ``--evaluate-size`` examples."""
+    test split of a plugin's data set; at most ``--evaluate-size`` examples."""
     source = args.evaluate
     path = Path(source)
     if path.is_file():
@@ -517,7 +392,7 @@ def evaluation_data(args: argparse.Namespace, model: nn.Module, shape: Optional[
             raise CliError(f"--evaluate {source}: targets must be integer class indices, not {str(targets.dtype).removeprefix('torch.')}")
         inputs, where = _float32(inputs, source, "--evaluate"), str(path)
     else:
-        items = _zoo_split("--evaluate", source, "test", args.evaluate_size, args, model, shape)
+        items = named_examples("--evaluate", source, "test", args.evaluate_size, args, model, shape)
         if not items:
             raise CliError(f"--evaluate {source}: the test split is empty")
         inputs = torch.stack([x for x, _ in items])
@@ -638,16 +513,6 @@ def output_paths(args: argparse.Namespace) -> dict[str, Path]:
     return paths
 
 
-def report_table(report: ConversionReport) -> str:
-    """The report as a plain-text table: node, before, after, threshold; then the summary line."""
-    header = ("node", "before", "after", "threshold")
-    rows = [header] + [row[:4] for row in report.rows()]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines + [report.summary(), report.settings_line()])
-
-
 # -- the command ----------------------------------------------------------------------------------
 def _check_model_shape(model: nn.Module, shape: tuple[int, ...]) -> None:
     try:
@@ -655,6 +520,16 @@ def _check_model_shape(model: nn.Module, shape: tuple[int, ...]) -> None:
             model.eval()(torch.zeros(2, *shape))
     except Exception as error:
         raise CliError(f"the model does not take inputs of shape [batch, {', '.join(map(str, shape))}]: {str(error).splitlines()[0]}") from error
+
+
+def _concrete(shape: Optional[tuple[Optional[int], ...]]) -> Optional[tuple[int, ...]]:
+    """``shape`` when every size is known; None when it is unknown or has free (None) sizes."""
+    return tuple(shape) if shape is not None and all(isinstance(size, int) for size in shape) else None
+
+
+def _needs_shape(option: str, shape: Optional[tuple[Optional[int], ...]]) -> CliError:
+    said = "the model file does not say it" if shape is None else f"the model's is [batch, {', '.join(map(str, shape))}], with free (None) sizes"
+    return CliError(f"{option} needs a concrete input shape and {said}: pass --input-shape (like 1,8000) or --calibrate data")
 
 
 def _convert(args: argparse.Namespace, model: nn.Module, T: int, batches: Optional[list], shape: Optional[tuple[int, ...]], trial: bool = False) -> SpikingNetwork:
@@ -696,18 +571,24 @@ def run_convert(args: argparse.Namespace) -> int:
     check_distinct({**inputs, **outputs.paths})
     outputs.check()
     model, file_shape = load_model(args)
-    shape = args.input_shape or file_shape
+    shape = args.input_shape or file_shape  # may hold None sizes (free, e.g. an ONNX dynamic axis)
     if args.input_shape:
         _check_model_shape(model, args.input_shape)
-    if args.nir and shape is not None:
-        check_nir_exportable(args, model, shape)
+    known = _concrete(shape)  # what NIR and profiling on random inputs need
+    for option, wanted in (("--nir", args.nir), ("--profile", args.profile)):
+        if wanted and known is None and not args.calibrate:
+            raise _needs_shape(option, shape)
+    if args.nir and known is not None:
+        check_nir_exportable(args, model, known)
     batches = calibration_batches(args, model, shape) if args.calibrate else None
-    if args.nir and shape is None and batches:
+    if known is None and batches:
         first = batches[0][0] if isinstance(batches[0], (list, tuple)) else batches[0]
-        check_nir_exportable(args, model, tuple(first.shape[1:]))
+        known = tuple(first.shape[1:])
+        if args.nir:
+            check_nir_exportable(args, model, known)
     evaluation = Evaluation(model, *evaluation_data(args, model, shape), args.batch_size) if args.evaluate else None
     snn = _convert(args, model, args.T[0], batches, shape)
-    print(report_table(snn.report))
+    print(snn.report.to_text(warnings=False))  # the warnings go to stderr, below
     for warning in snn.report.warnings:
         if batches is not None or not warning.startswith("no calibration data"):  # said below, in CLI terms
             print(f"warning: {warning}", file=sys.stderr)
@@ -717,7 +598,7 @@ def run_convert(args: argparse.Namespace) -> int:
         evaluate_over_T(args, snn, batches, evaluation)
     try:
         outputs.stage("-o", lambda p: save(snn, p))
-        _extras(args, model, snn, batches, outputs)
+        _extras(args, model, snn, batches, known, outputs)
         written = outputs.commit()
     finally:
         outputs.discard()
@@ -739,14 +620,15 @@ def evaluate_over_T(args: argparse.Namespace, snn: SpikingNetwork, batches: Opti
         evaluation.row(T, other)
 
 
-def _extras(args: argparse.Namespace, model: nn.Module, snn: SpikingNetwork, batches: Optional[list[torch.Tensor]], outputs: Outputs) -> None:
-    """The optional outputs: markdown report, NIR graph, drawing, profile."""
+def _extras(args: argparse.Namespace, model: nn.Module, snn: SpikingNetwork, batches: Optional[list[torch.Tensor]], shape: Optional[tuple[int, ...]], outputs: Outputs) -> None:
+    """The optional outputs: markdown report, NIR graph, drawing, profile (``shape``: a concrete
+    per-example input shape, where known)."""
     if args.report:
         outputs.stage("--report", lambda p: p.write_text(snn.report.to_markdown() + "\n"))
     if args.nir:
         from .nir_export import export_nir
 
-        outputs.stage("--nir", lambda p: export_nir(snn, p))
+        outputs.stage("--nir", lambda p: export_nir(snn, p, input_shape=shape))
     if args.draw:
         from .draw import draw
 
@@ -755,10 +637,10 @@ def _extras(args: argparse.Namespace, model: nn.Module, snn: SpikingNetwork, bat
         from .profile import profile
 
         if batches is None:
-            if snn.input_shape is None:
-                raise CliError("--profile needs --calibrate data or --input-shape")
+            if shape is None:
+                raise _needs_shape("--profile", snn.input_shape)
             print("profiling on random inputs (no --calibrate data): rates are only indicative")
-            batches = [torch.randn(8, *snn.input_shape, generator=torch.Generator().manual_seed(0))]
+            batches = [torch.randn(8, *shape, generator=torch.Generator().manual_seed(0))]
         print(profile(snn, batches))
 
 
@@ -767,9 +649,14 @@ def _out_of_memory(error: BaseException) -> bool:
     return isinstance(error, MemoryError) or any(s in text for s in ("can't allocate memory", "out of memory", "Cannot allocate memory"))
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Entry point of the ``ann2snn`` console script and ``tools/convert.py``."""
-    args = build_parser().parse_args(argv)
+def main(argv: Optional[Sequence[str]] = None, plugins: Optional[Sequence[CliPlugin]] = None) -> int:
+    """Entry point of the ``ann2snn`` console script and ``tools/convert.py``: ``plugins`` add an
+    application's models and data sets (default: those installed under ``PLUGIN_GROUP``)."""
+    failed: list[str] = []
+    if plugins is None:
+        plugins, failed = installed_plugins()
+    args = build_parser(plugins, failed).parse_args(argv)
+    args.plugins, args.failed_plugins = tuple(plugins), failed
     try:
         return run_convert(args)
     except (CliError, ConversionError) as error:

@@ -72,8 +72,17 @@ def convert(
             and output-space correction. The thresholds ("auto", "balanced") and the correction
             are tuned for this ``T``: after ``snn.T = other`` the network warns until
             ``ann2snn.recalibrate`` is run.
-        tau, percentile, per_channel, correction, tau_per_channel, maxpool, encoder, mode,
-            allow_analog, surrogate, alpha: settings, see ``ConversionConfig``.
+        tau: initial membrane time constant in steps (``ConversionConfig.tau``).
+        percentile: threshold percentile, "balanced" or "auto" (``ConversionConfig.percentile``).
+        per_channel: one threshold per channel (``ConversionConfig.per_channel``).
+        correction: output-space calibration (``ConversionConfig.correction``).
+        tau_per_channel: one learnable time constant per channel (``ConversionConfig.tau_per_channel``).
+        maxpool: "gated" or "avg" (``ConversionConfig.maxpool``).
+        encoder: "direct", "rate" or "latency" (``ConversionConfig.encoder``).
+        mode: "layer" or "step" (``ConversionConfig.mode``).
+        allow_analog: keep unsupported ops analog (``ConversionConfig.allow_analog``).
+        surrogate: Norse surrogate-gradient method (``ConversionConfig.surrogate``).
+        alpha: the surrogate's parameter (``ConversionConfig.alpha``).
         leaf_modules, concrete_args: passed to the fx tracer (for untraceable submodules).
         input_shape: per-example input shape, checked at run time (taken from calibration if
             omitted); ``None`` in a size leaves that size free.

@@ -2,8 +2,55 @@
 
 from __future__ import annotations
 
+import functools
+import os
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Optional
+
+#: Widest source excerpt in the text table; longer code is cut after a whole name, with "...".
+SOURCE_WIDTH = 72
+#: Shortest code excerpt kept after a long module path and file name.
+MIN_CODE_WIDTH = 28
+_PY_PATH = re.compile(r"(?:[A-Za-z]:)?[^\s:`,][^:`]*?\.py(?=:\d+)")
+
+
+@functools.lru_cache(maxsize=512)
+def short_path(filename: str) -> str:
+    """``filename`` relative to the folder above its top-level package (``zoo/models/m5.py``), or
+    else to the current directory; unchanged when it is neither absolute nor below either."""
+    path = Path(filename)
+    if not path.is_absolute():
+        return filename
+    top, folder = None, path.parent
+    while (folder / "__init__.py").is_file() and folder.parent != folder:
+        top, folder = folder, folder.parent
+    base = top.parent if top is not None else Path.cwd()
+    try:
+        return path.relative_to(base).as_posix()
+    except ValueError:
+        return filename
+
+
+def short_source(source: str) -> str:
+    """A report's source location with its file made short (``short_path``)."""
+    return _PY_PATH.sub(lambda match: short_path(match.group(0)), source)
+
+
+def _clip_code(source: str, width: int) -> str:
+    """``source`` about ``width`` characters long by cutting the code excerpt after its last whole
+    word (the module and file:line are never cut; at least ``MIN_CODE_WIDTH`` of the code stays)."""
+    head, mark, code = source.partition(": `")
+    if len(source) <= width or not mark:
+        return source
+    room = max(width - len(head) - len(mark) - 4, MIN_CODE_WIDTH)
+    if room >= len(code) - 1:
+        return source
+    cut = code[:room]
+    if room < len(code) and (code[room].isalnum() or code[room] == "_"):  # the cut falls inside a name: drop its start
+        cut = re.sub(r"\w+$", "", cut) or cut  # one name longer than the room: cut it after all
+    return f"{head}{mark}{cut.rstrip().rstrip('.')}...`"
 
 
 @dataclass
@@ -88,7 +135,8 @@ class ConversionReport:
         )
 
     def rows(self) -> list[tuple[str, str, str, str, str]]:
-        return [(e.node, e.before, e.after, e.threshold or "", e.source) for e in self.entries]
+        """(node, before, after, threshold, source) per entry, the source's file made short (``short_path``)."""
+        return [(e.node, e.before, e.after, e.threshold or "", short_source(e.source)) for e in self.entries]
 
     def to_markdown(self) -> str:
         """The report as a markdown table with the warnings below it."""
@@ -97,16 +145,18 @@ class ConversionReport:
         lines += ["", self.summary(), "", self.settings_line()] + [f"- warning: {w}" for w in self.warnings]
         return "\n".join(lines)
 
-    def __str__(self) -> str:
+    def to_text(self, warnings: bool = True) -> str:
+        """The report as a plain-text table (names never cut; long source code cut after a whole
+        word), the summary and settings lines, and (``warnings``) the warnings."""
         header = ("node", "before", "after", "threshold", "source")
-        rows = [header] + self.rows()
-        widths = [min(48, max(len(r[i]) for r in rows)) for i in range(len(header))]
-        out = []
-        for k, row in enumerate(rows):
-            out.append("  ".join(cell[: widths[i]].ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
-            if k == 0:
-                out.append("  ".join("-" * w for w in widths))
-        out.append(self.summary())
-        out.append(self.settings_line())
-        out += [f"warning: {w}" for w in self.warnings]
+        rows = [header] + [(*row[:4], _clip_code(row[4], SOURCE_WIDTH)) for row in self.rows()]
+        widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+        out = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+        out.insert(1, "  ".join("-" * w for w in widths))
+        out += [self.summary(), self.settings_line()]
+        if warnings:
+            out += [f"warning: {w}" for w in self.warnings]
         return "\n".join(out)
+
+    def __str__(self) -> str:
+        return self.to_text()

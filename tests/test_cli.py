@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import ann2snn
-from ann2snn.cli import lift_exported, main
+from ann2snn.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,17 +64,26 @@ def files(tmp_path):
     return tmp_path
 
 
-def run(capsys, *args: object) -> tuple[int, str, str]:
-    code = main(["convert", *map(str, args)])
+def run(capsys, *args: object, plugins: tuple = ()) -> tuple[int, str, str]:
+    """The compiler's command alone (no plugin: what works without the zoo), or with ``plugins``."""
+    code = main(["convert", *map(str, args)], plugins=list(plugins))
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def run_zoo(capsys, *args: object) -> tuple[int, str, str]:
+    """The command as tools/convert.py composes it: with the audio zoo's plugin."""
+    from zoo.cli_plugins import ZooPlugin
+
+    return run(capsys, *args, plugins=(ZooPlugin(),))
 
 
 def test_exported_program_converts_like_the_module(files, capsys):
     code, out, err = run(capsys, files / "model.pt2", "-o", files / "snn.pt", "--calibrate", files / "calib.pt", "--no-learn-tau", "--T", 8)
     assert code == 0, err
     lines = out.splitlines()
-    assert lines[0].split() == ["node", "before", "after", "threshold"]
+    assert lines[0].split() == ["node", "before", "after", "threshold", "source"]
+    assert "gated max pool (by running spike count) `max_pool1d_gated`" in out  # printed by ConversionReport: names whole
     assert any(line.startswith("1 ReLU sites -> spiking neurons, 1 max pools rewritten, 1 batch norms folded, 0 left analog, 0 dropped") for line in lines)
     assert f"wrote {files / 'snn.pt'}" in out
     snn = ann2snn.load(files / "snn.pt")
@@ -126,7 +135,7 @@ def test_help_mentions_the_pickle_risk(capsys):
     ("untraceable", "cannot trace Untraceable"),
     ("unsupported_op", "unsupported op Sigmoid"),
     ("wrong_input_shape", "does not take inputs of shape [batch, 1, 40]"),
-    ("state_dict_without_model", "plain state dict: name its architecture with --model"),
+    ("state_dict_without_model", "plain state dict: weights without the architecture, and no plugin of the command reads it"),
     ("calibration_shape", "does not match the converted network"),
     ("nir_of_max_pool", "max pooling has no NIR primitive"),
 ])
@@ -186,33 +195,17 @@ def test_zoo_checkpoint_and_state_dict(tmp_path, capsys):
     torch.save(model.state_dict(), tmp_path / "m5_weights.pt")
     x = torch.randn(6, 1, 8000, generator=torch.Generator().manual_seed(2))
     torch.save(x, tmp_path / "calib.pt")
-    code, out, err = run(capsys, tmp_path / "m5.pt", "--calibrate", tmp_path / "calib.pt", "--no-learn-tau", "--T", 6)
+    code, out, err = run_zoo(capsys, tmp_path / "m5.pt", "--calibrate", tmp_path / "calib.pt", "--no-learn-tau", "--T", 6)
     assert code == 0, err
     assert "4 ReLU sites -> spiking neurons, 4 max pools rewritten, 4 batch norms folded" in out
     snn = ann2snn.load(tmp_path / "m5.snn.pt")  # default output name
     reference = ann2snn.convert(model, T=6, learn_tau=False, calibration=[x])
     with torch.no_grad():
         assert torch.allclose(snn(x), reference(x), atol=1e-6)
-    code, out, err = run(capsys, tmp_path / "m5_weights.pt", "--model", "m5", "--model-config", '{"n_classes": 4, "n_channel": 8}', "-o", tmp_path / "b.pt")
+    code, out, err = run_zoo(capsys, tmp_path / "m5_weights.pt", "--model", "m5", "--model-config", '{"n_classes": 4, "n_channel": 8}', "-o", tmp_path / "b.pt")
     assert code == 0, err
-    code, out, err = run(capsys, tmp_path / "m5_weights.pt", "--model", "m5", "--model-config", '{"n_classes": 5, "n_channel": 8}')
+    code, out, err = run_zoo(capsys, tmp_path / "m5_weights.pt", "--model", "m5", "--model-config", '{"n_classes": 5, "n_channel": 8}')
     assert code == 2 and "do not fit zoo model 'm5'" in err
-
-
-@pytest.mark.parametrize("name, options", [("m5", {"pool": "avg"}), ("vgg", {}), ("resnet", {"width": 8, "n_blocks": 2}), ("piczak", {})])
-def test_exported_zoo_models_lift_to_the_same_conversion(name, options):
-    """ATen-level graphs of every zoo model become torch-level modules the converter reads like the original."""
-    zoo = pytest.importorskip("zoo")
-    torch.manual_seed(0)
-    model = zoo.create(name, n_classes=5, **options).eval()
-    x = torch.rand(3, *model.input_spec.shape)
-    lifted = lift_exported(torch.export.export(model, (x[:2],)).module())
-    a = ann2snn.convert(lifted, T=4, learn_tau=False, calibration=[x])
-    b = ann2snn.convert(model, T=4, learn_tau=False, calibration=[x])
-    assert a.report.summary() == b.report.summary()
-    with torch.no_grad():
-        assert torch.allclose(lifted(x), model(x), atol=1e-5)
-        assert torch.allclose(a(x), b(x), atol=1e-5)
 
 
 @pytest.mark.slow
@@ -220,7 +213,7 @@ def test_zoo_checkpoint_calibrated_on_synthetic_data(tmp_path, capsys):
     zoo = pytest.importorskip("zoo")
     model = zoo.create("m5", n_classes=10, n_channel=8)
     torch.save({"model": "m5", "config": {"n_classes": 10, "n_channel": 8}, "state_dict": model.state_dict()}, tmp_path / "m5.pt")
-    code, out, err = run(capsys, tmp_path / "m5.pt", "--calibrate", "synthetic", "--calibration-size", 16, "--T", 4)
+    code, out, err = run_zoo(capsys, tmp_path / "m5.pt", "--calibrate", "synthetic", "--calibration-size", 16, "--T", 4)
     assert code == 0, err
     assert ann2snn.load(tmp_path / "m5.snn.pt").input_shape == (1, 8000)
 
@@ -232,7 +225,7 @@ def test_zoo_checkpoint_calibrated_on_fsdd(tmp_path, capsys):
         pytest.skip(f"no FSDD copy at {fsdd}")
     model = zoo.create("resnet", n_classes=10, width=8, n_blocks=1)
     torch.save({"model": "resnet", "config": {"n_classes": 10, "width": 8, "n_blocks": 1}, "state_dict": model.state_dict()}, tmp_path / "resnet.pt")
-    code, out, err = run(capsys, tmp_path / "resnet.pt", "--calibrate", f"fsdd:{fsdd}", "--calibration-size", 16, "--T", 4, "--no-learn-tau")
+    code, out, err = run_zoo(capsys, tmp_path / "resnet.pt", "--calibrate", f"fsdd:{fsdd}", "--calibration-size", 16, "--T", 4, "--no-learn-tau")
     assert code == 0, err
     snn = ann2snn.load(tmp_path / "resnet.snn.pt")
     assert snn.input_shape == model.input_spec.shape and all(e.threshold for e in snn.report.neurons)
@@ -251,3 +244,130 @@ def test_tools_convert_script_runs(files):
     assert result.returncode == 0, result.stderr
     assert "wrote" in result.stdout and ann2snn.load(files / "snn.pt").T == 25
     assert result.stderr == ""  # no warnings from loading the exported program
+
+
+# -- the compiler's command without the zoo: plugins, ONNX, free input sizes ---------------------------
+def test_the_command_never_imports_the_zoo(files):
+    """Converting an exported program and a .pt calibration file loads no zoo module."""
+    script = (
+        "import sys\nfrom ann2snn.cli import main\n"
+        f"code = main(['convert', {str(files / 'model.pt2')!r}, '-o', {str(files / 'snn.pt')!r}, '--calibrate', {str(files / 'calib.pt')!r}, '--T', '4'], plugins=[])\n"
+        "assert code == 0, code\nloaded = [m for m in sys.modules if m == 'zoo' or m.startswith('zoo.')]\nassert not loaded, loaded\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=files, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr
+    assert "import zoo" not in (ROOT / "ann2snn" / "cli.py").read_text()
+
+
+class ToyPlugin:
+    """A plugin of another application: a dict format {'toy': n_out} and a data set named 'toy'."""
+
+    name, model_help, data_help = "toy", "a toy dict", "the toy data set"
+
+    def add_arguments(self, parser):
+        parser.add_argument("--toy-scale", type=float, default=1.0, help="scale of the toy inputs (default: 1.0)")
+
+    def model_from_dict(self, payload, args, origin):
+        if "toy" not in payload:
+            return None
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Conv1d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 14, int(payload["toy"]))).eval(), (1, 16)
+
+    def data_set_names(self):
+        return ("toy",)
+
+    def examples(self, option, source, split, limit, args, model, shape):
+        if source != "toy":
+            return None
+        g = torch.Generator().manual_seed(0 if split == "train" else 1)
+        return [(args.toy_scale * torch.randn(*shape, generator=g), k % 3) for k in range(limit or 12)]
+
+
+def test_a_plugin_adds_options_models_and_data_sets(tmp_path, capsys):
+    torch.save({"toy": 3}, tmp_path / "toy.pt")
+    code, out, err = run(
+        capsys, tmp_path / "toy.pt", "--calibrate", "toy", "--calibration-size", 8, "--evaluate", "toy", "--T", 4, "--toy-scale", 2,
+        plugins=(ToyPlugin(),),
+    )  # fmt: skip
+    assert code == 0, err
+    assert "evaluation on 12 examples of the test split of toy" in out
+    assert ann2snn.load(tmp_path / "toy.snn.pt").input_shape == (1, 16)
+    code, out, err = run(capsys, tmp_path / "toy.pt", "--calibrate", "nothing", plugins=(ToyPlugin(),))
+    assert code == 2 and "--calibrate nothing: no such file, and not a named data set (toy; e.g. toy:PATH)" in err
+    with pytest.raises(SystemExit):
+        main(["convert", "--help"], plugins=[ToyPlugin()])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "--toy-scale" in help_text and "or a toy dict" in help_text and "or the toy data set" in help_text
+
+
+def test_without_plugins_a_dict_or_a_data_set_name_says_what_works(files, capsys):
+    torch.save({"model": "m5", "config": {}, "state_dict": {}}, files / "checkpoint.pt")
+    code, out, err = run(capsys, files / "checkpoint.pt")
+    assert code == 2 and "no plugin of the command reads it" in err and "torch.export program (.pt2)" in err
+    code, out, err = run(capsys, files / "model.pt2", "--calibrate", "fsdd")
+    assert code == 2 and err.strip() == "error: --calibrate fsdd: no such file"
+
+
+def test_installed_plugins_come_from_entry_points_and_a_broken_one_is_named(files, capsys, monkeypatch):
+    import importlib.metadata
+    import tomllib
+
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["entry-points"]["ann2snn.cli_plugins"]
+    assert declared == {"zoo": "zoo.cli_plugins:ZooPlugin"}
+    broken = importlib.metadata.EntryPoint("broken", "no_such_module_here:Plugin", "ann2snn.cli_plugins")
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda group: [broken] if group == "ann2snn.cli_plugins" else [])
+    torch.save(small_net().state_dict(), files / "weights.pt")
+    assert main(["convert", str(files / "weights.pt")]) == 2
+    err = capsys.readouterr().err
+    assert "installed plugins that failed to load: broken (ModuleNotFoundError: No module named 'no_such_module_here')" in err
+
+
+def test_the_zoo_plugin_is_the_installed_one():
+    pytest.importorskip("zoo")
+    from zoo.cli_plugins import ZooPlugin
+
+    import importlib.metadata
+
+    assert importlib.metadata.EntryPoint("zoo", "zoo.cli_plugins:ZooPlugin", "ann2snn.cli_plugins").load() is ZooPlugin
+
+
+class FreeLength(nn.Module):
+    """Conv + ReLU + global average pooling: any input length."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(1, 4, 3)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(F.adaptive_avg_pool1d(F.relu(self.conv(x)), 1).flatten(1))
+
+
+def test_onnx_model_with_a_free_length(tmp_path, capsys):
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnx2torch")
+    import warnings
+
+    torch.manual_seed(0)
+    model = FreeLength().eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model, (torch.randn(2, 1, 32),), str(tmp_path / "free.onnx"), dynamo=False, input_names=["x"], output_names=["y"],
+            opset_version=17, dynamic_axes={"x": {0: "batch", 2: "time"}, "y": {0: "batch"}},
+        )  # fmt: skip
+    torch.save(torch.randn(16, 1, 32, generator=torch.Generator().manual_seed(1)), tmp_path / "calib.pt")
+    for flags in (["--profile"], ["--nir", tmp_path / "x.nir", "--maxpool", "avg"]):  # need a concrete shape: the file says [1, None]
+        flag = flags[0]
+        code, out, err = run(capsys, tmp_path / "free.onnx", *flags)
+        assert code == 2 and f"{flag} needs a concrete input shape" in err and "[batch, 1, None]" in err and "pass --input-shape" in err, err
+    code, out, err = run(capsys, tmp_path / "free.onnx", "--calibrate", tmp_path / "calib.pt", "--profile", "--no-learn-tau", "--T", 8)
+    assert code == 0, err
+    snn = ann2snn.load(tmp_path / "free.snn.pt")
+    assert snn.input_shape == (1, None)  # the ONNX graph's free length stays free
+    reference = ann2snn.convert(model, T=8, learn_tau=False, calibration=list(torch.load(tmp_path / "calib.pt").split(64)), input_shape=(1, None))
+    x = torch.randn(3, 1, 50)
+    with torch.no_grad():
+        assert torch.allclose(snn(x), reference(x), atol=1e-5)
+    code, out, err = run(capsys, tmp_path / "free.onnx", "--input-shape", "1,40", "--profile", "-o", tmp_path / "b.pt")
+    assert code == 0 and "profiling on random inputs" in out, err

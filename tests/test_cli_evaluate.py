@@ -45,8 +45,14 @@ def files(tmp_path):
     return tmp_path
 
 
-def run(capsys, *args: object) -> tuple[int, str, str]:
-    code = main(["convert", *map(str, args)])
+def run(capsys, *args: object, zoo: bool = False) -> tuple[int, str, str]:
+    """The compiler's command alone, or (``zoo``) as tools/convert.py composes it with the zoo's plugin."""
+    plugins = []
+    if zoo:
+        from zoo.cli_plugins import ZooPlugin
+
+        plugins = [ZooPlugin()]
+    code = main(["convert", *map(str, args)], plugins=plugins)
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -187,7 +193,7 @@ def test_evaluate_on_a_zoo_data_set_with_data_dir(tmp_path, capsys):
     torch.save({"model": "m5", "config": {"n_classes": 10, "n_channel": 4}, "state_dict": model.state_dict()}, tmp_path / "m5.pt")
     code, out, err = run(
         capsys, tmp_path / "m5.pt", "-o", tmp_path / "snn.pt", "--calibrate", "fsdd", "--evaluate", "fsdd", "--data-dir", FSDD_DIR,
-        "--calibration-size", 16, "--evaluate-size", 12, "--T", 4, "--correction", "none",
+        "--calibration-size", 16, "--evaluate-size", 12, "--T", 4, "--correction", "none", zoo=True,
     )
     assert code == 0, err
     assert "evaluation on 12 examples of the test split of fsdd" in out
@@ -200,6 +206,6 @@ def test_zoo_data_set_without_folder_names_the_ways_to_give_it(tmp_path, capsys)
 
     model = zoo.create("m5", n_classes=10, n_channel=4)
     torch.save({"model": "m5", "config": {"n_classes": 10, "n_channel": 4}, "state_dict": model.state_dict()}, tmp_path / "m5.pt")
-    code, _, err = run(capsys, tmp_path / "m5.pt", "-o", tmp_path / "snn.pt", "--evaluate", "fsdd")
+    code, _, err = run(capsys, tmp_path / "m5.pt", "-o", tmp_path / "snn.pt", "--evaluate", "fsdd", zoo=True)
     assert code == 2
     assert "--evaluate fsdd:PATH, or --data-dir PATH" in err and "zoo.data.download_fsdd(" in err

@@ -1,0 +1,130 @@
+"""The audio zoo's part of ``ann2snn convert``: zoo checkpoints and state dicts (``--model``,
+``--model-config``) and zoo data sets for ``--calibrate`` / ``--evaluate`` (``fsdd:PATH``,
+``synthetic``, ... and ``--data-dir``). The compiler's command (``ann2snn.cli``) knows nothing
+of the zoo; it takes this plugin from ``main`` below (``tools/convert.py``), or, for the installed
+``ann2snn`` console script, from the entry point ``ann2snn.cli_plugins: zoo`` in pyproject.toml.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Optional, Sequence
+
+import torch
+from torch import nn
+
+import zoo
+from ann2snn import cli
+from ann2snn.cli import CliError
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"
+
+
+def _json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"--model-config is not valid JSON: {error}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("--model-config must be a JSON object, like '{\"n_classes\": 10}'")
+    return value
+
+
+class ZooPlugin(cli.CliPlugin):
+    """Zoo models from checkpoints ``{'model', 'config', 'state_dict'}`` or plain state dicts,
+    and zoo data sets through the front end that makes the model's input."""
+
+    name = "zoo"
+    model_help = "a zoo checkpoint {'model', 'config', 'state_dict'} or a zoo state dict (with --model)"
+
+    @property
+    def data_help(self) -> str:
+        return f"a zoo data set ({', '.join(zoo.data.NAMES)}, as NAME:PATH or NAME with --data-dir; e.g. fsdd:data/fsdd)"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        group = parser.add_argument_group("audio model zoo")
+        group.add_argument("--model", dest="model_name", metavar="NAME", help=f"zoo model name, for a plain state dict ({', '.join(zoo.names())})")
+        group.add_argument("--model-config", type=_json_object, default={}, metavar="JSON", help="options for zoo.create, e.g. '{\"n_classes\": 10}' (default: those in the checkpoint)")
+        group.add_argument("--data-dir", metavar="PATH", help="the folder of a zoo data set named without ':PATH' in --calibrate or --evaluate")
+
+    # -- models --------------------------------------------------------------------------------
+    def model_from_dict(self, payload: dict, args: argparse.Namespace, origin: str) -> Optional[tuple[nn.Module, Optional[tuple[int, ...]]]]:
+        if "state_dict" in payload and isinstance(payload.get("model"), str):
+            if args.model_name and args.model_name != payload["model"]:
+                raise CliError(f"{origin} is a checkpoint of zoo model {payload['model']!r}, but --model says {args.model_name!r}")
+            config = {**(payload.get("config") or {}), **args.model_config}
+            model = self._model(payload["model"], config, payload["state_dict"], origin)
+        elif payload and all(isinstance(v, torch.Tensor) for v in payload.values()):
+            if not args.model_name:
+                raise CliError(f"{origin} is a plain state dict: name its architecture with --model NAME (one of {', '.join(zoo.names())}) and --model-config JSON if needed")
+            model = self._model(args.model_name, args.model_config, payload, origin)
+        else:
+            return None
+        return model, tuple(model.input_spec.shape)
+
+    @staticmethod
+    def _model(name: str, config: dict, state_dict: dict, origin: str) -> nn.Module:
+        if name not in zoo.names():
+            raise CliError(f"{origin}: unknown zoo model {name!r}; the zoo has {', '.join(zoo.names())}")
+        try:
+            model = zoo.create(name, **config)
+        except Exception as error:  # the zoo's constructors raise whatever torch raises for a bad size
+            raise CliError(f"{origin}: cannot build zoo model {name!r} with config {config}: {_first_line(error)}") from error
+        try:
+            model.load_state_dict(state_dict)
+        except RuntimeError as error:
+            first = str(error).strip().splitlines()
+            raise CliError(f"{origin}: the weights do not fit zoo model {name!r} with config {config}: {' '.join(first[:3])}") from error
+        return model
+
+    # -- data sets -----------------------------------------------------------------------------
+    def data_set_names(self) -> tuple[str, ...]:
+        return tuple(zoo.data.NAMES)
+
+    def examples(
+        self, option: str, source: str, split: str, limit: Optional[int], args: argparse.Namespace, model: nn.Module, shape: Optional[tuple[Optional[int], ...]],
+    ) -> Optional[list[tuple[torch.Tensor, int]]]:
+        """The first ``limit`` (input, label) items of ``split`` of the zoo data set ``source``
+        ('NAME:PATH', or 'NAME' with --data-dir), through the front end that makes this model's input."""
+        name, _, data_dir = source.partition(":")
+        if name not in zoo.data.NAMES:
+            return None
+        data_dir = data_dir or args.data_dir
+        try:
+            splits = zoo.data.load_splits(name, data_dir=data_dir or None, front_end=self._front_end(option, name, model, shape), cached=False)
+            items = splits[split]
+            count = len(items) if limit is None else min(len(items), limit)
+            return [items[i] for i in range(count)]
+        except (zoo.DataError, OSError, ValueError) as error:
+            hint = ""
+            if not data_dir and name != "synthetic":
+                hint = f" (give its folder: {option} {name}:PATH, or --data-dir PATH"
+                hint += "; to download FSDD: python -c \"import zoo; zoo.data.download_fsdd('data/fsdd')\")" if name == "fsdd" else ")"
+            raise CliError(f"{option} {source}: {error}{hint}") from error
+
+    @staticmethod
+    def _front_end(option: str, data_set: str, model: nn.Module, shape: Optional[tuple[Optional[int], ...]]) -> zoo.FrontEnd:
+        """The zoo front end that turns clips of ``data_set`` into this model's input: waveform for
+        [1, samples], log-mel for [1, n_mels, frames] (10 ms hop), at the data set's sample rate."""
+        spec = getattr(model, "input_spec", None)
+        shape = tuple(spec.shape) if spec is not None else shape
+        if shape is None or len(shape) not in (2, 3) or None in shape:
+            given = f" (the model file gives {list(shape)}, with free sizes)" if shape is not None and None in shape else ""
+            raise CliError(f"{option} from a zoo data set needs the model's input shape, [1, samples] or [1, n_mels, frames]{given}: pass --input-shape")
+        rate = zoo.data.splits.SAMPLE_RATES.get(data_set, 8000)
+        if len(shape) == 2:
+            front_end = zoo.FrontEnd(kind="waveform", sample_rate=rate, length_s=shape[1] / rate)
+        else:
+            front_end = zoo.FrontEnd(kind="logmel", sample_rate=rate, n_mels=shape[1], length_s=(shape[2] - 1) / 100)
+        if front_end.output_shape != shape:
+            raise CliError(f"no zoo front end makes inputs of shape {shape} from {data_set}; give {option} a .pt file instead")
+        return front_end
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``ann2snn`` with the zoo's plugin (``tools/convert.py``)."""
+    return cli.main(argv, plugins=[ZooPlugin()])
