@@ -38,6 +38,7 @@ class Mutant:
 
 CAL = "tests/test_calibration_values.py"
 RESUME = "tests/harness/test_resume.py"
+TRAIN_STATE = "tests/harness/test_train_state.py"
 DDP = "tests/harness/test_ddp.py"
 ROWS = "tests/harness/test_result_rows.py"
 ATOMIC = "tests/test_atomic_writes.py"
@@ -60,22 +61,28 @@ MUTANTS: tuple[Mutant, ...] = (
            "        self._t += 1\n", "        self._t += 0\n", (CAL,)),
     Mutant("convert: shallow copy of the user's model", "ann2snn/convert.py",
            "trace(copy.deepcopy(model).eval()", "trace(copy.copy(model).eval()", (CAL,)),
-    # -- resume (zoo/harness/train.py) -----------------------------------------------------------
+    # -- resume (zoo/harness/train.py, zoo/harness/train_state.py) ---------------------------------
     Mutant("resume: optimizer state not restored", "zoo/harness/train.py",
-           "        optimiser.load_state_dict(state[\"optimizer\"])\n", "", (RESUME,)),
+           "        optimiser.load_state_dict(state.optimizer)\n", "", (RESUME,)),
     Mutant("resume: RNG state not restored", "zoo/harness/train.py",
-           "        torch.set_rng_state(state[\"rng\"].cpu())", "        pass", (RESUME,)),
+           "        torch.set_rng_state(state.rng.cpu())", "        pass", (RESUME,)),
     Mutant("resume: early-stopping counter restarts at 0", "zoo/harness/train.py",
-           "    stale = start_epoch - history.best_epoch - 1 if history.best_epoch >= 0 else 0\n", "    stale = 0\n", (RESUME,)),
-    Mutant("resume: early stop not restored for a finished run", "zoo/harness/train.py",
-           "History(state[\"history\"], state[\"best_epoch\"], state.get(\"stopped_early\", False))",
-           "History(state[\"history\"], state[\"best_epoch\"])", (RESUME,)),
+           "        stale = state.epoch - best_epoch if best_epoch >= 0 else 0\n", "        stale = 0\n", (RESUME,)),
+    Mutant("resume: early stop not restored for a finished run", "zoo/harness/train_state.py",
+           "History(payload[\"history\"], payload[\"best_epoch\"], payload.get(\"stopped_early\", False))",
+           "History(payload[\"history\"], payload[\"best_epoch\"])", (RESUME,)),
+    Mutant("resume: best weights not kept in the checkpoint", "zoo/harness/train.py",
+           "best_state_dict=stopping.best_state,", "best_state_dict=model.state_dict(),", (RESUME,)),
+    Mutant("train state: another version read as version 1", "zoo/harness/train_state.py",
+           "        if version != cls.VERSION:\n", "        if False:\n", (TRAIN_STATE,)),
     # -- DDP (zoo/harness/train.py) ---------------------------------------------------------------
     Mutant("ddp: no DistributedSampler", "zoo/harness/train.py",
            "    if dist.is_initialized():\n        sampler = DistributedSampler", "    if False:\n        sampler = DistributedSampler", (DDP,)),
-    Mutant("ddp: no optimizer step", "zoo/harness/train.py", "            optimiser.step()\n", "", (DDP,)),
+    Mutant("ddp: no optimizer step", "zoo/harness/train.py", "        optimiser.step()\n", "", (DDP,)),
     Mutant("ddp: model not wrapped in DistributedDataParallel", "zoo/harness/train.py",
            "train_model = nn.parallel.DistributedDataParallel(model) if", "train_model = model if", (DDP,)),
+    Mutant("ddp: buffers not broadcast from rank 0", "zoo/harness/train.py",
+           "            dist.broadcast(buffer, 0)\n", "            pass\n", (DDP,)),
     # -- result rows (zoo/harness/experiment.py) -------------------------------------------------
     Mutant("rows: zero-shot rows evaluate the CNN instead of the SNN", "zoo/harness/experiment.py",
            "                    metrics = evaluate(snn, test, device=self.device)", "                    metrics = evaluate(cnn, test, device=self.device)", (ROWS,)),
