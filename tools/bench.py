@@ -22,6 +22,8 @@ Times are wall time, or with one thread on the CPU the process's CPU time (``--c
 other jobs on a shared machine disturb less.
 
 Ratios are taken within one run on one machine, so they compare; absolute times do not travel.
+The CNN is timed in every row, taking turns with the SNN; a net's rows at one batch size are
+printed together, over the fastest CNN time of all of them (its work does not depend on T).
 Functions take turns within each timing round, so a slow spell of the machine hits both sides of
 a ratio; the fastest round counts. Cells whose estimated training memory exceeds ``--max-gb``, or
 whose estimated SNN time exceeds ``--max-seconds``, are skipped with a note. Peers (SpikingJelly,
@@ -265,8 +267,11 @@ def bench_net(name: str, args: argparse.Namespace, device: torch.device) -> None
         x = torch.randn(batch, *shape, device=device)
         with torch.no_grad():
             estimate, _ = timed({"cnn": lambda: cnn(x)}, 2, device)
-        for T in args.T:
-            row(name, T, x, cnn, inference, training, estimate["cnn"], per_example, args, device, peers)
+        measured = [row(name, T, x, cnn, inference, training, estimate["cnn"], per_example, args, device, peers) for T in args.T]
+        measured = [m for m in measured if m is not None]
+        best = {key: min(m["times"][key] for m in measured if key in m["times"]) for key in ("cnn", "cnn_train") if any(key in m["times"] for m in measured)}
+        for m in measured:
+            print_row(m, best)
 
 
 def cnn_train_step(cnn: nn.Module, x: torch.Tensor) -> Callable[[], None]:
@@ -283,15 +288,16 @@ def cnn_train_step(cnn: nn.Module, x: torch.Tensor) -> Callable[[], None]:
     return run
 
 
-def row(name, T, x, cnn, inference, training, cnn_estimate, per_example, args, device, peers=None) -> None:
-    """One cell; the CNN's own times are measured in the same rounds, taking turns with the SNN's."""
+def row(name, T, x, cnn, inference, training, cnn_estimate, per_example, args, device, peers=None) -> Optional[dict]:
+    """Measure one cell (None if skipped); the CNN's own times are measured in the same rounds,
+    taking turns with the SNN's."""
     batch = x.shape[0]
     label = f"{name:6s} T={T:<4d} B={batch:<4d}"
     peers = peers or {}
     estimate_s = T * cnn_estimate * (3 + (3 if args.unchunked else 0) + (2 if args.approx else 0) + (0 if args.no_train else 8) + 3 * len(peers))
     if estimate_s > args.max_seconds:
         print(f"{label} skipped: about {estimate_s:.0f} s per round estimated (over --max-seconds {args.max_seconds:g})", flush=True)
-        return
+        return None
     inference.T = training.T = T
     fns = {"cnn": lambda: cnn(x), "fwd": lambda: inference(x)}
     if args.unchunked:
@@ -319,9 +325,16 @@ def row(name, T, x, cnn, inference, training, cnn_estimate, per_example, args, d
             if key in fns:
                 fns[key] = grad_on(fns[key])
         times, peaks = timed(fns, args.repeats, device, memory={"fwd", "train"}, inner={"cnn": 5, "cnn_train": 3})
-    cnn = times
+    print(f"  ({label.strip()} measured)", flush=True)
+    return dict(label=label, T=T, times=times, peaks=peaks, train_gb=train_gb, chunks=chunking(inference, x), no_train=args.no_train)
+
+
+def print_row(measured: dict, cnn: dict[str, float]) -> None:
+    """One row: each SNN time over T x the CNN's time, the fastest CNN time measured over all rows
+    of this net and batch (the CNN's work does not depend on T; more samples, less noise)."""
+    label, T, times, peaks, train_gb = (measured[k] for k in ("label", "T", "times", "peaks", "train_gb"))
     parts = [
-        f"fwd {times['fwd'] / (T * cnn['cnn']):5.2f} (chunks {chunking(inference, x)})",
+        f"fwd {times['fwd'] / (T * cnn['cnn']):5.2f} (chunks {measured['chunks']})",
     ]
     if "unchunked" in times:
         parts.append(f"unchunked {times['unchunked'] / (T * cnn['cnn']):5.2f}")
@@ -330,14 +343,14 @@ def row(name, T, x, cnn, inference, training, cnn_estimate, per_example, args, d
     if "train" in times:
         parts.append(f"train {times['train'] / (T * cnn['cnn_train']):5.2f}")
     else:
-        parts.append(f"train skipped (~{train_gb:.0f} GB)" if not args.no_train else "train -")
+        parts.append(f"train skipped (~{train_gb:.0f} GB)" if not measured["no_train"] else "train -")
     if "step" in times:
         parts.append(f"step {times['step'] / (T * cnn['cnn']):5.2f}")
     for key in times:
         if key.startswith("peer "):
             parts.append(f"{key.removeprefix('peer ')} {times[key] / (T * cnn['cnn']):5.2f}")
     mem = f"mem fwd {peaks['fwd']:6.0f} MB" + (f", train {peaks['train']:6.0f} MB" if "train" in peaks else "")
-    ms = f"[CNN {cnn['cnn'] * 1e3:.2f} ms, SNN {times['fwd'] * 1e3:.1f} ms]"
+    ms = f"[CNN {cnn['cnn'] * 1e3:.2f} ms (this row {times['cnn'] * 1e3:.2f}), SNN {times['fwd'] * 1e3:.1f} ms = {times['fwd'] / T * 1e3:.2f} ms/step]"
     print(f"{label} " + " | ".join(parts) + f" | {mem} {ms}", flush=True)
 
 
