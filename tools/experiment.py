@@ -20,39 +20,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from ann2snn.encoders import ENCODERS  # noqa: E402
 import zoo  # noqa: E402
+from zoo.data import registry as datasets  # noqa: E402
 from zoo.harness.experiment import ExperimentConfig, load_histories, run_experiment  # noqa: E402
-from zoo.harness.presets import STUDY_PRESETS  # noqa: E402
+from zoo.harness.presets import PRESETS  # noqa: E402
 from zoo.harness.summary import merge_runs, write_outputs  # noqa: E402
 from zoo.harness.train_cli import USER_ERRORS, non_negative_float, positive_float, positive_int, report  # noqa: E402
 
-PRESETS = {
-    # The README's main job: one small model on the built-in synthetic words, in under 3 minutes.
-    "quick": dict(
-        dataset="synthetic", models=("m5",), cnn_epochs=12, snn_epochs=1, scratch_epochs=1, finetune_T=16,
-        zero_shot_T=(1, 2, 4, 8, 16, 32, 64), lif_zero_shot_T=(4, 16, 64), encoders=("direct", "rate", "latency"), out_dir="runs/quick",
-        cnn_lr=1e-2, snn_lr=5e-4, model_options={"m5": {"n_channel": 16}},
-    ),
-    # The README's results table: FSDD, three models, the table's cells only (3 seeds in under 2 hours on 2 CPU cores).
-    "fsdd": dict(
-        dataset="fsdd", models=("m5", "vgg", "resnet"), seeds=(0, 1, 2), cnn_epochs=20, snn_epochs=1, scratch_epochs=1,
-        finetune_T=25, zero_shot_T=(8, 25, 64), lif_zero_shot_T=(25,), encoders=("direct",), out_dir="runs/fsdd",
-        augment={"m5": {"shift_s": 0.1}}, cnn_training={"m5": {"epochs": 60, "patience": 15}},
-    ),
-    # The full study on FSDD: zero-shot over T = 1..128, IF and LIF, three encoders (plots over T).
-    "fsdd-sweep": dict(
-        dataset="fsdd", models=("m5", "vgg", "resnet"), cnn_epochs=20, snn_epochs=1, scratch_epochs=1,
-        finetune_T=25, zero_shot_T=(1, 2, 4, 8, 16, 25, 32, 64, 128), lif_zero_shot_T=(8, 25, 64), out_dir="runs/fsdd-sweep",
-        augment={"m5": {"shift_s": 0.1}}, cnn_training={"m5": {"epochs": 60, "patience": 15}},
-    ),
-    **STUDY_PRESETS,  # issue 10: fsdd-loso, fsdd-loso-small, fsdd-study (see zoo/harness/presets.py)
-}
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="quick")
-    parser.add_argument("--dataset", choices=("synthetic", "fsdd", "speech_commands"))
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="quick", help="named settings (zoo/harness/presets.py) that the options below override (default: %(default)s)")
+    parser.add_argument("--dataset", choices=datasets.names(), help=datasets.describe())
     parser.add_argument("--data-dir")
     parser.add_argument("--models", nargs="+", choices=zoo.names("all"), help="zoo models (study_m5, study_piczak, study_hjh: the study's; m5_4k: M5 at 4 kHz)")
     parser.add_argument("--seeds", nargs="+", type=int)
@@ -67,8 +46,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--finetune-T", type=positive_int)
     parser.add_argument("--T", nargs="+", type=positive_int, dest="zero_shot_T", help="zero-shot time steps")
     parser.add_argument("--lif-T", nargs="+", type=positive_int, dest="lif_zero_shot_T", help="zero-shot time steps of the LIF network (default: --T)")
-    parser.add_argument("--encoders", nargs="+", choices=("direct", "rate", "latency"), help="input encoders measured zero-shot")
-    parser.add_argument("--retrain-encoders", nargs="+", choices=("direct", "rate", "latency"), help="input encoders fine-tuned after conversion (fixed tau)")
+    parser.add_argument("--encoders", nargs="+", choices=ENCODERS, help="input encoders measured zero-shot")
+    parser.add_argument("--retrain-encoders", nargs="+", choices=ENCODERS, help="input encoders fine-tuned after conversion (fixed tau)")
     parser.add_argument("--retrain-T", nargs="+", type=positive_int, help="time steps the --retrain-encoders are fine-tuned at (default: --finetune-T)")
     parser.add_argument("--test-speaker", help="FSDD: hold this speaker out as the test set")
     parser.add_argument("--cross-validation", choices=("speaker",), help="FSDD: leave-one-speaker-out, one run per speaker in OUT/fold-<speaker>")

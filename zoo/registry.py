@@ -3,8 +3,9 @@
 Two groups: the zoo's own models (`names()`: m5, vgg, resnet, piczak) and the study's
 (`names("study")`: the three CNNs of Eve-ning/snn_voice, reimplemented in `zoo.models.study`,
 and `m5_4k`, our M5 at the study's 4 kHz); `names("all")` lists both. A model may fix front-end
-settings (the study's run at 4 kHz): `input_spec(name).front_end()` applies them, and the
-harness builds its data with them.
+settings (the study's run at 4 kHz): `input_spec(name).front_end()` applies them, and
+`front_end(name, dataset)` (what the harness and `tools/train.py` build data with) puts them
+over the data set's own rate.
 """
 
 from collections.abc import Callable
@@ -15,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from zoo.data.registry import dataset as _dataset
 from zoo.frontend import FrontEnd
 from zoo.models import m5, piczak, resnet, study, vgg
 
@@ -69,6 +71,14 @@ def input_spec(name: str) -> InputSpec:
     """The input kind of model `name`, its shape under its front end, and that front end's settings."""
     entry = _lookup(name)
     return InputSpec(entry.kind, FrontEnd(kind=entry.kind, **entry.front_end).output_shape, tuple(sorted(entry.front_end.items())))
+
+
+def front_end(name: str, dataset: str, **overrides) -> FrontEnd:
+    """The front end that makes model `name`'s input from data set `dataset`'s clips: the data
+    set's sample rate (its `zoo.data.registry` entry), then the model's own front-end settings
+    (the study's models run at 4 kHz), then `overrides`."""
+    spec = input_spec(name)
+    return spec.front_end(**{"sample_rate": _dataset(dataset).sample_rate, **dict(spec.settings), **overrides})
 
 
 def create(name: str, n_classes: int = 10, input_shape: tuple[int, ...] | None = None, **options) -> nn.Module:

@@ -1,7 +1,7 @@
-"""The retraining harness end to end (tiny runs), resume, corrupt checkpoints, DDP."""
+"""The retraining harness end to end (tiny runs), presets, corrupt checkpoints, time-constant
+learning rates. Resume and DDP have their own, stronger tests: test_resume.py, test_ddp.py."""
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -78,10 +78,6 @@ def test_rerun_skips_finished_cells(tmp_path):
     assert not any("epoch" in m for m in messages), "a finished run was trained again"
 
 
-class Interrupt(Exception):
-    pass
-
-
 def small_training(tmp_path: Path):
     splits = zoo.data.load_splits("synthetic", front_end=zoo.FrontEnd(kind="waveform"), n_per_class=12)
     config = TrainConfig(epochs=3, lr=1e-2, batch_size=32, seed=3, progress=False)
@@ -93,28 +89,6 @@ def small_training(tmp_path: Path):
     return splits, config, model
 
 
-def test_resume_after_a_kill_continues_and_matches_an_uninterrupted_run(tmp_path):
-    splits, config, model = small_training(tmp_path)
-    reference = model()
-    fit(reference, splits["train"], splits["val"], config, log=lambda _: None)
-
-    checkpoint = tmp_path / "ck.pt"
-
-    def kill_after_second_epoch(message: str) -> None:
-        if "epoch 2/3" in message:
-            raise Interrupt
-
-    with pytest.raises(Interrupt):
-        fit(model(), splits["train"], splits["val"], config, checkpoint, log=kill_after_second_epoch)
-    messages = []
-    resumed = model()
-    history = fit(resumed, splits["train"], splits["val"], config, checkpoint, resume=True, log=messages.append)
-    assert messages[0].endswith("resuming after epoch 1")  # killed while logging epoch 2, before its checkpoint
-    assert [e["epoch"] for e in history.epochs] == [1, 2, 3]
-    for key, value in reference.state_dict().items():
-        assert torch.equal(value, resumed.state_dict()[key]), key
-
-
 def test_corrupt_checkpoint_is_refused_and_left_alone(tmp_path):
     splits, config, model = small_training(tmp_path)
     checkpoint = tmp_path / "ck.pt"
@@ -122,26 +96,6 @@ def test_corrupt_checkpoint_is_refused_and_left_alone(tmp_path):
     with pytest.raises(CheckpointError, match=str(checkpoint)):
         fit(model(), splits["train"], splits["val"], config, checkpoint, resume=True, log=lambda _: None)
     assert checkpoint.read_bytes() == b"\x80\x04 not a checkpoint"
-
-
-@pytest.mark.slow
-def test_two_process_ddp_ends_with_identical_weights(tmp_path):
-    out = tmp_path / "ddp" / "ck.pt"
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-        str(ROOT / "tools" / "train.py"), "--epochs", "2", "--max-batches", "3", "--no-progress", "--device", "cpu",
-        "-o", str(out), "--save-rank-weights",
-    ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1"}
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
-    assert done.returncode == 0, done.stderr[-2000:]
-    rank0 = torch.load(out.with_name("ck.rank0.pt"), weights_only=True)
-    rank1 = torch.load(out.with_name("ck.rank1.pt"), weights_only=True)
-    assert rank0.keys() == rank1.keys()
-    for key in rank0:
-        assert torch.equal(rank0[key], rank1[key]), key
-    start = zoo.create("m5", n_classes=10)
-    assert any(not torch.equal(rank0[k], v) for k, v in start.state_dict().items() if v.is_floating_point()), "no training happened"
 
 
 def test_time_constants_get_their_own_learning_rate():
@@ -155,3 +109,23 @@ def test_time_constants_get_their_own_learning_rate():
     weights, taus = parameter_groups(snn, TrainConfig(lr=1e-3, tau_lr_scale=100.0))
     assert taus["lr"] == pytest.approx(0.1) and weights["lr"] == 1e-3
     assert len(taus["params"]) == 1 and len(weights["params"]) == len(list(snn.parameters())) - 1
+
+
+def test_time_constants_come_from_the_network_where_it_names_them():
+    from zoo.harness.train import parameter_groups, time_constants
+
+    class Named(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight, self.leak = torch.nn.Parameter(torch.ones(2)), torch.nn.Parameter(torch.zeros(2))
+
+        def time_constants(self):
+            return [self.leak]
+
+    net = Named()
+    assert time_constants(net) == [net.leak]
+    weights, taus = parameter_groups(net, TrainConfig(lr=1e-3, tau_lr_scale=10.0))
+    assert weights["params"] == [net.weight] and taus["params"] == [net.leak]
+    net.time_constants = lambda: [torch.zeros(1)]
+    with pytest.raises(TypeError, match="must return parameters"):
+        time_constants(net)

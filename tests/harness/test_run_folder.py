@@ -78,7 +78,10 @@ def test_rerun_with_other_settings_is_refused_naming_them(tmp_path, no_work):
 
 def test_rerun_may_change_the_device_and_add_cells(tmp_path, no_work):
     finished_folder(tmp_path)
-    more = config(tmp_path, device="auto", progress=True, seeds=(0, 1), models=("m5", "vgg"), zero_shot_T=(8,), from_scratch=False)
+    more = config(
+        tmp_path, device="auto", progress=True, seeds=(0, 1), models=("m5", "vgg"), zero_shot_T=(8,), from_scratch=False,
+        retrain_encoders=("direct", "rate"), retrain_T=(4, 8),
+    )  # fmt: skip
     with pytest.raises(Started):
         run_experiment(more, log=lambda _: None)
 

@@ -28,6 +28,8 @@ from zoo.harness.evaluate import evaluate, run_profile
 from zoo.harness.run_folder import check_settings, folder_lock, read_json, read_rows, write_json
 from zoo.harness.scratch import fold_scratch_snn, scratch_snn
 from zoo.harness.train import TrainConfig, fit, resolve_device, seed_everything
+from zoo.harness.train_state import model_entries
+from zoo.registry import front_end as model_front_end
 
 
 @dataclass
@@ -165,9 +167,7 @@ class Experiment:
     def front_end(self, model: str) -> zoo.FrontEnd:
         """The model's front end: the data set's sample rate, then the model's own settings (the
         study's models run at 4 kHz), then ``config.front_end[model]``."""
-        spec = zoo.input_spec(model)
-        rate = {"sample_rate": zoo.data.splits.SAMPLE_RATES[self.config.dataset]}
-        return spec.front_end(**{**rate, **dict(spec.settings), **self.config.front_end.get(model, {})})
+        return model_front_end(model, self.config.dataset, **self.config.front_end.get(model, {}))
 
     def calibration(self, model: str) -> list[torch.Tensor]:
         """``calibration_batches`` batches of training examples drawn at random with a fixed seed
@@ -202,7 +202,7 @@ class Experiment:
 
     def train_cnn(self, model: str, seed: int) -> tuple[torch.nn.Module, float]:
         cnn = self._build(model, seed)
-        extra = {"model": model, "config": {"n_classes": self.splits(model).n_classes, "input_shape": list(cnn.input_spec.shape), **self.config.model_options.get(model, {})}}
+        extra = model_entries(model, {"n_classes": self.splits(model).n_classes, "input_shape": list(cnn.input_spec.shape), **self.config.model_options.get(model, {})})
         history = self._fit(cnn, model, f"cnn-{model}-s{seed}", self.config.cnn_epochs, self.config.cnn_lr, seed, extra, self.config.cnn_training.get(model, {}))
         cell = cell_id(model, seed, "cnn")
         if cell not in self.results:
@@ -246,7 +246,7 @@ class Experiment:
             name = f"snn-{model}-s{seed}-learn_tau={int(learn_tau)}"
             if (encoder, T) != ("direct", config.finetune_T):
                 name = f"snn-{model}-s{seed}-{encoder}-T{T}-learn_tau={int(learn_tau)}"
-            history = self._fit(snn, model, name, config.snn_epochs, config.snn_lr, seed, {"model": model, "kind": "snn"}, {"tau_lr_scale": config.tau_lr_scale})
+            history = self._fit(snn, model, name, config.snn_epochs, config.snn_lr, seed, model_entries(model, kind="snn"), {"tau_lr_scale": config.tau_lr_scale})
             torch.manual_seed(seed)  # rate coding draws random spikes
             metrics = evaluate(snn, self.splits(model)["test"], device=self.device)
             taus = [float(m.tau.mean()) for m in snn.network.modules() if isinstance(m, ann2snn.SpikingNeuron)]
@@ -280,7 +280,7 @@ class Experiment:
         else:
             snn = scratch_snn(copy.deepcopy(fresh), T, self.calibration(model), tau=config.lif_tau).to(self.device)
             name = f"scratch-{init}-{model}-s{seed}"
-        history = self._fit(snn, model, name, epochs, recipe["lr"], seed, {"model": model, "kind": "snn"}, overrides)
+        history = self._fit(snn, model, name, epochs, recipe["lr"], seed, model_entries(model, kind="snn"), overrides)
         if init == "bn":
             snn = fold_scratch_snn(snn, fresh)
         metrics = evaluate(snn, self.splits(model)["test"], device=self.device)

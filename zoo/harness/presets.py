@@ -1,4 +1,11 @@
-"""Experiment presets of issue 10 (the study as it was meant), beside ``tools/experiment.py``'s own.
+"""Experiment presets: named ``ExperimentConfig`` settings that ``tools/experiment.py --preset``
+starts from (command-line options override them). ``PRESETS`` holds them all.
+
+- ``quick``: the README's main job, one small M5 on the built-in synthetic words (< 3 minutes).
+- ``fsdd``: the README's results table: FSDD, three models, three seeds, the table's cells only.
+- ``fsdd-sweep``: the full study on FSDD: zero-shot over T = 1..128, IF and LIF, three encoders.
+
+Issue 10's (the study as it was meant, ``STUDY_PRESETS``):
 
 - ``fsdd-loso``: FSDD leave-one-speaker-out cross-validation (6 folds, one per speaker), the
   harder benchmark: the official split's test speakers are training speakers too. Zero-shot at
@@ -24,10 +31,31 @@ from __future__ import annotations
 
 from typing import Any
 
-#: CNN recipes shared by the FSDD presets (as tools/experiment.py's ``fsdd`` preset).
+#: CNN recipes shared by the FSDD presets.
 _FSDD_CNN = dict(
     cnn_epochs=20, augment={"m5": {"shift_s": 0.1}}, cnn_training={"m5": {"epochs": 60, "patience": 15}},
 )
+
+BASE_PRESETS: dict[str, dict[str, Any]] = {
+    # The README's main job: one small model on the built-in synthetic words, in under 3 minutes.
+    "quick": dict(
+        dataset="synthetic", models=("m5",), cnn_epochs=12, snn_epochs=1, scratch_epochs=1, finetune_T=16,
+        zero_shot_T=(1, 2, 4, 8, 16, 32, 64), lif_zero_shot_T=(4, 16, 64), encoders=("direct", "rate", "latency"), out_dir="runs/quick",
+        cnn_lr=1e-2, snn_lr=5e-4, model_options={"m5": {"n_channel": 16}},
+    ),
+    # The README's results table: FSDD, three models, the table's cells only (3 seeds in under 2 hours on 2 CPU cores).
+    "fsdd": dict(
+        dataset="fsdd", models=("m5", "vgg", "resnet"), seeds=(0, 1, 2), cnn_epochs=20, snn_epochs=1, scratch_epochs=1,
+        finetune_T=25, zero_shot_T=(8, 25, 64), lif_zero_shot_T=(25,), encoders=("direct",), out_dir="runs/fsdd",
+        augment={"m5": {"shift_s": 0.1}}, cnn_training={"m5": {"epochs": 60, "patience": 15}},
+    ),
+    # The full study on FSDD: zero-shot over T = 1..128, IF and LIF, three encoders (plots over T).
+    "fsdd-sweep": dict(
+        dataset="fsdd", models=("m5", "vgg", "resnet"), cnn_epochs=20, snn_epochs=1, scratch_epochs=1,
+        finetune_T=25, zero_shot_T=(1, 2, 4, 8, 16, 25, 32, 64, 128), lif_zero_shot_T=(8, 25, 64), out_dir="runs/fsdd-sweep",
+        augment={"m5": {"shift_s": 0.1}}, cnn_training={"m5": {"epochs": 60, "patience": 15}},
+    ),
+}
 
 #: The study's time steps (Eve-ning/snn_voice) and input encoders ("repeat" there is "direct" here).
 STUDY_T = (1, 5, 15, 30)
@@ -55,3 +83,6 @@ STUDY_PRESETS: dict[str, dict[str, Any]] = {
         retrain_encoders=STUDY_ENCODERS, retrain_T=STUDY_T, scratch_epochs=None, out_dir="runs/fsdd-study",
     ),
 }
+
+#: Every preset by name.
+PRESETS: dict[str, dict[str, Any]] = {**BASE_PRESETS, **STUDY_PRESETS}

@@ -16,9 +16,13 @@ from ann2snn.atomic import atomic_path
 LOCK_NAME = ".lock"
 # Settings that change no result: where the folder is, the device, progress bars.
 NEUTRAL = frozenset({"out_dir", "device", "progress"})
-# Settings that only choose which cells run (a cell's result does not depend on them), so a
-# rerun may add cells: more seeds, models, time steps or encoders.
-SCOPE = frozenset({"models", "seeds", "zero_shot_T", "lif_zero_shot_T", "encoders", "from_scratch"})
+# Settings that only choose which cells run (a cell's result does not depend on them; its id
+# names its model, seed, T, encoder and tau), so a rerun may add cells: more seeds, models, time
+# steps, encoders measured zero-shot or retrained after conversion (``retrain_encoders`` x
+# ``retrain_T``), or the from-scratch SNN.
+SCOPE = frozenset({
+    "models", "seeds", "zero_shot_T", "lif_zero_shot_T", "encoders", "from_scratch", "retrain_encoders", "retrain_T",
+})
 
 
 class RunFolderError(Exception):

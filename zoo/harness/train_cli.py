@@ -15,12 +15,15 @@ from torch.utils.data import DataLoader
 import ann2snn
 from ann2snn.atomic import atomic_path
 import zoo
+from zoo.data import registry as datasets
 from zoo.errors import DataError
 from zoo.harness.checkpoint import CheckpointError
 from zoo.harness.distributed import distributed
 from zoo.harness.evaluate import evaluate
 from zoo.harness.run_folder import RunFolderError
 from zoo.harness.train import TrainConfig, fit, resolve_device, seed_everything
+from zoo.harness.train_state import model_entries
+from zoo.registry import front_end as model_front_end
 
 DESCRIPTION = """Train one model of the audio zoo on a data set (AdamW, a one-cycle learning-rate
 schedule, early stopping on the validation loss) and print its test accuracy. The
@@ -64,6 +67,17 @@ def non_negative_float(text: str) -> float:
     return value
 
 
+def model_help() -> str:
+    """The models by input kind and front end, from the model registry."""
+    words = {"waveform": "raw waveforms", "logmel": "log-mel spectrograms"}
+    groups: dict[str, list[str]] = {}
+    for name in zoo.names("all"):
+        spec = zoo.input_spec(name)
+        rate = dict(spec.settings).get("sample_rate")
+        groups.setdefault(words.get(spec.kind, spec.kind) + (f" at {rate / 1000:g} kHz" if rate else ""), []).append(name)
+    return "; ".join(f"{', '.join(models)} take{'s' * (len(models) == 1)} {kind}" for kind, models in groups.items())
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return build_parser().parse_args(argv)
 
@@ -72,8 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The parser of ``tools/train.py``."""
     parser = argparse.ArgumentParser(prog="train.py", description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     data = parser.add_argument_group("model and data")
-    data.add_argument("--model", default="m5", choices=zoo.names(), help="zoo model: m5 takes raw waveforms, the others log-mel spectrograms (default: %(default)s)")
-    data.add_argument("--dataset", default="synthetic", choices=zoo.data.NAMES, help="synthetic is built in; fsdd and speech_commands need --data-dir (default: %(default)s)")
+    data.add_argument("--model", default="m5", choices=zoo.names("all"), help=f"zoo model: {model_help()} (default: %(default)s)")
+    data.add_argument("--dataset", default="synthetic", choices=datasets.names(), help=f"{datasets.describe()} (default: %(default)s)")
     data.add_argument("--data-dir", metavar="PATH", help="the data set's local folder (FSDD: the folder holding recordings/, or recordings/ itself)")
     data.add_argument("--test-speaker", metavar="NAME", help="FSDD: hold this speaker's clips out as the test set instead of the official split (e.g. theo)")
     data.add_argument("--skip-bad", action="store_true", help="drop unreadable WAV files with a warning instead of stopping")
@@ -119,8 +133,7 @@ def train(args: argparse.Namespace) -> int:
     with distributed(device) as rank:
         log = print if rank == 0 else (lambda _: None)
         seed_everything(args.seed)
-        kind = zoo.input_spec(args.model).kind
-        front_end = zoo.FrontEnd(kind=kind, sample_rate=zoo.data.splits.SAMPLE_RATES[args.dataset])
+        front_end = model_front_end(args.model, args.dataset)  # the data set's rate under the model's own settings
         options = {"skip_bad": args.skip_bad}
         if args.test_speaker:
             options["test_speaker"] = args.test_speaker
@@ -132,7 +145,7 @@ def train(args: argparse.Namespace) -> int:
             epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed, device=args.device, patience=args.patience,
             max_batches=args.max_batches, progress=not args.no_progress,
         )  # fmt: skip
-        extra = {"model": args.model, "config": {"n_classes": splits.n_classes, "input_shape": list(shape)}}
+        extra = model_entries(args.model, {"n_classes": splits.n_classes, "input_shape": list(shape)})
         fit(model, splits["train"], splits["val"], config, out, args.resume, extra, desc=f"{args.model} CNN", log=log)
         log(f"CNN test top-1: {evaluate(model, splits['test'], device=device).top1:.1f} %  (checkpoint: {out})")
         final = model
@@ -146,7 +159,7 @@ def train(args: argparse.Namespace) -> int:
             snn = ann2snn.convert(model.eval(), T=args.snn_T, learn_tau=args.learn_tau, calibration=calibration)
             log(f"zero-shot SNN test top-1 at T={args.snn_T}: {evaluate(snn, splits['test'], device=device).top1:.1f} %")
             snn_config = dataclasses.replace(config, epochs=args.snn_epochs, lr=args.lr / 10)
-            fit(snn, splits["train"], splits["val"], snn_config, out.with_suffix(".snn.pt"), args.resume, {"model": args.model, "kind": "snn"}, desc="SNN", log=log)
+            fit(snn, splits["train"], splits["val"], snn_config, out.with_suffix(".snn.pt"), args.resume, model_entries(args.model, kind="snn"), desc="SNN", log=log)
             log(f"retrained SNN test top-1: {evaluate(snn, splits['test'], device=device).top1:.1f} %")
             final = snn
         if args.save_rank_weights:

@@ -5,8 +5,9 @@ resume; every other reader (``ann2snn convert`` through the zoo's plugin, the ha
 sees the plain dict of ``TrainState.to_dict``. Version 1 is the layout the harness has always
 written; files written before the version entry existed carry none and are read as version 1.
 
-Version 1 entries (beside the caller's ``extra`` ones, e.g. ``model``, ``config``, ``kind``:
-what the zoo needs to rebuild the network):
+Version 1 entries, beside the caller's ``extra`` ones (``model_entries``: ``model``, the zoo
+name, and ``config``, ``zoo.create``'s options, which ``ann2snn convert`` reads through the
+zoo's plugin with ``state_dict``; ``kind: "snn"`` on a spiking network's checkpoint):
 
 - ``state_dict``: the weights after the last finished epoch
 - ``optimizer``, ``scheduler``: their ``state_dict()``
@@ -122,6 +123,12 @@ class TrainState:
             cuda_rng=payload.get("cuda_rng") or [], train_config=payload.get("train_config") or {},
             extra={k: v for k, v in payload.items() if k not in cls.entries()},
         )  # fmt: skip
+
+
+def model_entries(name: str, config: Optional[dict[str, Any]] = None, kind: Optional[str] = None) -> dict[str, Any]:
+    """The checkpoint entries that say which network the weights belong to: ``model`` (the zoo
+    name) and, for a CNN, ``config`` (``zoo.create``'s options) or, for an SNN, ``kind``."""
+    return {"model": name, **({"config": config} if config is not None else {}), **({"kind": kind} if kind is not None else {})}
 
 
 def save_train_state(path: str | os.PathLike, state: TrainState) -> None:
