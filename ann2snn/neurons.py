@@ -243,6 +243,13 @@ class SpikingNeuron(TemporalModule):
         if self.time_steps is None:  # step mode: one tick, state kept between calls
             if self.v is None:
                 self.v = self._initial_state(current)
+            if not self._differentiable(current, beta) and not self.v.requires_grad:
+                # the same arithmetic without the surrogate's autograd function (``u > 1`` is
+                # Norse's ``heaviside(u - 1)`` bit for bit)
+                u = current + (self.v if beta is None else beta * self.v)
+                z = torch.gt(u, 1.0).to(u.dtype)
+                self.v = u.sub_(z)
+                return z.mul_(theta)
             z, self.v = subtract_reset_step(current, self.v, beta, self.method, self.alpha)
             return z * theta
         steps = self.time_steps

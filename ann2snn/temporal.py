@@ -217,6 +217,9 @@ class GatedMaxPool(TemporalModule):
                 self.count = torch.zeros_like(x, requires_grad=False)
             with torch.no_grad():
                 before = self._max(self.count)
+            if not (torch.is_grad_enabled() and x.requires_grad):  # the value alone needs no leading index
+                self.count.add_(x)
+                return torch.sub(self._max(self.count), before)
             return self._gate(x, self.count, before)[0]
         frames = x.unflatten(0, (self.time_steps, -1)).unbind(0)
         gate = self._running_gate(frames[0])

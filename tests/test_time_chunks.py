@@ -298,3 +298,14 @@ def test_fused_sequence_scaling_its_input_is_bit_identical():
     assert results[0][0].sum() > 0
     for other in results[1:]:
         assert all(torch.equal(a, b) for a, b in zip(results[0], other))
+
+
+@pytest.mark.parametrize("learn_tau", [False, True])
+def test_step_mode_without_gradients_is_bit_identical(data, learn_tau):
+    """Streaming without gradients skips the surrogate's autograd function and the pools' leading
+    indices: the same outputs, bit for bit."""
+    snn = ann2snn.convert(ResidualConcatNet().eval(), T=10, learn_tau=learn_tau, tau=30.0, calibration=[data], mode="step")
+    with torch.no_grad():
+        fast = snn(data)
+    slow = snn(data)
+    assert slow.requires_grad and torch.equal(fast, slow.detach())
