@@ -51,7 +51,7 @@ def test_zero_shot_rows_hold_the_accuracy_of_the_snn_converted_from_the_saved_cn
 
     # The data and calibration examples as documented: the splits of seed 0, and calibration_batches
     # batches of a seeded shuffle of the training split.
-    front_end = zoo.FrontEnd(kind="waveform", sample_rate=zoo.data.splits.SAMPLE_RATES["synthetic"])
+    front_end = zoo.FrontEnd(kind="waveform", sample_rate=zoo.data.dataset("synthetic").sample_rate)
     splits = zoo.data.load_splits("synthetic", front_end=front_end, seed=0, n_per_class=30)
     torch.manual_seed(CALIBRATION_SEED)
     loader = DataLoader(splits["train"], batch_size=config.batch_size, shuffle=True, generator=torch.Generator().manual_seed(CALIBRATION_SEED))

@@ -1,8 +1,9 @@
 """Checkpoints: written atomically, read with ``weights_only=True``, clear errors when corrupt.
 
-A checkpoint is a dict with at least ``model`` (zoo name), ``config`` (``zoo.create`` options)
-and ``state_dict``; training checkpoints add ``epoch``, optimiser and schedule state, history
-and RNG state so that ``--resume`` continues where a killed run stopped. ``sha256`` holds a
+A checkpoint is a dict with at least ``state_dict``; a zoo model's names it (``model``, the zoo
+name, and ``config``, ``zoo.create``'s options). What a training checkpoint holds besides (the
+optimiser, schedule, RNG state, history, early stopping, so that ``--resume`` continues where a
+killed run stopped) is ``zoo.harness.train_state.TrainState``, versioned. ``sha256`` holds a
 checksum of each state dict (``state_dict``, ``best_state_dict``), verified on load: torch keeps
 none, so flipped bytes inside the archive would otherwise load as different weights.
 """
