@@ -17,7 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from zoo.harness import peers  # noqa: E402
-from zoo.harness.lowt import LowTConfig, lowt_tables, plot_lowt, run_lowt  # noqa: E402
+from zoo.harness.lowt import METHODS, LowTConfig, lowt_tables, plot_lowt, run_lowt  # noqa: E402
 
 
 def _seed_counts(rows: list[dict]) -> str:
@@ -43,13 +43,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=defaults.out_dir, help="output folder (reruns resume from it)")
     parser.add_argument("--device", default=defaults.device, help="'auto', 'cpu' or 'cuda'")
     parser.add_argument("--peers", action="store_true", help="also convert the same ReLU CNNs with SpikingJelly and sinabs (pip install 'ann2snn[peers]'; a missing one is skipped with a note)")
+    parser.add_argument("--methods", nargs="+", choices=list(METHODS), metavar="METHOD", help=f"measure only these of our methods (default: all): {', '.join(repr(m) for m in METHODS)}")
     parser.add_argument("--only-peers", action="store_true", help="measure the CNNs and the peers only (implies --peers)")
     args = parser.parse_args(argv)
     if any(t <= 0 for t in args.T) or args.levels <= 0:
         parser.error("--T and --levels take positive integers")
     config = LowTConfig(
         data_dir=args.data_dir, models=tuple(args.models), seeds=tuple(args.seeds), T=tuple(sorted(args.T)),
-        levels=args.levels, out_dir=args.out, device=args.device, peers=args.peers or args.only_peers, only_peers=args.only_peers,
+        levels=args.levels, out_dir=args.out, device=args.device, peers=args.peers or args.only_peers, only_peers=args.only_peers, methods=tuple(args.methods) if args.methods else None,
     )  # fmt: skip
     start = time.perf_counter()
     rows = run_lowt(config)

@@ -53,6 +53,7 @@ class LowTConfig:
     progress: bool = False
     peers: bool = False  # also convert the ReLU CNNs with SpikingJelly and sinabs (those installed)
     only_peers: bool = False  # measure the CNNs and the peers only, not METHODS
+    methods: Optional[tuple[str, ...]] = None  # a subset of METHODS (None: all)
 
     def experiment(self, activation: str) -> ExperimentConfig:
         """The harness configuration that trains this study's ReLU or QCFS CNNs."""
@@ -96,7 +97,7 @@ def run_lowt(config: LowTConfig, log: Callable[[str], None] = print) -> list[dic
             for T in config.T:
                 for method, (options, qcfs_cnn) in METHODS.items():
                     cell = f"{model}/s{seed}/{method}/T{T}"
-                    if cell in results or config.only_peers:
+                    if cell in results or config.only_peers or (config.methods is not None and method not in config.methods):
                         continue
                     start = time.perf_counter()
                     with warnings.catch_warnings():
