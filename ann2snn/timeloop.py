@@ -509,7 +509,8 @@ class SpikingNetwork(nn.Module):
             )
         self._step_batch = x_t.shape[0]
         self._check_calibration_fresh()
-        self._configure(layer_mode=False)
+        if self._t == 0:  # later steps of a sequence find step mode set (anything else resets first)
+            self._configure(layer_mode=False)
         out = self.run_network(self.encoder.step(x_t, self._t, self.T))
         self._t += 1
         return self._apply_head(out)
