@@ -302,11 +302,11 @@ class SpikingNeuron(TemporalModule):
         ``heaviside(u - 1)`` bit for bit (``u - 1`` is exact near 1).
 
         ``currents``: one per step, in threshold units, or with ``raw`` the layer's inputs, which
-        the loop offsets by ``bias`` and divides by the threshold itself. The loop runs over batch slices of about ``SLICE_BYTES`` per step (all
-        steps of one slice, then the next), so that a slice's membrane, current and gate state
-        stay in cache from step to step; every element sees the same operations in the same
-        order as in one whole-batch pass, so the result is identical."""
-        scale = raw
+        the loop offsets by ``bias`` and divides by the threshold itself. The loop runs over
+        batch slices of about ``SLICE_BYTES`` per step (all steps of one slice, then the next),
+        so that a slice's membrane, current and gate state stay in cache from step to step;
+        every element sees the same operations in the same order as in one whole-batch pass, so
+        the result is identical."""
         u = self._start_state(currents[0])
         self._keep_state(u)  # updated in place below
         steps, batch = len(currents), u.shape[0]
@@ -318,14 +318,14 @@ class SpikingNeuron(TemporalModule):
             if not getattr(gate, "batch_slices", False):  # a gate for the whole batch only
                 rows = batch
             z_buffer, out = torch.empty_like(u[:rows]), None
-        current_buffer = torch.empty_like(u[:rows]) if scale else None
+        current_buffer = torch.empty_like(u[:rows]) if raw else None
         for start in range(0, batch, rows):
             part = slice(start, min(batch, start + rows))
             u_part = u[part]
             z = z_buffer[: u_part.shape[0]] if pool is not None else None
             for t in range(steps):
                 current_t = currents[t][part]
-                if scale:  # as forward's (x + bias) / theta, one slice at a time
+                if raw:  # as forward's (x + bias) / theta, one slice at a time
                     buffer = current_buffer[: u_part.shape[0]]
                     if bias is not None:
                         torch.add(current_t, bias, out=buffer)
