@@ -80,9 +80,9 @@ class ConversionConfig:
 
     Every field is checked (and numbers normalised) on construction, so a config that exists is
     valid; ``ConversionError`` names the setting otherwise. ``replace(**changes)`` makes a changed
-    copy. The defaults give the best zero-shot accuracy known here with calibration data, except
-    ``learn_tau=True``, which makes leaky neurons meant for fine-tuning: use ``learn_tau=False``
-    (integrate-and-fire) for an SNN used as converted.
+    copy. The defaults give the best zero-shot accuracy known here with calibration data:
+    integrate-and-fire neurons; ``learn_tau=True`` makes leaky neurons with a trainable time
+    constant, meant for fine-tuning.
 
     Attributes:
         T: time steps per forward call (changeable later: ``snn.T = 64``).
@@ -109,7 +109,7 @@ class ConversionConfig:
     """
 
     T: int = _setting(25, "time steps per forward call", check=_check_steps)
-    learn_tau: bool = _setting(True, "make membrane time constants trainable: leaky neurons, for fine-tuning; off gives integrate-and-fire neurons, the best zero-shot")
+    learn_tau: bool = _setting(False, "make membrane time constants trainable: leaky neurons, for fine-tuning; off gives integrate-and-fire neurons, the best zero-shot")
     tau: Optional[float] = _setting(None, f"initial membrane time constant in steps ('inf' = integrate-and-fire; unset: IF, or {DEFAULT_LEARNABLE_TAU:g} with learn-tau)", check=_check_tau)
     percentile: float | str = _setting(
         "auto", "activation percentile that sets each threshold, in (0, 100] (a percent: 99.9, not 0.999), or 'balanced', "

@@ -59,7 +59,7 @@ def convert(
     output shape, averaged over ``T`` time steps. ``model`` itself is never modified.
 
     The settings (``T`` to ``alpha``) are the fields of ``ann2snn.ConversionConfig``, which
-    documents them and holds their defaults (``T=25``, ``learn_tau=True``, ``percentile="auto"``,
+    documents them and holds their defaults (``T=25``, ``learn_tau=False``, ``percentile="auto"``,
     ``correction="bias"``, ...). Each keyword given overrides ``config``'s value, so
     ``convert(model, T=16)``, ``convert(model, config=ConversionConfig(T=16))`` and
     ``convert(model, config=other, T=16)`` all convert at 16 steps.

@@ -143,7 +143,7 @@ def test_percentile_takes_every_value_the_api_takes(text, value):
     (["--percentile", "200"], "percentile=200.0 must be a number in (0, 100]"),
     (["--percentile", "best"], "percentile='best'"),
     (["--surrogate", "sigmoid"], "surrogate='sigmoid'"),
-    (["--tau-per-channel", "--no-learn-tau"], "tau_per_channel=True needs learn_tau=True"),
+    (["--tau-per-channel"], "tau_per_channel=True needs learn_tau=True"),
 ])  # fmt: skip
 def test_bad_settings_fail_in_one_line_before_any_work(files, capsys, flags, message):
     code, out, err = run(capsys, files / "model.pt", "--trust-pickle", "-o", files / "snn.pt", *flags)
@@ -154,13 +154,13 @@ def test_bad_settings_fail_in_one_line_before_any_work(files, capsys, flags, mes
 def test_every_setting_reaches_the_conversion(files, capsys):
     code, out, err = run(
         capsys, files / "model.pt", "--trust-pickle", "-o", files / "snn.pt", "--calibrate", files / "calib.pt", "--T", 6,
-        "--encoder", "rate", "--tau", 20, "--tau-per-channel", "--percentile", "99", "--maxpool", "avg", "--mode", "step",
+        "--encoder", "rate", "--learn-tau", "--tau", 20, "--tau-per-channel", "--percentile", "99", "--maxpool", "avg", "--mode", "step",
         "--surrogate", "tanh", "--alpha", 2, "--correction", "none", "--no-per-channel",
     )  # fmt: skip
     assert code == 0, err
     snn = ann2snn.load(files / "snn.pt")
     assert snn.report.settings == ann2snn.ConversionConfig(
-        T=6, encoder="rate", tau=20, tau_per_channel=True, percentile=99, maxpool="avg", mode="step", correction="none", per_channel=False,
+        T=6, encoder="rate", learn_tau=True, tau=20, tau_per_channel=True, percentile=99, maxpool="avg", mode="step", correction="none", per_channel=False,
     ).report_settings(calibrated=True)  # fmt: skip
     neuron = next(m for m in snn.modules() if isinstance(m, ann2snn.SpikingNeuron))
     assert (neuron.method, neuron.alpha, snn.mode) == ("tanh", 2.0, "step")

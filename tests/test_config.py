@@ -90,7 +90,8 @@ def test_report_settings_are_the_configs():
     assert config.report_settings(calibrated=False)["percentile"] is None
     assert config.report_settings(calibrated=False)["correction"] == "none"
     assert config.report_settings(calibrated=False)["per_channel"] is False
-    assert ConversionConfig().neuron_tau == ann2snn.DEFAULT_LEARNABLE_TAU
+    assert ConversionConfig().neuron_tau == math.inf  # integrate-and-fire by default
+    assert ConversionConfig(learn_tau=True).neuron_tau == ann2snn.DEFAULT_LEARNABLE_TAU
 
 
 def test_per_channel_without_calibration_is_refused():
