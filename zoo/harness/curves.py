@@ -85,9 +85,17 @@ def _mean_curve(histories: list[list[dict]], key: str) -> tuple[list[float], lis
     return means, spreads, clock
 
 
+#: What a history's every record needs to be drawn (older or foreign histories may lack some).
+CURVE_KEYS = ("val_top1", "val_loss", "seconds")
+
+
+def _drawable(history: list[dict]) -> bool:
+    return bool(history) and all(key in record for record in history for key in CURVE_KEYS)
+
+
 def curve_models(histories: dict[str, list[dict]]) -> list[str]:
-    """The models that have at least one parsed history, in order of appearance."""
-    runs = [parse_run(name) for name in histories]
+    """The models that have at least one parsed, drawable history, in order of appearance."""
+    runs = [parse_run(name) for name, history in histories.items() if _drawable(history)]
     return list(dict.fromkeys(r.model for r in runs if r is not None))
 
 
@@ -96,7 +104,7 @@ def plot_model_curves(histories: dict[str, list[dict]], model: str, path: Path) 
     training time (bottom); the retrained SNN's clock starts when its CNN finished (it needs it).
     Legends give each network's mean seconds per epoch. Returns ``path``."""
     parsed = {name: parse_run(name) for name in histories}
-    mine = {name: run for name, run in parsed.items() if run is not None and run.model == model and histories[name]}
+    mine = {name: run for name, run in parsed.items() if run is not None and run.model == model and _drawable(histories[name])}
     fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
     cnn_time = _cnn_seconds([histories[n] for n, r in mine.items() if r.kind == "cnn"])
     for label, wanted, colour, style in SERIES:
