@@ -87,9 +87,11 @@ def run_lowt(config: LowTConfig, log: Callable[[str], None] = print) -> list[dic
         _peer_notes(log)
     for seed in config.seeds:
         for model in config.models:
-            cnns = {False: relu.train_cnn(model, seed)[0], True: qcfs.train_cnn(model, seed)[0]}
+            wanted = [m for m in METHODS if not config.only_peers and (config.methods is None or m in config.methods)]
+            kinds = (False, True) if any(METHODS[m][1] for m in wanted) else (False,)  # the QCFS CNN only when needed
+            cnns = {qcfs_cnn: (qcfs if qcfs_cnn else relu).train_cnn(model, seed)[0] for qcfs_cnn in kinds}
             test, calibration = relu.splits(model)["test"], relu.calibration(model)
-            for qcfs_cnn, experiment in ((False, relu), (True, qcfs)):
+            for qcfs_cnn in kinds:
                 cell = f"{model}/s{seed}/cnn/{'qcfs' if qcfs_cnn else 'relu'}"
                 if cell not in results:
                     metrics = evaluate(cnns[qcfs_cnn], test, device=relu.device)
@@ -97,7 +99,7 @@ def run_lowt(config: LowTConfig, log: Callable[[str], None] = print) -> list[dic
             for T in config.T:
                 for method, (options, qcfs_cnn) in METHODS.items():
                     cell = f"{model}/s{seed}/{method}/T{T}"
-                    if cell in results or config.only_peers or (config.methods is not None and method not in config.methods):
+                    if cell in results or method not in wanted:
                         continue
                     start = time.perf_counter()
                     with warnings.catch_warnings():
@@ -161,19 +163,37 @@ def _mean(rows: list[dict], **match: Any) -> tuple[float, float, int]:
     return mean, spread, len(values)
 
 
+def _seeds(n: int) -> str:
+    return f"{n} seed{'s' * (n != 1)}"
+
+
+def _fewer(k: int, n: int) -> str:
+    """A label suffix when a row has fewer seeds than its model's CNN row."""
+    return f" ({_seeds(k)})" if k < n else ""
+
+
+def _models(rows: list[dict]) -> list[str]:
+    """The models with rows: the default ones in their usual order, then any others."""
+    present = list(dict.fromkeys(r["model"] for r in rows))
+    return [m for m in LowTConfig().models if m in present] + [m for m in present if m not in LowTConfig().models]
+
+
 def lowt_tables(rows: list[dict], T: tuple[int, ...]) -> str:
     """Markdown: accuracy per model and method over T (mean ± sd over seeds), then time to accuracy."""
-    models = list(dict.fromkeys(r["model"] for r in rows))
+    models = _models(rows)
     lines = ["| model | method | " + " | ".join(f"T={t}" for t in T) + " |", "|---|---|" + "---|" * len(T)]
     speed = ["| model | method | CNN | smallest T within 1 point of the CNN | accuracy there | forward time there (batch 64) |", "|---|---|---|---|---|---|"]
     for model in models:
         cnn, cnn_sd, n = _mean(rows, model=model, method="CNN")
-        qcnn, qcnn_sd, _ = _mean(rows, model=model, method="CNN (QCFS)")
-        lines.append(f"| {model} | CNN (ReLU), {n} seed{'s' * (n > 1)} | " + " | ".join(f"{cnn:.1f} ± {cnn_sd:.1f}" for _ in T) + " |")
-        lines.append(f"| {model} | CNN (QCFS, trained for conversion) | " + " | ".join(f"{qcnn:.1f} ± {qcnn_sd:.1f}" for _ in T) + " |")
+        qcnn, qcnn_sd, qn = _mean(rows, model=model, method="CNN (QCFS)")
+        lines.append(f"| {model} | CNN (ReLU), {_seeds(n)} | " + " | ".join(f"{cnn:.1f} ± {cnn_sd:.1f}" for _ in T) + " |")
+        if qn:
+            lines.append(f"| {model} | CNN (QCFS, trained for conversion){_fewer(qn, n)} | " + " | ".join(f"{qcnn:.1f} ± {qcnn_sd:.1f}" for _ in T) + " |")
         for method in _methods(rows):
             cells = [_mean(rows, model=model, method=method, T=t) for t in T]
-            lines.append(f"| {model} | {method} | " + " | ".join(f"{m:.1f} ± {s:.1f}" if k else "-" for m, s, k in cells) + " |")
+            if not any(k for _, _, k in cells):
+                continue
+            lines.append(f"| {model} | {method}{_fewer(max(k for _, _, k in cells), n)} | " + " | ".join(f"{m:.1f} ± {s:.1f}" if k else "-" for m, s, k in cells) + " |")
             reached = [(t, m) for t, (m, _, k) in zip(T, cells) if k and m >= cnn - 1.0]
             if reached:
                 t, m = reached[0]
@@ -191,7 +211,7 @@ def plot_lowt(rows: list[dict], T: tuple[int, ...], path: Path, title: str) -> N
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    models = list(dict.fromkeys(r["model"] for r in rows))
+    models = _models(rows)
     fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 4.0), sharey=True, squeeze=False)
     for ax, model in zip(axes[0], models):
         cnn, _, _ = _mean(rows, model=model, method="CNN")
