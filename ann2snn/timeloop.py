@@ -125,6 +125,12 @@ def _freed(expected: tuple, actual: tuple) -> tuple:
     return tuple(None if e != a else e for e, a in zip(expected, actual))
 
 
+def _even(total: int, size: int) -> int:
+    """The size of as many parts of ``total`` as parts of ``size`` need, made nearly equal."""
+    size = max(1, min(size, total))
+    return math.ceil(total / math.ceil(total / size))
+
+
 class _SilentShapeProp(ShapeProp):
     """fx's ShapeProp, calling each graph module's ``forward`` directly: the sizing run that
     chooses the batch chunk must not fire the user's hooks (``ann2snn.profile`` counts with them)."""
@@ -374,8 +380,8 @@ class SpikingNetwork(nn.Module):
         ``CHUNK_BYTES`` for the largest activation of one chunk (examples x steps x its bytes
         per example and step): the whole batch, with as many steps as fit (the stateless layers
         then see large batches while each neuron update stays in cache), and batch slices only
-        when one step of the whole batch exceeds the budget; the steps are spread evenly over
-        the chunks. Elsewhere (GPU): everything at once. Time chunks need every temporal module
+        when one step of the whole batch exceeds the budget; examples and steps are spread
+        evenly over the slices and chunks. Elsewhere (GPU): everything at once. Time chunks need every temporal module
         to support them (``time_chunks_supported``); otherwise all T steps run at once and only
         the batch is sliced. An explicit ``time_chunk`` is taken as it is (the last chunk holds
         the remaining steps)."""
@@ -389,15 +395,14 @@ class SpikingNetwork(nn.Module):
                 budget = max(1, CHUNK_BYTES // self._bytes_per_example_step(x))  # examples x steps
                 if not chunkable:
                     steps = T
-                if examples is None and steps is None:
-                    examples = min(batch, budget)
+                if examples is None:
+                    examples = min(batch, budget) if steps is None else max(1, budget // min(steps, T))
+                    examples = _even(batch, examples)
                 if steps is None:
                     steps = max(1, budget // min(examples, batch))
-                if examples is None:
-                    examples = max(1, budget // min(steps, T))
         examples, steps = min(examples, batch), min(steps, T)
         if self.time_chunk is None:
-            steps = math.ceil(T / math.ceil(T / steps))  # as many chunks, of nearly equal length
+            steps = _even(T, steps)
         return examples, steps
 
     def _largest_activation_bytes(self, example: torch.Tensor) -> int:

@@ -125,12 +125,12 @@ def test_chunk_plan(data, monkeypatch):
     assert snn.chunk_plan(data) == (12, 2)  # the whole batch, 2 steps at a time
     assert snn.chunk_size(data) == 2  # examples for callers that run all T steps at once
     monkeypatch.setattr(timeloop, "CHUNK_BYTES", 7 * largest)  # under one step of the batch: slices
-    assert snn.chunk_plan(data) == (7, 1)
+    assert snn.chunk_plan(data) == (6, 1)  # 12 examples in two even slices
     monkeypatch.setattr(timeloop, "CHUNK_BYTES", 24 * largest)
     snn.batch_chunk = 4
     assert snn.chunk_plan(data) == (4, 5)  # 6 steps fit; spread evenly: 5 + 5
     snn.batch_chunk, snn.time_chunk = None, 3
-    assert snn.chunk_plan(data) == (8, 3)  # as asked: 3 + 3 + 3 + 1 steps
+    assert snn.chunk_plan(data) == (6, 3)  # as asked: 3 + 3 + 3 + 1 steps; 8 examples fit: 6 + 6
     snn.time_chunk = 100
     assert snn.chunk_plan(data) == (2, 10)
     with pytest.raises(ann2snn.ConversionError, match="time_chunk"):
