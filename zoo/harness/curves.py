@@ -120,7 +120,8 @@ def plot_model_curves(histories: dict[str, list[dict]], model: str, path: Path) 
             clock = [offset + c for c in clock]
             for row, x in enumerate((epochs, clock)):
                 ax = axes[row][column]
-                ax.plot(x, mean, style, color=colour, markersize=4, label=text if column == 0 else None)
+                size = 9 if len(mean) <= 3 else 4  # short runs (one-epoch fine-tuning) are single points: make them show
+                ax.plot(x, mean, style, color=colour, markersize=size, markeredgecolor="black" if len(mean) <= 3 else colour, label=text if column == 0 else None)
                 if len(runs) > 1:
                     ax.fill_between(x, [m - s for m, s in zip(mean, spread)], [m + s for m, s in zip(mean, spread)], color=colour, alpha=0.15)
     for row, xlabel in enumerate(("epoch", "wall-clock training time (s); retrained SNN after its CNN")):
@@ -132,7 +133,7 @@ def plot_model_curves(histories: dict[str, list[dict]], model: str, path: Path) 
         for ax in axes[row]:
             ax.set_xlabel(xlabel)
             ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=8, loc="lower right")
+    axes[0][0].legend(fontsize=9, loc="lower right")
     fig.suptitle(f"{model}: training curves (validation), CNN vs SNN from scratch vs converted SNN retrained")
     fig.tight_layout()
     save_figure(fig, path, dpi=110)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import statistics
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -185,32 +187,54 @@ def markdown_report(rows: list[dict], finetune_T: int) -> str:
     return text + "\n## The study's table (issue 10)\n\n" + study_table(rows, finetune_T, steps) + "\n"
 
 
-def plot_accuracy_vs_T(rows: list[dict], path: Path) -> None:
+#: How the plots name the input encoders.
+ENCODER_LABELS = {"direct": "direct (analog) input", "rate": "rate-coded input", "latency": "latency-coded input"}
+
+
+def _dataset_title(dataset: Optional[str]) -> str:
+    return {"fsdd": "FSDD", "speech_commands": "Speech Commands", "synthetic": "synthetic words"}.get(dataset or "", dataset or "")
+
+
+def _errorbar_over_T(ax: Any, rows: list[dict], label: str, **style: Any) -> None:
+    steps = sorted({r["T"] for r in rows})
+    if steps:
+        stats = [mean_spread([r["top1"] for r in _select(rows, T=t)]) for t in steps]
+        ax.errorbar(steps, [m for m, _ in stats], [s for _, s in stats], capsize=3, label=label, **style)
+
+
+def plot_accuracy_vs_T(rows: list[dict], path: Path, dataset: Optional[str] = None) -> None:
+    """Per model: zero-shot accuracy over T (IF with each encoder measured, LIF), the retrained
+    SNNs (each encoder, fixed and learned tau), the SNN trained from scratch and the CNN."""
     models = list(dict.fromkeys(r["model"] for r in rows))
-    fig, axes = plt.subplots(1, len(models), figsize=(5 * len(models), 4), squeeze=False)
+    fig, axes = plt.subplots(1, max(1, len(models)), figsize=(9.5 * max(1, len(models)), 4.8), squeeze=False)
+    colours = {"direct": "tab:blue", "rate": "tab:green", "latency": "tab:purple"}
     for ax, model in zip(axes[0], models):
         mine = _select(rows, model=model)
-        for neuron, style in (("IF", "o-"), ("LIF", "s--")):
-            shots = _select(mine, kind="zero-shot", neuron=neuron, encoder="direct")
-            steps = sorted({r["T"] for r in shots})
-            if steps:
-                stats = [mean_spread([r["top1"] for r in _select(shots, T=t)]) for t in steps]
-                ax.errorbar(steps, [m for m, _ in stats], [s for _, s in stats], fmt=style, capsize=3, label=f"zero-shot {neuron}")
-        for flag, marker in ((False, "^"), (True, "v")):
-            retrained = _select(mine, kind="retrained", encoder="direct", learn_tau=flag)
-            steps = sorted({r["T"] for r in retrained})
-            if steps:
-                stats = [mean_spread([r["top1"] for r in _select(retrained, T=t)]) for t in steps]
-                ax.errorbar(steps, [m for m, _ in stats], [s for _, s in stats], fmt=marker, markersize=9, capsize=3, label=f"retrained LIF, {'learned' if flag else 'fixed'} tau")
+        for encoder, colour in colours.items():
+            shots = _select(mine, kind="zero-shot", neuron="IF", encoder=encoder)
+            _errorbar_over_T(ax, shots, f"zero-shot IF, {ENCODER_LABELS[encoder]}", fmt="o-", color=colour, markersize=4)
+        _errorbar_over_T(ax, _select(mine, kind="zero-shot", neuron="LIF", encoder="direct"), "zero-shot LIF, direct input", fmt="s--", color="tab:gray", markersize=4)
+        for encoder, colour in colours.items():
+            for flag, marker in ((False, "^"), (True, "v")):
+                retrained = _select(mine, kind="retrained", encoder=encoder, learn_tau=flag)
+                tau = "learned" if flag else "fixed"
+                _errorbar_over_T(ax, retrained, f"retrained LIF ({tau} tau), {encoder} input", fmt=marker, color=colour, markersize=9, markeredgecolor="black")
+        scratch = [r for r in _select(mine, kind="scratch") if r.get("init", "converted") == "bn"] or _select(mine, kind="scratch")
+        _errorbar_over_T(ax, scratch, "SNN trained from scratch", fmt="*", color="tab:red", markersize=13, markeredgecolor="black")
         cnn = _select(mine, kind="cnn")
         if cnn:
             ax.axhline(mean_spread([r["top1"] for r in cnn])[0], color="black", linestyle=":", label="CNN")
         ax.set_xscale("log", base=2)
-        ax.set_xlabel("time steps T")
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.set_xlabel("time steps T (log scale)")
         ax.set_ylabel("test top-1 accuracy (%)")
+        lowest = min((r["top1"] for r in mine if r.get("top1") is not None), default=0.0)
+        ax.set_ylim(max(0.0, 10 * math.floor((lowest - 5) / 10)), 100)
         ax.set_title(model)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    name = _dataset_title(dataset)
+    fig.suptitle(f"accuracy over time steps{f' on {name}' if name else ''}: converted, retrained and from-scratch SNNs")
     fig.tight_layout()
     save_figure(fig, path, dpi=120)
 
@@ -223,68 +247,295 @@ def _learned_T(rows: list[dict], model: str) -> Optional[int]:
 
 
 def plot_learn_tau(rows: list[dict], path: Path) -> None:
-    models = list(dict.fromkeys(r["model"] for r in rows))
-    fig, ax = plt.subplots(figsize=(1.8 * len(models) + 2, 3.5))
-    for k, (flag, label) in enumerate(((False, "fixed tau"), (True, "learned tau"))):
+    """Left: test accuracy of the retrained LIF SNN with a fixed and a learned membrane time
+    constant (full 0-100 % axis, values written on the bars). Right: the learned time constant of
+    each neuron layer (mean over its neurons and the seeds) against the fixed one."""
+    models = [m for m in dict.fromkeys(r["model"] for r in rows) if _learned_T(rows, m) is not None] or list(dict.fromkeys(r["model"] for r in rows))
+    fig, (ax, tau_ax) = plt.subplots(1, 2, figsize=(max(9.5, 2.2 * len(models) + 7), 4.2), gridspec_kw={"width_ratios": (max(2, len(models)), 3)})
+    for k, (flag, label, colour) in enumerate(((False, "fixed tau", "tab:blue"), (True, "learned tau", "tab:cyan"))):
         stats = [mean_spread([r["top1"] for r in _select(rows, model=m, kind="retrained", encoder="direct", learn_tau=flag, T=_learned_T(rows, m))]) for m in models]
-        ax.bar([i + 0.38 * k for i in range(len(models))], [s[0] for s in stats], 0.38, yerr=[s[1] for s in stats], capsize=3, label=label)
+        xs = [i + 0.38 * k for i in range(len(models))]
+        bars = ax.bar(xs, [0 if s[0] != s[0] else s[0] for s in stats], 0.38, yerr=[0 if s[1] != s[1] else s[1] for s in stats], capsize=3, label=label, color=colour)
+        for bar, (mean, _) in zip(bars, stats):
+            if mean == mean:
+                ax.text(bar.get_x() + bar.get_width() / 2, mean - 2, f"{mean:.1f} %", ha="center", va="top", fontsize=9, color="white" if mean > 15 else "black")
     ax.set_xticks([i + 0.19 for i in range(len(models))], models)
-    lows = [r["top1"] for r in _select(rows, kind="retrained")]
-    if lows:
-        ax.set_ylim(max(0, min(lows) - 5), 100)
+    ax.set_ylim(0, 112)
+    ax.set_yticks(range(0, 101, 20))
     ax.set_ylabel("test top-1 accuracy (%)")
-    ax.set_title("retrained LIF SNN: fixed versus learned membrane time constant")
-    ax.legend()
+    ax.set_title("accuracy after retraining", fontsize=10)
+    ax.legend(fontsize=8, loc="upper center", ncol=2, frameon=False)
+    ax.grid(axis="y", alpha=0.3)
+    drawn, values, labels = False, [], None
+    for model in models:
+        learned = [r for r in _select(rows, model=model, kind="retrained", encoder="direct", learn_tau=True) if r.get("learned_tau")]
+        if not learned:
+            continue
+        layers = min(len(r["learned_tau"]) for r in learned)
+        means = [statistics.fmean(r["learned_tau"][i] for r in learned) for i in range(layers)]
+        line, = tau_ax.plot(range(1, layers + 1), means, "o-", label=f"{model}: learned")
+        start = learned[0].get("tau")
+        if start is not None and math.isfinite(start):
+            tau_ax.axhline(start, color=line.get_color(), linestyle=":", label=f"{model}: fixed (initial) tau = {start:g}")
+            values.append(start)
+        values += means
+        names = list(learned[0].get("firing_rates") or {})
+        if len(names) == layers:  # the profile's neuron layers, in the same (graph) order
+            labels = layer_labels(names)
+        drawn = True
+    if drawn:
+        low, high = min(values), max(values)
+        middle = (low + high) / 2
+        half = max((high - low) / 2 * 1.15, 0.05 * abs(middle))  # at least 10 % of tau tall: small changes look small
+        tau_ax.set_ylim(middle - half, middle + half)
+        tau_ax.set_xlabel("neuron layer (input to output)")
+        if labels:
+            tau_ax.set_xticks(range(1, len(labels) + 1), labels, rotation=30, ha="right", fontsize=8)
+        else:
+            tau_ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        tau_ax.set_ylabel("membrane time constant tau (steps)")
+        tau_ax.legend(fontsize=8)
+        tau_ax.grid(alpha=0.3)
+    else:
+        tau_ax.text(0.5, 0.5, "no learned time constants in the results", ha="center", va="center", transform=tau_ax.transAxes)
+        tau_ax.set_axis_off()
+    tau_ax.set_title("learned time constants per layer", fontsize=10)
+    steps = sorted({t for t in (_learned_T(rows, m) for m in models) if t is not None})
+    fig.suptitle(f"retrained LIF SNN: fixed versus learned membrane time constant{f' (T = {steps[0]})' if len(steps) == 1 else ''}")
     fig.tight_layout()
     save_figure(fig, path, dpi=120)
+
+
+def history_label(name: str) -> str:
+    """A legend label for a history name of the harness (``zoo.harness.curves.parse_run``)."""
+    from zoo.harness.curves import parse_run
+
+    run = parse_run(name)
+    if run is None:
+        return name
+    what = {
+        "cnn": "CNN", "scratch": "SNN from scratch", "scratch-converted": "SNN from scratch (old recipe)",
+        "retrained": f"converted SNN retrained, {'learned' if run.learn_tau else 'fixed'} tau",
+    }[run.kind]  # fmt: skip
+    details = [run.model, f"seed {run.seed}"] + ([f"{run.encoder} input, T={run.T}"] if run.T is not None else []) + ([run.fold] if run.fold else [])
+    return f"{what} ({', '.join(details)})"
 
 
 def plot_training_curves(histories: dict[str, list[dict]], path: Path) -> None:
-    names = [n for n in histories if histories[n]]
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for name in names:
-        epochs = [e["epoch"] for e in histories[name]]
-        line, = ax.plot(epochs, [e["val_loss"] for e in histories[name]], label=f"{name} (val)")
-        ax.plot(epochs, [e["train_loss"] for e in histories[name]], linestyle="--", color=line.get_color(), alpha=0.6)
+    """Validation (solid) and training (dashed) loss of every trained network, with a marker per
+    epoch so that one-epoch runs show."""
+    names = [n for n in histories if histories[n] and all("val_loss" in e and "train_loss" in e for e in histories[n])]
+    fig, ax = plt.subplots(figsize=(10, 4.2 + 0.22 * ((len(names) + 3) // 2)))
+    markers = "osD^vP*Xh<>"
+    for k, name in enumerate(names):
+        epochs = [e.get("epoch", i + 1) for i, e in enumerate(histories[name])]
+        marker = markers[k % len(markers)]
+        line, = ax.plot(epochs, [e["val_loss"] for e in histories[name]], marker=marker, markersize=7 - 0.4 * (k % 3), label=history_label(name))
+        ax.plot(epochs, [e["train_loss"] for e in histories[name]], linestyle="--", marker=marker, markersize=4, fillstyle="none", color=line.get_color(), alpha=0.6)
     ax.set_xlabel("epoch")
-    ax.set_ylabel("cross-entropy (dashed: training)")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    ax.set_ylabel("cross-entropy")
+    ax.plot([], [], "k-o", label="validation (solid, filled)")
+    ax.plot([], [], "k--o", fillstyle="none", alpha=0.6, label="training (dashed, hollow)")
     ax.set_yscale("log")
     ax.grid(alpha=0.3)
+    ax.set_title("training and validation loss of every network trained")
     if names:
-        ax.legend(fontsize=6, ncol=2)
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, frameon=False)
     fig.tight_layout()
     save_figure(fig, path, dpi=120)
+
+
+def layer_labels(names: list[str]) -> list[str]:
+    """Readable names for neuron layers given by their fx node names (``features_3_neuron``,
+    ``relu_2_neuron``...): ``L<k> <name>`` with the ``_neuron`` suffix dropped and dots for
+    underscores between a name and an index."""
+    import re
+
+    labels = []
+    for k, name in enumerate(names, 1):
+        short = re.sub(r"_neuron$", "", name)
+        short = re.sub(r"_(\d+)", r".\1", short)
+        labels.append(f"L{k} {short}")
+    return labels
+
+
+#: The firing-rate series: (label, rows wanted, colour).
+RATE_SERIES = (
+    ("zero-shot", dict(kind="zero-shot", neuron="IF", encoder="direct"), "tab:gray"),
+    ("retrained, fixed tau", dict(kind="retrained", encoder="direct", learn_tau=False), "tab:blue"),
+    ("retrained, learned tau", dict(kind="retrained", encoder="direct", learn_tau=True), "tab:cyan"),
+)
 
 
 def plot_firing_rates(rows: list[dict], path: Path) -> None:
-    retrained = [r for r in _select(rows, kind="retrained", encoder="direct", learn_tau=False) if r.get("firing_rates")]
-    models = list(dict.fromkeys(r["model"] for r in retrained))
-    fig, axes = plt.subplots(1, max(1, len(models)), figsize=(5 * max(1, len(models)), 3.5), squeeze=False)
-    for ax, model in zip(axes[0], models):
-        rates = _select(retrained, model=model)[0]["firing_rates"]
-        ax.bar(range(len(rates)), list(rates.values()))
-        ax.set_xticks(range(len(rates)), [n.replace("_neuron", "") for n in rates], rotation=60, fontsize=6, ha="right")
+    """Per model: spikes per neuron per step in each neuron layer, zero-shot (where its rows carry
+    firing rates) and retrained with fixed and learned tau side by side, at the fine-tuning T."""
+    rated = [r for r in rows if r.get("firing_rates")]
+    models = list(dict.fromkeys(r["model"] for r in rated))
+    fig, axes = plt.subplots(max(1, len(models)), 1, figsize=(9, 4.2 * max(1, len(models))), squeeze=False)
+    for ax, model in zip(axes[:, 0], models):
+        T = _learned_T(rated, model) or next((r["T"] for r in _select(rated, model=model, kind="retrained")), None)
+        series = [(label, [r for r in _select(rated, model=model, **match) if T is None or r.get("T") == T], colour) for label, match, colour in RATE_SERIES]
+        series = [s for s in series if s[1]]
+        names = list(series[0][1][0]["firing_rates"]) if series else []
+        width = 0.8 / max(1, len(series))
+        for k, (label, mine, colour) in enumerate(series):
+            means = [statistics.fmean(r["firing_rates"].get(n, float("nan")) for r in mine) for n in names]
+            ax.bar([i + width * (k - (len(series) - 1) / 2) for i in range(len(names))], means, width, label=label, color=colour)
+        ax.set_xticks(range(len(names)), layer_labels(names), rotation=30, fontsize=9, ha="right")
+        ax.set_xlabel("neuron layer (input to output)")
         ax.set_ylabel("spikes per neuron per step")
-        ax.set_title(f"{model}: firing rate per layer (retrained)")
+        ax.set_title(f"{model}: firing rate per layer" + (f" at T = {T}" if T else ""))
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=9)
+    if not models:
+        axes[0, 0].text(0.5, 0.5, "no firing rates in the results", ha="center", va="center", transform=axes[0, 0].transAxes)
+        axes[0, 0].set_axis_off()
     fig.tight_layout()
     save_figure(fig, path, dpi=120)
 
 
+def plot_accuracy_vs_energy(rows: list[dict], path: Path, dataset: Optional[str] = None) -> None:
+    """Test accuracy against estimated energy per inference relative to the CNN (``energy_pj /
+    cnn_energy_pj`` of the rows that were profiled; the CNN sits at 1), one point per retrained
+    configuration (model, encoder, T, tau), averaged over seeds."""
+    profiled = [r for r in rows if r.get("energy_pj") and r.get("cnn_energy_pj")]
+    fig, ax = plt.subplots(figsize=(9, 5))
+    models = list(dict.fromkeys(r["model"] for r in profiled))
+    markers = {"direct": "o", "rate": "s", "latency": "D"}
+    ratios: list[float] = []
+    points: list[tuple[float, float, str]] = []
+    for k, model in enumerate(models):
+        colour = f"C{k}"
+        groups: dict[tuple, list[dict]] = {}
+        for r in _select(profiled, model=model):
+            groups.setdefault((r["kind"], r.get("encoder", "direct"), r.get("T"), bool(r.get("learn_tau"))), []).append(r)
+        for n, ((kind, encoder, T, learned), mine) in enumerate(groups.items()):
+            ratio = statistics.fmean(r["energy_pj"] / r["cnn_energy_pj"] for r in mine)
+            top1 = statistics.fmean(r["top1"] for r in mine)
+            ratios.append(ratio)
+            ax.scatter(ratio, top1, marker=markers.get(encoder, "o"), s=70, edgecolor=colour, facecolor="white" if learned else colour, linewidth=1.5, zorder=3)
+            points.append((ratio, top1, f"{kind}, {encoder} input, T={T}{', learned tau' if learned else ''}: {top1:.1f} %, {ratio:.3g} x"))
+        cnn = _select(rows, model=model, kind="cnn")
+        if cnn:
+            ax.scatter(1.0, mean_spread([r["top1"] for r in cnn])[0], marker="*", s=220, color=colour, edgecolor="black", zorder=4, label=f"{model}: CNN")
+        ax.scatter([], [], marker="o", color=colour, label=f"{model}: SNN (hollow: learned tau)")
+    if profiled:
+        ax.axvline(1.0, color="black", linestyle=":", linewidth=1)
+        ax.set_xscale("log")
+        low, high = min(ratios + [1.0]), max(ratios + [1.0])
+        ax.set_xlim(low / 2, high * 1.5)
+        # labels below their points, stacked so that none overlaps: right-aligned for points in the
+        # right half of the axis, left-aligned for the others
+        for n, (ratio, top1, text) in enumerate(sorted(points, key=lambda p: -p[1])):
+            right = math.log(ratio) > (math.log(low / 2) + math.log(high * 1.5)) / 2
+            ax.annotate(
+                text, (ratio, top1), textcoords="offset points", xytext=(-10 if right else 10, -16 - 13 * n), ha="right" if right else "left",
+                fontsize=8, arrowprops=dict(arrowstyle="-", color="gray", linewidth=0.5), bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.9),
+            )  # fmt: skip
+        plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")
+        ax.xaxis.set_major_formatter(plain)
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}" if round(v / 10 ** math.floor(math.log10(v)), 6) in (2, 5) else ""))
+        for encoder, marker in markers.items():
+            if any(r.get("encoder", "direct") == encoder for r in profiled):
+                ax.scatter([], [], marker=marker, color="gray", label=f"{encoder} input")
+        ax.legend(fontsize=8, loc="lower left")
+    else:
+        ax.text(0.5, 0.5, "no energy estimates in the results", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlabel("estimated energy per inference, SNN / CNN (log; < 1: the SNN spends less)")
+    ax.set_ylabel("test top-1 accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3, which="both")
+    name = _dataset_title(dataset)
+    ax.set_title(f"accuracy against energy{f' on {name}' if name else ''} (45 nm estimates: 0.9 pJ per AC, 4.6 pJ per MAC)", fontsize=10)
+    fig.tight_layout()
+    save_figure(fig, path, dpi=120)
+
+
+def _rebuild(out_dir: Path, model: Optional[str] = None, seed: Optional[int] = None) -> Optional[tuple]:
+    """(experiment, model, seed, CNN, retrained SNN) rebuilt on the CPU from the experiment
+    folder's checkpoints: the CNN of ``model`` (default: the experiment's first) and ``seed``
+    (default: its first), and its SNN retrained with a fixed tau on direct input at the
+    fine-tuning T. None where the folder lacks the config or those checkpoints (results merged
+    from elsewhere, a cross-validated run, a run without retraining)."""
+    from zoo.harness.checkpoint import load_checkpoint
+    from zoo.harness.experiment import Experiment, ExperimentConfig
+
+    out_dir = Path(out_dir)
+    settings = read_json(out_dir / "config.json")
+    if not settings or settings.get("cross_validation"):
+        return None
+    config = ExperimentConfig(**{**settings, "device": "cpu", "out_dir": str(out_dir)})
+    model = model or config.models[0]
+    seed = config.seeds[0] if seed is None else seed
+    cnn_file = out_dir / "checkpoints" / f"cnn-{model}-s{seed}.pt"
+    snn_file = out_dir / "checkpoints" / f"snn-{model}-s{seed}-learn_tau=0.pt"
+    if not (cnn_file.is_file() and snn_file.is_file()):
+        return None
+    experiment = Experiment(config, log=lambda _message: None)
+    cnn = experiment._build(model, seed)
+    payload = load_checkpoint(cnn_file)
+    cnn.load_state_dict(payload.get("best_state_dict") or payload["state_dict"])
+    snn = experiment._convert(cnn.eval(), model, config.finetune_T, learn_tau=False, tau=config.lif_tau, encoder="direct")
+    payload = load_checkpoint(snn_file)
+    snn.load_state_dict(payload.get("best_state_dict") or payload["state_dict"])
+    return experiment, model, seed, cnn, snn.eval()
+
+
+def zero_shot_rate_row(rebuilt: tuple) -> dict:
+    """A row with the firing rates of the zero-shot IF SNN (direct input, the fine-tuning T) of the
+    rebuilt CNN, profiled like the retrained rows (``run_profile``: the first test batches)."""
+    from zoo.harness.evaluate import run_profile
+
+    experiment, model, seed, cnn, _ = rebuilt
+    T = experiment.config.finetune_T
+    snn = experiment._convert(cnn, model, T, learn_tau=False, tau=math.inf, encoder="direct")
+    costs = run_profile(snn, experiment.splits(model)["test"])
+    return dict(model=model, seed=seed, kind="zero-shot", neuron="IF", encoder="direct", T=T, firing_rates=costs["firing_rates"])
+
+
+def plot_example_raster(rebuilt: tuple, path: Path) -> Path:
+    """A spike raster of the first test example through the rebuilt retrained SNN (``_rebuild``),
+    drawn by ``ann2snn.recording.plot_raster``; returns ``path``."""
+    import torch
+
+    from ann2snn.recording import plot_raster, record
+
+    experiment, model, _, _, snn = rebuilt
+    x, label = experiment.splits(model)["test"][0]
+    with torch.no_grad(), record(snn) as rec:
+        predicted = int(snn(x.unsqueeze(0)).argmax())
+    dataset = _dataset_title(experiment.config.dataset)
+    title = f"{model}, retrained SNN at T = {experiment.config.finetune_T}: one {dataset} test example (class {label}, predicted {predicted})"
+    plot_raster(rec, path, title=title)
+    return Path(path)
+
+
 def write_outputs(rows: list[dict], out_dir: Path, finetune_T: int, histories: Optional[dict] = None) -> dict[str, Path]:
-    """Write results.csv, results.md and the plots; returns their paths by name."""
+    """Write results.csv, results.md and the plots; returns their paths by name. Where ``out_dir``
+    holds the experiment's checkpoints, the first model's CNN and retrained SNN are rebuilt from
+    them for the zero-shot firing rates and the spike raster (``spike_raster.png``)."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    dataset = (read_json(out_dir / "config.json") or {}).get("dataset")
     paths = {
         "csv": out_dir / "results.csv", "markdown": out_dir / "results.md",
         "accuracy_vs_T": out_dir / "accuracy_vs_T.png", "learn_tau": out_dir / "learn_tau.png",
         "training_curves": out_dir / "training_curves.png", "firing_rates": out_dir / "firing_rates.png",
+        "accuracy_vs_energy": out_dir / "accuracy_vs_energy.png",
     }  # fmt: skip
     write_csv(rows, paths["csv"])
     with atomic_path(paths["markdown"]) as tmp:
         tmp.write_text(markdown_report(rows, finetune_T))
-    plot_accuracy_vs_T(rows, paths["accuracy_vs_T"])
+    plot_accuracy_vs_T(rows, paths["accuracy_vs_T"], dataset)
     plot_learn_tau(rows, paths["learn_tau"])
     plot_training_curves(histories or {}, paths["training_curves"])
-    plot_firing_rates(rows, paths["firing_rates"])
+    rebuilt = _rebuild(out_dir)
+    zero_shot = [zero_shot_rate_row(rebuilt)] if rebuilt is not None else []
+    plot_firing_rates(rows + zero_shot, paths["firing_rates"])
+    plot_accuracy_vs_energy(rows, paths["accuracy_vs_energy"], dataset)
+    if rebuilt is not None:
+        paths["spike_raster"] = plot_example_raster(rebuilt, out_dir / "spike_raster.png")
     from zoo.harness.curves import plot_all_curves  # curves imports save_figure from here
 
     paths.update({f"curves-{model}": path for model, path in plot_all_curves(histories or {}, out_dir).items()})
