@@ -9,7 +9,9 @@ a NIR graph, a drawing and a profile. User errors print one ``error: ...`` line 
 exit with status 2; no output file is written unless every requested output was produced.
 
 The command knows no application: models and data sets of one (the audio zoo) come from a
-``CliPlugin`` passed to ``main`` or installed under the entry-point group ``ann2snn.cli_plugins``.
+``CliPlugin`` passed to ``main`` or installed under the entry-point group ``ann2snn.cli_plugins``,
+which may also add subcommands of its own (``CliPlugin.commands``: the zoo's ``ann2snn train``
+and ``ann2snn experiment``).
 """
 
 from __future__ import annotations
@@ -163,6 +165,8 @@ def build_parser(plugins: Sequence[CliPlugin] = (), failed: Sequence[str] = ()) 
     c.add_argument("--profile", action="store_true", help="print firing rates, synaptic operations and an energy estimate")
     for plugin in plugins:
         plugin.add_arguments(c)
+        for name, (text, _) in _commands(plugin).items():
+            commands.add_parser(name, help=text, add_help=False)  # listed in --help; main hands it its arguments
     return parser
 
 
@@ -190,6 +194,12 @@ class CliPlugin:
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         """Add the plugin's options to the ``convert`` command."""
 
+    def commands(self) -> dict[str, tuple[str, Callable[[list[str]], int]]]:
+        """Subcommands the plugin adds beside ``convert``: name -> (one-line help, ``main(argv)``
+        returning the exit status). ``ann2snn NAME ARGS...`` calls ``main([ARGS...])``, which
+        parses its own arguments (``--help`` included)."""
+        return {}
+
     def model_from_dict(self, payload: dict, args: argparse.Namespace, origin: str) -> Optional[tuple[nn.Module, Optional[tuple[int, ...]]]]:
         """(model, per-example input shape or None) from the dict read (``weights_only``) from the model file ``origin``."""
         return None
@@ -204,6 +214,12 @@ class CliPlugin:
         """The first ``limit`` (input, label) pairs of ``split`` ("train" or "test") of the data
         set named ``source`` (not a file), made for ``model`` (per-example input ``shape``)."""
         return None
+
+
+def _commands(plugin: CliPlugin) -> dict[str, tuple[str, Callable[[list[str]], int]]]:
+    """``plugin.commands()``, or none for plugins written before the method (duck-typed ones too)."""
+    commands = getattr(plugin, "commands", None)
+    return commands() if commands is not None else {}
 
 
 def installed_plugins() -> tuple[list[CliPlugin], list[str]]:
@@ -655,6 +671,14 @@ def main(argv: Optional[Sequence[str]] = None, plugins: Optional[Sequence[CliPlu
     failed: list[str] = []
     if plugins is None:
         plugins, failed = installed_plugins()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    for plugin in plugins:
+        command = _commands(plugin).get(argv[0]) if argv else None
+        if command is not None:
+            return command[1](argv[1:])
+    if failed and argv and not argv[0].startswith("-") and argv[0] != "convert":
+        print(f"error: no command {argv[0]!r}: installed plugins that failed to load, which may add it: {'; '.join(failed)}", file=sys.stderr)
+        return EXIT_ERROR
     args = build_parser(plugins, failed).parse_args(argv)
     args.plugins, args.failed_plugins = tuple(plugins), failed
     try:

@@ -106,7 +106,12 @@ def draw(model: nn.Module | fx.GraphModule, snn, path: str | os.PathLike, *, tit
     ``model`` may be the CNN (traced with ``ann2snn.trace``) or an already traced GraphModule.
     The file is written atomically. Needs matplotlib (``pip install 'ann2snn[plot]'``).
     """
-    import matplotlib
+    try:
+        import matplotlib
+    except ModuleNotFoundError as error:
+        raise ModuleNotFoundError(
+            f"draw() needs matplotlib, which is not installed ({error}): pip install 'ann2snn[plot]'", name=error.name
+        ) from error
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt

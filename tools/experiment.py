@@ -1,111 +1,18 @@
-"""Run the study: train CNNs, convert, measure zero-shot SNNs over T, retrain, train from scratch.
+"""Run the study (the same as ``ann2snn experiment``; ``--help`` lists presets and examples):
+train CNNs, convert, measure zero-shot SNNs over T, retrain, train from scratch.
 
     python tools/experiment.py                      # built-in synthetic set, quick preset (< 3 min)
-    python tools/experiment.py --preset fsdd --data-dir ../shared/data/fsdd        # README table, 3 seeds
-    python tools/experiment.py --preset fsdd-sweep --data-dir ../shared/data/fsdd  # the full study
-    python tools/experiment.py --preset fsdd-loso --data-dir ../shared/data/fsdd   # leave-one-speaker-out, 6 folds
-    python tools/experiment.py --preset fsdd-study --data-dir ../shared/data/fsdd  # the study's T grid, encoders retrained
-    python tools/experiment.py --preset fsdd-loso-small --data-dir ../shared/data/fsdd  # M5 + the study's small CNN, 6 folds
+    python tools/experiment.py --preset fsdd --data-dir data/fsdd   # the README table, 3 seeds
 
-A killed run resumes: rerun the same command (finished cells are skipped, training resumes from
-its last checkpoint). Results go to --out: results.jsonl/.csv/.md and PNG plots.
+The command itself is ``zoo.harness.experiment_cli``.
 """
 
-from __future__ import annotations
-
-import argparse
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ann2snn.encoders import ENCODERS  # noqa: E402
-import zoo  # noqa: E402
-from zoo.data import registry as datasets  # noqa: E402
-from zoo.harness.experiment import ExperimentConfig, load_histories, run_experiment  # noqa: E402
-from zoo.harness.presets import PRESETS  # noqa: E402
-from zoo.harness.summary import merge_runs, write_outputs  # noqa: E402
-from zoo.harness.train_cli import USER_ERRORS, non_negative_float, positive_float, positive_int, report  # noqa: E402
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="quick", help="named settings (zoo/harness/presets.py) that the options below override (default: %(default)s)")
-    parser.add_argument("--dataset", choices=datasets.names(), help=datasets.describe())
-    parser.add_argument("--data-dir")
-    parser.add_argument("--models", nargs="+", choices=zoo.names("all"), help="zoo models (study_m5, study_piczak, study_hjh: the study's; m5_4k: M5 at 4 kHz)")
-    parser.add_argument("--seeds", nargs="+", type=int)
-    parser.add_argument("--out")
-    parser.add_argument("--device", help="cpu, cuda or auto (default)")
-    parser.add_argument("--cnn-epochs", type=positive_int)
-    parser.add_argument("--patience", type=positive_int, help="epochs without a better validation loss before stopping")
-    parser.add_argument("--augment-shift", type=non_negative_float, metavar="SECONDS", help="train with random time shifts of up to this many seconds")
-    parser.add_argument("--snn-epochs", type=positive_int)
-    parser.add_argument("--tau-lr-scale", type=positive_float, help="fine-tuning: learning rate of the time constants over the weights'")
-    parser.add_argument("--scratch-epochs", type=positive_int)
-    parser.add_argument("--finetune-T", type=positive_int)
-    parser.add_argument("--T", nargs="+", type=positive_int, dest="zero_shot_T", help="zero-shot time steps")
-    parser.add_argument("--lif-T", nargs="+", type=positive_int, dest="lif_zero_shot_T", help="zero-shot time steps of the LIF network (default: --T)")
-    parser.add_argument("--encoders", nargs="+", choices=ENCODERS, help="input encoders measured zero-shot")
-    parser.add_argument("--retrain-encoders", nargs="+", choices=ENCODERS, help="input encoders fine-tuned after conversion (fixed tau)")
-    parser.add_argument("--retrain-T", nargs="+", type=positive_int, help="time steps the --retrain-encoders are fine-tuned at (default: --finetune-T)")
-    parser.add_argument("--test-speaker", help="FSDD: hold this speaker out as the test set")
-    parser.add_argument("--cross-validation", choices=("speaker",), help="FSDD: leave-one-speaker-out, one run per speaker in OUT/fold-<speaker>")
-    parser.add_argument("--skip-bad", action="store_true", help="drop unreadable WAV files with a warning instead of stopping")
-    parser.add_argument("--max-batches", type=positive_int, help="batches per epoch (quick checks)")
-    parser.add_argument("--no-scratch", action="store_true", help="skip training the SNN from scratch")
-    parser.add_argument("--no-progress", action="store_true")
-    parser.add_argument("--merge", nargs="+", metavar="DIR", help="only combine the results of finished runs (e.g. one per machine) into --out")
-    return parser.parse_args(argv)
-
-
-def config_from(args: argparse.Namespace) -> ExperimentConfig:
-    settings = dict(PRESETS[args.preset])
-    overrides = {
-        "dataset": args.dataset, "data_dir": args.data_dir, "models": args.models and tuple(args.models),
-        "seeds": args.seeds and tuple(args.seeds), "out_dir": args.out, "device": args.device,
-        "cnn_epochs": args.cnn_epochs, "snn_epochs": args.snn_epochs, "tau_lr_scale": args.tau_lr_scale, "scratch_epochs": args.scratch_epochs,
-        "finetune_T": args.finetune_T, "zero_shot_T": args.zero_shot_T and tuple(args.zero_shot_T),
-        "lif_zero_shot_T": args.lif_zero_shot_T and tuple(args.lif_zero_shot_T), "encoders": args.encoders and tuple(args.encoders),
-        "test_speaker": args.test_speaker, "max_batches": args.max_batches, "patience": args.patience,
-        "cross_validation": args.cross_validation, "retrain_encoders": args.retrain_encoders and tuple(args.retrain_encoders),
-        "retrain_T": args.retrain_T and tuple(args.retrain_T),
-    }  # fmt: skip
-    settings.update({k: v for k, v in overrides.items() if v is not None})
-    given = {"epochs": args.cnn_epochs, "patience": args.patience}
-    settings["cnn_training"] = {  # the command line's --cnn-epochs / --patience apply to every model
-        model: {k: v for k, v in fields.items() if given.get(k) is None} for model, fields in settings.get("cnn_training", {}).items()
-    }
-    if args.augment_shift is not None:
-        settings["augment"] = {model: {"shift_s": args.augment_shift} for model in settings["models"] if args.augment_shift > 0}
-    if args.skip_bad:
-        settings["dataset_options"] = {**settings.get("dataset_options", {}), "skip_bad": True}
-    if args.no_scratch:
-        settings["from_scratch"] = False
-    if args.no_progress:
-        settings["progress"] = False
-    return ExperimentConfig(**settings)
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    config = config_from(args)
-    start = time.perf_counter()
-    try:
-        if args.merge:
-            rows, histories = merge_runs([Path(d) for d in args.merge])
-        else:
-            rows, histories = run_experiment(config), load_histories(config.out_dir)
-    except USER_ERRORS as error:
-        return report(error)
-    paths = write_outputs(rows, Path(config.out_dir), config.finetune_T, histories)
-    print()
-    print(paths["markdown"].read_text())
-    print(f"finished in {time.perf_counter() - start:.0f} s; results and plots in {config.out_dir}/:")
-    for name, path in paths.items():
-        print(f"  {name}: {path}")
-    return 0
-
+from zoo.harness.experiment_cli import build_parser, config_from, main, parse_args  # noqa: E402, F401 (tests import them from here)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,6 +1,8 @@
-"""The audio zoo's part of ``ann2snn convert``: zoo checkpoints and state dicts (``--model``,
-``--model-config``) and zoo data sets for ``--calibrate`` / ``--evaluate`` (``fsdd:PATH``,
-``synthetic``, ... and ``--data-dir``). The compiler's command (``ann2snn.cli``) knows nothing
+"""The audio zoo's part of the ``ann2snn`` command: for ``ann2snn convert``, zoo checkpoints and
+state dicts (``--model``, ``--model-config``) and zoo data sets for ``--calibrate`` /
+``--evaluate`` (``fsdd:PATH``, ``synthetic``, ... and ``--data-dir``); and the training
+harness's commands ``ann2snn train`` (``tools/train.py``) and ``ann2snn experiment``
+(``tools/experiment.py``). The compiler's command (``ann2snn.cli``) knows nothing
 of the zoo; it takes this plugin from ``main`` below (``tools/convert.py``), or, for the installed
 ``ann2snn`` console script, from the entry point ``ann2snn.cli_plugins: zoo`` in pyproject.toml.
 """
@@ -50,6 +52,12 @@ class ZooPlugin(cli.CliPlugin):
         group.add_argument("--model", dest="model_name", metavar="NAME", help=f"zoo model name, for a plain state dict ({', '.join(zoo.names())})")
         group.add_argument("--model-config", type=_json_object, default={}, metavar="JSON", help="options for zoo.create, e.g. '{\"n_classes\": 10}' (default: those in the checkpoint)")
         group.add_argument("--data-dir", metavar="PATH", help="the folder of a zoo data set named without ':PATH' in --calibrate or --evaluate")
+
+    def commands(self) -> dict:
+        return {
+            "train": ("train a zoo CNN on an audio data set (and fine-tune its SNN)", _train),
+            "experiment": ("run the study: train, convert, measure, retrain; tables and plots", _experiment),
+        }
 
     # -- models --------------------------------------------------------------------------------
     def model_from_dict(self, payload: dict, args: argparse.Namespace, origin: str) -> Optional[tuple[nn.Module, Optional[tuple[int, ...]]]]:
@@ -123,6 +131,18 @@ class ZooPlugin(cli.CliPlugin):
         if front_end.output_shape != shape:
             raise CliError(f"no zoo front end makes inputs of shape {shape} from {data_set}; give {option} a .pt file instead")
         return front_end
+
+
+def _train(argv: list[str]) -> int:
+    from zoo.harness.train_cli import main as train_main  # imported when run: the harness is heavier than the plugin
+
+    return train_main(argv, prog="ann2snn train")
+
+
+def _experiment(argv: list[str]) -> int:
+    from zoo.harness.experiment_cli import main as experiment_main
+
+    return experiment_main(argv, prog="ann2snn experiment")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -78,13 +78,13 @@ def model_help() -> str:
     return "; ".join(f"{', '.join(models)} take{'s' * (len(models) == 1)} {kind}" for kind, models in groups.items())
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    return build_parser().parse_args(argv)
+def parse_args(argv: list[str] | None, prog: str = "train.py") -> argparse.Namespace:
+    return build_parser(prog).parse_args(argv)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The parser of ``tools/train.py``."""
-    parser = argparse.ArgumentParser(prog="train.py", description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser(prog: str = "train.py") -> argparse.ArgumentParser:
+    """The parser of ``tools/train.py`` and ``ann2snn train`` (``prog``)."""
+    parser = argparse.ArgumentParser(prog=prog, description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     data = parser.add_argument_group("model and data")
     data.add_argument("--model", default="m5", choices=zoo.names("all"), help=f"zoo model: {model_help()} (default: %(default)s)")
     data.add_argument("--dataset", default="synthetic", choices=datasets.names(), help=f"{datasets.describe()} (default: %(default)s)")
@@ -118,8 +118,8 @@ def report(error: Exception) -> int:
     return 2
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = "train.py") -> int:
+    args = parse_args(argv, prog)
     try:
         return train(args)
     except USER_ERRORS as error:
