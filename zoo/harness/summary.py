@@ -195,11 +195,13 @@ def _dataset_title(dataset: Optional[str]) -> str:
     return {"fsdd": "FSDD", "speech_commands": "Speech Commands", "synthetic": "synthetic words"}.get(dataset or "", dataset or "")
 
 
-def _errorbar_over_T(ax: Any, rows: list[dict], label: str, **style: Any) -> None:
+def _errorbar_over_T(ax: Any, rows: list[dict], label: str, shift: float = 0.0, **style: Any) -> None:
+    """Mean and spread of ``rows`` over T; ``shift`` moves the points by that many octaves of T, so
+    that points at the same T stay apart."""
     steps = sorted({r["T"] for r in rows})
     if steps:
         stats = [mean_spread([r["top1"] for r in _select(rows, T=t)]) for t in steps]
-        ax.errorbar(steps, [m for m, _ in stats], [s for _, s in stats], capsize=3, label=label, **style)
+        ax.errorbar([t * 2**shift for t in steps], [m for m, _ in stats], [s for _, s in stats], capsize=3, label=label, **style)
 
 
 def plot_accuracy_vs_T(rows: list[dict], path: Path, dataset: Optional[str] = None) -> None:
@@ -214,11 +216,12 @@ def plot_accuracy_vs_T(rows: list[dict], path: Path, dataset: Optional[str] = No
             shots = _select(mine, kind="zero-shot", neuron="IF", encoder=encoder)
             _errorbar_over_T(ax, shots, f"zero-shot IF, {ENCODER_LABELS[encoder]}", fmt="o-", color=colour, markersize=4)
         _errorbar_over_T(ax, _select(mine, kind="zero-shot", neuron="LIF", encoder="direct"), "zero-shot LIF, direct input", fmt="s--", color="tab:gray", markersize=4)
-        for encoder, colour in colours.items():
+        for k, (encoder, colour) in enumerate(colours.items()):
             for flag, marker in ((False, "^"), (True, "v")):
                 retrained = _select(mine, kind="retrained", encoder=encoder, learn_tau=flag)
                 tau = "learned" if flag else "fixed"
-                _errorbar_over_T(ax, retrained, f"retrained LIF ({tau} tau), {encoder} input", fmt=marker, color=colour, markersize=9, markeredgecolor="black")
+                shift = 0.09 * (2 * k + flag - 2.5)  # side by side around their T
+                _errorbar_over_T(ax, retrained, f"retrained LIF ({tau} tau), {encoder} input", shift, fmt=marker, color=colour, markersize=9, markeredgecolor="black")
         scratch = [r for r in _select(mine, kind="scratch") if r.get("init", "converted") == "bn"] or _select(mine, kind="scratch")
         _errorbar_over_T(ax, scratch, "SNN trained from scratch", fmt="*", color="tab:red", markersize=13, markeredgecolor="black")
         cnn = _select(mine, kind="cnn")
