@@ -122,10 +122,17 @@ def test_chunk_plan(data, monkeypatch):
     assert snn.batch_chunk is None and snn.time_chunk is None
     largest = snn._largest_activation_bytes(data[:1])
     monkeypatch.setattr(timeloop, "CHUNK_BYTES", 24 * largest)  # 24 example-steps per chunk
-    assert snn.chunk_plan(data) == (12, 2)  # the whole batch, 2 steps at a time
+    assert snn.chunk_plan(data) == (3, 5)  # 3 examples x 8 steps fit; 10 steps: 5 + 5
     assert snn.chunk_size(data) == 2  # examples for callers that run all T steps at once
+    monkeypatch.setattr(timeloop, "CHUNK_BYTES", 100 * largest)
+    assert snn.chunk_plan(data) == (12, 5)  # the whole batch x 8 steps fit; 10 steps: 5 + 5
+    monkeypatch.setattr(timeloop, "CHUNK_BYTES", 24 * largest)
+    monkeypatch.setattr(timeloop, "MIN_TIME_CHUNK", 1)
+    assert snn.chunk_plan(data) == (12, 2)  # the whole batch first
     monkeypatch.setattr(timeloop, "CHUNK_BYTES", 7 * largest)  # under one step of the batch: slices
     assert snn.chunk_plan(data) == (6, 1)  # 12 examples in two even slices
+    monkeypatch.setattr(timeloop, "MIN_TIME_CHUNK", 8)
+    assert snn.chunk_plan(data) == (1, 5)  # 1 example x 7 steps; 10 steps: 5 + 5
     monkeypatch.setattr(timeloop, "CHUNK_BYTES", 24 * largest)
     snn.batch_chunk = 4
     assert snn.chunk_plan(data) == (4, 5)  # 6 steps fit; spread evenly: 5 + 5
