@@ -533,8 +533,15 @@ def write_outputs(rows: list[dict], out_dir: Path, finetune_T: int, histories: O
     plot_accuracy_vs_T(rows, paths["accuracy_vs_T"], dataset)
     plot_learn_tau(rows, paths["learn_tau"])
     plot_training_curves(histories or {}, paths["training_curves"])
-    rebuilt = _rebuild(out_dir)
-    zero_shot = [zero_shot_rate_row(rebuilt)] if rebuilt is not None else []
+    from zoo.errors import DataError
+    from zoo.harness.checkpoint import CheckpointError
+
+    try:
+        rebuilt = _rebuild(out_dir)
+        zero_shot = [zero_shot_rate_row(rebuilt)] if rebuilt is not None else []
+    except (DataError, CheckpointError, RunFolderError, OSError) as error:  # the data or checkpoints moved since: plots from the rows only
+        print(f"warning: no zero-shot firing rates or spike raster: cannot rebuild the networks from {out_dir} ({error})")
+        rebuilt, zero_shot = None, []
     plot_firing_rates(rows + zero_shot, paths["firing_rates"])
     plot_accuracy_vs_energy(rows, paths["accuracy_vs_energy"], dataset)
     if rebuilt is not None:
