@@ -114,6 +114,9 @@ def calibration_inputs(calibration: Iterable) -> Iterable[torch.Tensor]:
 AUTO_CANDIDATES: tuple[float | str, ...] = (99.0, 99.5, 99.9, "balanced")
 #: Calibration examples whose outputs ``percentile="auto"`` compares between CNN and SNN.
 AUTO_EXAMPLES = 128
+#: The correction is fitted on the calibration examples after the ranked ones when at least this
+#: many are there, so a choice is not judged on the examples its correction was fitted to.
+MIN_FIT_EXAMPLES = 64
 
 
 def check_percentile(percentile: object) -> float | str:
@@ -136,9 +139,11 @@ def calibrate(snn, calibration: Iterable, percentile: float | str, per_channel: 
 
     ``percentile="auto"`` tries each of ``AUTO_CANDIDATES`` and keeps the one whose SNN, at the
     network's current ``T``, with or without one pass of the correction, reproduces the CNN's
-    outputs on the first calibration examples best (``_output_error``: top class, then squared error). The
-    correction is kept only where it lowers that error (``report.settings["correction_applied"]``),
-    so it never makes the calibration-set fit worse. Neurons converted from ``QCFS`` keep their learned threshold.
+    outputs on the first ``AUTO_EXAMPLES`` calibration examples best (``_output_error``: top class,
+    then squared error). The correction is fitted on the ``CORRECTION_EXAMPLES`` after those (all
+    held examples when fewer than ``MIN_FIT_EXAMPLES`` follow), so a choice is not judged on the
+    examples its correction was fitted to, and kept only where it lowers that error
+    (``report.settings["correction_applied"]``). Neurons converted from ``QCFS`` keep their learned threshold.
     Earlier corrections are cleared first, so calibrating again (``ann2snn.recalibrate``) starts afresh.
     """
     percentile, correction = check_percentile(percentile), check_correction(correction)
@@ -161,7 +166,7 @@ def calibrate(snn, calibration: Iterable, percentile: float | str, per_channel: 
                 snn.check_input(x)
                 input_sampler(x.abs().flatten(1))
                 out = snn.run_network(x)
-                if sum(len(h) for h in held_inputs) < max(AUTO_EXAMPLES, CORRECTION_EXAMPLES):
+                if sum(len(h) for h in held_inputs) < AUTO_EXAMPLES + CORRECTION_EXAMPLES:
                     held_inputs.append(x)
                     held_outputs.append(out)
     finally:
@@ -172,6 +177,7 @@ def calibrate(snn, calibration: Iterable, percentile: float | str, per_channel: 
         snn.encoder.scale.fill_(float(scale))
     ranking = "potential" if correction == "potential" else "bias"  # cheaper: one bias pass ranks
     ranked_inputs, ranked_outputs = first_examples(held_inputs, AUTO_EXAMPLES), first_examples(held_outputs, AUTO_EXAMPLES)
+    fit_inputs = _after_ranked(held_inputs)
     candidates = AUTO_CANDIDATES if percentile == "auto" and neurons else (percentile,)
     errors: dict[tuple[float | str, bool], tuple[float, float]] = {}
     for candidate in candidates:
@@ -179,7 +185,7 @@ def calibrate(snn, calibration: Iterable, percentile: float | str, per_channel: 
         _clear_corrections(snn)
         errors[candidate, False] = _output_error(snn, ranked_inputs, ranked_outputs)
         if correction != "none":
-            correct(snn, ranked_inputs, ranking, bias_passes=1)
+            correct(snn, fit_inputs, ranking, bias_passes=1)
             errors[candidate, True] = _output_error(snn, ranked_inputs, ranked_outputs)
     chosen, corrected = min(errors, key=errors.get)
     if percentile == "auto":
@@ -188,12 +194,27 @@ def calibrate(snn, calibration: Iterable, percentile: float | str, per_channel: 
         snn.report.warn(f"neuron `{name}` was never active on the calibration data; its threshold stays {float(neurons[name].threshold):g}")
     _clear_corrections(snn)
     if corrected:
-        correct(snn, held_inputs, correction)
+        correct(snn, fit_inputs, correction)
         corrected = _output_error(snn, ranked_inputs, ranked_outputs) < errors[chosen, False]
         if not corrected:
             _clear_corrections(snn)
     if correction != "none":
         snn.report.settings["correction_applied"] = corrected  # the report's settings line says when it was left off
+
+
+def _after_ranked(held: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The held examples after the first ``AUTO_EXAMPLES`` (those the choices are ranked on), or
+    all of them when fewer than ``MIN_FIT_EXAMPLES`` follow (a small calibration set)."""
+    rest = [x for x in _drop_first(held, AUTO_EXAMPLES) if len(x)]
+    return rest if sum(len(x) for x in rest) >= MIN_FIT_EXAMPLES else held
+
+
+def _drop_first(batches: list[torch.Tensor], count: int) -> list[torch.Tensor]:
+    out = []
+    for x in batches:
+        out.append(x[count:])
+        count = max(0, count - len(x))
+    return out
 
 
 def _clear_corrections(snn) -> None:

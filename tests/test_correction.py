@@ -1,6 +1,7 @@
 """Output-space calibration (bias and initial-potential correction), T-specific calibration kept
 honest, and QCFS conversion-aware activations converted without loss of meaning."""
 
+import copy
 import warnings
 
 import pytest
@@ -9,7 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import ann2snn
-from ann2snn.correction import rate_errors
+import ann2snn.calibrate as calibrate_module
+from ann2snn.correction import correct, rate_errors
 from snn_test_nets import INPUT_SHAPE, ResidualConcatNet
 
 
@@ -22,12 +24,20 @@ def _mean_abs(errors: dict) -> float:
     return sum(float(e.abs().mean()) for e in errors.values()) / len(errors)
 
 
+def _corrected_copy(snn, batches, correction: str):
+    """``snn`` with ``correction`` applied on ``batches`` (the mechanism itself: ``convert`` also
+    decides on held-out examples whether to keep it)."""
+    corrected = copy.deepcopy(snn)
+    correct(corrected, list(batches), correction)
+    return corrected
+
+
 @pytest.mark.parametrize("correction, kept", [("bias", 0.5), ("potential", 0.7), ("bias+potential", 0.5)])
 def test_correction_reduces_the_rate_error_it_targets(tone_cnn, correction, kept):
     model, calibration, _ = tone_cnn
     batches = calibration.split(64)
-    plain = ann2snn.convert(model, T=8, learn_tau=False, calibration=batches, correction="none")
-    corrected = ann2snn.convert(model, T=8, learn_tau=False, calibration=batches, correction=correction)
+    plain = ann2snn.convert(model, T=8, learn_tau=False, calibration=batches, correction="none", percentile=99.9)
+    corrected = _corrected_copy(plain, batches, correction)
     before, after = rate_errors(plain, list(batches)), rate_errors(corrected, list(batches))
     assert before.keys() == after.keys() and len(before) == 2
     # per layer: the mean signed error per channel is what the correction cancels (a shifted start
@@ -39,8 +49,8 @@ def test_correction_reduces_the_rate_error_it_targets(tone_cnn, correction, kept
 def test_bias_correction_raises_agreement_with_the_cnn_at_low_T(tone_cnn):
     model, calibration, x_test = tone_cnn
     batches = calibration.split(64)
-    plain = ann2snn.convert(model, T=8, learn_tau=False, calibration=batches, correction="none")
-    corrected = ann2snn.convert(model, T=8, learn_tau=False, calibration=batches, correction="bias")
+    plain = ann2snn.convert(model, T=8, learn_tau=False, calibration=batches, correction="none", percentile=99.9)
+    corrected = _corrected_copy(plain, batches, "bias")
     with torch.no_grad():
         reference = model(x_test)
         plain_error = float((plain(x_test) - reference).pow(2).mean())
@@ -49,6 +59,23 @@ def test_bias_correction_raises_agreement_with_the_cnn_at_low_T(tone_cnn):
     assert _agreement(corrected, model, x_test) >= _agreement(plain, model, x_test)  # 98 % already here; FSDD M5 gains (tools/lowt.py)
     neuron = next(m for m in corrected.network.modules() if isinstance(m, ann2snn.SpikingNeuron))
     assert neuron.bias.shape == (8,) and neuron.bias.abs().max() > 0  # one offset per channel
+
+
+def test_correction_is_fitted_on_examples_the_choice_is_not_ranked_on(tone_cnn, monkeypatch):
+    """The correction is fitted on the calibration examples after the first AUTO_EXAMPLES, which
+    rank the choices; a small calibration set falls back to all its examples."""
+    model, calibration, _ = tone_cnn
+    fitted = []
+    real = calibrate_module.correct
+    monkeypatch.setattr(calibrate_module, "correct", lambda snn, inputs, *a, **k: (fitted.append(torch.cat(inputs)), real(snn, inputs, *a, **k))[1])
+    ann2snn.convert(model, T=8, calibration=calibration.split(64), correction="bias")
+    ranked = calibration[: calibrate_module.AUTO_EXAMPLES]
+    assert fitted and all(len(x) == len(calibration) - len(ranked) for x in fitted)
+    assert all(torch.equal(x, calibration[len(ranked):]) for x in fitted)
+    fitted.clear()
+    small = calibration[: calibrate_module.AUTO_EXAMPLES + calibrate_module.MIN_FIT_EXAMPLES - 1]
+    ann2snn.convert(model, T=8, calibration=small.split(64), correction="bias")
+    assert fitted and all(torch.equal(x, small) for x in fitted)
 
 
 def test_potential_correction_sets_the_initial_membrane_per_channel(tone_cnn):
