@@ -10,6 +10,7 @@ bias correction (the defaults), and conversion-aware QCFS training, for m5, vgg 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -17,6 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from zoo.harness import peers  # noqa: E402
+from ann2snn.atomic import atomic_path  # noqa: E402
 from zoo.harness.lowt import METHODS, LowTConfig, lowt_tables, plot_lowt, run_lowt  # noqa: E402
 
 
@@ -35,7 +37,8 @@ def _seed_counts(rows: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     defaults = LowTConfig()
     parser = argparse.ArgumentParser(prog="lowt.py", description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--data-dir", required=True, help="the FSDD folder (recordings/*.wav)")
+    parser.add_argument("--data-dir", help="the FSDD folder (recordings/*.wav); needed unless --merge")
+    parser.add_argument("--merge", nargs="+", metavar="FOLDER", help="measure nothing: write the tables and plot of the result rows of these output folders (later folders win on a repeated cell) into --out")
     parser.add_argument("--models", nargs="+", default=list(defaults.models), help="zoo models")
     parser.add_argument("--seeds", nargs="+", type=int, default=list(defaults.seeds), help="training seeds")
     parser.add_argument("--T", nargs="+", type=int, default=list(defaults.T), help="time steps to measure")
@@ -48,6 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if any(t <= 0 for t in args.T) or args.levels <= 0:
         parser.error("--T and --levels take positive integers")
+    if args.merge:
+        return _merge(args.merge, Path(args.out), tuple(sorted(args.T)))
+    if not args.data_dir:
+        parser.error("--data-dir is required (the FSDD folder), unless --merge")
     config = LowTConfig(
         data_dir=args.data_dir, models=tuple(args.models), seeds=tuple(args.seeds), T=tuple(sorted(args.T)),
         levels=args.levels, out_dir=args.out, device=args.device, peers=args.peers or args.only_peers, only_peers=args.only_peers, methods=tuple(args.methods) if args.methods else None,
@@ -60,10 +67,29 @@ def main(argv: list[str] | None = None) -> int:
         notes = [note for note in map(peers.missing, peers.PEERS) if note]
         table += "".join(f"\n{note}\n" for note in notes)
     out = Path(config.out_dir)
-    (out / "lowt.md").write_text(table)
-    plot_lowt(rows, config.T, out / "lowt.png", f"FSDD official split: zero-shot SNN accuracy against T (mean ± sd over {_seed_counts(rows)})")
-    print(table)
+    _write(rows, config.T, out, table)
     print(f"wrote {out / 'lowt.md'} and {out / 'lowt.png'} ({minutes:.1f} min)")
+    return 0
+
+
+def _write(rows: list[dict], T: tuple[int, ...], out: Path, table: str) -> None:
+    with atomic_path(out / "lowt.md") as tmp:
+        tmp.write_text(table)
+    plot_lowt(rows, T, out / "lowt.png", f"FSDD official split: zero-shot SNN accuracy against T (mean ± sd over {_seed_counts(rows)})")
+    print(table)
+
+
+def _merge(folders: list[str], out: Path, T: tuple[int, ...]) -> int:
+    """Tables and plot of the result rows of several output folders, into ``out``."""
+    rows: dict[str, dict] = {}
+    for folder in folders:
+        path = Path(folder) / "results.jsonl"
+        if not path.is_file():
+            raise SystemExit(f"lowt.py: error: {path} does not exist (--merge takes output folders of earlier runs)")
+        rows.update({row["cell"]: row for row in map(json.loads, path.read_text().splitlines()) if row})
+    out.mkdir(parents=True, exist_ok=True)
+    _write(list(rows.values()), T, out, lowt_tables(list(rows.values()), T))
+    print(f"wrote {out / 'lowt.md'} and {out / 'lowt.png'} from {len(rows)} cells of {len(folders)} folders")
     return 0
 
 
