@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
 def _write(rows: list[dict], T: tuple[int, ...], out: Path, table: str) -> None:
     with atomic_path(out / "lowt.md") as tmp:
         tmp.write_text(table)
-    plot_lowt(rows, T, out / "lowt.png", f"FSDD official split: zero-shot SNN accuracy against T (mean ± sd over {_seed_counts(rows)})")
+    plot_lowt(rows, T, out / "lowt.png", f"FSDD official split: zero-shot SNN accuracy against T (each point: mean ± sd over the seeds it has, up to {_seed_counts(rows)})")
     print(table)
 
 

@@ -221,7 +221,7 @@ def plot_lowt(rows: list[dict], T: tuple[int, ...], path: Path, title: str) -> N
     import matplotlib.pyplot as plt
 
     models = _models(rows)
-    fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 4.0), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 4.8), sharey=True, squeeze=False)
     for ax, model in zip(axes[0], models):
         cnn, _, _ = _mean(rows, model=model, method="CNN")
         ax.axhline(cnn, color="black", linestyle="--", linewidth=1, label="CNN (ReLU)")
@@ -243,5 +243,5 @@ def plot_lowt(rows: list[dict], T: tuple[int, ...], path: Path, title: str) -> N
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=9, frameon=False)
     fig.suptitle(title, fontsize=11)
-    fig.tight_layout(rect=(0, 0.1, 1, 0.95))
+    fig.tight_layout(rect=(0, 0.17, 1, 0.95))
     save_figure(fig, path, dpi=130)
