@@ -130,7 +130,7 @@ def draw(model: nn.Module | fx.GraphModule, snn, path: str | os.PathLike, *, tit
     used = drawn[0][1] | drawn[1][1]
     legend = {label: colour for label, colour in list(_STYLES.values()) + [_OTHER] if label in used}
     top = 1 - 0.9 / height  # room for the title and the legend, in figure fractions
-    figure.legend(handles=[Patch(facecolor=c, edgecolor="#333333", label=l) for l, c in legend.items()],
+    figure.legend(handles=[Patch(facecolor=c, edgecolor="#333333", label=name) for name, c in legend.items()],
                   loc="upper center", bbox_to_anchor=(0.5, 1 - 0.35 / height), ncol=min(4, len(legend)), fontsize=9, frameon=False)
     if title:
         figure.suptitle(title, y=1 - 0.05 / height, va="top", fontsize=12, fontweight="bold")

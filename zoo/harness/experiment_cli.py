@@ -4,7 +4,6 @@ convert, measure zero-shot SNNs over T, retrain, train from scratch; results and
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
