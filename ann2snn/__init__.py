@@ -19,6 +19,7 @@ from .qcfs import QCFS
 from .report import ConversionReport
 from .temporal import GatedMaxPool
 from .timeloop import SpikingNetwork
+from .recording import SpikeRecord, plot_raster, record, run_sequence
 from .trace import trace
 
 __all__ = [
@@ -34,12 +35,16 @@ __all__ = [
     "QCFS",
     "SpikingNetwork",
     "SpikingNeuron",
+    "SpikeRecord",
     "StaleCalibrationWarning",
     "convert",
     "export_nir",
     "load",
+    "plot_raster",
     "profile",
     "recalibrate",
+    "record",
+    "run_sequence",
     "save",
     "to_networkx",
     "trace",

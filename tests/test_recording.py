@@ -184,3 +184,8 @@ def test_plot_raster_writes_a_png(snn, x, tmp_path):
     plot_raster(rec, tmp_path / "raster.png", example=1)
     assert (tmp_path / "raster.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [p.name for p in tmp_path.iterdir()] == ["raster.png"]
+
+
+def test_recording_is_part_of_the_public_api():
+    assert (ann2snn.record, ann2snn.run_sequence, ann2snn.plot_raster) == (record, run_sequence, plot_raster)
+    assert {"record", "run_sequence", "plot_raster", "SpikeRecord"} <= set(ann2snn.__all__)
