@@ -362,15 +362,20 @@ def named_examples(option: str, source: str, split: str, limit: Optional[int], a
     raise CliError(f"{option} {source}: no such file{known}{_plugin_note(args)}")
 
 
+def _tensor_file(option: str, source: str) -> object:
+    """The data file ``source`` read with ``weights_only=True`` (tensors and plain containers only)."""
+    try:
+        return torch.load(source, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise CliError(f"{option} {source}: not a tensor file ({_first_line(error)})") from error
+
+
 def calibration_batches(args: argparse.Namespace, model: nn.Module, shape: Optional[tuple[int, ...]]) -> list[torch.Tensor]:
     """Input batches from a .pt file or from the training split of a plugin's data set."""
     source = args.calibrate
     path = Path(source)
     if path.is_file():
-        try:
-            data = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:
-            raise CliError(f"--calibrate {source}: not a tensor file ({_first_line(error)})") from error
+        data = _tensor_file("--calibrate", source)
         if isinstance(data, torch.Tensor):
             if data.dim() < 2:
                 raise CliError(f"--calibrate {source}: a tensor of shape {tuple(data.shape)} is not a batch [N, ...] of inputs")
@@ -391,10 +396,7 @@ def evaluation_data(args: argparse.Namespace, model: nn.Module, shape: Optional[
     source = args.evaluate
     path = Path(source)
     if path.is_file():
-        try:
-            data = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:
-            raise CliError(f"--evaluate {source}: not a tensor file ({_first_line(error)})") from error
+        data = _tensor_file("--evaluate", source)
         if not (isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data)):
             found = type(data).__name__ + (f" of {len(data)}" if isinstance(data, (tuple, list, dict)) else "")
             raise CliError(f"--evaluate {source}: expected a pair (inputs, targets) of tensors, as written by torch.save((inputs, targets), PATH); found a {found}")
