@@ -12,7 +12,7 @@ from .encoders import Encoder
 from .errors import ConversionError, ConversionWarning, InputShapeError, StaleCalibrationWarning
 from .graph import to_networkx
 from .io import load, save
-from .neurons import SpikingNeuron
+from .neurons import NEURON_MODELS, NorseLIFNeuron, ResetToZeroNeuron, SpikingNeuron
 from .nir_export import export_nir
 from .profile import Profile, profile
 from .qcfs import QCFS
@@ -31,8 +31,11 @@ __all__ = [
     "Encoder",
     "GatedMaxPool",
     "InputShapeError",
+    "NEURON_MODELS",
+    "NorseLIFNeuron",
     "Profile",
     "QCFS",
+    "ResetToZeroNeuron",
     "SpikingNetwork",
     "SpikingNeuron",
     "SpikeRecord",

@@ -3,7 +3,7 @@
 Autograd through T separate steps stores and revisits every intermediate tensor; this
 ``autograd.Function`` runs the T steps in place and differentiates them in one reverse loop,
 storing only the membrane before each spike decision. It computes exactly what autograd computes
-through ``neurons.subtract_reset_step`` with Norse's ``super`` surrogate, whose derivative is
+through ``SpikingNeuron.step`` (subtractive reset) with Norse's ``super`` surrogate, whose derivative is
 ``1 / (|u - 1| + 1)^2`` (Norse 1.1.0 ignores ``alpha`` for it), including the gradient through
 the reset; ``tests/test_neurons.py`` checks the two against each other.
 """

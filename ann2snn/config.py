@@ -21,6 +21,7 @@ from .calibrate import check_percentile
 from .correction import CORRECTIONS, check_correction
 from .encoders import ENCODERS
 from .errors import ConversionError
+from .neurons import NEURON_MODELS
 from .passes.pooling import MAXPOOL_MODES
 from .timeloop import MODES, _check_mode, _check_steps
 
@@ -53,6 +54,14 @@ def _check_choice(name: str, choices: tuple[str, ...]) -> Callable[[object], str
         return str(value)
 
     return check
+
+
+def _check_neuron(name: object) -> str:
+    """A registered neuron model's name (``ann2snn.NEURON_MODELS``; subclasses of ``SpikingNeuron``
+    declared with ``model=`` register themselves)."""
+    if name not in NEURON_MODELS:
+        raise ConversionError(f"neuron={name!r} is not a neuron model; the models are {', '.join(map(repr, NEURON_MODELS))}")
+    return str(name)
 
 
 def _check_surrogate(method: object) -> str:
@@ -106,6 +115,8 @@ class ConversionConfig:
         allow_analog: keep ops with no spiking equivalent as analog layers instead of refusing.
         surrogate: Norse surrogate-gradient method ("super", "tanh", "triangle", ...).
         alpha: the surrogate's parameter.
+        neuron: the neuron model (``ann2snn.NEURON_MODELS``): "subtract" (reset by subtraction,
+            the default), "reset-to-zero", or "norse" (Norse's own LIF box cell; finite ``tau``).
     """
 
     T: int = _setting(25, "time steps per forward call", check=_check_steps)
@@ -124,6 +135,10 @@ class ConversionConfig:
     allow_analog: bool = _setting(False, "keep ops with no spiking equivalent as analog layers instead of refusing the model")
     surrogate: str = _setting("super", "the Norse surrogate-gradient method, like super or tanh", check=_check_surrogate)
     alpha: float = _setting(100.0, "parameter of the surrogate gradient", check=_check_finite("alpha"))
+    neuron: str = _setting(
+        "subtract", "neuron model: subtract (reset by subtraction, the most exact), reset-to-zero, or norse (Norse's LIF box cell; needs a finite tau)",
+        check=_check_neuron, choices=tuple(NEURON_MODELS),
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -132,6 +147,7 @@ class ConversionConfig:
                 object.__setattr__(self, f.name, check(getattr(self, f.name)))
         if self.tau_per_channel and not self.learn_tau:
             raise ConversionError("tau_per_channel=True needs learn_tau=True")
+        NEURON_MODELS[self.neuron].check_settings(self.neuron_tau, self.learn_tau)
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -163,7 +179,7 @@ class ConversionConfig:
         """The settings the conversion report records (``snn.report.settings``; read back by
         ``ann2snn.recalibrate`` and rendered by ``ConversionReport.settings_line``)."""
         return dict(
-            T=self.T, learn_tau=self.learn_tau, tau=self.neuron_tau, maxpool=self.maxpool, encoder=self.encoder,
+            T=self.T, neuron=self.neuron, learn_tau=self.learn_tau, tau=self.neuron_tau, maxpool=self.maxpool, encoder=self.encoder,
             percentile=self.percentile if calibrated else None, per_channel=self.per_channel_for(calibrated),
             correction=self.correction if calibrated else "none",
         )  # fmt: skip

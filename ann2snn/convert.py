@@ -14,7 +14,7 @@ from .calibrate import calibrate
 from .config import DEFAULT_LEARNABLE_TAU, ConversionConfig
 from .encoders import Encoder
 from .errors import ConversionError, ConversionWarning
-from .neurons import SpikingNeuron
+from .neurons import NEURON_MODELS, SpikingNeuron
 from .report import ConversionReport
 from .timeloop import SpikingNetwork
 from .trace import trace
@@ -51,6 +51,7 @@ def convert(
     allow_analog: bool = FROM_CONFIG,
     surrogate: str = FROM_CONFIG,
     alpha: float = FROM_CONFIG,
+    neuron: str = FROM_CONFIG,
     leaf_modules: Iterable[type | str] = (),
     concrete_args: Optional[dict[str, Any]] = None,
     input_shape: Optional[tuple[int, ...]] = None,
@@ -58,7 +59,7 @@ def convert(
     """Convert a trained CNN into a spiking network that takes the same input and returns the same
     output shape, averaged over ``T`` time steps. ``model`` itself is never modified.
 
-    The settings (``T`` to ``alpha``) are the fields of ``ann2snn.ConversionConfig``, which
+    The settings (``T`` to ``neuron``) are the fields of ``ann2snn.ConversionConfig``, which
     documents them and holds their defaults (``T=25``, ``learn_tau=False``, ``percentile="auto"``,
     ``correction="bias"``, ...). Each keyword given overrides ``config``'s value, so
     ``convert(model, T=16)``, ``convert(model, config=ConversionConfig(T=16))`` and
@@ -83,6 +84,8 @@ def convert(
         allow_analog: keep unsupported ops analog (``ConversionConfig.allow_analog``).
         surrogate: Norse surrogate-gradient method (``ConversionConfig.surrogate``).
         alpha: the surrogate's parameter (``ConversionConfig.alpha``).
+        neuron: the neuron model, a name in ``ann2snn.NEURON_MODELS`` ("subtract", the default;
+            "reset-to-zero"; "norse"; or one's own ``SpikingNeuron`` subclass declared with ``model=``).
         leaf_modules, concrete_args: passed to the fx tracer (for untraceable submodules).
         input_shape: per-example input shape, checked at run time (taken from calibration if
             omitted); ``None`` in a size leaves that size free.
@@ -105,7 +108,7 @@ def convert(
     _check_finite_weights(model)
 
     def make_neuron(cap: Optional[float], source: str) -> SpikingNeuron:
-        return SpikingNeuron(tau=config.neuron_tau, learn_tau=config.learn_tau, cap=cap, method=config.surrogate, alpha=config.alpha, source=source)
+        return NEURON_MODELS[config.neuron](tau=config.neuron_tau, learn_tau=config.learn_tau, cap=cap, method=config.surrogate, alpha=config.alpha, source=source)
 
     graph = trace(copy.deepcopy(model).eval(), leaf_modules, concrete_args)
     graph = passes.remove_dropout_and_identity(graph, report)

@@ -1,17 +1,38 @@
-"""Spiking neuron modules: integrate-and-fire / leaky integrate-and-fire with subtractive reset.
+"""Spiking neuron modules: the neuron models a ReLU can become, and the seam to add more.
 
-Dynamics per time step, in units of the threshold ``theta`` (``u = v / theta``)::
+Every model is a subclass of ``SpikingNeuron`` that registers itself under a name
+(``class MyNeuron(SpikingNeuron, model="my-model")``); ``convert(model, neuron="my-model")`` then
+uses it, and ``NEURON_MODELS`` lists them. A model defines its dynamics once, per time step, in
+units of the threshold ``theta`` (``u = v / theta``), in ``step(current, u, beta)`` (by default
+``charge``, ``fire`` and ``reset_membrane``)::
 
-    u[t+1] = beta * u[t] + I[t] / theta
-    z      = H(u[t+1] - 1)          (Norse's ``threshold``: heaviside forward, surrogate backward)
-    u     -= z                      (reset by subtraction)
+    u[t+1] = beta * u[t] + I[t] / theta     charge
+    z      = H(u[t+1] - 1)                  fire (Norse's ``threshold``: heaviside forward, surrogate backward)
+    u      = reset(u, z)                    reset_membrane
     out    = z * theta
 
-The membrane starts at half threshold (``u = 0.5``; ``initial``, per channel after output-space
-calibration), and the input may carry a calibrated per-channel offset (``bias``, added to ``I``).
+and its initial membrane (``initial``; half threshold unless output-space calibration set it per
+channel). The input may carry a calibrated per-channel offset (``bias``, added to ``I``).
 ``beta = 1`` is the integrate-and-fire neuron that rate-coded conversion needs; ``beta < 1`` leaks.
 
-Why the integration is one line of torch rather than ``norse...lif_box_feed_forward_step``:
+The models here:
+
+- ``"subtract"`` (``SpikingNeuron``, the default): reset by subtraction, ``u -= z``, which keeps
+  the charge above threshold and so makes the spike count track the integrated input.
+- ``"reset-to-zero"`` (``ResetToZeroNeuron``): ``u = 0`` after a spike, as most hardware and NIR
+  do; it drops the excess charge, so rates fall below the ReLU's (more with coarser time steps).
+- ``"norse"`` (``NorseLIFNeuron``): the step is Norse's own ``LIFBoxCell`` (subtractive reset),
+  a submodule of the neuron, for users who want Norse modules in the converted graph; finite
+  time constants only (Norse's box cell scales its input by ``1/tau``, so it has no IF limit).
+
+The step is the reference; the fast paths are derived from the same pieces and tested against
+it: the layer-mode inference loop (in place, over cache-sized batch slices) runs ``charge``,
+``fire`` and the model's ``reset_membrane_`` (``inference_loop``), and the fused backward through
+time (``bptt.SubtractResetSequence``) is written for subtractive reset (``fused_backward``).
+A model whose step is not made of those pieces (``NorseLIFNeuron``) sets both to False and runs
+its step in every regime.
+
+Why the default integration is one line of torch rather than ``norse...lif_box_feed_forward_step``:
 Norse's box-LIF computes ``v + dt*tau_mem_inv*(x + v_leak - v)``, which couples leak and input
 gain, so ``beta = 1`` (IF) cannot be expressed at all and ``beta -> 1`` needs the input divided
 by ``1 - beta``; its value reset also costs four tensor ops where the subtractive reset needs
@@ -31,7 +52,10 @@ from torch import nn
 
 with warnings.catch_warnings():  # Norse 1.1 scripts functions at import; torch deprecates torch.jit.script
     warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.* is deprecated", category=Warning)
+    from norse.torch.functional.lif_box import LIFBoxFeedForwardState, LIFBoxParameters, lif_box_feed_forward_step
+    from norse.torch.functional.reset import reset_subtract
     from norse.torch.functional.threshold import threshold as norse_threshold
+    from norse.torch.module.lif_box import LIFBoxCell
 
 from .bptt import FUSED_METHODS, SubtractResetSequence
 from .errors import ConversionError
@@ -59,13 +83,9 @@ def beta_from_tau(tau: float) -> float:
     return 1.0 if math.isinf(tau) else 1.0 - 1.0 / tau
 
 
-def subtract_reset_step(
-    current: torch.Tensor, u: torch.Tensor, beta: Optional[torch.Tensor], method: str, alpha: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """One step of the (leaky) integrate-and-fire neuron in threshold units; returns (spikes, u)."""
-    u = current + (u if beta is None else beta * u)
-    z = norse_threshold(u - 1.0, method, alpha)
-    return z, u - z
+#: The neuron models by name, for ``convert(neuron=...)``: every subclass of ``SpikingNeuron``
+#: declared with ``model="name"``.
+NEURON_MODELS: dict[str, type["SpikingNeuron"]] = {}
 
 
 class SpikingNeuron(TemporalModule):
@@ -79,7 +99,32 @@ class SpikingNeuron(TemporalModule):
     which keeps the decay in (0, 1). ``levels``: set for a converted ``QCFS`` activation, whose
     learned clip is the threshold (calibration leaves it alone) and whose quantization analog
     mode reproduces.
+
+    This class is the ``"subtract"`` model (reset by subtraction); see the module docstring for
+    how a subclass defines another model.
     """
+
+    #: How the membrane is reset after a spike ("subtract" or "zero"; NIR export records it).
+    reset_mode = "subtract"
+    #: Layer-mode inference runs the in-place loop built from ``charge``/``fire``/``reset_membrane_``.
+    inference_loop = True
+    #: Layer-mode training may run the fused backward through time (written for subtractive reset).
+    fused_backward = True
+
+    def __init_subclass__(cls, model: Optional[str] = None, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if model is not None:
+            if model in NEURON_MODELS:
+                raise ValueError(f"neuron model {model!r} is already defined by {NEURON_MODELS[model].__name__}")
+            NEURON_MODELS[model] = cls
+            cls.model_name = model
+        # the fast paths are built from this class's pieces: a model that redefines a piece they
+        # use runs its own step instead, unless it says otherwise
+        own = vars(cls)
+        if any(name in own for name in ("charge", "fire", "step")) and "inference_loop" not in own:
+            cls.inference_loop = False
+        if any(name in own for name in ("charge", "fire", "step", "reset_membrane")) and "fused_backward" not in own:
+            cls.fused_backward = False
 
     def __init__(
         self,
@@ -112,6 +157,38 @@ class SpikingNeuron(TemporalModule):
         self.observer = None  # set by calibration: called with the analog activation
         self.channels: Optional[int] = None  # set by calibration
         self.fused_bptt = True  # False: plain autograd through each step (the reference)
+
+    #: The name this model is registered under (``NEURON_MODELS``).
+    model_name = "subtract"
+
+    @classmethod
+    def check_settings(cls, tau: float, learn_tau: bool) -> None:
+        """Refuse, with ``ConversionError``, conversion settings this model cannot honour (checked
+        when a ``ConversionConfig`` is made, before any work). Every setting suits this one."""
+
+    # -- dynamics: the one definition of this model ---------------------------------------------
+    def charge(self, u: torch.Tensor, current: torch.Tensor, beta: Optional[torch.Tensor]) -> torch.Tensor:
+        """The membrane after integrating one step's ``current`` (threshold units); ``beta=None``: no leak."""
+        return current + (u if beta is None else beta * u)
+
+    def fire(self, u: torch.Tensor) -> torch.Tensor:
+        """Spikes where the membrane exceeds the threshold, with Norse's surrogate gradient."""
+        return norse_threshold(u - 1.0, self.method, self.alpha)
+
+    def reset_membrane(self, u: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """The membrane after the spikes ``z``: reset by subtraction."""
+        return u - z
+
+    def reset_membrane_(self, u: torch.Tensor, z: torch.Tensor) -> None:
+        """``reset_membrane`` in place, without gradients (the fast loops)."""
+        u.sub_(z)
+
+    def step(self, current: torch.Tensor, u: torch.Tensor, beta: Optional[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """One time step, differentiable (the reference every fast path is checked against):
+        returns (spikes, membrane after the reset)."""
+        u = self.charge(u, current, beta)
+        z = self.fire(u)
+        return z, self.reset_membrane(u, z)
 
     #: Layer mode may run the sequence in time chunks: the membrane (``v``) carries over.
     supports_time_chunks = True
@@ -204,7 +281,7 @@ class SpikingNeuron(TemporalModule):
     def extra_repr(self) -> str:
         kind = "learnable LIF" if self.learn_tau else ("IF" if float(self.fixed_beta) == 1.0 else "LIF")
         cap = f", cap={self.cap}" if self.cap is not None else ""
-        return f"{kind}, method={self.method!r}{cap}"
+        return f"{kind}, reset={self.reset_mode}, method={self.method!r}{cap}"
 
     # -- execution ----------------------------------------------------------------------------
     def reset(self) -> None:
@@ -234,7 +311,7 @@ class SpikingNeuron(TemporalModule):
         pool = (pool if pool is not None else self.__dict__.get("_fused_pool")) if self.time_steps is not None else None
         if pool is not None and self.broadcast_input and self.pool_static_input:
             x, pool = pool._pool(x), None  # approximate (see pool_static_input): the window's largest input
-        if self.time_steps is not None and not self.broadcast_input and not torch.is_grad_enabled():
+        if self.time_steps is not None and not self.broadcast_input and self.inference_loop and not torch.is_grad_enabled():
             # layer-mode inference: the loop scales each slice of the input while it is in cache
             return self._spike_train_inference(x.unflatten(0, (self.time_steps, -1)).unbind(0), beta, pool, theta, bias, raw=True)
         if self.time_steps is not None and not self.broadcast_input and self._fused_bptt_applies(x, beta):
@@ -246,20 +323,21 @@ class SpikingNeuron(TemporalModule):
         if self.time_steps is None:  # step mode: one tick, state kept between calls
             if self.v is None:
                 self.v = self._initial_state(current)
-            if not self._differentiable(current, beta) and not self.v.requires_grad:
+            if self.inference_loop and not self._differentiable(current, beta) and not self.v.requires_grad:
                 # the same arithmetic without the surrogate's autograd function (``u > 1`` is
                 # Norse's ``heaviside(u - 1)`` bit for bit)
-                u = current + (self.v if beta is None else beta * self.v)
+                u = self.charge(self.v, current, beta)
                 z = torch.gt(u, 1.0).to(u.dtype)
-                self.v = u.sub_(z)
+                self.reset_membrane_(u, z)
+                self.v = u
                 return z.mul_(theta)
-            z, self.v = subtract_reset_step(current, self.v, beta, self.method, self.alpha)
+            z, self.v = self.step(current, self.v, beta)
             return z * theta
         steps = self.time_steps
         sequence = current if self.broadcast_input else current.unflatten(0, (steps, -1))  # [B, ...] or [T, B, ...]
         currents = [current] * steps if self.broadcast_input else sequence.unbind(0)
-        if self._differentiable(current, beta):
-            if self.method in FUSED_METHODS and self.fused_bptt:
+        if self._differentiable(current, beta) or not self.inference_loop:
+            if self._fused_bptt_applies(current, beta):
                 return self._spike_train_fused(sequence, steps, beta, pool) * theta
             return self._spike_train(currents, beta, pool) * theta
         return self._spike_train_inference(currents, beta, pool, theta)
@@ -270,7 +348,7 @@ class SpikingNeuron(TemporalModule):
         return torch.is_grad_enabled() and (current.requires_grad or carried or (beta is not None and beta.requires_grad))
 
     def _fused_bptt_applies(self, x: torch.Tensor, beta: Optional[torch.Tensor]) -> bool:
-        return self.method in FUSED_METHODS and self.fused_bptt and self._differentiable(x, beta)
+        return self.fused_backward and self.method in FUSED_METHODS and self.fused_bptt and self._differentiable(x, beta)
 
     def _spike_train_fused(
         self, sequence: torch.Tensor, steps: int, beta: Optional[torch.Tensor], pool: Optional[GatedMaxPool],
@@ -287,12 +365,13 @@ class SpikingNeuron(TemporalModule):
         return torch.cat([gate(z) for z in spikes.unbind(0)], 0)
 
     def _spike_train(self, currents: list[torch.Tensor], beta: Optional[torch.Tensor], pool: Optional[GatedMaxPool]) -> torch.Tensor:
-        """Layer mode, differentiable: autograd through Norse's surrogate spike function at every step."""
+        """Layer mode through the model's ``step`` at every step (autograd through Norse's surrogate
+        spike function when gradients are recorded; the reference the fast loops are checked against)."""
         u = self._start_state(currents[0])
-        gate = pool.spike_gate(u, len(currents), differentiable=True) if pool is not None else None
+        gate = pool.spike_gate(u, len(currents), differentiable=torch.is_grad_enabled()) if pool is not None else None
         spikes = []
         for current_t in currents:
-            z, u = subtract_reset_step(current_t, u, beta, self.method, self.alpha)
+            z, u = self.step(current_t, u, beta)
             spikes.append(gate(z) if gate is not None else z)
         self._keep_state(u)
         return torch.cat(spikes, 0)
@@ -335,12 +414,12 @@ class SpikingNeuron(TemporalModule):
                         current_t = buffer.div_(theta)
                     else:
                         current_t = torch.div(current_t, theta, out=buffer)
-                if beta is None:
+                if beta is None:  # charge, in place
                     u_part.add_(current_t)
                 else:
                     torch.addcmul(current_t, u_part, beta, out=u_part)  # beta * u + I in one pass
-                spikes_t = torch.gt(u_part, 1.0, out=z if pool is not None else out[t, part])
-                u_part.sub_(spikes_t)
+                spikes_t = torch.gt(u_part, 1.0, out=z if pool is not None else out[t, part])  # fire
+                self.reset_membrane_(u_part, spikes_t)
                 if pool is not None:
                     if out is None or rows == batch:
                         pooled = gate(spikes_t, part) if rows < batch else gate(spikes_t)
@@ -351,3 +430,87 @@ class SpikingNeuron(TemporalModule):
                         gate(spikes_t, part, out=out[t, part])
                 out[t, part].mul_(theta)  # spikes times the threshold, while in cache
         return out.flatten(0, 1)
+
+
+NEURON_MODELS[SpikingNeuron.model_name] = SpikingNeuron
+
+
+class ResetToZeroNeuron(SpikingNeuron, model="reset-to-zero"):
+    """The same neuron with reset to zero: the membrane forgets its charge above threshold after
+    a spike (as NIR's ``v_reset = 0`` and most neuromorphic chips do). Rates then fall below the
+    ReLU's, the more the coarser the time steps, so conversion is less exact than with
+    subtraction; offered for hardware that resets this way. Training runs the plain autograd step
+    (the fused backward is written for subtractive reset)."""
+
+    reset_mode = "zero"
+    inference_loop = True  # charge and fire are the default's; only the in-place reset differs
+
+    def reset_membrane(self, u: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """The membrane after the spikes ``z``: zero where a spike was emitted (Norse's
+        ``reset_value`` with a zero reset potential, so the surrogate gradient flows through it)."""
+        return (1.0 - z) * u
+
+    def reset_membrane_(self, u: torch.Tensor, z: torch.Tensor) -> None:
+        u.mul_(1.0 - z)
+
+
+class SubtractiveBoxCell(LIFBoxCell):
+    """Norse's ``LIFBoxCell`` (it is one) with subtractive reset, unit threshold, no leak
+    potential and ``dt = 1``, whose state is plain data (``tau_mem_inv``, surrogate ``method``
+    and ``alpha``): Norse's parameter tuple cannot be pickled, so the cell stores those three
+    and rebuilds the tuple, and ``ann2snn.save`` can store it in its safe format."""
+
+    def __init__(self, tau_mem_inv: float, method: str, alpha: float) -> None:
+        super().__init__(self._box_parameters(tau_mem_inv, method, alpha), dt=1.0)
+
+    @staticmethod
+    def _box_parameters(tau_mem_inv: float, method: str, alpha: float) -> LIFBoxParameters:
+        return LIFBoxParameters(
+            tau_mem_inv=torch.as_tensor(tau_mem_inv), v_leak=torch.as_tensor(0.0), v_th=torch.as_tensor(1.0),
+            v_reset=torch.as_tensor(0.0), method=method, alpha=alpha, reset_method=reset_subtract,
+        )  # fmt: skip
+
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()
+        for derived in ("p", "activation", "activation_sparse", "state_fallback"):
+            state.pop(derived, None)
+        state["box"] = (float(self.p.tau_mem_inv), self.p.method, float(self.p.alpha))
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        state = dict(state)
+        tau_mem_inv, method, alpha = state.pop("box")
+        super().__setstate__(state)
+        self.p = self._box_parameters(tau_mem_inv, method, alpha)
+        self.activation, self.activation_sparse, self.state_fallback = lif_box_feed_forward_step, None, self.initial_state
+
+
+class NorseLIFNeuron(SpikingNeuron, model="norse"):
+    """A neuron whose time step is Norse's own ``norse.torch.LIFBoxCell`` (box LIF with
+    ``reset_subtract``, unit threshold, ``dt = 1``; ``SubtractiveBoxCell``), kept as the submodule ``cell`` so Norse's
+    tools see Norse modules in the converted graph. Norse's cell computes
+    ``v + (1/tau) (i - v)``: fed ``i = tau * I`` it is ``beta v + I``, the default neuron's
+    leaky dynamics (equal up to rounding; ``tests/test_neurons.py``). It has no
+    integrate-and-fire limit and a fixed time constant: give a finite ``tau`` and no
+    ``learn_tau``. Threshold, offset, initial potential and the ``spikes * theta`` output are
+    the default neuron's, so calibration and correction apply unchanged."""
+
+    @classmethod
+    def check_settings(cls, tau: float, learn_tau: bool) -> None:
+        if math.isinf(tau):
+            raise ConversionError(
+                "neuron='norse': Norse's LIF box cell scales its input by 1/tau, so it cannot be an integrate-and-fire "
+                "neuron; give a finite time constant (for example tau=1000, nearly IF), or use neuron='subtract'"
+            )
+        if learn_tau:
+            raise ConversionError("neuron='norse' has a fixed time constant (a parameter of Norse's cell): use learn_tau=False, or neuron='subtract' to learn tau")
+
+    def __init__(self, *, tau: float = math.inf, learn_tau: bool = False, **kwargs) -> None:
+        self.check_settings(tau, learn_tau)
+        super().__init__(tau=tau, learn_tau=False, **kwargs)
+        self.cell = SubtractiveBoxCell(1.0 - float(self.fixed_beta), self.method, self.alpha)
+
+    def step(self, current: torch.Tensor, u: torch.Tensor, beta: Optional[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step of Norse's cell, fed ``tau * current`` so that its leak-coupled input gain cancels."""
+        z, state = self.cell(current / self.cell.p.tau_mem_inv, LIFBoxFeedForwardState(v=u))
+        return z, state.v

@@ -1,7 +1,7 @@
 """A description of a module tree as plain data, and its rebuilding without running code from the file.
 
 ``describe(module)`` walks every module's ``__dict__`` (parameters, buffers, submodules and plain
-attributes, whatever they are called) and returns a JSON text plus the list of tensors it refers
+attributes, whatever they are called; for ann2snn's own classes, what ``__getstate__`` returns) and returns a JSON text plus the list of tensors it refers
 to; ``rebuild(text, tensors)`` makes the modules again with ``cls.__new__`` and ``__setstate__``,
 as unpickling would, and rebuilds each ``torch.fx.GraphModule`` from its node list with
 ``GraphModule.graph = graph`` (fx generates the code; nothing stored is executed).
@@ -169,7 +169,7 @@ class _Describer:
     def module(self, path: str, module: nn.Module) -> dict:
         cls = type(module)
         entry: dict[str, Any] = {"path": path}
-        state = dict(module.__dict__)
+        state = dict(module.__getstate__() if class_name(cls).startswith("ann2snn.") else module.__dict__)  # ours may shed derived state
         if isinstance(module, fx.GraphModule):
             cls = _graph_module_class(cls)
             entry["class_name"] = type(module).__name__

@@ -85,7 +85,7 @@ def test_default_conversion_is_the_configs():
 def test_report_settings_are_the_configs():
     config = ConversionConfig(T=12, learn_tau=False, percentile=99.0, maxpool="avg")
     assert config.report_settings(calibrated=True) == dict(
-        T=12, learn_tau=False, tau=math.inf, maxpool="avg", encoder="direct", percentile=99.0, per_channel=True, correction="bias",
+        T=12, neuron="subtract", learn_tau=False, tau=math.inf, maxpool="avg", encoder="direct", percentile=99.0, per_channel=True, correction="bias",
     )  # fmt: skip
     assert config.report_settings(calibrated=False)["percentile"] is None
     assert config.report_settings(calibrated=False)["correction"] == "none"
