@@ -118,6 +118,7 @@ def convert(
     graph = passes.mark_readout(graph, report)
     graph = passes.check_supported(graph, report, config.allow_analog)
     graph = passes.insert_time_broadcasts(graph, report)
+    graph = passes.fuse_neuron_pools(graph, report)
     snn = SpikingNetwork(graph, config.T, config.mode, Encoder(config.encoder), report, input_shape)
     device = next((p.device for p in graph.parameters()), None)
     if device is not None:

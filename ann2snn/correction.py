@@ -26,6 +26,7 @@ from typing import Iterator
 
 import torch
 
+from .analysis import graph_neurons
 from .errors import ConversionError
 from .neurons import SpikingNeuron
 
@@ -49,17 +50,6 @@ def _channel_mean(x: torch.Tensor) -> torch.Tensor:
     return x.float().mean(dim=[d for d in range(x.dim()) if d != 1])
 
 
-def _ordered_neurons(snn) -> list[tuple[str, SpikingNeuron]]:
-    """The spiking neurons in graph order (every neuron after the ones it depends on)."""
-    out = []
-    for node in snn.network.graph.nodes:
-        if node.op == "call_module":
-            module = snn.network.get_submodule(str(node.target))
-            if isinstance(module, SpikingNeuron):
-                out.append((str(node.target), module))
-    return out
-
-
 def first_examples(batches: list[torch.Tensor], count: int) -> list[torch.Tensor]:
     """The first ``count`` examples of a list of batches, still as batches."""
     kept, out = 0, []
@@ -74,7 +64,7 @@ def first_examples(batches: list[torch.Tensor], count: int) -> list[torch.Tensor
 def rate_errors(snn, inputs: list[torch.Tensor]) -> dict[str, torch.Tensor]:
     """Per neuron, per channel: the CNN's mean (clipped) activation minus the SNN's mean rate at
     the network's current ``T``, on the first ``CORRECTION_EXAMPLES`` of ``inputs``."""
-    neurons = _ordered_neurons(snn)
+    neurons = graph_neurons(snn.network)
     totals: dict[str, torch.Tensor] = {}
     seen = 0
     with _correction_chunks(snn, inputs) as chunks:
@@ -98,7 +88,7 @@ def correct(snn, inputs: list[torch.Tensor], correction: str, bias_passes: int =
     correction = check_correction(correction)
     bias = ("bias",) * bias_passes
     passes = {"none": (), "bias": bias, "potential": ("potential",), "bias+potential": bias + ("potential",)}[correction]
-    neurons = _ordered_neurons(snn)
+    neurons = graph_neurons(snn.network)
     if not neurons or not passes:
         return
     with _correction_chunks(snn, inputs) as chunks:
@@ -112,16 +102,14 @@ MIN_CHUNK = 16
 
 @contextmanager
 def _correction_chunks(snn, inputs: list[torch.Tensor]) -> Iterator[list[torch.Tensor]]:
-    """The first ``CORRECTION_EXAMPLES`` of ``inputs`` in chunks, with gated pools unfused (so
-    hooks see each neuron's own spikes) and gradients off; the network is restored afterwards."""
+    """The first ``CORRECTION_EXAMPLES`` of ``inputs`` in chunks, with gradients off; the network
+    is restored afterwards. (The hooks that read the neurons' outputs make a neuron fused with
+    its gated pool run unfused: they see its own spikes.)"""
     chunks = [part for x in first_examples(inputs, CORRECTION_EXAMPLES) for part in x.split(max(MIN_CHUNK, snn.chunk_size(x)))]
-    fuse = snn.fuse_pools
-    snn.fuse_pools = False
     try:
         with torch.no_grad():
             yield chunks
     finally:
-        snn.fuse_pools = fuse
         snn.reset()
         snn._configure(layer_mode=False)
 

@@ -3,57 +3,49 @@
 from __future__ import annotations
 
 from collections import Counter
+from typing import Optional
 
 import networkx as nx
 from torch import fx, nn
 
-from .neurons import SpikingNeuron
-from .temporal import GatedMaxPool, TimeBroadcast
-
-_MODULE_KINDS: list[tuple[type, str]] = [
-    (SpikingNeuron, "neuron"),
-    (GatedMaxPool, "gated_pool"),
-    (TimeBroadcast, "time_broadcast"),
-    (nn.modules.conv._ConvNd, "conv"),
-    (nn.Linear, "linear"),
-    (nn.modules.batchnorm._BatchNorm, "batchnorm"),
-    (nn.ReLU, "relu"),
-    (nn.modules.pooling._MaxPoolNd, "maxpool"),
-    (nn.modules.pooling._AvgPoolNd, "avgpool"),
-    (nn.modules.pooling._AdaptiveAvgPoolNd, "avgpool"),
-    (nn.modules.dropout._DropoutNd, "dropout"),
-]
-_NAMED_CALLS = {"relu": "relu", "relu_": "relu", "add": "add", "cat": "cat", "concat": "cat", "max_pool1d": "maxpool", "max_pool2d": "maxpool"}
-
-
-def node_kind(gm: fx.GraphModule, node: fx.Node) -> str:
-    """A coarse kind for a node: input, output, neuron, gated_pool, conv, linear, relu, add, ..."""
-    if node.op == "placeholder":
-        return "input"
-    if node.op in ("output", "get_attr"):
-        return "output" if node.op == "output" else "attribute"
-    if node.op == "call_module":
-        module = gm.get_submodule(str(node.target))
-        return next((kind for cls, kind in _MODULE_KINDS if isinstance(module, cls)), type(module).__name__.lower())
-    name = getattr(node.target, "__name__", str(node.target)).strip("_")
-    return _NAMED_CALLS.get(name, name)
+from .analysis import module_kind, module_of, node_kind
+from .temporal import NeuronPool
 
 
 def to_networkx(gm: fx.GraphModule) -> nx.DiGraph:
     """The data-flow graph of ``gm``: one vertex per fx node (named like it), with attributes
-    ``op``, ``target``, ``kind``, ``module_type`` and ``shape`` (where shape propagation left one)."""
+    ``op``, ``target``, ``kind``, ``module_type`` and ``shape`` (where shape propagation left one).
+    A neuron fused with its gated max pool (``NeuronPool``) is drawn as what it computes: two
+    vertices ``<node>.neuron`` -> ``<node>.pool``."""
     graph = nx.DiGraph()
+    vertex: dict[fx.Node, str] = {}  # the vertex that carries each node's output
     for node in gm.graph.nodes:
-        module = gm.get_submodule(str(node.target)) if node.op == "call_module" else None
-        meta = node.meta.get("tensor_meta")
+        module = module_of(gm, node)
+        sources = [vertex[source] for source in node.all_input_nodes]
+        if isinstance(module, NeuronPool):
+            neuron = _add_module_vertex(graph, f"{node.name}.neuron", f"{node.target}.neuron", module.neuron, _shape(node.args[0]), sources)
+            vertex[node] = _add_module_vertex(graph, f"{node.name}.pool", f"{node.target}.pool", module.pool, _shape(node), [neuron])
+            continue
         graph.add_node(
             node.name, op=node.op, target=str(node.target), kind=node_kind(gm, node),
-            module_type=type(module).__name__ if module is not None else None,
-            shape=tuple(meta.shape) if hasattr(meta, "shape") else None,
+            module_type=type(module).__name__ if module is not None else None, shape=_shape(node),
         )
-        for source in node.all_input_nodes:
-            graph.add_edge(source.name, node.name)
+        graph.add_edges_from((source, node.name) for source in sources)
+        vertex[node] = node.name
     return graph
+
+
+def _shape(value: object) -> Optional[tuple[int, ...]]:
+    """The shape shape propagation left on a node, if any."""
+    meta = value.meta.get("tensor_meta") if isinstance(value, fx.Node) else None
+    return tuple(meta.shape) if hasattr(meta, "shape") else None
+
+
+def _add_module_vertex(graph: nx.DiGraph, name: str, target: str, module: nn.Module, shape: Optional[tuple[int, ...]], sources: list[str]) -> str:
+    """A vertex for one submodule of a fused node, fed by ``sources``; returns its name."""
+    graph.add_node(name, op="call_module", target=target, kind=module_kind(module), module_type=type(module).__name__, shape=shape)
+    graph.add_edges_from((source, name) for source in sources)
+    return name
 
 
 def kind_counts(graph: nx.DiGraph) -> Counter:

@@ -26,7 +26,8 @@ are continuous; the Euler step with ``dt = 1`` reproduces ours exactly):
   ``nir.Conv1d`` with weights ``1/k`` and no bias, which is exact. Adaptive average pooling
   becomes the same when the output size divides the input size.
 - Residual adds become several edges into one node (NIR sums them); ``TimeBroadcast`` nodes are
-  identity. Max pooling (``GatedMaxPool``, ``nn.MaxPool``) has no NIR primitive: refused.
+  identity. Max pooling (``GatedMaxPool``, alone or fused with its neuron in a ``NeuronPool``,
+  and ``nn.MaxPool``) has no NIR primitive: refused.
 - The graph runs one time step per call: feed the encoded input at every step (under direct
   encoding the same ``x`` for T steps) and average the output over T, as ``snn(x)`` does.
   Graph metadata records ``dt``, ``T``, the encoder and the readout rule.
@@ -44,11 +45,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
+from torch.fx.passes.shape_prop import TensorMetadata
 
+from .analysis import describe, fresh_name, propagate_shapes
 from .atomic import atomic_path
 from .errors import ConversionError
 from .neurons import SpikingNeuron
-from .temporal import GatedMaxPool, TimeBroadcast
+from .temporal import GatedMaxPool, NeuronPool, TimeBroadcast
 from .timeloop import SpikingNetwork
 
 try:  # an optional dependency: pip install 'ann2snn[nir]'
@@ -136,18 +139,11 @@ class _Exporter:
 
     # -- bookkeeping ----------------------------------------------------------------------------
     def refuse(self, node: fx.Node, why: str) -> ConversionError:
-        return ConversionError(f"cannot export node `{node.name}` ({self.describe(node)}) to NIR: {why}")
-
-    def describe(self, node: fx.Node) -> str:
-        if node.op == "call_module":
-            return f"{type(self.gm.get_submodule(str(node.target))).__name__} `{node.target}`"
-        return f"{node.op} {getattr(node.target, '__name__', node.target)}"
+        return ConversionError(f"cannot export node `{node.name}` ({describe(self.gm, node)}) to NIR: {why}")
 
     def name(self, base: str) -> str:
-        name, k = base, 1
-        while name in self.nodes or name in self.reserved:
-            name, k = f"{base}_{k}", k + 1
-        return name
+        """A NIR node name not taken by a NIR node or an fx node."""
+        return fresh_name(base, lambda name: name in self.nodes or name in self.reserved)
 
     def add(self, name: str, node: nir.NIRNode, sources: Sources) -> None:
         if name in self.folded_into:
@@ -225,7 +221,7 @@ class _Exporter:
             return self.pool(node, module)
         if isinstance(module, nn.Flatten):
             return self.flatten(node, module.start_dim, module.end_dim)
-        if isinstance(module, (GatedMaxPool, nn.MaxPool1d, nn.MaxPool2d)):
+        if isinstance(module, (GatedMaxPool, NeuronPool, nn.MaxPool1d, nn.MaxPool2d)):
             raise self.refuse(node, "max pooling has no NIR primitive; convert with maxpool='avg' to export")
         raise self.refuse(node, "no NIR equivalent for this module")
 
@@ -379,21 +375,13 @@ class _Exporter:
 
 
 def _record_shapes(snn: SpikingNetwork, input_shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
-    """Per-example output shape of every fx node, from one analog pass on a zero input."""
-    shapes: dict[str, tuple[int, ...]] = {}
-
-    class Recorder(fx.Interpreter):
-        def run_node(self, n: fx.Node) -> Any:
-            out = super().run_node(n)
-            if isinstance(out, torch.Tensor):
-                shapes[n.name] = tuple(out.shape[1:])
-            return out
-
+    """Per-example output shape of every fx node with a tensor output, from one analog pass on a
+    zero input (``analysis.propagate_shapes``)."""
     device = next((b.device for b in snn.network.buffers()), torch.device("cpu"))
     x = torch.zeros(1, *input_shape, device=device)
     try:
         with torch.no_grad(), snn.analog_mode():
-            Recorder(snn.network).run(x)
+            metas = propagate_shapes(snn.network, x)
     except RuntimeError as error:
         raise ConversionError(f"the network fails on an input of per-example shape {input_shape}: {error}") from error
-    return shapes
+    return {name: tuple(meta.shape[1:]) for name, meta in metas.items() if isinstance(meta, TensorMetadata)}

@@ -33,9 +33,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .analysis import module_of, split_static
 from .calibrate import calibration_inputs
 from .neurons import SpikingNeuron
-from .passes.time_broadcast import split_static
+from .temporal import NeuronPool
 from .timeloop import SpikingNetwork
 
 #: Energy per operation in picojoules (Horowitz 2014, 45 nm, 32-bit float).
@@ -178,6 +179,8 @@ class _Counter:
     def __call__(self, module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
         row = self.row
         if row.kind == "neuron":
+            if module.analog:  # sizing runs the graph analog (neurons as ReLUs): not spikes
+                return
             row.neurons = output[0].numel()
             row.spikes += float((output != 0).sum())
             return
@@ -198,21 +201,22 @@ def profile(snn: SpikingNetwork, batches: Iterable | torch.Tensor, mode: Optiona
     result = Profile(T=snn.T, mode=mode or snn.mode)
     hooks, seen = [], set()
     for node in snn.network.graph.nodes:
-        if node.op != "call_module" or node.target in seen:
+        module, name = module_of(snn.network, node), str(node.target)
+        if isinstance(module, NeuronPool):  # hooks on the neuron run it unfused: they see its own spikes
+            module, name = module.neuron, f"{name}.neuron"
+        if module is None or name in seen:
             continue
-        seen.add(node.target)
-        module = snn.network.get_submodule(str(node.target))
+        seen.add(name)
         if isinstance(module, SpikingNeuron):
-            counter = _Counter(LayerProfile(str(node.target), "neuron"))
+            counter = _Counter(LayerProfile(name, "neuron"))
         elif isinstance(module, _SYNAPTIC):
-            counter = _Counter(LayerProfile(str(node.target), type(module).__name__), spiking_encoder or node not in static)
+            counter = _Counter(LayerProfile(name, type(module).__name__), spiking_encoder or node not in static)
         else:
             continue
         result.layers.append(counter.row)
         hooks.append(module.register_forward_hook(counter))
     device = next(snn.network.parameters(), torch.empty(0)).device
     previous_mode, was_training = snn.mode, snn.training
-    fused, snn.fuse_pools = snn.fuse_pools, False  # hooks must see each neuron's own spikes
     snn.mode = result.mode
     snn.eval()
     try:
@@ -225,7 +229,6 @@ def profile(snn: SpikingNetwork, batches: Iterable | torch.Tensor, mode: Optiona
             hook.remove()
         snn.mode = previous_mode
         snn.train(was_training)
-        snn.fuse_pools = fused
     for row in result.layers:
         row.spikes /= result.examples
         row.acs /= result.examples

@@ -29,6 +29,7 @@ from typing import Iterator, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
+from .analysis import graph_neurons
 from .errors import ConversionError, InputShapeError
 from .neurons import SpikingNeuron
 from .timeloop import SpikingNetwork
@@ -141,12 +142,9 @@ class SpikeRecord:
 
 
 def neuron_names(snn: SpikingNetwork) -> list[str]:
-    """The spiking neurons' module names in ``snn.network``, in graph order."""
-    names = []
-    for node in snn.network.graph.nodes:
-        if node.op == "call_module" and isinstance(snn.network.get_submodule(str(node.target)), SpikingNeuron) and str(node.target) not in names:
-            names.append(str(node.target))
-    return names
+    """The spiking neurons' module paths in ``snn.network``, in graph order (a neuron fused with
+    the gated max pool that reads it is ``<fused>.neuron``)."""
+    return [name for name, _ in graph_neurons(snn.network)]
 
 
 @contextmanager

@@ -89,6 +89,13 @@ class ConversionReport:
         """The entry of the node that became submodule ``module``."""
         return next((e for e in self.entries if e.module == module), None)
 
+    def rename_module(self, old: str, new: str) -> None:
+        """Submodule ``old`` is now ``new`` (a later pass moved it): say so in its entries."""
+        for entry in self.entries:
+            if entry.module == old:
+                entry.module = new
+                entry.after = entry.after.replace(f"`{old}`", f"`{new}`")
+
     @property
     def neurons(self) -> list[Entry]:
         return self.by_action("spiking")

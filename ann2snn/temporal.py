@@ -1,4 +1,5 @@
-"""Modules that know about time: the base class, gated max pooling and time broadcasting.
+"""Modules that know about time: the base class, gated max pooling (alone, and fused with the
+neuron it reads) and time broadcasting.
 
 Every temporal module runs in one of three regimes, set by the time loop:
 
@@ -17,12 +18,16 @@ module of the network supports it.
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules.module import _global_forward_hooks, _global_forward_pre_hooks
 from torch.nn.modules.utils import _ntuple
+
+if TYPE_CHECKING:
+    from .neurons import SpikingNeuron
 
 
 class TemporalModule(nn.Module):
@@ -92,7 +97,6 @@ class GatedMaxPool(TemporalModule):
         self.dilation = dilation
         self.ceil_mode = ceil_mode
         self.count: Optional[torch.Tensor] = None
-        self.fused = False  # set by the time loop while the upstream neuron applies this pool
 
     def extra_repr(self) -> str:
         return f"{self.dims}-D, kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
@@ -186,7 +190,7 @@ class GatedMaxPool(TemporalModule):
 
     def spike_gate(self, like: torch.Tensor, steps: int, differentiable: bool) -> Callable[[torch.Tensor], torch.Tensor]:
         """A stateful per-step gate for binary spikes shaped like ``like`` (used when a neuron
-        runs this pool inside its own loop; see ``SpikingNeuron.fuse_pool``). Without gradients
+        runs this pool inside its own loop; see ``NeuronPool``). Without gradients
         it needs no indices: one plain max pool of the running count per step, whose increase is
         the output (counts are integers, exact in floating point)."""
         if differentiable:
@@ -210,8 +214,6 @@ class GatedMaxPool(TemporalModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.analog:
             return self._pool(x)
-        if self.fused and self.time_steps is not None:
-            return x  # the neuron before this pool already pooled each step
         if self.time_steps is None:
             if self.count is None:
                 self.count = torch.zeros_like(x, requires_grad=False)
@@ -224,3 +226,31 @@ class GatedMaxPool(TemporalModule):
         frames = x.unflatten(0, (self.time_steps, -1)).unbind(0)
         gate = self._running_gate(frames[0])
         return torch.cat([gate(frame) for frame in frames], 0)
+
+
+class NeuronPool(nn.Module):
+    """A spiking neuron and the gated max pool that alone reads its spikes, as one graph node
+    (made by ``passes.fuse_neuron_pools``); the submodules ``neuron`` and ``pool`` keep their
+    own regimes, state and parameters, and compute what the two nodes computed.
+
+    In layer mode the neuron applies the pool to each step's spikes inside its own loop
+    (``SpikingNeuron.forward(x, pool=...)``), so the unpooled spike train of all steps is never
+    stored. Wherever the neuron's own spikes must exist (analog mode, step mode) or be seen
+    (forward hooks or pre-hooks on the neuron, or global ones: profiling, spike recording,
+    output-space correction), it runs the neuron, then the pool."""
+
+    def __init__(self, neuron: "SpikingNeuron", pool: GatedMaxPool) -> None:
+        super().__init__()
+        self.neuron = neuron
+        self.pool = pool
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._fuses():
+            return self.neuron(x, pool=self.pool)
+        return self.pool(self.neuron(x))
+
+    def _fuses(self) -> bool:
+        """Layer mode, and nobody observes the neuron's output."""
+        neuron = self.neuron
+        observed = neuron._forward_hooks or neuron._forward_pre_hooks or _global_forward_hooks or _global_forward_pre_hooks
+        return neuron.time_steps is not None and not neuron.analog and not observed

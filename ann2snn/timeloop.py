@@ -12,15 +12,13 @@ from typing import Iterator, Optional
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
-from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
 from torch.utils._pytree import tree_map
 
+from .analysis import propagate_shapes, split_static, tensor_metas
 from .encoders import Encoder
 from .errors import ConversionError, InputShapeError, StaleCalibrationWarning
-from .passes.time_broadcast import split_static
 from .report import ConversionReport
-from .neurons import SpikingNeuron
-from .temporal import GatedMaxPool, TemporalModule
+from .temporal import NeuronPool, TemporalModule
 
 MODES = ("layer", "step")
 
@@ -52,18 +50,6 @@ def _check_mode(mode: object) -> str:
     if mode not in MODES:
         raise ConversionError(f"mode={mode!r} is not one of {MODES}")
     return str(mode)
-
-
-def _neuron_pool_pairs(network: fx.GraphModule) -> list[tuple[str, str]]:
-    """(neuron, gated pool) submodule names where the neuron's only reader is that pool."""
-    pairs = []
-    for node in network.graph.nodes:
-        if node.op != "call_module" or not isinstance(network.get_submodule(str(node.target)), SpikingNeuron):
-            continue
-        users = list(node.users)
-        if len(users) == 1 and users[0].op == "call_module" and isinstance(network.get_submodule(str(users[0].target)), GatedMaxPool):
-            pairs.append((str(node.target), str(users[0].target)))
-    return pairs
 
 
 #: Static/dynamic halves of networks (see ``_split_network``), cached per network and its code;
@@ -137,26 +123,6 @@ def _even(total: int, size: int) -> int:
     return math.ceil(total / math.ceil(total / size))
 
 
-class _SilentShapeProp(ShapeProp):
-    """fx's ShapeProp, calling each graph module's ``forward`` directly: the sizing run that
-    chooses the batch chunk must not fire the user's hooks (``ann2snn.profile`` counts with them)."""
-
-    def call_module(self, target, args, kwargs):
-        return self.fetch_attr(target).forward(*args, **kwargs)
-
-
-def _tensor_metas(meta: object) -> Iterator[TensorMetadata]:
-    """The TensorMetadata records in ShapeProp's annotation of one node (nested for tuple outputs)."""
-    if isinstance(meta, TensorMetadata):
-        yield meta
-    elif isinstance(meta, (tuple, list)):
-        for item in meta:
-            yield from _tensor_metas(item)
-    elif isinstance(meta, dict):
-        for item in meta.values():
-            yield from _tensor_metas(item)
-
-
 class SpikingNetwork(nn.Module):
     """A converted SNN: ``snn(x)`` runs ``T`` steps and averages the readout over them.
 
@@ -211,10 +177,6 @@ class SpikingNetwork(nn.Module):
         self._t = 0
         _, dynamic = split_static(network)
         self.static_output = not any(n.op == "output" for n in dynamic)
-        self.fusable_pools = _neuron_pool_pairs(network)
-        #: Layer mode runs each gated max pool inside the neuron that feeds it (faster, and the
-        #: unpooled spike train is never stored); set False to observe neurons' own spikes with hooks.
-        self.fuse_pools = True
         #: Approximation, off by default: see ``pool_static_input`` in the class docstring.
         self.pool_static_input = False
         self._batch_chunk: Optional[int] = None
@@ -296,13 +258,9 @@ class SpikingNetwork(nn.Module):
             module.sequence_steps = self.T if layer_mode else None
             module.chunked = layer_mode and steps < self.T
             module.broadcast_input = folded_static and module.static_source
-        fuse = layer_mode and not analog and self.fuse_pools
-        for neuron_name, pool_name in self.fusable_pools:
-            pool = self.network.get_submodule(pool_name)
-            pool.fused = fuse
-            neuron = self.network.get_submodule(neuron_name)
-            neuron.fuse_pool(pool if fuse else None)
-            neuron.pool_static_input = fuse and self.pool_static_input
+        for fused in self.network.modules():
+            if isinstance(fused, NeuronPool):
+                fused.neuron.pool_static_input = layer_mode and not analog and self.pool_static_input
 
     @contextmanager
     def analog_mode(self) -> Iterator[None]:
@@ -412,10 +370,10 @@ class SpikingNetwork(nn.Module):
         return examples, steps
 
     def _largest_activation_bytes(self, example: torch.Tensor) -> int:
-        """Bytes of the largest tensor one example produces in one step (via fx's ShapeProp)."""
+        """Bytes of the largest tensor one example produces in one step (``analysis.propagate_shapes``)."""
         with torch.no_grad(), self.analog_mode(), self._explained_errors(example):
-            _SilentShapeProp(self.network).propagate(example)
-        metas = [m for node in self.network.graph.nodes for m in _tensor_metas(node.meta.get("tensor_meta"))]
+            shapes = propagate_shapes(self.network, example)
+        metas = [m for meta in shapes.values() for m in tensor_metas(meta)]
         return max((m.shape.numel() * m.dtype.itemsize for m in metas), default=1)
 
     def _check_calibration_fresh(self) -> None:

@@ -8,6 +8,8 @@ import ann2snn
 from ann2snn.recording import neuron_names, plot_raster, record, run_sequence
 
 T = 12
+#: The first neuron, fused with the max pool that reads it (passes.fuse_neuron_pools).
+FIRST = "_1_neuron__2_gated.neuron"
 
 
 def make_snn(**options) -> ann2snn.SpikingNetwork:
@@ -39,19 +41,19 @@ def test_record_gives_every_neurons_spike_train_without_changing_outputs(snn, x)
     assert torch.allclose(out, expected, atol=1e-6)
     assert snn.mode == "layer"  # restored
     assert "reset" not in snn.__dict__
-    assert rec.names == neuron_names(snn) == ["_1_neuron", "_4_neuron"]
+    assert rec.names == neuron_names(snn) == [FIRST, "_4_neuron"]
     assert rec.steps == [T]
-    assert tuple(rec.spikes["_1_neuron"].shape) == (T, 5, 6, 28)
+    assert tuple(rec.spikes[FIRST].shape) == (T, 5, 6, 28)
     assert tuple(rec.spikes["_4_neuron"].shape) == (T, 5, 6, 12)
-    assert rec.spikes["_1_neuron"].dtype == torch.bool
-    assert torch.equal(rec.counts["_1_neuron"], rec.spikes["_1_neuron"].sum(0).float())
+    assert rec.spikes[FIRST].dtype == torch.bool
+    assert torch.equal(rec.counts[FIRST], rec.spikes[FIRST].sum(0).float())
     # the same numbers as ann2snn.profile, which counts with its own hooks in layer mode
     counted = {row.name: row.spikes for row in ann2snn.profile(snn, x).neuron_layers}
     for name, counts in rec.counts.items():
         assert float(counts.sum()) / 5 == pytest.approx(counted[name])
     rates = rec.rates()
-    assert 0 < rates["_1_neuron"] < 1
-    assert rates["_1_neuron"] == pytest.approx(float(rec.spikes["_1_neuron"].float().mean()))
+    assert 0 < rates[FIRST] < 1
+    assert rates[FIRST] == pytest.approx(float(rec.spikes[FIRST].float().mean()))
     assert "firing rate" in str(rec) and "_4_neuron" in str(rec)
     assert tuple(rec.raster("_4_neuron", example=2).shape) == (T, 6 * 12)
 
@@ -73,8 +75,8 @@ def test_runs_join_along_the_batch_and_streams_are_recorded(snn, x):
             snn.step(x[:3])
         snn.reset()
     assert rec.steps == [T, T, T]
-    assert rec.spikes["_1_neuron"].shape[:2] == (T, 10)
-    assert [run["_1_neuron"].shape[1] for run in rec.runs] == [5, 2, 3]
+    assert rec.spikes[FIRST].shape[:2] == (T, 10)
+    assert [run[FIRST].shape[1] for run in rec.runs] == [5, 2, 3]
     # the first run's spikes are those of a recording of that call alone
     with torch.no_grad(), record(snn) as alone:
         snn(x)
@@ -89,7 +91,7 @@ def test_runs_of_different_lengths_keep_counts(snn, x):
             snn.step(x)
         snn.reset()
     assert rec.steps == [T, 3]
-    assert rec.counts["_1_neuron"].shape[0] == 10
+    assert rec.counts[FIRST].shape[0] == 10
     with pytest.raises(ann2snn.ConversionError, match="trains=True"):
         rec.spikes
 
@@ -102,14 +104,14 @@ def test_different_step_counts_need_runs(snn, x):
         snn.reset()
     with pytest.raises(ann2snn.ConversionError, match="different numbers of steps"):
         rec.spikes
-    assert [run["_1_neuron"].shape[0] for run in rec.runs] == [T, 1]
+    assert [run[FIRST].shape[0] for run in rec.runs] == [T, 1]
 
 
 def test_layers_subset_and_unknown_names(snn, x):
     with torch.no_grad(), record(snn, layers=["_4_neuron"]) as rec:
         snn(x)
     assert list(rec.spikes) == ["_4_neuron"]
-    with pytest.raises(ann2snn.ConversionError, match="no neuron layer named 'relu'.*_1_neuron, _4_neuron"):
+    with pytest.raises(ann2snn.ConversionError, match=r"no neuron layer named 'relu'.*_1_neuron__2_gated\.neuron, _4_neuron"):
         with record(snn, layers=["relu"]):
             pass
     with pytest.raises(ann2snn.ConversionError, match="not Sequential"):
@@ -174,7 +176,7 @@ def test_recording_a_sequence(snn):
     with torch.no_grad(), record(snn) as rec:
         run_sequence(snn, events)
     assert rec.steps == [6]
-    assert tuple(rec.spikes["_1_neuron"].shape) == (6, 2, 6, 28)
+    assert tuple(rec.spikes[FIRST].shape) == (6, 2, 6, 28)
 
 
 def test_plot_raster_writes_a_png(snn, x, tmp_path):

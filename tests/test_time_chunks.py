@@ -10,7 +10,7 @@ import ann2snn
 from ann2snn import timeloop
 from ann2snn.bptt import SubtractResetSequence
 from ann2snn.neurons import SpikingNeuron
-from ann2snn.temporal import GatedMaxPool, TimeBroadcast
+from ann2snn.temporal import GatedMaxPool, NeuronPool, TimeBroadcast
 from snn_test_nets import INPUT_SHAPE, ResidualConcatNet
 
 
@@ -60,9 +60,11 @@ def assert_same(a, b, atol=1e-6):
 
 @pytest.mark.parametrize("fused_bptt", [True, False], ids=["fused-bptt", "autograd-bptt"])
 @pytest.mark.parametrize("fuse_pools", [True, False], ids=["fused-pools", "pools"])
-def test_time_chunks_change_neither_outputs_nor_gradients(data, fused_bptt, fuse_pools):
+def test_time_chunks_change_neither_outputs_nor_gradients(data, fused_bptt, fuse_pools, monkeypatch):
+    if not fuse_pools:
+        monkeypatch.setattr(ann2snn.passes, "fuse_neuron_pools", lambda gm, report: gm)  # the pass not applied
     snn = ann2snn.convert(ResidualConcatNet().eval(), T=16, learn_tau=True, tau=20.0, calibration=[data])
-    snn.fuse_pools = fuse_pools
+    assert any(isinstance(m, NeuronPool) for m in snn.modules()) == fuse_pools
     for module in snn.modules():
         if isinstance(module, SpikingNeuron):
             module.fused_bptt = fused_bptt
@@ -82,7 +84,7 @@ def test_time_chunks_in_inference_equal_step_mode(learn_tau):
     torch.manual_seed(3)
     x = torch.randn(10, 2, 24)
     snn = ann2snn.convert(StaticSkipNet().eval(), T=24, learn_tau=learn_tau, tau=30.0, calibration=[x])
-    assert any(isinstance(m, TimeBroadcast) for m in snn.modules()) and snn.fusable_pools
+    assert any(isinstance(m, TimeBroadcast) for m in snn.modules()) and any(isinstance(m, NeuronPool) for m in snn.modules())
     with torch.no_grad():
         snn.mode = "step"
         stepped = snn(x)
@@ -208,7 +210,7 @@ def test_neuron_loop_in_batch_slices_is_bit_identical(data, monkeypatch, learn_t
     from ann2snn import neurons
 
     snn = ann2snn.convert(ResidualConcatNet().eval(), T=12, learn_tau=learn_tau, tau=30.0, calibration=[data])
-    assert snn.fusable_pools
+    assert any(isinstance(m, NeuronPool) for m in snn.modules())
     with torch.no_grad():
         whole = snn(data)
         monkeypatch.setattr(neurons, "SLICE_BYTES", 1)  # one example per slice
@@ -243,10 +245,11 @@ def test_pooling_static_input_first_is_an_option(data):
     spike train of each window's largest input, times the threshold."""
     snn = ann2snn.convert(ResidualConcatNet().eval(), T=32, learn_tau=False, calibration=[data])
     assert snn.pool_static_input is False
-    first, pool = (snn.network.get_submodule(name) for name in snn.fusable_pools[0])
+    fused = next(m for m in snn.network.modules() if isinstance(m, NeuronPool))
+    first, pool = fused.neuron, fused.pool
     assert first.static_source
     seen = {}
-    first.register_forward_hook(lambda module, args, out: seen.update(out=out, x=args[0]))
+    fused.register_forward_hook(lambda module, args, out: seen.update(out=out, x=args[0]))  # a hook on the neuron would unfuse it
     with torch.no_grad():
         exact = snn(data)
         snn.pool_static_input = True

@@ -3,6 +3,7 @@ to) and returns the rewritten GraphModule; they run in the order of ``convert.PI
 
 from .cleanup import remove_dropout_and_identity
 from .fold_bn import fold_batchnorm
+from .fuse_pool import fuse_neuron_pools
 from .pooling import rewrite_max_pooling
 from .readout import mark_readout
 from .relu import relu_to_neurons
@@ -12,6 +13,7 @@ from .time_broadcast import insert_time_broadcasts
 __all__ = [
     "check_supported",
     "fold_batchnorm",
+    "fuse_neuron_pools",
     "insert_time_broadcasts",
     "mark_readout",
     "relu_to_neurons",

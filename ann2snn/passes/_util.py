@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
-from torch import fx, nn
+from torch import fx
 
+from ..analysis import fresh_name
 from ..trace import module_path_of, source_of
-
-
-def module_of(gm: fx.GraphModule, node: fx.Node) -> Optional[nn.Module]:
-    """The module a ``call_module`` node calls, else None."""
-    return gm.get_submodule(str(node.target)) if node.op == "call_module" else None
 
 
 def arg(node: fx.Node, index: int, name: str, default: Any = None) -> Any:
@@ -19,28 +15,6 @@ def arg(node: fx.Node, index: int, name: str, default: Any = None) -> Any:
     if len(node.args) > index:
         return node.args[index]
     return node.kwargs.get(name, default)
-
-
-def describe(gm: fx.GraphModule, node: fx.Node) -> str:
-    """A short human name of what a node computes: module class, function or method name."""
-    module = module_of(gm, node)
-    if module is not None:
-        return f"{type(module).__name__} `{node.target}`"
-    if node.op == "call_method":
-        return f"Tensor.{node.target}"
-    if node.op == "call_function":
-        target = node.target
-        owner = getattr(target, "__module__", None) or ""
-        if owner.startswith("torch.nn.functional") or owner == "torch._C._nn":
-            owner = "F"
-        elif owner == "_operator":
-            owner = "operator"
-        elif owner == "torch" or owner.startswith("torch."):
-            owner = "torch"
-        elif owner not in ("_operator", "operator", "builtins"):
-            owner = owner.split(".")[0]  # torchvision.ops.stochastic_depth -> torchvision
-        return f"{owner}.{getattr(target, '__name__', str(target))}".lstrip(".")
-    return node.op
 
 
 def where(node: fx.Node) -> str:
@@ -52,10 +26,7 @@ def where(node: fx.Node) -> str:
 
 def unique_name(gm: fx.GraphModule, base: str) -> str:
     """A submodule name not yet taken in ``gm``."""
-    name, k = base, 1
-    while hasattr(gm, name):
-        name, k = f"{base}_{k}", k + 1
-    return name
+    return fresh_name(base, lambda name: hasattr(gm, name))
 
 
 def replace_with_input(node: fx.Node) -> None:

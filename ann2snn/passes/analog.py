@@ -19,8 +19,8 @@ import math
 from torch import fx
 
 from ..temporal_ops import RateIncrement, RateMean
+from ..analysis import constant_like
 from ._util import is_in_place, unique_name
-from .supported import constant_like
 
 
 def make_island(gm: fx.GraphModule, node: fx.Node, dynamic: set[fx.Node], memo: dict, islands: dict[fx.Node, fx.Node]) -> fx.Node:

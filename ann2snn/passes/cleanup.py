@@ -7,8 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from ..analysis import describe, module_of
 from ..report import ConversionReport
-from ._util import arg, describe, finish, module_of, replace_with_input, where
+from ._util import arg, finish, replace_with_input, where
 
 #: Every dropout module (subclasses of ``_DropoutNd`` included: user-defined variants too).
 DROPOUT_MODULES = (nn.modules.dropout._DropoutNd,)

@@ -7,8 +7,9 @@ import copy
 from torch import fx, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
+from ..analysis import describe, module_of
 from ..report import ConversionReport
-from ._util import describe, finish, module_of, where
+from ._util import finish, where
 
 FOLDABLE = {nn.BatchNorm1d: (nn.Conv1d, nn.Linear), nn.BatchNorm2d: (nn.Conv2d,), nn.BatchNorm3d: (nn.Conv3d,)}
 

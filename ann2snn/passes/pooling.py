@@ -20,12 +20,12 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from ..analysis import describe, is_spiking, module_of, split_static
 from ..errors import ConversionError
-from ..neurons import SpikingNeuron
 from ..report import ConversionReport
 from ..temporal import GatedMaxPool
 from ..temporal_ops import GatedAdaptiveMaxPool, GatedMaxReduce
-from ._util import arg, describe, finish, module_of, unique_name, where
+from ._util import arg, finish, unique_name, where
 
 MAXPOOL_MODES = ("gated", "avg")
 _FUNCTIONS = {F.max_pool1d: 1, F.max_pool2d: 2, torch.max_pool1d: 1, torch.max_pool2d: 2}
@@ -95,10 +95,6 @@ def max_site(gm: fx.GraphModule, node: fx.Node) -> Optional[tuple[str, dict]]:
     return None
 
 
-def _is_neuron(gm: fx.GraphModule, node: fx.Node) -> bool:
-    return isinstance(module_of(gm, node), SpikingNeuron)
-
-
 def _swap_behind_neuron(gm: fx.GraphModule, pool: fx.Node) -> fx.Node:
     """``neuron(pool(x))`` -> ``pool(neuron(x))``; returns the new pool node."""
     (neuron,) = pool.users
@@ -110,14 +106,6 @@ def _swap_behind_neuron(gm: fx.GraphModule, pool: fx.Node) -> fx.Node:
     gm.graph.erase_node(neuron)
     gm.graph.erase_node(pool)
     return new_pool
-
-
-def _downstream_of_neurons(gm: fx.GraphModule) -> set[fx.Node]:
-    temporal: set[fx.Node] = set()
-    for node in gm.graph.nodes:
-        if _is_neuron(gm, node) or any(i in temporal for i in node.all_input_nodes):
-            temporal.add(node)
-    return temporal
 
 
 def _avg_pool(settings: dict, node: fx.Node) -> nn.Module:
@@ -151,9 +139,9 @@ def rewrite_max_pooling(gm: fx.GraphModule, report: ConversionReport, maxpool: s
         raise ConversionError(f"maxpool={maxpool!r} is not one of {MAXPOOL_MODES}")
     for node in list(gm.graph.nodes):
         site = max_site(gm, node)
-        if site is not None and not site[1].get("with_indices") and len(node.users) == 1 and _is_neuron(gm, next(iter(node.users))):
+        if site is not None and not site[1].get("with_indices") and len(node.users) == 1 and is_spiking(gm, next(iter(node.users))):
             _swap_behind_neuron(gm, node)
-    temporal = _downstream_of_neurons(gm)
+    _, temporal = split_static(gm)
     for node in list(gm.graph.nodes):
         site = max_site(gm, node)
         if site is None:
@@ -176,5 +164,5 @@ def rewrite_max_pooling(gm: fx.GraphModule, report: ConversionReport, maxpool: s
         new.meta = dict(node.meta)
         node.replace_all_uses_with(new)
         gm.graph.erase_node(node)
-        report.add(node.name, before, f"{after}" + (f" `{target}`" if target else ""), "pool", location)
+        report.add(node.name, before, f"{after}" + (f" `{target}`" if target else ""), "pool", location, module=target)
     return finish(gm)

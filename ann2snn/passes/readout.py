@@ -9,9 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from ..analysis import describe, module_of
 from ..neurons import SpikingNeuron
 from ..report import ConversionReport
-from ._util import describe, finish, module_of, replace_with_input, where
+from ._util import finish, replace_with_input, where
 
 SOFTMAX_MODULES = (nn.Softmax, nn.LogSoftmax)
 SOFTMAX_FUNCTIONS = {F.softmax, F.log_softmax, torch.softmax, torch.log_softmax}

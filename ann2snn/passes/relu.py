@@ -17,10 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from ..analysis import describe, module_of
 from ..neurons import SpikingNeuron
 from ..qcfs import QCFS
 from ..report import ConversionReport
-from ._util import arg, describe, finish, module_of, unique_name, where
+from ._util import arg, finish, unique_name, where
 
 
 @dataclass(frozen=True)

@@ -20,10 +20,11 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from ..analysis import constant_like, describe, module_of, split_static
 from ..errors import ConversionError, ConversionWarning
 from ..report import ConversionReport
 from ..temporal import TemporalModule
-from ._util import describe, finish, module_of, where
+from ._util import finish, where
 from .pooling import INPUT_PATH as INPUT_PATH_MAX
 
 
@@ -100,32 +101,6 @@ CARRIED_METHODS: dict[str, Carried] = {
     **dict.fromkeys(("mul", "mul_", "__mul__", "__rmul__", "matmul", "__matmul__"), _SCALE),
     **dict.fromkeys(("div", "div_", "__truediv__"), _DIVIDE),
 }
-#: Arithmetic that keeps shape values (``x.size(2) // 2``) constant.
-_SHAPE_ARITHMETIC = {operator.getitem, operator.add, operator.sub, operator.mul, operator.truediv, operator.floordiv, operator.mod, torch.mul, torch.div}
-
-
-def constant_like(node: object, memo: dict) -> bool:
-    """True for values that do not carry activations: constants, parameters (``get_attr``), values
-    computed from them alone (``self.scale.exp()``) and values computed only from tensor sizes
-    (``x.size(0) * 4``)."""
-    if not isinstance(node, fx.Node):
-        return True
-    if node not in memo:
-        if node.op == "get_attr":
-            memo[node] = True
-        elif node.op == "placeholder":
-            memo[node] = False
-        elif node.op == "call_method" and node.target in ("size", "dim"):
-            memo[node] = True
-        elif node.op == "call_function" and node.target is getattr:
-            memo[node] = node.args[1] in ("shape", "ndim", "dtype", "device") or constant_like(node.args[0], memo)
-        elif node.op in ("call_function", "call_method") and node.target in (*_SHAPE_ARITHMETIC, "__mul__", "__truediv__", "mul", "div"):
-            memo[node] = all(constant_like(a, memo) for a in node.all_input_nodes)
-        else:  # anything else is constant when nothing it reads carries activations
-            memo[node] = bool(node.all_input_nodes) and all(constant_like(a, memo) for a in node.all_input_nodes) or node.op == "call_function" and not node.all_input_nodes
-    return memo[node]
-
-
 def carried_rule(gm: fx.GraphModule, node: fx.Node) -> Carried | None:
     """The registry entry that carries a node, or None."""
     if node.op == "call_module":
@@ -215,7 +190,7 @@ def check_supported(gm: fx.GraphModule, report: ConversionReport, allow_analog: 
 
     memo: dict = {}
     refused: dict[str, list[str]] = {}
-    dynamic = downstream_of_neurons(gm)
+    _, dynamic = split_static(gm)
     islands: dict[fx.Node, fx.Node] = {}
     analog: list[str] = []
     for node in list(gm.graph.nodes):
@@ -242,14 +217,3 @@ def check_supported(gm: fx.GraphModule, report: ConversionReport, allow_analog: 
         report.warn(message)
         warnings.warn(message, ConversionWarning, stacklevel=3)
     return finish(gm)
-
-
-def downstream_of_neurons(gm: fx.GraphModule) -> set[fx.Node]:
-    """Nodes that read a spiking neuron, directly or through other nodes."""
-    from ..neurons import SpikingNeuron
-
-    temporal: set[fx.Node] = set()
-    for node in gm.graph.nodes:
-        if isinstance(module_of(gm, node), SpikingNeuron) or any(i in temporal for i in node.all_input_nodes):
-            temporal.add(node)
-    return temporal

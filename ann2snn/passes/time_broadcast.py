@@ -11,26 +11,10 @@ from __future__ import annotations
 
 from torch import fx
 
-from ..neurons import SpikingNeuron
+from ..analysis import module_of, split_static
 from ..report import ConversionReport
 from ..temporal import TemporalModule, TimeBroadcast
-from ._util import finish, module_of, unique_name
-from .supported import constant_like
-
-
-def split_static(gm: fx.GraphModule) -> tuple[set[fx.Node], set[fx.Node]]:
-    """(static, dynamic): nodes that depend on the input and on no neuron (shape arithmetic
-    excluded), and nodes that depend on a neuron."""
-    dynamic: set[fx.Node] = set()
-    static: set[fx.Node] = set()
-    memo: dict = {}
-    for node in gm.graph.nodes:
-        inputs = node.all_input_nodes
-        if isinstance(module_of(gm, node), SpikingNeuron) or any(i in dynamic for i in inputs):
-            dynamic.add(node)
-        elif node.op == "placeholder" or (any(i in static for i in inputs) and not constant_like(node, memo)):
-            static.add(node)
-    return static, dynamic
+from ._util import finish, unique_name
 
 
 def insert_time_broadcasts(gm: fx.GraphModule, report: ConversionReport) -> fx.GraphModule:

@@ -1,0 +1,154 @@
+"""``passes.fuse_neuron_pools``: a neuron read only by a gated max pool becomes one ``NeuronPool``
+node. The graph it leaves, and that it changes no number: outputs and gradients equal the
+unfused network's, step mode still equals layer mode, and hooks on the neuron see its own spikes."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import ann2snn
+from ann2snn.analysis import graph_neurons, module_of
+from ann2snn.graph import kind_counts, to_networkx
+from ann2snn.neurons import SpikingNeuron
+from ann2snn.temporal import GatedMaxPool, NeuronPool
+from snn_test_nets import INPUT_SHAPE, ResidualConcatNet
+
+
+class UnfusableNet(nn.Module):
+    """A neuron read by a max pool and by a mean (two readers), and a max pool reading an add."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv1d(2, 4, 3, padding=1)
+        self.conv2 = nn.Conv1d(4, 4, 3, padding=1)
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.relu(self.conv1(x))
+        pooled = F.max_pool1d(h, 2).mean(-1)
+        joined = F.max_pool1d(F.relu(self.conv2(h)) + h, 2).mean(-1)
+        return self.fc(torch.cat([pooled + h.mean(-1), joined], 1))
+
+
+@pytest.fixture(scope="module")
+def data() -> torch.Tensor:
+    torch.manual_seed(0)
+    return torch.randn(10, *INPUT_SHAPE)
+
+
+def convert(model: nn.Module, data: torch.Tensor, fuse: bool = True, **options) -> ann2snn.SpikingNetwork:
+    """Convert with the pipeline as it is, or with ``fuse_neuron_pools`` left out. Thresholds from
+    a fixed percentile and no correction: calibration then never runs the SNN, whose outputs
+    differ between the two in the last bits (a fused pool gates spikes, then scales them by the
+    threshold; an unfused one gates the scaled spikes), so both get the same thresholds."""
+    options = {"percentile": 99.9, "correction": "none", **options}
+    if fuse:
+        return ann2snn.convert(model, calibration=[data], **options)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ann2snn.passes, "fuse_neuron_pools", lambda gm, report: gm)
+        return ann2snn.convert(model, calibration=[data], **options)
+
+
+def fused_modules(snn: ann2snn.SpikingNetwork) -> list[NeuronPool]:
+    return [m for m in snn.network.modules() if isinstance(m, NeuronPool)]
+
+
+def test_each_neuron_and_its_only_reader_a_gated_pool_become_one_node(data):
+    snn = convert(ResidualConcatNet().eval(), data, T=8, learn_tau=False)
+    nodes = [n for n in snn.network.graph.nodes if isinstance(module_of(snn.network, n), NeuronPool)]
+    assert len(nodes) == 2
+    for node in nodes:
+        fused = module_of(snn.network, node)
+        assert isinstance(fused.neuron, SpikingNeuron) and isinstance(fused.pool, GatedMaxPool)
+        assert dict(fused.named_children()).keys() == {"neuron", "pool"}
+    modules = [type(module_of(snn.network, n)) for n in snn.network.graph.nodes if n.op == "call_module"]
+    assert GatedMaxPool not in modules  # every gated pool here read a neuron alone
+    names = [name for name, _ in graph_neurons(snn.network)]
+    assert f"{nodes[0].target}.neuron" in names and len(names) == 4
+    report = {entry.node: entry for entry in snn.report.entries}
+    assert any(entry.module == f"{nodes[0].target}.neuron" and f"`{nodes[0].target}.neuron`" in entry.after for entry in report.values())
+    assert any(entry.module == f"{nodes[0].target}.pool" and f"`{nodes[0].target}.pool`" in entry.after for entry in report.values())
+    for name in names:  # calibration found each entry by its module: thresholds are reported
+        assert snn.report.entry_for_module(name).threshold is not None
+    graph = to_networkx(snn.network)  # drawn as what it computes: neuron -> gated pool
+    assert kind_counts(graph)["gated_pool"] == 2 and kind_counts(graph)["neuron"] == 4
+    assert graph.has_edge(f"{nodes[0].name}.neuron", f"{nodes[0].name}.pool")
+
+
+def test_a_neuron_with_two_readers_and_a_pool_of_a_sum_stay_apart():
+    torch.manual_seed(0)
+    x = torch.randn(6, 2, 12)
+    snn = convert(UnfusableNet().eval(), x, T=6, learn_tau=False)
+    assert fused_modules(snn) == []
+    assert sum(isinstance(m, GatedMaxPool) for m in snn.network.modules()) == 2
+
+
+@pytest.mark.parametrize("learn_tau", [False, True])
+def test_fused_and_unfused_networks_compute_the_same_numbers(data, learn_tau):
+    model = ResidualConcatNet().eval()
+    fused = convert(model, data, T=12, learn_tau=learn_tau, tau=20.0)
+    plain = convert(model, data, T=12, learn_tau=learn_tau, tau=20.0, fuse=False)
+    assert len(fused_modules(fused)) == 2 and fused_modules(plain) == []
+    weights = torch.linspace(-1, 1, 10 * 4).view(10, 4)
+    results = []
+    for snn in (fused, plain):
+        with torch.no_grad():
+            inferred = snn(data)
+        out = snn(data)
+        (out * weights).sum().backward()
+        neurons = [neuron for _, neuron in graph_neurons(snn.network)]
+        grads = [snn.network.conv1.weight.grad, snn.network.fc.weight.grad] + [n.leak_logit.grad for n in neurons if learn_tau]
+        with torch.no_grad():
+            snn.mode = "step"
+            stepped = snn(data)
+        results.append((inferred, out.detach(), grads, stepped))
+    (inferred, trained, grads, stepped), (inferred_plain, trained_plain, grads_plain, stepped_plain) = results
+    assert torch.allclose(inferred, inferred_plain, atol=1e-6) and torch.allclose(trained, trained_plain, atol=1e-6)
+    assert torch.allclose(trained, inferred, atol=1e-6)
+    for g, h in zip(grads, grads_plain, strict=True):
+        assert torch.allclose(g, h, atol=1e-5, rtol=1e-4), (g - h).abs().max()
+    assert torch.equal(stepped, stepped_plain)  # step mode never fuses
+    assert torch.allclose(stepped, inferred, atol=1e-5)
+
+
+def test_hooks_on_the_neuron_see_its_own_spikes_and_change_nothing(data):
+    snn = convert(ResidualConcatNet().eval(), data, T=8, learn_tau=False)
+    fused = fused_modules(snn)[0]
+    with torch.no_grad():
+        expected = snn(data)
+        seen = {}
+        handles = [
+            fused.neuron.register_forward_hook(lambda module, args, out: seen.update(neuron=(args[0].shape, out))),
+            fused.register_forward_hook(lambda module, args, out: seen.update(fused=out)),
+        ]
+        try:
+            assert torch.equal(snn(data), expected)
+        finally:
+            for handle in handles:
+                handle.remove()
+    input_shape, spikes = seen["neuron"]  # the first neuron's input is the same at every step: [B, ...]
+    assert spikes.shape == (8 * len(data), *input_shape[1:])  # the unpooled spike train of every step
+    theta = fused.neuron._broadcast(fused.neuron.threshold, spikes.dim())
+    assert set((spikes / theta).unique().tolist()) <= {0.0, 1.0}
+    assert seen["fused"].shape == fused.pool._pool(spikes).shape  # the node's output is pooled
+
+
+def test_profile_counts_the_neurons_own_spikes(data):
+    model = ResidualConcatNet().eval()
+    fused = convert(model, data, T=8, learn_tau=False)
+    plain = convert(model, data, T=8, learn_tau=False, fuse=False)
+    counts = [[(row.kind, row.spikes, row.acs, row.macs) for row in ann2snn.profile(snn, [data]).layers] for snn in (fused, plain)]
+    assert counts[0] == counts[1]
+    assert any(row.name.endswith(".neuron") for row in ann2snn.profile(fused, [data]).neuron_layers)
+
+
+def test_save_and_load_keep_the_fused_node(data, tmp_path):
+    snn = convert(ResidualConcatNet().eval(), data, T=8, learn_tau=False)
+    name = next(name for name, _ in graph_neurons(snn.network) if name.endswith(".neuron"))
+    assert f"network.{name}.threshold" in snn.state_dict()
+    ann2snn.save(snn, tmp_path / "snn.pt")
+    loaded = ann2snn.load(tmp_path / "snn.pt")
+    assert len(fused_modules(loaded)) == 2
+    with torch.no_grad():
+        assert torch.equal(loaded(data), snn(data))
