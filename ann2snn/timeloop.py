@@ -249,7 +249,8 @@ class SpikingNetwork(nn.Module):
 
     def _configure(self, layer_mode: bool, analog: bool = False, steps: Optional[int] = None) -> None:
         """Set every temporal module's regime; in layer mode each call holds ``steps`` (default T)
-        consecutive steps, and fewer than T means time chunks (state carried between calls)."""
+        consecutive steps, and fewer than T means time chunks (state carried between calls). The
+        neurons fused with their gated pools take ``pool_static_input`` (layer mode only)."""
         folded_static = layer_mode and self.encoder.is_time_invariant
         steps = self.T if steps is None else steps
         for module in self.temporal_modules():
