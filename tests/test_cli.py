@@ -83,7 +83,7 @@ def test_exported_program_converts_like_the_module(files, capsys):
     assert code == 0, err
     lines = out.splitlines()
     assert lines[0].split() == ["node", "before", "after", "threshold", "source"]
-    assert "gated max pool (by running spike count) `max_pool1d_gated`" in out  # printed by ConversionReport: names whole
+    assert "gated max pool (by running spike count) `relu_neuron_max_pool1d_gated.pool`" in out  # printed by ConversionReport: names whole
     assert any(line.startswith("1 ReLU sites -> spiking neurons, 1 max pools rewritten, 1 batch norms folded, 0 left analog, 0 dropped") for line in lines)
     assert f"wrote {files / 'snn.pt'}" in out
     snn = ann2snn.load(files / "snn.pt")
