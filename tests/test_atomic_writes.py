@@ -18,8 +18,8 @@ from torch import nn
 
 import ann2snn
 from ann2snn.cli import main as cli_main
-from zoo.harness import load_checkpoint, save_checkpoint
-from zoo.harness.summary import write_outputs
+from ann2snn_zoo.harness import load_checkpoint, save_checkpoint
+from ann2snn_zoo.harness.summary import write_outputs
 
 
 class DiskFull(OSError):
@@ -147,7 +147,7 @@ def test_report_file_failing_midway_is_left_as_it_was(tmp_path, monkeypatch, nam
 
 
 def test_results_repair_failing_midway_keeps_the_rows(tmp_path, monkeypatch):
-    from zoo.harness.run_folder import read_rows
+    from ann2snn_zoo.harness.run_folder import read_rows
 
     path = tmp_path / "results.jsonl"
     path.write_text("".join(json.dumps({"cell": c, "top1": 50.0}) + "\n" for c in "abc") + '{"cell": "d", "to')  # a torn last line

@@ -73,7 +73,7 @@ def run(capsys, *args: object, plugins: tuple = ()) -> tuple[int, str, str]:
 
 def run_zoo(capsys, *args: object) -> tuple[int, str, str]:
     """The command as tools/convert.py composes it: with the audio zoo's plugin."""
-    from zoo.cli_plugins import ZooPlugin
+    from ann2snn_zoo.cli_plugins import ZooPlugin
 
     return run(capsys, *args, plugins=(ZooPlugin(),))
 
@@ -187,7 +187,7 @@ def test_malformed_input_shape_is_a_usage_error(files, capsys):
 
 
 def test_zoo_checkpoint_and_state_dict(tmp_path, capsys):
-    zoo = pytest.importorskip("zoo")
+    zoo = pytest.importorskip("ann2snn_zoo")
     torch.manual_seed(0)
     model = zoo.create("m5", n_classes=4, n_channel=8).eval()
     config = {"n_classes": 4, "n_channel": 8}
@@ -210,7 +210,7 @@ def test_zoo_checkpoint_and_state_dict(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_zoo_checkpoint_calibrated_on_synthetic_data(tmp_path, capsys):
-    zoo = pytest.importorskip("zoo")
+    zoo = pytest.importorskip("ann2snn_zoo")
     model = zoo.create("m5", n_classes=10, n_channel=8)
     torch.save({"model": "m5", "config": {"n_classes": 10, "n_channel": 8}, "state_dict": model.state_dict()}, tmp_path / "m5.pt")
     code, out, err = run_zoo(capsys, tmp_path / "m5.pt", "--calibrate", "synthetic", "--calibration-size", 16, "--T", 4)
@@ -219,7 +219,7 @@ def test_zoo_checkpoint_calibrated_on_synthetic_data(tmp_path, capsys):
 
 
 def test_zoo_checkpoint_calibrated_on_fsdd(tmp_path, capsys):
-    zoo = pytest.importorskip("zoo")
+    zoo = pytest.importorskip("ann2snn_zoo")
     fsdd = (ROOT / ".." / "shared" / "data" / "fsdd").resolve()
     if not fsdd.is_dir():
         pytest.skip(f"no FSDD copy at {fsdd}")
@@ -252,11 +252,11 @@ def test_the_command_never_imports_the_zoo(files):
     script = (
         "import sys\nfrom ann2snn.cli import main\n"
         f"code = main(['convert', {str(files / 'model.pt2')!r}, '-o', {str(files / 'snn.pt')!r}, '--calibrate', {str(files / 'calib.pt')!r}, '--T', '4'], plugins=[])\n"
-        "assert code == 0, code\nloaded = [m for m in sys.modules if m == 'zoo' or m.startswith('zoo.')]\nassert not loaded, loaded\n"
+        "assert code == 0, code\nloaded = [m for m in sys.modules if m.split('.')[0] in ('zoo', 'ann2snn_zoo')]\nassert not loaded, loaded\n"
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=files, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr
-    assert "import zoo" not in (ROOT / "ann2snn" / "cli.py").read_text()
+    assert "import zoo" not in (ROOT / "ann2snn" / "cli.py").read_text() and "ann2snn_zoo" not in (ROOT / "ann2snn" / "cli.py").read_text()
 
 
 class ToyPlugin:
@@ -313,7 +313,7 @@ def test_installed_plugins_come_from_entry_points_and_a_broken_one_is_named(file
     import tomllib
 
     declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["entry-points"]["ann2snn.cli_plugins"]
-    assert declared == {"zoo": "zoo.cli_plugins:ZooPlugin"}
+    assert declared == {"zoo": "ann2snn_zoo.cli_plugins:ZooPlugin"}
     broken = importlib.metadata.EntryPoint("broken", "no_such_module_here:Plugin", "ann2snn.cli_plugins")
     monkeypatch.setattr(importlib.metadata, "entry_points", lambda group: [broken] if group == "ann2snn.cli_plugins" else [])
     torch.save(small_net().state_dict(), files / "weights.pt")
@@ -323,12 +323,12 @@ def test_installed_plugins_come_from_entry_points_and_a_broken_one_is_named(file
 
 
 def test_the_zoo_plugin_is_the_installed_one():
-    pytest.importorskip("zoo")
-    from zoo.cli_plugins import ZooPlugin
+    pytest.importorskip("ann2snn_zoo")
+    from ann2snn_zoo.cli_plugins import ZooPlugin
 
     import importlib.metadata
 
-    assert importlib.metadata.EntryPoint("zoo", "zoo.cli_plugins:ZooPlugin", "ann2snn.cli_plugins").load() is ZooPlugin
+    assert [entry.load() for entry in importlib.metadata.entry_points(group="ann2snn.cli_plugins") if entry.name == "zoo"] == [ZooPlugin]
 
 
 class FreeLength(nn.Module):

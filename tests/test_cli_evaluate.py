@@ -49,7 +49,7 @@ def run(capsys, *args: object, zoo: bool = False) -> tuple[int, str, str]:
     """The compiler's command alone, or (``zoo``) as tools/convert.py composes it with the zoo's plugin."""
     plugins = []
     if zoo:
-        from zoo.cli_plugins import ZooPlugin
+        from ann2snn_zoo.cli_plugins import ZooPlugin
 
         plugins = [ZooPlugin()]
     code = main(["convert", *map(str, args)], plugins=plugins)
@@ -186,7 +186,7 @@ def test_nir_refusal_comes_before_calibration(files, capsys, monkeypatch):
 @pytest.mark.skipif(not (FSDD_DIR / "recordings").is_dir(), reason=f"FSDD not found at {FSDD_DIR}")
 def test_evaluate_on_a_zoo_data_set_with_data_dir(tmp_path, capsys):
     pytest.importorskip("torchaudio")
-    import zoo
+    import ann2snn_zoo as zoo
 
     torch.manual_seed(0)
     model = zoo.create("m5", n_classes=10, n_channel=4)
@@ -202,7 +202,7 @@ def test_evaluate_on_a_zoo_data_set_with_data_dir(tmp_path, capsys):
 
 def test_zoo_data_set_without_folder_names_the_ways_to_give_it(tmp_path, capsys):
     pytest.importorskip("torchaudio")
-    import zoo
+    import ann2snn_zoo as zoo
 
     model = zoo.create("m5", n_classes=10, n_channel=4)
     torch.save({"model": "m5", "config": {"n_classes": 10, "n_channel": 4}, "state_dict": model.state_dict()}, tmp_path / "m5.pt")

@@ -26,7 +26,7 @@ def _check(parser: argparse.ArgumentParser) -> None:
 
 def test_train_help_describes_every_flag_and_its_default(capsys):
     pytest.importorskip("torchaudio")
-    from zoo.harness import train_cli
+    from ann2snn_zoo.harness import train_cli
 
     with pytest.raises(SystemExit):
         train_cli.parse_args(["--help"])

@@ -46,7 +46,7 @@ def test_an_unknown_command_names_the_plugins_that_failed_to_load(monkeypatch, c
 
 @pytest.mark.parametrize("command", ["train", "experiment"])
 def test_zoo_commands(command, capsys):
-    from zoo.cli_plugins import ZooPlugin
+    from ann2snn_zoo.cli_plugins import ZooPlugin
 
     with pytest.raises(SystemExit) as exit:
         cli.main([command, "--help"], plugins=[ZooPlugin()])
@@ -55,7 +55,7 @@ def test_zoo_commands(command, capsys):
 
 
 def test_zoo_train_reports_a_user_error_on_one_line(tmp_path, capsys):
-    from zoo.cli_plugins import ZooPlugin
+    from ann2snn_zoo.cli_plugins import ZooPlugin
 
     status = cli.main(["train", "--dataset", "fsdd", "--data-dir", str(tmp_path / "missing"), "--no-progress"], plugins=[ZooPlugin()])
     assert status == 2

@@ -76,7 +76,7 @@ def test_an_op_not_read_back_is_named_by_the_converter():
 @pytest.mark.parametrize("name, options", [("m5", {"pool": "avg"}), ("vgg", {}), ("resnet", {"width": 8, "n_blocks": 2}), ("piczak", {})])
 def test_exported_zoo_models_lift_to_the_same_conversion(name, options):
     """ATen-level graphs of every zoo model become torch-level modules the converter reads like the original."""
-    zoo = pytest.importorskip("zoo")
+    zoo = pytest.importorskip("ann2snn_zoo")
     torch.manual_seed(0)
     model = zoo.create(name, n_classes=5, **options).eval()
     x = torch.rand(3, *model.input_spec.shape)

@@ -9,8 +9,3 @@ def test_import_prints_no_warning():
     assert result.returncode == 0, result.stderr
     assert "jit.script" not in result.stderr and "Warning" not in result.stderr, result.stderr
 
-
-def test_zoo_without_the_audio_extra_names_it():
-    code = "import sys; sys.modules['soundfile'] = None\ntry:\n    import zoo\nexcept ImportError as e:\n    print(e)"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert "pip install 'ann2snn[audio]'" in result.stdout, result.stdout + result.stderr

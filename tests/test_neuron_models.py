@@ -47,11 +47,17 @@ def test_a_new_model_is_one_class_and_convert_uses_it():
             return u - 0.5 * z
 
     try:
-        assert not HalfResetNeuron.fused_backward and HalfResetNeuron.inference_loop  # the fast paths it no longer matches are off
+        # the fast paths are built from pieces it changed (no in-place reset given): both off
+        assert not HalfResetNeuron.fused_backward and not HalfResetNeuron.inference_loop
         snn = ann2snn.convert(small_cnn(), T=8, neuron="test-half-reset", calibration=[torch.randn(16, 1, 40)])
         neurons = [m for m in snn.modules() if isinstance(m, SpikingNeuron)]
         assert len(neurons) == 2 and all(type(m) is HalfResetNeuron for m in neurons)
         assert snn.report.settings["neuron"] == "test-half-reset"
+        x = torch.randn(8, 1, 40)
+        with torch.no_grad():
+            layer, default = snn(x), ann2snn.convert(small_cnn(), T=8, calibration=[torch.randn(16, 1, 40)])(x)
+            snn.mode = "step"
+            assert torch.allclose(snn(x), layer, atol=1e-6) and not torch.equal(layer, default)
         with pytest.raises(ValueError, match="already defined"):
             type("Again", (SpikingNeuron,), {}, model="test-half-reset")
     finally:

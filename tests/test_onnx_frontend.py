@@ -80,7 +80,7 @@ def test_onnx_audio_net_converts_like_the_pytorch_model(tmp_path):
 
 
 def test_onnx_zoo_m5_converts():
-    import zoo
+    import ann2snn_zoo as zoo
 
     torch.manual_seed(0)
     model = zoo.create("m5", n_classes=10, input_shape=(1, 8000)).eval()

@@ -313,7 +313,7 @@ def test_nonsense_numbers_are_usage_errors(files, capsys, option, value):
 
 
 def test_bad_zoo_config_and_empty_or_integer_calibration(files, capsys):
-    pytest.importorskip("zoo")
+    pytest.importorskip("ann2snn_zoo")
     code, out, err = run(capsys, files / "weights.pt", "--model", "m5", "--model-config", '{"n_channel": -1}', "-o", files / "a.pt")
     assert code == 2 and one_line_error(err, "cannot build zoo model 'm5'")
     (files / "empty.pt").write_bytes(b"")

@@ -48,7 +48,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import ann2snn  # noqa: E402
-import zoo  # noqa: E402
+import ann2snn_zoo as zoo  # noqa: E402
 
 FULL = dict(nets=["m5", "vgg", "resnet"], T=[4, 16, 64, 256], batch=[1, 16, 64, 256])
 QUICK = dict(nets=["m5", "vgg", "resnet"], T=[4, 16, 64], batch=[16, 64])
@@ -357,7 +357,7 @@ def print_row(measured: dict, cnn: dict[str, float]) -> None:
 def peer_converters() -> tuple[dict[str, Callable], list[str]]:
     """The peers' converters that can run here (``zoo.harness.peers``), and notes on the others."""
     try:
-        from zoo.harness import peers
+        from ann2snn_zoo.harness import peers
     except ImportError as error:
         return {}, [f"peers: zoo.harness.peers unavailable ({error}): no peer columns"]
     converters = {"SpikingJelly 99.9": peers.convert_spikingjelly, "sinabs": peers.convert_sinabs}

@@ -2,7 +2,7 @@
 """Convert a trained CNN into a spiking network: ``python tools/convert.py model.pt -o snn.pt``.
 
 A thin wrapper over ``ann2snn.cli`` (the ``ann2snn convert`` console script; see ``--help``)
-composed with the audio zoo's plugin (``zoo.cli_plugins``: zoo checkpoints, ``--model``, zoo data
+composed with the audio zoo's plugin (``ann2snn_zoo.cli_plugins``: zoo checkpoints, ``--model``, zoo data
 sets for ``--calibrate`` / ``--evaluate``). Without the audio extra, the zoo's plugin is left out
 and the command still converts ``.pt2``, ``.onnx`` and pickled models with ``.pt`` data.
 """
@@ -17,7 +17,7 @@ from ann2snn import cli  # noqa: E402
 
 def plugins() -> list:
     try:
-        from zoo.cli_plugins import ZooPlugin
+        from ann2snn_zoo.cli_plugins import ZooPlugin
     except ImportError as error:  # no torchaudio / soundfile: the compiler's command alone
         print(f"note: the audio zoo's models and data sets are unavailable ({error})", file=sys.stderr)
         return []

@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from zoo.harness.experiment_cli import build_parser, config_from, main, parse_args  # noqa: E402, F401 (tests import them from here)
+from ann2snn_zoo.harness.experiment_cli import build_parser, config_from, main, parse_args  # noqa: E402, F401 (tests import them from here)
 
 if __name__ == "__main__":
     sys.exit(main())

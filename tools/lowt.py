@@ -17,9 +17,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from zoo.harness import peers  # noqa: E402
+from ann2snn_zoo.harness import peers  # noqa: E402
 from ann2snn.atomic import atomic_path  # noqa: E402
-from zoo.harness.lowt import METHODS, LowTConfig, lowt_tables, plot_lowt, run_lowt  # noqa: E402
+from ann2snn_zoo.harness.lowt import METHODS, LowTConfig, lowt_tables, plot_lowt, run_lowt  # noqa: E402
 
 
 def _seed_counts(rows: list[dict]) -> str:

@@ -4,7 +4,8 @@ state dicts (``--model``, ``--model-config``) and zoo data sets for ``--calibrat
 harness's commands ``ann2snn train`` (``tools/train.py``) and ``ann2snn experiment``
 (``tools/experiment.py``). The compiler's command (``ann2snn.cli``) knows nothing
 of the zoo; it takes this plugin from ``main`` below (``tools/convert.py``), or, for the installed
-``ann2snn`` console script, from the entry point ``ann2snn.cli_plugins: zoo`` in pyproject.toml.
+``ann2snn`` console script, from the entry point ``ann2snn.cli_plugins: zoo`` in pyproject.toml
+(``ann2snn_zoo.cli_plugins:ZooPlugin``: the folder ``zoo/`` is installed as ``ann2snn_zoo``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
-import zoo
+import ann2snn_zoo as zoo
 from ann2snn import cli
 from ann2snn.cli import CliError
 
@@ -111,7 +112,7 @@ class ZooPlugin(cli.CliPlugin):
             hint = ""
             if not data_dir and name != "synthetic":
                 hint = f" (give its folder: {option} {name}:PATH, or --data-dir PATH"
-                hint += "; to download FSDD: python -c \"import zoo; zoo.data.download_fsdd('data/fsdd')\")" if name == "fsdd" else ")"
+                hint += "; to download FSDD: python -c \"import ann2snn_zoo; ann2snn_zoo.data.download_fsdd('data/fsdd')\")" if name == "fsdd" else ")"
             raise CliError(f"{option} {source}: {error}{hint}") from error
 
     @staticmethod
@@ -134,13 +135,13 @@ class ZooPlugin(cli.CliPlugin):
 
 
 def _train(argv: list[str]) -> int:
-    from zoo.harness.train_cli import main as train_main  # imported when run: the harness is heavier than the plugin
+    from ann2snn_zoo.harness.train_cli import main as train_main  # imported when run: the harness is heavier than the plugin
 
     return train_main(argv, prog="ann2snn train")
 
 
 def _experiment(argv: list[str]) -> int:
-    from zoo.harness.experiment_cli import main as experiment_main
+    from ann2snn_zoo.harness.experiment_cli import main as experiment_main
 
     return experiment_main(argv, prog="ann2snn experiment")
 

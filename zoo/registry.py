@@ -16,9 +16,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from zoo.data.registry import dataset as _dataset
-from zoo.frontend import FrontEnd
-from zoo.models import m5, piczak, resnet, study, vgg
+from ann2snn_zoo.data.registry import dataset as _dataset
+from ann2snn_zoo.frontend import FrontEnd
+from ann2snn_zoo.models import m5, piczak, resnet, study, vgg
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Training-speed check: `python -m zoo.speed` prints, per model, the parameter count and the
+"""Training-speed check: `python -m ann2snn_zoo.speed` prints, per model, the parameter count and the
 time of one forward + backward pass at batch 64 on the default FSDD input, the estimated epoch
 time on FSDD's 2,700 training clips, and the synthetic set's generation time."""
 
@@ -8,8 +8,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-import zoo
-from zoo.data.synthetic import Synthetic
+import ann2snn_zoo as zoo
+from ann2snn_zoo.data.synthetic import Synthetic
 
 FSDD_TRAIN_CLIPS = 2700
 

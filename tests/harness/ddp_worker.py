@@ -9,8 +9,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from zoo.harness.distributed import distributed
-from zoo.harness.train import TrainConfig, fit, seed_everything
+from ann2snn_zoo.harness.distributed import distributed
+from ann2snn_zoo.harness.train import TrainConfig, fit, seed_everything
 
 N_TRAIN, EPOCHS, BATCH, SEED = 40, 2, 4, 7
 

@@ -4,7 +4,7 @@ only), and the draw does not depend on the global RNG state (augmentation includ
 
 import torch
 
-from zoo.harness.experiment import Experiment, ExperimentConfig
+from ann2snn_zoo.harness.experiment import Experiment, ExperimentConfig
 
 
 def _draw(tmp_path, augment: dict) -> tuple[Experiment, torch.Tensor]:

@@ -4,8 +4,8 @@ import math
 
 import pytest
 
-from zoo.harness.curves import Run, curve_models, parse_run, plot_all_curves, plot_model_curves
-from zoo.harness.summary import write_outputs
+from ann2snn_zoo.harness.curves import Run, curve_models, parse_run, plot_all_curves, plot_model_curves
+from ann2snn_zoo.harness.summary import write_outputs
 
 
 @pytest.mark.parametrize(

@@ -9,9 +9,9 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 import ann2snn
-import zoo
-from zoo.harness import ExperimentConfig, run_experiment
-from zoo.harness.summary import encoder_table, study_table, write_outputs
+import ann2snn_zoo as zoo
+from ann2snn_zoo.harness import ExperimentConfig, run_experiment
+from ann2snn_zoo.harness.summary import encoder_table, study_table, write_outputs
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +80,7 @@ def test_the_harness_retrains_every_encoder_over_the_T_grid(tmp_path):
 
 
 def json_histories(folder: Path) -> dict:
-    from zoo.harness.experiment import load_histories
+    from ann2snn_zoo.harness.experiment import load_histories
 
     return load_histories(folder)
 

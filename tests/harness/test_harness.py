@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-import zoo
-from zoo.harness import CheckpointError, ExperimentConfig, TrainConfig, fit, run_experiment
-from zoo.harness.summary import write_outputs
+import ann2snn_zoo as zoo
+from ann2snn_zoo.harness import CheckpointError, ExperimentConfig, TrainConfig, fit, run_experiment
+from ann2snn_zoo.harness.summary import write_outputs
 
 ROOT = Path(__file__).resolve().parents[2]
 FSDD = ROOT.parent / "shared" / "data" / "fsdd"
@@ -99,7 +99,7 @@ def test_corrupt_checkpoint_is_refused_and_left_alone(tmp_path):
 
 
 def test_time_constants_get_their_own_learning_rate():
-    from zoo.harness.train import parameter_groups
+    from ann2snn_zoo.harness.train import parameter_groups
 
     import ann2snn
 
@@ -112,7 +112,7 @@ def test_time_constants_get_their_own_learning_rate():
 
 
 def test_time_constants_come_from_the_network_where_it_names_them():
-    from zoo.harness.train import parameter_groups, time_constants
+    from ann2snn_zoo.harness.train import parameter_groups, time_constants
 
     class Named(torch.nn.Module):
         def __init__(self):

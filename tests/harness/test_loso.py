@@ -5,13 +5,13 @@ from pathlib import Path
 
 import pytest
 
-import zoo
-from zoo.data import FSDD
-from zoo.data.splits import speaker_folds, speakers
-from zoo.harness import ExperimentConfig
-from zoo.harness import experiment as experiment_module
-from zoo.harness.experiment import fold_configs, run_experiment
-from zoo.harness.summary import summary_table
+import ann2snn_zoo as zoo
+from ann2snn_zoo.data import FSDD
+from ann2snn_zoo.data.splits import speaker_folds, speakers
+from ann2snn_zoo.harness import ExperimentConfig
+from ann2snn_zoo.harness import experiment as experiment_module
+from ann2snn_zoo.harness.experiment import fold_configs, run_experiment
+from ann2snn_zoo.harness.summary import summary_table
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED_FSDD = ROOT.parent / "shared" / "data" / "fsdd"

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from zoo.harness.lowt import METHODS, LowTConfig, lowt_tables, plot_lowt, run_lowt
+from ann2snn_zoo.harness.lowt import METHODS, LowTConfig, lowt_tables, plot_lowt, run_lowt
 
 
 @pytest.mark.slow

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo.harness import peers
+from ann2snn_zoo.harness import peers
 
 
 class TinyCNN(nn.Module):
@@ -112,7 +112,7 @@ def test_missing_peer_gives_a_note(monkeypatch):
 def test_lowt_measures_peer_cells_beside_the_cnns_and_reruns_skip(tmp_path):
     pytest.importorskip("spikingjelly")
     pytest.importorskip("sinabs")
-    from zoo.harness.lowt import LowTConfig, lowt_tables, plot_lowt, run_lowt
+    from ann2snn_zoo.harness.lowt import LowTConfig, lowt_tables, plot_lowt, run_lowt
 
     config = LowTConfig(
         dataset="synthetic", models=("m5",), seeds=(0,), T=(2, 4), levels=4, out_dir=str(tmp_path), cnn_epochs=1,

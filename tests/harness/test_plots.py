@@ -3,7 +3,7 @@ layer names are readable, and the accuracy-energy plot takes the rows' energy es
 
 import matplotlib.image
 
-from zoo.harness.summary import history_label, layer_labels, plot_accuracy_vs_energy, plot_accuracy_vs_T, plot_firing_rates, plot_learn_tau, write_outputs
+from ann2snn_zoo.harness.summary import history_label, layer_labels, plot_accuracy_vs_energy, plot_accuracy_vs_T, plot_firing_rates, plot_learn_tau, write_outputs
 
 RATES = {"features_0_neuron": 0.1, "features_3_neuron": 0.2, "relu_1_neuron": 0.05}
 

@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 import ann2snn
-import zoo
-from zoo.harness.experiment import CALIBRATION_SEED, Experiment, ExperimentConfig
+import ann2snn_zoo as zoo
+from ann2snn_zoo.harness.experiment import CALIBRATION_SEED, Experiment, ExperimentConfig
 
 
 @torch.no_grad()

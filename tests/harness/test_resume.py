@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-import zoo
-from zoo.harness import TrainConfig, fit, load_checkpoint
+import ann2snn_zoo as zoo
+from ann2snn_zoo.harness import TrainConfig, fit, load_checkpoint
 
 PATIENCE = 3
 

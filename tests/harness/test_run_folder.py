@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 
-import zoo
-from zoo.harness import CheckpointError, ExperimentConfig, load_checkpoint, run_experiment, save_checkpoint
-from zoo.harness import experiment as harness_experiment
-from zoo.harness import train_cli
-from zoo.harness.run_folder import LOCK_NAME, RunFolderError
-from zoo.harness.train import History
+import ann2snn_zoo as zoo
+from ann2snn_zoo.harness import CheckpointError, ExperimentConfig, load_checkpoint, run_experiment, save_checkpoint
+from ann2snn_zoo.harness import experiment as harness_experiment
+from ann2snn_zoo.harness import train_cli
+from ann2snn_zoo.harness.run_folder import LOCK_NAME, RunFolderError
+from ann2snn_zoo.harness.train import History
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 import ann2snn
-import zoo
-from zoo.harness.scratch import KEPT_TYPES, fold_scratch_snn, scratch_snn
+import ann2snn_zoo as zoo
+from ann2snn_zoo.harness.scratch import KEPT_TYPES, fold_scratch_snn, scratch_snn
 
 T = 4
 STEPS = 16

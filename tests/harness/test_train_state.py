@@ -8,10 +8,10 @@ import pytest
 import torch
 from torch import nn
 
-from zoo.harness import CheckpointError, TrainConfig, fit
-from zoo.harness.checkpoint import load_checkpoint, save_checkpoint
-from zoo.harness.train import EarlyStopping
-from zoo.harness.train_state import VERSION_KEY, History, TrainState, load_train_state, save_train_state
+from ann2snn_zoo.harness import CheckpointError, TrainConfig, fit
+from ann2snn_zoo.harness.checkpoint import load_checkpoint, save_checkpoint
+from ann2snn_zoo.harness.train import EarlyStopping
+from ann2snn_zoo.harness.train_state import VERSION_KEY, History, TrainState, load_train_state, save_train_state
 
 #: The version-1 layout: what the harness wrote before the schema had a name (plus the version).
 VERSION_1 = [

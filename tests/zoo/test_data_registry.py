@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 
-import zoo
-from zoo.data import registry
-from zoo.data.base import AudioDataset, Clip
-from zoo.data.splits import check_source, load_splits, speakers
-from zoo.errors import DataError
-from zoo.harness import train_cli
+import ann2snn_zoo as zoo
+from ann2snn_zoo.data import registry
+from ann2snn_zoo.data.base import AudioDataset, Clip
+from ann2snn_zoo.data.splits import check_source, load_splits, speakers
+from ann2snn_zoo.errors import DataError
+from ann2snn_zoo.harness import train_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -8,7 +8,7 @@ import torch
 import torch.fx
 
 import ann2snn
-import zoo
+import ann2snn_zoo as zoo
 
 STUDY = ["study_m5", "study_piczak", "study_hjh", "m5_4k"]
 #: Small versions for the conversion tests (the defaults are converted once, below).
@@ -88,8 +88,8 @@ def test_the_study_sized_models_convert(name):
 
 @pytest.mark.slow  # a tiny experiment per model (about 10 s)
 def test_the_harness_runs_the_study_models_at_their_front_end(tmp_path):
-    from zoo.harness import ExperimentConfig, run_experiment
-    from zoo.harness.experiment import Experiment
+    from ann2snn_zoo.harness import ExperimentConfig, run_experiment
+    from ann2snn_zoo.harness.experiment import Experiment
 
     config = ExperimentConfig(
         dataset="synthetic", models=("study_hjh", "m5_4k"), out_dir=str(tmp_path / "run"), cnn_epochs=1, snn_epochs=1,

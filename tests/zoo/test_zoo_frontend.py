@@ -5,10 +5,10 @@ import math
 import pytest
 import torch
 
-from zoo import Augment, FrontEnd
-from zoo.augment import shift
-from zoo.data import CachedFeatures, Synthetic
-from zoo.frontend import fit_length
+from ann2snn_zoo import Augment, FrontEnd
+from ann2snn_zoo.augment import shift
+from ann2snn_zoo.data import CachedFeatures, Synthetic
+from ann2snn_zoo.frontend import fit_length
 
 
 def tone(seconds: float, sample_rate: int, freq: float = 440.0) -> torch.Tensor:

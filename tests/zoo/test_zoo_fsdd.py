@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from zoo_test_utils import write_wav
-from zoo import DataError, FrontEnd
-from zoo.data import FSDD, download_fsdd, load_splits
+from ann2snn_zoo import DataError, FrontEnd
+from ann2snn_zoo.data import FSDD, download_fsdd, load_splits
 
 SPEAKERS = {"george", "jackson", "lucas", "nicolas", "theo", "yweweler"}
 

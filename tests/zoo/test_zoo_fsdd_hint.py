@@ -4,8 +4,8 @@ import re
 
 import pytest
 
-from zoo.data import FSDD, load_splits
-from zoo.errors import DataError
+from ann2snn_zoo.data import FSDD, load_splits
+from ann2snn_zoo.errors import DataError
 
 
 def test_missing_folder_names_download_fsdd(tmp_path):

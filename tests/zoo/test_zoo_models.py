@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.fx
 
-import zoo
+import ann2snn_zoo as zoo
 
 ALLOWED_MODULES = (
     torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.ReLU,

@@ -4,9 +4,9 @@ from collections import Counter
 
 import pytest
 
-from zoo import DataError, FrontEnd
-from zoo.data import SpeechCommands, load_splits
-from zoo.data.speech_commands import SILENCE, UNKNOWN, WORDS_10, WORDS_35
+from ann2snn_zoo import DataError, FrontEnd
+from ann2snn_zoo.data import SpeechCommands, load_splits
+from ann2snn_zoo.data.speech_commands import SILENCE, UNKNOWN, WORDS_10, WORDS_35
 from zoo_test_utils import write_wav
 
 FIXTURE_WORDS = ["yes", "no", "up", "bed", "cat", "marvin"]

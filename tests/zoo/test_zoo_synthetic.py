@@ -5,9 +5,9 @@ from collections import Counter
 import pytest
 import torch
 
-from zoo import Augment, FrontEnd
-from zoo.data import Synthetic, load_splits
-from zoo.data.synthetic import WORDS
+from ann2snn_zoo import Augment, FrontEnd
+from ann2snn_zoo.data import Synthetic, load_splits
+from ann2snn_zoo.data.synthetic import WORDS
 
 
 def test_deterministic_for_a_seed():

@@ -7,9 +7,9 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from zoo.data.wav import check_wav, read_wav
-from zoo.errors import DataError
-from zoo.frontend import FrontEnd
+from ann2snn_zoo.data.wav import check_wav, read_wav
+from ann2snn_zoo.errors import DataError
+from ann2snn_zoo.frontend import FrontEnd
 
 
 @dataclass(frozen=True)

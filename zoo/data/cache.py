@@ -9,8 +9,8 @@ import torch
 from torch.utils.data import Dataset
 
 from ann2snn.atomic import atomic_path
-from zoo.augment import Augment
-from zoo.data.base import AudioDataset
+from ann2snn_zoo.augment import Augment
+from ann2snn_zoo.data.base import AudioDataset
 
 _CHUNK = 256  # clips per batched feature computation
 _VERSION = 1  # bump when the meaning of cached tensors changes

@@ -8,9 +8,9 @@ import urllib.request
 import warnings
 from pathlib import Path
 
-from zoo.data.base import Clip, FileDataset, holdout, require_dir
-from zoo.errors import DataError
-from zoo.frontend import FrontEnd
+from ann2snn_zoo.data.base import Clip, FileDataset, holdout, require_dir
+from ann2snn_zoo.errors import DataError
+from ann2snn_zoo.frontend import FrontEnd
 
 FSDD_URL = "https://github.com/Jakobovski/free-spoken-digit-dataset/archive/refs/tags/v1.0.10.tar.gz"
 LAYOUT = "a folder of {digit}_{speaker}_{index}.wav files (FSDD's recordings/) or the folder above it"
@@ -66,7 +66,7 @@ def _select(clips: list[Clip], is_test: list[bool], split: str, val_fraction: fl
 def how_to_get(root: str | Path) -> str:
     """The sentence that tells how to get FSDD into `root` (with `download_fsdd`)."""
     return (
-        f"to download FSDD there, run python -c \"import zoo; zoo.data.download_fsdd('{root}')\" "
+        f"to download FSDD there, run python -c \"import ann2snn_zoo; ann2snn_zoo.data.download_fsdd('{root}')\" "
         "(it writes the recordings/ folder; needs network access)"
     )
 

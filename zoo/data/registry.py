@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from zoo.data.base import AudioDataset
-from zoo.data.fsdd import FSDD
-from zoo.data.speech_commands import SpeechCommands
-from zoo.data.synthetic import SAMPLE_RATE as SYNTHETIC_RATE
-from zoo.data.synthetic import Synthetic
-from zoo.errors import DataError
-from zoo.frontend import FrontEnd
+from ann2snn_zoo.data.base import AudioDataset
+from ann2snn_zoo.data.fsdd import FSDD
+from ann2snn_zoo.data.speech_commands import SpeechCommands
+from ann2snn_zoo.data.synthetic import SAMPLE_RATE as SYNTHETIC_RATE
+from ann2snn_zoo.data.synthetic import Synthetic
+from ann2snn_zoo.errors import DataError
+from ann2snn_zoo.frontend import FrontEnd
 
 
 @dataclass(frozen=True)

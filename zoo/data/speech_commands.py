@@ -6,9 +6,9 @@ from pathlib import Path
 import soundfile as sf
 import torch
 
-from zoo.data.base import Clip, FileDataset, require_dir
-from zoo.errors import DataError
-from zoo.frontend import FrontEnd
+from ann2snn_zoo.data.base import Clip, FileDataset, require_dir
+from ann2snn_zoo.errors import DataError
+from ann2snn_zoo.frontend import FrontEnd
 
 WORDS_35 = [
     "backward", "bed", "bird", "cat", "dog", "down", "eight", "five", "follow", "forward", "four", "go",

@@ -4,12 +4,12 @@ Data sets are looked up in `zoo.data.registry` (one entry each); nothing here na
 
 from pathlib import Path
 
-from zoo.augment import Augment
-from zoo.data.base import AudioDataset
-from zoo.data.cache import CachedFeatures
-from zoo.data.registry import DATASETS, dataset
-from zoo.errors import DataError
-from zoo.frontend import FrontEnd
+from ann2snn_zoo.augment import Augment
+from ann2snn_zoo.data.base import AudioDataset
+from ann2snn_zoo.data.cache import CachedFeatures
+from ann2snn_zoo.data.registry import DATASETS, dataset
+from ann2snn_zoo.errors import DataError
+from ann2snn_zoo.frontend import FrontEnd
 
 #: The registered data sets' names and default sample rates (derived from `zoo.data.registry`).
 NAMES = tuple(DATASETS)

@@ -4,8 +4,8 @@ import math
 
 import torch
 
-from zoo.data.base import AudioDataset, Clip
-from zoo.frontend import FrontEnd
+from ann2snn_zoo.data.base import AudioDataset, Clip
+from ann2snn_zoo.frontend import FrontEnd
 
 SAMPLE_RATE = 8000
 SPLIT_SIZES = {"train": 150, "val": 20, "test": 30}  # clips per class

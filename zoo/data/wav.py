@@ -5,7 +5,7 @@ from pathlib import Path
 import soundfile as sf
 import torch
 
-from zoo.errors import DataError
+from ann2snn_zoo.errors import DataError
 
 
 def read_wav(path: Path, start: int = 0, frames: int = -1) -> tuple[torch.Tensor, int]:

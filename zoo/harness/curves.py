@@ -24,7 +24,7 @@ import matplotlib.ticker
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from zoo.harness.summary import save_figure  # noqa: E402
+from ann2snn_zoo.harness.summary import save_figure  # noqa: E402
 
 _NAME = re.compile(
     r"^(?:(?P<fold>fold-[^/]+)/)?(?P<kind>cnn|scratch-bn|scratch|snn)-(?P<model>.+?)-s(?P<seed>\d+)"

@@ -23,13 +23,13 @@ import torch
 from torch.utils.data import DataLoader
 
 import ann2snn
-import zoo
-from zoo.harness.evaluate import evaluate, run_profile
-from zoo.harness.run_folder import check_settings, folder_lock, read_json, read_rows, write_json
-from zoo.harness.scratch import fold_scratch_snn, scratch_snn
-from zoo.harness.train import TrainConfig, fit, resolve_device, seed_everything
-from zoo.harness.train_state import model_entries
-from zoo.registry import front_end as model_front_end
+import ann2snn_zoo as zoo
+from ann2snn_zoo.harness.evaluate import evaluate, run_profile
+from ann2snn_zoo.harness.run_folder import check_settings, folder_lock, read_json, read_rows, write_json
+from ann2snn_zoo.harness.scratch import fold_scratch_snn, scratch_snn
+from ann2snn_zoo.harness.train import TrainConfig, fit, resolve_device, seed_everything
+from ann2snn_zoo.harness.train_state import model_entries
+from ann2snn_zoo.registry import front_end as model_front_end
 
 
 @dataclass

@@ -8,12 +8,12 @@ import time
 from pathlib import Path
 
 from ann2snn.encoders import ENCODERS
-import zoo
-from zoo.data import registry as datasets
-from zoo.harness.experiment import ExperimentConfig, load_histories, run_experiment
-from zoo.harness.presets import PRESETS
-from zoo.harness.summary import merge_runs, write_outputs
-from zoo.harness.train_cli import USER_ERRORS, non_negative_float, positive_float, positive_int, report
+import ann2snn_zoo as zoo
+from ann2snn_zoo.data import registry as datasets
+from ann2snn_zoo.harness.experiment import ExperimentConfig, load_histories, run_experiment
+from ann2snn_zoo.harness.presets import PRESETS
+from ann2snn_zoo.harness.summary import merge_runs, write_outputs
+from ann2snn_zoo.harness.train_cli import USER_ERRORS, non_negative_float, positive_float, positive_int, report
 
 DESCRIPTION = "Run the study: train CNNs, convert, measure zero-shot SNNs over T, retrain, train from scratch."
 EPILOG = """examples:

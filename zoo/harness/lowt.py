@@ -21,10 +21,10 @@ from typing import Any, Callable, Optional
 import torch
 
 import ann2snn
-from zoo.harness.evaluate import evaluate
-from zoo.harness.experiment import Experiment, ExperimentConfig, Results
-from zoo.harness import peers
-from zoo.harness.summary import mean_spread, save_figure
+from ann2snn_zoo.harness.evaluate import evaluate
+from ann2snn_zoo.harness.experiment import Experiment, ExperimentConfig, Results
+from ann2snn_zoo.harness import peers
+from ann2snn_zoo.harness.summary import mean_spread, save_figure
 
 #: Conversion settings per method, and whether it converts the QCFS-trained CNN.
 METHODS: dict[str, tuple[dict[str, Any], bool]] = {

@@ -16,7 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from ann2snn.atomic import atomic_path  # noqa: E402
-from zoo.harness.run_folder import RunFolderError, read_json, read_rows  # noqa: E402
+from ann2snn_zoo.harness.run_folder import RunFolderError, read_json, read_rows  # noqa: E402
 
 
 def save_figure(fig: Any, path: Path, dpi: int) -> None:
@@ -311,7 +311,7 @@ def plot_learn_tau(rows: list[dict], path: Path) -> None:
 
 def history_label(name: str) -> str:
     """A legend label for a history name of the harness (``zoo.harness.curves.parse_run``)."""
-    from zoo.harness.curves import parse_run
+    from ann2snn_zoo.harness.curves import parse_run
 
     run = parse_run(name)
     if run is None:
@@ -462,8 +462,8 @@ def _rebuild(out_dir: Path, model: Optional[str] = None, seed: Optional[int] = N
     (default: its first), and its SNN retrained with a fixed tau on direct input at the
     fine-tuning T. None where the folder lacks the config or those checkpoints (results merged
     from elsewhere, a cross-validated run, a run without retraining)."""
-    from zoo.harness.checkpoint import load_checkpoint
-    from zoo.harness.experiment import Experiment, ExperimentConfig
+    from ann2snn_zoo.harness.checkpoint import load_checkpoint
+    from ann2snn_zoo.harness.experiment import Experiment, ExperimentConfig
 
     out_dir = Path(out_dir)
     settings = read_json(out_dir / "config.json")
@@ -489,7 +489,7 @@ def _rebuild(out_dir: Path, model: Optional[str] = None, seed: Optional[int] = N
 def zero_shot_rate_row(rebuilt: tuple) -> dict:
     """A row with the firing rates of the zero-shot IF SNN (direct input, the fine-tuning T) of the
     rebuilt CNN, profiled like the retrained rows (``run_profile``: the first test batches)."""
-    from zoo.harness.evaluate import run_profile
+    from ann2snn_zoo.harness.evaluate import run_profile
 
     experiment, model, seed, cnn, _ = rebuilt
     T = experiment.config.finetune_T
@@ -533,8 +533,8 @@ def write_outputs(rows: list[dict], out_dir: Path, finetune_T: int, histories: O
     plot_accuracy_vs_T(rows, paths["accuracy_vs_T"], dataset)
     plot_learn_tau(rows, paths["learn_tau"])
     plot_training_curves(histories or {}, paths["training_curves"])
-    from zoo.errors import DataError
-    from zoo.harness.checkpoint import CheckpointError
+    from ann2snn_zoo.errors import DataError
+    from ann2snn_zoo.harness.checkpoint import CheckpointError
 
     try:
         rebuilt = _rebuild(out_dir)
@@ -546,7 +546,7 @@ def write_outputs(rows: list[dict], out_dir: Path, finetune_T: int, histories: O
     plot_accuracy_vs_energy(rows, paths["accuracy_vs_energy"], dataset)
     if rebuilt is not None:
         paths["spike_raster"] = plot_example_raster(rebuilt, out_dir / "spike_raster.png")
-    from zoo.harness.curves import plot_all_curves  # curves imports save_figure from here
+    from ann2snn_zoo.harness.curves import plot_all_curves  # curves imports save_figure from here
 
     paths.update({f"curves-{model}": path for model, path in plot_all_curves(histories or {}, out_dir).items()})
     return paths

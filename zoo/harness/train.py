@@ -23,8 +23,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
 from tqdm import tqdm
 
-from zoo.harness.evaluate import Metrics, evaluate
-from zoo.harness.train_state import History, TrainState, load_train_state, save_train_state
+from ann2snn_zoo.harness.evaluate import Metrics, evaluate
+from ann2snn_zoo.harness.train_state import History, TrainState, load_train_state, save_train_state
 
 __all__ = [
     "EarlyStopping", "History", "TrainConfig", "TrainState", "fit", "optimiser_and_schedule", "parameter_groups",

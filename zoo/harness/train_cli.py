@@ -14,16 +14,16 @@ from torch.utils.data import DataLoader
 
 import ann2snn
 from ann2snn.atomic import atomic_path
-import zoo
-from zoo.data import registry as datasets
-from zoo.errors import DataError
-from zoo.harness.checkpoint import CheckpointError
-from zoo.harness.distributed import distributed
-from zoo.harness.evaluate import evaluate
-from zoo.harness.run_folder import RunFolderError
-from zoo.harness.train import TrainConfig, fit, resolve_device, seed_everything
-from zoo.harness.train_state import model_entries
-from zoo.registry import front_end as model_front_end
+import ann2snn_zoo as zoo
+from ann2snn_zoo.data import registry as datasets
+from ann2snn_zoo.errors import DataError
+from ann2snn_zoo.harness.checkpoint import CheckpointError
+from ann2snn_zoo.harness.distributed import distributed
+from ann2snn_zoo.harness.evaluate import evaluate
+from ann2snn_zoo.harness.run_folder import RunFolderError
+from ann2snn_zoo.harness.train import TrainConfig, fit, resolve_device, seed_everything
+from ann2snn_zoo.harness.train_state import model_entries
+from ann2snn_zoo.registry import front_end as model_front_end
 
 DESCRIPTION = """Train one model of the audio zoo on a data set (AdamW, a one-cycle learning-rate
 schedule, early stopping on the validation loss) and print its test accuracy. The
@@ -38,7 +38,7 @@ EPILOG = """examples:
   python tools/train.py --model vgg --dataset fsdd --data-dir data/fsdd --snn-T 25
   torchrun --nproc_per_node 2 tools/train.py --model m5 --epochs 5
 
-FSDD: python -c "import zoo; zoo.data.download_fsdd('data/fsdd')" downloads it."""
+FSDD: python -c "import ann2snn_zoo; ann2snn_zoo.data.download_fsdd('data/fsdd')" downloads it."""
 
 USER_ERRORS = (DataError, CheckpointError, RunFolderError)  # reported on one line, exit status 2
 

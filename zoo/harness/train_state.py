@@ -31,7 +31,7 @@ from typing import Any, ClassVar, Optional
 
 import torch
 
-from zoo.harness.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from ann2snn_zoo.harness.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 VERSION_KEY = "train_state_version"
 

@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo.models.activation import make_activation
+from ann2snn_zoo.models.activation import make_activation
 
 _POOLS = {"max": nn.MaxPool1d, "avg": nn.AvgPool1d}
 

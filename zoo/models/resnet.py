@@ -3,7 +3,7 @@
 import torch
 from torch import nn
 
-from zoo.models.activation import make_activation
+from ann2snn_zoo.models.activation import make_activation
 
 _POOLS = {"avg": nn.AvgPool2d, "max": nn.MaxPool2d}
 

@@ -3,7 +3,7 @@
 import torch
 from torch import nn
 
-from zoo.models.activation import make_activation
+from ann2snn_zoo.models.activation import make_activation
 
 
 def _conv_bn_act(c_in: int, c_out: int, activation: str, levels: int) -> list[nn.Module]:
