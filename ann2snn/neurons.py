@@ -121,7 +121,8 @@ class SpikingNeuron(TemporalModule):
         # the fast paths are built from this class's pieces: a model that redefines a piece they
         # use runs its own step instead, unless it says otherwise
         own = vars(cls)
-        if any(name in own for name in ("charge", "fire", "step")) and "inference_loop" not in own:
+        redefines_reset_only_out_of_place = "reset_membrane" in own and "reset_membrane_" not in own
+        if (any(name in own for name in ("charge", "fire", "step")) or redefines_reset_only_out_of_place) and "inference_loop" not in own:
             cls.inference_loop = False
         if any(name in own for name in ("charge", "fire", "step", "reset_membrane")) and "fused_backward" not in own:
             cls.fused_backward = False
