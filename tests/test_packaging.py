@@ -127,3 +127,12 @@ def test_python_m_zoo_module_runs_in_a_checkout():
     pytest.importorskip("ann2snn_zoo")
     result = subprocess.run([sys.executable, "-m", "zoo.speed", "--help"], capture_output=True, text=True, timeout=300, cwd=ROOT, env=ENV)
     assert result.returncode == 0 and "--repeats" in result.stdout, result.stdout + result.stderr
+
+
+def test_the_experiment_command_without_matplotlib_names_the_plot_extra(tmp_path):
+    """``ann2snn experiment`` writes plots: without matplotlib (the audio extra alone) it says so."""
+    pytest.importorskip("ann2snn_zoo")
+    code = "import sys; sys.modules['matplotlib'] = None\nfrom ann2snn.cli import main\nsys.exit(main(['experiment', '--help']))"
+    result = run_python(code, cwd=tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.startswith("error: ann2snn experiment needs matplotlib") and "pip install 'ann2snn[audio,plot]'" in result.stderr, result.stderr

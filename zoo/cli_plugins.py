@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Optional, Sequence
 
 import torch
@@ -141,7 +142,13 @@ def _train(argv: list[str]) -> int:
 
 
 def _experiment(argv: list[str]) -> int:
-    from ann2snn_zoo.harness.experiment_cli import main as experiment_main
+    try:
+        from ann2snn_zoo.harness.experiment_cli import main as experiment_main
+    except ModuleNotFoundError as error:  # the study's tables come with plots: matplotlib, the plot extra
+        if error.name != "matplotlib":
+            raise
+        print(f"error: ann2snn experiment needs matplotlib ({error}): pip install 'ann2snn[audio,plot]'", file=sys.stderr)
+        return cli.EXIT_ERROR
 
     return experiment_main(argv, prog="ann2snn experiment")
 
