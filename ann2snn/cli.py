@@ -181,7 +181,7 @@ class CliPlugin:
     ``--calibrate`` / ``--evaluate``. Each hook answers None for what is not its own; errors are
     ``CliError``. The command takes plugins from ``main(argv, plugins=[...])``, or, for the console
     script, from the entry-point group ``ann2snn.cli_plugins`` (the audio zoo's is
-    ``zoo.cli_plugins.ZooPlugin``). Without any, ``.pt2``, ``.onnx`` and pickled models and
+    ``ann2snn_zoo.cli_plugins.ZooPlugin``). Without any, ``.pt2``, ``.onnx`` and pickled models and
     ``.pt`` data files still work."""
 
     #: the plugin's name in messages

@@ -1,6 +1,7 @@
 """Zero-shot accuracy at low T on FSDD: old defaults, per-channel auto thresholds, output-space
-bias correction (the defaults), and conversion-aware QCFS training, for m5, vgg and resnet over
-3 seeds and T in {2, 4, 8, 16, 32, 64}. Prints and writes OUT/lowt.md and OUT/lowt.png.
+bias correction (the defaults), conversion-aware QCFS training, and the other neuron models
+(reset to zero, Norse's LIF cell), for m5, vgg and resnet over 3 seeds and T in {2, 4, 8, 16, 32,
+64}. Prints and writes OUT/lowt.md and OUT/lowt.png.
 
     python tools/lowt.py --data-dir ../shared/data/fsdd
     python tools/lowt.py --data-dir ../shared/data/fsdd --models m5 --seeds 0      # one cell row

@@ -76,6 +76,11 @@ class ExperimentConfig:
             device=self.device, max_batches=self.max_batches, progress=self.progress,
         )  # fmt: skip
 
+    def conversion(self, T: int, **settings: Any) -> ann2snn.ConversionConfig:
+        """This experiment's conversion settings at ``T`` (its percentile and per-channel choice;
+        ``settings`` override any ``ann2snn.ConversionConfig`` field, checked there)."""
+        return ann2snn.ConversionConfig(T=T, percentile=self.percentile, per_channel=self.per_channel).replace(**settings)
+
     def retrain_steps(self) -> tuple[int, ...]:
         return tuple(self.retrain_T or (self.finetune_T,))
 
@@ -229,10 +234,7 @@ class Experiment:
                     self.log(f"{model} seed {seed} zero-shot {neuron} {encoder} T={T}: {metrics.top1:.1f} %")
 
     def _convert(self, cnn: torch.nn.Module, model: str, T: int, **options: Any) -> ann2snn.SpikingNetwork:
-        return ann2snn.convert(
-            cnn, T=T, calibration=self.calibration(model), percentile=self.config.percentile,
-            per_channel=self.config.per_channel, **options,
-        ).to(self.device)  # fmt: skip
+        return ann2snn.convert(cnn, config=self.config.conversion(T, **options), calibration=self.calibration(model)).to(self.device)
 
     def retrain(self, cnn: torch.nn.Module, model: str, seed: int, cnn_epoch_s: float) -> None:
         """Convert and fine-tune (LIF, surrogate gradients) every ``config.retrain_cells()``."""

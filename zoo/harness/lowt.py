@@ -1,6 +1,7 @@
 """Zero-shot accuracy at low T: the CNN, the compiler's old defaults, per-channel "auto"
-thresholds, output-space correction (today's defaults), and a conversion-aware (QCFS) CNN and its
-conversion, per model, seed and T; a table, a time-to-accuracy table and a plot. With ``peers``,
+thresholds, output-space correction (today's defaults), a conversion-aware (QCFS) CNN and its
+conversion, and the other neuron models (reset to zero; Norse's LIF cell, nearly IF at tau 1000)
+with today's defaults, per model, seed and T; a table, a time-to-accuracy table and a plot. With ``peers``,
 the same ReLU CNNs are also converted by SpikingJelly and sinabs (``zoo.harness.peers``) on the
 same calibration batches and T, and measured the same way.
 
@@ -33,6 +34,8 @@ METHODS: dict[str, tuple[dict[str, Any], bool]] = {
     "bias correction (default)": (dict(), False),
     "QCFS CNN, converted": (dict(correction="none"), True),
     "QCFS CNN + bias correction": (dict(), True),
+    "reset-to-zero neurons": (dict(neuron="reset-to-zero"), False),
+    "Norse LIF cell (tau 1000)": (dict(neuron="norse", tau=1000.0), False),
 }
 
 
