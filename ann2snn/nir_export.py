@@ -10,8 +10,10 @@ are continuous; the Euler step with ``dt = 1`` reproduces ours exactly):
   (``dv/dt = R*I``, so ``v' = v + I``).
 - ``beta < 1``: ``nir.LIF`` with ``tau = 1/(1-beta)``, ``r = tau``, ``v_leak = 0``,
   ``v_threshold = theta`` (``tau*dv/dt = v_leak - v + R*I``, so ``v' = (1 - 1/tau)*v + I``).
-- Reset: ours subtracts the threshold; NIR only knows reset to ``v_reset``. ``v_reset`` is 0 and
-  node metadata says ``reset = "subtract"``; an importer that resets to a value differs.
+- Reset: read from the neuron (``SpikingNeuron.reset_mode``). NIR's neurons reset to
+  ``v_reset``, which is 0: exactly the ``"reset-to-zero"`` model (metadata ``reset = "zero"``).
+  The default model subtracts the threshold instead, which NIR cannot say: node metadata says
+  ``reset = "subtract"``, and an importer that resets to a value differs.
 - Initial membrane: ours starts at ``theta/2`` (or, after potential correction, at the calibrated
   ``initial * theta``); NIR has no initial state, so the value is in node metadata as ``v_init``
   (importers start at 0 unless told).
@@ -265,7 +267,7 @@ class _Exporter:
         beta = beta.reshape(-1, *([1] * (len(shape) - 1))) if beta.ndim else beta
         initial = _array(neuron.initial)
         initial = initial.reshape(-1, *([1] * (len(shape) - 1))) if initial.ndim else initial
-        metadata = {"reset": "subtract", "v_init": full(theta * initial), "source": neuron.source, "dt": 1.0}
+        metadata = {"reset": neuron.reset_mode, "v_init": full(theta * initial), "source": neuron.source, "dt": 1.0}
         sources = self.unscaled(self.input_of(node))
         if np.any(_array(neuron.bias) != 0):
             self.fold_bias(node, sources, _array(neuron.bias), shape[0])

@@ -149,3 +149,29 @@ def test_every_model_saves_in_the_safe_format_and_loads_back(model, tmp_path):
     x = torch.randn(4, 1, 40)
     assert torch.equal(back(x), snn(x))
     assert {type(m) for m in back.modules() if isinstance(m, SpikingNeuron)} == {NEURON_MODELS[model]}
+
+
+@pytest.mark.parametrize("model", ["subtract", "reset-to-zero"])
+def test_nir_export_states_the_models_reset_and_nirs_reset_to_zero_is_ours(model):
+    """The exported node says how the neuron resets; NIR's own rule (reset to ``v_reset = 0``,
+    Euler step with dt = 1) reproduces the reset-to-zero model spike for spike."""
+    torch.manual_seed(0)
+    cnn = nn.Sequential(nn.Linear(3, 5), nn.ReLU(), nn.Linear(5, 2)).eval()
+    snn = ann2snn.convert(cnn, T=12, tau=10.0, neuron=model, calibration=[torch.randn(16, 3)], per_channel=False, correction="none")
+    lif = ann2snn.export_nir(snn).nodes["_1_neuron"]
+    assert lif.metadata["reset"] == {"subtract": "subtract", "reset-to-zero": "zero"}[model]
+    if model != "reset-to-zero":
+        return
+    neuron = snn.network.get_submodule("_1_neuron")
+    currents = torch.randn(12, 5) * float(neuron.threshold) * 1.5
+    tau, r, v_th, v_reset = (torch.as_tensor(getattr(lif, k)).float() for k in ("tau", "r", "v_threshold", "v_reset"))
+    v, nir_spikes = torch.as_tensor(lif.metadata["v_init"]).float(), []
+    for current in currents:
+        v = v + (r * current - v) / tau
+        z = (v > v_th).float()
+        v = (1 - z) * v + z * v_reset
+        nir_spikes.append(z)
+    neuron.reset()
+    with torch.no_grad():
+        ours = torch.stack([neuron(current[None])[0] / neuron.threshold for current in currents])
+    assert torch.equal(torch.stack(nir_spikes), ours) and ours.sum() > 0
