@@ -211,6 +211,10 @@ class SpikingNeuron(TemporalModule):
         """Membrane time constant in steps (``inf`` for integrate-and-fire)."""
         return 1.0 / (1.0 - self.beta.detach())
 
+    def time_constants(self) -> list[nn.Parameter]:
+        """The trainable parameter that sets the time constant (with ``learn_tau``), else none."""
+        return [self.leak_logit] if self.learn_tau else []
+
     def make_tau_per_channel(self, channels: int) -> None:
         """Give every channel its own learnable time constant (starting from the layer's)."""
         if not self.learn_tau:

@@ -17,6 +17,7 @@ from torch.utils._pytree import tree_map
 from .analysis import propagate_shapes, split_static, tensor_metas
 from .encoders import Encoder
 from .errors import ConversionError, InputShapeError, StaleCalibrationWarning
+from .neurons import SpikingNeuron
 from .report import ConversionReport
 from .temporal import NeuronPool, TemporalModule
 
@@ -244,6 +245,12 @@ class SpikingNetwork(nn.Module):
         return f"T={self.T}, mode={self.mode!r}"
 
     # -- plumbing ------------------------------------------------------------------------------
+    def time_constants(self) -> list[nn.Parameter]:
+        """The trainable parameters that set the neurons' membrane time constants (``learn_tau``;
+        none otherwise), for example to give them their own learning rate. The values, in steps:
+        each neuron's ``tau``."""
+        return [p for m in self.network.modules() if isinstance(m, SpikingNeuron) for p in m.time_constants()]
+
     def temporal_modules(self) -> Iterator[TemporalModule]:
         return (m for m in self.network.modules() if isinstance(m, TemporalModule))
 

@@ -175,3 +175,13 @@ def test_nir_export_states_the_models_reset_and_nirs_reset_to_zero_is_ours(model
     with torch.no_grad():
         ours = torch.stack([neuron(current[None])[0] / neuron.threshold for current in currents])
     assert torch.equal(torch.stack(nir_spikes), ours) and ours.sum() > 0
+
+
+def test_the_network_names_its_trainable_time_constants():
+    cnn = small_cnn()
+    assert ann2snn.convert(cnn, T=4, input_shape=(1, 40)).time_constants() == []  # IF: nothing to learn
+    snn = ann2snn.convert(cnn, T=4, learn_tau=True, tau_per_channel=True, calibration=[torch.randn(16, 1, 40)])
+    found = snn.time_constants()
+    neurons = [m for m in snn.modules() if isinstance(m, SpikingNeuron)]
+    assert [id(p) for p in found] == [id(m.leak_logit) for m in neurons] and [p.shape for p in found] == [(4,), (4,)]
+    assert all(any(p is q for q in snn.parameters()) for p in found)

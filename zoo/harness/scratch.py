@@ -163,8 +163,8 @@ def fold_scratch_snn(snn: ann2snn.SpikingNetwork, model: nn.Module, calibration:
     if [n for n, _ in targets] != [n for n, _ in neurons]:
         raise ValueError(f"the folded network's neurons {[n for n, _ in targets]} differ from the trained one's {[n for n, _ in neurons]}")
     for (_, source), (_, target) in zip(neurons, targets):
-        if source.learn_tau and source.leak_logit.dim() > 0:
-            target.make_tau_per_channel(source.leak_logit.numel())
+        if source.learn_tau and source.tau.dim() > 0:
+            target.make_tau_per_channel(source.tau.numel())
         target.load_state_dict(source.state_dict())
         target.channels = source.channels
     folded.encoder.load_state_dict(snn.encoder.state_dict())

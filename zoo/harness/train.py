@@ -80,15 +80,16 @@ def _loader(dataset: Dataset, config: TrainConfig, epoch: int) -> DataLoader:
 
 
 def time_constants(model: nn.Module) -> list[nn.Parameter]:
-    """The trainable membrane time constants of ``model`` (none in a CNN): what
-    ``model.time_constants()`` returns where the network offers it, else the parameters named
-    ``*.leak_logit`` (``ann2snn.SpikingNeuron``'s learnable leak)."""
-    if callable(getattr(model, "time_constants", None)):
-        found = list(model.time_constants())
-        if not all(isinstance(p, nn.Parameter) for p in found):
-            raise TypeError(f"{type(model).__name__}.time_constants() must return parameters, got {[type(p).__name__ for p in found]}")
-        return [p for p in found if p.requires_grad]
-    return [p for n, p in model.named_parameters() if p.requires_grad and n.endswith("leak_logit")]
+    """The trainable membrane time constants of ``model`` (inside a DistributedDataParallel
+    wrapper too): what its ``time_constants()`` returns (``ann2snn.SpikingNetwork`` offers it),
+    none for a network without (a CNN)."""
+    network = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+    if not callable(getattr(network, "time_constants", None)):
+        return []
+    found = list(network.time_constants())
+    if not all(isinstance(p, nn.Parameter) for p in found):
+        raise TypeError(f"{type(network).__name__}.time_constants() must return parameters, got {[type(p).__name__ for p in found]}")
+    return [p for p in found if p.requires_grad]
 
 
 def parameter_groups(model: nn.Module, config: TrainConfig) -> list[dict]:
