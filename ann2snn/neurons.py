@@ -292,12 +292,6 @@ class SpikingNeuron(TemporalModule):
     def reset(self) -> None:
         self.v = None
 
-    def fuse_pool(self, pool: Optional[GatedMaxPool]) -> None:
-        """Apply ``pool`` to the spikes of each step inside the layer-mode loop (set by the time
-        loop when this neuron feeds only that pool), so the unpooled spike train of all steps is
-        never materialised. A plain attribute, not a submodule: the pool stays in the graph."""
-        self.__dict__["_fused_pool"] = pool
-
     def forward(self, x: torch.Tensor, pool: Optional[GatedMaxPool] = None) -> torch.Tensor:
         """Spikes times the threshold for input ``x`` (the ReLU itself in analog mode). ``pool``:
         in layer mode, a gated max pool applied to each step's spikes inside the loop, so the
@@ -313,7 +307,7 @@ class SpikingNeuron(TemporalModule):
         theta = self._broadcast(self.threshold, x.dim())
         beta = None if (not self.learn_tau and float(self.fixed_beta) == 1.0) else self._broadcast(self.beta, x.dim())
         bias = self._broadcast(self.bias, x.dim()) if self.bias.dim() > 0 or float(self.bias) != 0.0 else None
-        pool = (pool if pool is not None else self.__dict__.get("_fused_pool")) if self.time_steps is not None else None
+        pool = pool if self.time_steps is not None else None
         if pool is not None and self.broadcast_input and self.pool_static_input:
             x, pool = pool._pool(x), None  # approximate (see pool_static_input): the window's largest input
         if self.time_steps is not None and not self.broadcast_input and self.inference_loop and not torch.is_grad_enabled():
