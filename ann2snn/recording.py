@@ -204,7 +204,9 @@ def run_sequence(snn: SpikingNetwork, x_seq: torch.Tensor, return_sequence: bool
 
     Each step's input is fed to the network as it is, whatever encoder the network was converted
     with (the input is already encoded: event frames, spikes, or analog values that change over
-    time). The number of steps is ``x_seq``'s, not ``snn.T``; thresholds and corrections tuned
+    time). In layer mode (``snn.mode``, the default) all steps run at once, time folded into the
+    batch and chunked as for ``snn(x)`` (``SpikingNetwork.sequence_readouts``); in step mode, one
+    ``snn.step`` per step. Both give the same outputs (and gradients). The number of steps is ``x_seq``'s, not ``snn.T``; thresholds and corrections tuned
     for ``snn.T`` are used as they are.
 
     Returns the readout averaged over the steps, then passed through the network's output head
@@ -218,6 +220,17 @@ def run_sequence(snn: SpikingNetwork, x_seq: torch.Tensor, return_sequence: bool
     steps = x_seq.movedim(time_dim, 0)
     if steps.shape[0] == 0:
         raise InputShapeError("run_sequence(): the sequence has no time steps")
+    if snn.mode == "layer":
+        readouts = snn.sequence_readouts(steps)
+    else:
+        readouts = torch.stack(_step_readouts(snn, steps))
+    if return_sequence:
+        return torch.stack([_head(snn, y) for y in readouts.unbind(0)])
+    return _head(snn, readouts.mean(0))
+
+
+def _step_readouts(snn: SpikingNetwork, steps: torch.Tensor) -> list[torch.Tensor]:
+    """Step mode: one ``snn.step`` per step of ``steps``, passed through as given, from a fresh state."""
     encoder = snn.encoder.kind
     snn.encoder.kind = "direct"  # steps pass through as given
     outputs = []
@@ -229,9 +242,7 @@ def run_sequence(snn: SpikingNetwork, x_seq: torch.Tensor, return_sequence: bool
     finally:
         snn.reset()
         snn.encoder.kind = encoder
-    if return_sequence:
-        return torch.stack([_head(snn, y) for y in outputs])
-    return _head(snn, torch.stack(outputs).mean(0))
+    return outputs
 
 
 def _head(snn: SpikingNetwork, y: torch.Tensor) -> torch.Tensor:
@@ -249,7 +260,12 @@ def plot_raster(rec: SpikeRecord, path: str | os.PathLike, example: int = 0, run
     """Write a spike raster of one example to ``path`` (PNG): one panel per neuron layer, time
     along x, the layer's neurons along y (at most 2,000 per layer, evenly spaced), black where a
     neuron spiked. Needs matplotlib (``pip install 'ann2snn[plot]'``)."""
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError as error:
+        raise ImportError(
+            f"plot_raster() needs matplotlib, which is not installed ({error}): pip install 'ann2snn[plot]'", name=error.name
+        ) from None
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt

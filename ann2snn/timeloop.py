@@ -254,11 +254,12 @@ class SpikingNetwork(nn.Module):
     def temporal_modules(self) -> Iterator[TemporalModule]:
         return (m for m in self.network.modules() if isinstance(m, TemporalModule))
 
-    def _configure(self, layer_mode: bool, analog: bool = False, steps: Optional[int] = None) -> None:
+    def _configure(self, layer_mode: bool, analog: bool = False, steps: Optional[int] = None, given_input: bool = False) -> None:
         """Set every temporal module's regime; in layer mode each call holds ``steps`` (default T)
         consecutive steps, and fewer than T means time chunks (state carried between calls). The
-        neurons fused with their gated pools take ``pool_static_input`` (layer mode only)."""
-        folded_static = layer_mode and self.encoder.is_time_invariant
+        neurons fused with their gated pools take ``pool_static_input`` (layer mode only).
+        ``given_input``: the network is fed a time-varying sequence, not its encoder's output."""
+        folded_static = layer_mode and self.encoder.is_time_invariant and not given_input
         steps = self.T if steps is None else steps
         for module in self.temporal_modules():
             module.analog = analog
@@ -469,6 +470,36 @@ class SpikingNetwork(nn.Module):
             module.time_steps = steps
         self.reset()
         return tree_map(lambda y: y / self.T, total)
+
+    def sequence_readouts(self, x_seq: torch.Tensor):
+        """The readout of every step, ``[steps, batch, ...]`` (before the output head), of the
+        input sequence ``x_seq`` (``[steps, batch, ...]``) fed to the network as it is (no
+        encoder), in layer mode from a fresh state: the batch in slices and the steps in time
+        chunks as ``chunk_plan`` says for a sequence of that length, neuron and pool state
+        carried from chunk to chunk. ``ann2snn.run_sequence`` is the documented way in."""
+        total = x_seq.shape[0]
+        self.check_input(x_seq.flatten(0, 1))
+        T = self._T
+        self._T = total  # the sequence's length, for chunk_plan and the modules' sequence_steps
+        try:
+            self.reset()
+            examples, steps = self.chunk_plan(x_seq[0])
+            self._configure(layer_mode=True, steps=steps, given_input=True)
+            parts = []
+            for part in x_seq.split(examples, dim=1):
+                chunks = []
+                for start in range(0, total, steps):
+                    k = min(steps, total - start)
+                    for module in self.temporal_modules():
+                        module.time_steps = k
+                    out = self.run_network(part[start : start + k].flatten(0, 1))
+                    chunks.append(tree_map(lambda y: y.unflatten(0, (k, -1)), out))
+                self.reset()
+                parts.append(tree_map(lambda *ys: torch.cat(ys, 0), *chunks))
+            return tree_map(lambda *ys: torch.cat(ys, 1), *parts)
+        finally:
+            self._T = T
+            self.reset()
 
     def _encode(self, x: torch.Tensor, start: int, steps: int) -> torch.Tensor:
         """Steps ``start`` to ``start + steps`` of the encoded input, folded into the batch."""

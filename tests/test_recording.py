@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 import ann2snn
+from ann2snn.draw import draw
 from ann2snn.recording import neuron_names, plot_raster, record, run_sequence
 
 T = 12
@@ -191,3 +192,35 @@ def test_plot_raster_writes_a_png(snn, x, tmp_path):
 def test_recording_is_part_of_the_public_api():
     assert (ann2snn.record, ann2snn.run_sequence, ann2snn.plot_raster) == (record, run_sequence, plot_raster)
     assert {"record", "run_sequence", "plot_raster", "SpikeRecord"} <= set(ann2snn.__all__)
+
+
+@pytest.mark.parametrize("batch_chunk, time_chunk", [(None, None), (2, 3)], ids=["auto", "chunked"])
+def test_run_sequence_in_layer_mode_equals_step_mode_with_gradients(batch_chunk, time_chunk):
+    """Layer mode runs the whole sequence at once (in batch slices and time chunks); it computes
+    what step mode computes step by step, outputs and gradients."""
+    snn = make_snn(learn_tau=True)
+    snn.batch_chunk, snn.time_chunk = batch_chunk, time_chunk
+    sequence = torch.randn(7, 5, 1, 32, generator=torch.Generator().manual_seed(8))
+    results = []
+    for mode in ("layer", "step"):
+        snn.mode = mode
+        snn.zero_grad()
+        given = sequence.clone().requires_grad_()
+        per_step = run_sequence(snn, given, return_sequence=True)
+        (per_step * torch.linspace(-1, 1, per_step.numel()).view_as(per_step)).sum().backward()
+        results.append((per_step.detach(), given.grad, [p.grad.clone() for p in snn.time_constants()]))
+    (layer, layer_grad, layer_tau), (step, step_grad, step_tau) = results
+    assert torch.allclose(layer, step, atol=1e-5)
+    assert torch.allclose(layer_grad, step_grad, atol=1e-5) and layer_grad.abs().sum() > 0
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(layer_tau, step_tau))
+
+
+def test_plots_without_matplotlib_name_the_extra(snn, x, tmp_path, monkeypatch):
+    with torch.no_grad(), record(snn) as rec:
+        snn(x)
+    monkeypatch.setitem(__import__("sys").modules, "matplotlib", None)  # as if not installed
+    with pytest.raises(ImportError, match=r"plot_raster\(\) needs matplotlib.*pip install 'ann2snn\[plot\]'"):
+        plot_raster(rec, tmp_path / "raster.png")
+    with pytest.raises(ImportError, match=r"draw\(\) needs matplotlib.*pip install 'ann2snn\[plot\]'"):
+        draw(nn.Sequential(nn.Linear(2, 2), nn.ReLU()), snn, tmp_path / "graph.png")
+    assert not (tmp_path / "raster.png").exists() and not (tmp_path / "graph.png").exists()
