@@ -44,8 +44,10 @@ class SpikeRecord:
     ``spikes`` and ``counts`` join the runs along the batch dimension; ``runs`` keeps them apart.
     """
 
-    def __init__(self, names: Sequence[str], keep_trains: bool) -> None:
+    def __init__(self, names: Sequence[str], keep_trains: bool, sources: Optional[dict[str, str]] = None) -> None:
         self.names = list(names)
+        #: Per layer, the CNN op it came from (``SpikingNeuron.source``, e.g. "ReLU `features.2`").
+        self.sources = dict(sources or {})
         self.keep_trains = keep_trains
         self._runs: list[dict[str, list[torch.Tensor]]] = []
         self._counts: list[dict[str, torch.Tensor]] = []
@@ -170,7 +172,7 @@ def record(snn: SpikingNetwork, layers: Optional[Sequence[str]] = None, trains: 
     unknown = [name for name in names if name not in available]
     if unknown:
         raise ConversionError(f"no neuron layer named {', '.join(map(repr, unknown))}; the network's are {', '.join(available) or 'none'}")
-    result = SpikeRecord(names, trains)
+    result = SpikeRecord(names, trains, {name: snn.network.get_submodule(name).source for name in names})
 
     def hook(name: str):
         def on_forward(module: SpikingNeuron, inputs: tuple, output: torch.Tensor) -> None:
@@ -284,7 +286,8 @@ def plot_raster(rec: SpikeRecord, path: str | os.PathLike, example: int = 0, run
         ax.imshow(image, aspect="auto", cmap="Greys", vmin=0, vmax=1, interpolation="nearest", origin="lower")
         rate = float(raster.float().mean())
         ax.set_ylabel("neuron", fontsize=9)
-        ax.set_title(f"{name}: {raster.shape[1]} neurons{'' if len(shown) == raster.shape[1] else f' ({len(shown)} shown)'}, rate {rate:.3f} spikes/neuron/step", fontsize=9, loc="left")
+        label = f"{rec.sources[name]} -> {name}" if name in rec.sources else name
+        ax.set_title(f"{label}: {raster.shape[1]} neurons{'' if len(shown) == raster.shape[1] else f' ({len(shown)} shown)'}, rate {rate:.3f} spikes/neuron/step", fontsize=9, loc="left")
         ax.tick_params(labelsize=8)
     steps = trains[names[0]].shape[0]
     axes[-1, 0].set_xlim(-0.5, steps - 0.5)

@@ -43,6 +43,7 @@ def test_record_gives_every_neurons_spike_train_without_changing_outputs(snn, x)
     assert snn.mode == "layer"  # restored
     assert "reset" not in snn.__dict__
     assert rec.names == neuron_names(snn) == [FIRST, "_4_neuron"]
+    assert rec.sources == {FIRST: "ReLU `1`", "_4_neuron": "ReLU `4`"}  # what plot_raster's titles name
     assert rec.steps == [T]
     assert tuple(rec.spikes[FIRST].shape) == (T, 5, 6, 28)
     assert tuple(rec.spikes["_4_neuron"].shape) == (T, 5, 6, 12)
