@@ -24,6 +24,7 @@ def rows():
 
 def test_layer_labels_are_numbered_short_names():
     assert layer_labels(list(RATES)) == ["L1 features.0", "L2 features.3", "L3 relu.1"]
+    assert layer_labels(["features_0_neuron_features_1_gated.neuron", "relu_1_neuron"]) == ["L1 features.0", "L2 relu.1"]  # fused with its pool
 
 
 def test_history_labels_say_what_was_trained():
