@@ -116,10 +116,11 @@ def convert(
     graph = passes.relu_to_neurons(graph, report, make_neuron)
     graph = passes.rewrite_max_pooling(graph, report, config.maxpool)
     graph = passes.mark_readout(graph, report)
-    graph = passes.check_supported(graph, report, config.allow_analog)
+    encoder = Encoder(config.encoder)
+    graph = passes.check_supported(graph, report, config.allow_analog, encoded_input=not encoder.is_time_invariant)
     graph = passes.insert_time_broadcasts(graph, report)
     graph = passes.fuse_neuron_pools(graph, report)
-    snn = SpikingNetwork(graph, config.T, config.mode, Encoder(config.encoder), report, input_shape)
+    snn = SpikingNetwork(graph, config.T, config.mode, encoder, report, input_shape)
     device = next((p.device for p in graph.parameters()), None)
     if device is not None:
         snn.to(device)  # the encoder and neuron buffers join the model's weights (CUDA models stay on CUDA)

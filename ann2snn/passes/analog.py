@@ -8,8 +8,10 @@ and a ``RateIncrement`` after it (step ``t`` emits ``t*f(mean_t) - (t-1)*f(mean_
 time average of its outputs up to any ``t`` is ``f`` of its inputs' rates up to ``t``. Downstream
 layers and neurons integrate those increments; a readout averages them to ``f(rates)``.
 
-Ops on the input path (before any neuron) see the encoded input and stay as they are. Chained
-islands pass rates directly (no increment-then-mean in between).
+Ops on the input path (before any neuron) read the same input at every step under direct
+encoding and stay as they are. Under a spiking encoder (rate, latency) the input itself is spikes,
+so ops that read it become islands too (``step_varying``). Chained islands pass rates directly (no
+increment-then-mean in between).
 """
 
 from __future__ import annotations
@@ -19,8 +21,16 @@ import math
 from torch import fx
 
 from ..temporal_ops import RateIncrement, RateMean
-from ..analysis import constant_like
+from ..analysis import constant_like, split_static
 from ._util import is_in_place, unique_name
+
+
+def step_varying(gm: fx.GraphModule, encoded_input: bool) -> set[fx.Node]:
+    """The nodes whose values change from step to step: those computed from a neuron's output and,
+    when the input is encoded as spikes (``encoded_input``: rate or latency encoding), also those
+    computed from the input alone. An analog op reading one of them must see rates (an island)."""
+    static, dynamic = split_static(gm)
+    return dynamic | static if encoded_input else dynamic
 
 
 def make_island(gm: fx.GraphModule, node: fx.Node, dynamic: set[fx.Node], memo: dict, islands: dict[fx.Node, fx.Node]) -> fx.Node:

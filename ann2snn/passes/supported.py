@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from ..analysis import constant_like, describe, module_of, split_static
+from ..analysis import constant_like, describe, module_of
 from ..errors import ConversionError, ConversionWarning
 from ..report import ConversionReport
 from ..temporal import TemporalModule
@@ -183,14 +183,16 @@ def refusal_message(groups: dict[str, list[str]]) -> str:
     return "\n".join(lines)
 
 
-def check_supported(gm: fx.GraphModule, report: ConversionReport, allow_analog: bool) -> fx.GraphModule:
+def check_supported(gm: fx.GraphModule, report: ConversionReport, allow_analog: bool, encoded_input: bool = False) -> fx.GraphModule:
     """Raise one ConversionError listing every unsupported op (grouped by kind, each with node,
-    module and source line), or, with ``allow_analog``, record each as analog."""
-    from .analog import make_island  # analog imports this module
+    module and source line), or, with ``allow_analog``, record each as analog: as a rate island
+    where its input changes from step to step (after a neuron, or reading the input when
+    ``encoded_input``, i.e. under rate or latency encoding)."""
+    from .analog import make_island, step_varying  # analog imports this module
 
     memo: dict = {}
     refused: dict[str, list[str]] = {}
-    _, dynamic = split_static(gm)
+    dynamic = step_varying(gm, encoded_input)
     islands: dict[fx.Node, fx.Node] = {}
     analog: list[str] = []
     for node in list(gm.graph.nodes):
