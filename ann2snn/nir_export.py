@@ -75,7 +75,8 @@ _POOL_FUNCTIONS = {
 def export_nir(snn: SpikingNetwork, path: Optional[str | os.PathLike] = None, *, input_shape: Optional[tuple[int, ...]] = None) -> nir.NIRGraph:
     """Translate ``snn`` into a NIR graph and, if ``path`` is given, write it there atomically.
 
-    ``input_shape`` (per example) is needed only when ``snn.input_shape`` is unknown.
+    ``input_shape`` (per example, every size given) is needed when ``snn.input_shape`` is unknown
+    or has free (None) sizes, as after ``convert(..., input_shape=(1, None))``; it takes precedence.
     Raises ConversionError for anything NIR cannot represent exactly (max pooling, analog ops).
     """
     if nir is None:
@@ -84,6 +85,24 @@ def export_nir(snn: SpikingNetwork, path: Optional[str | os.PathLike] = None, *,
     if path is not None:
         _write_atomically(graph, Path(path))
     return graph
+
+
+#: How to give export_nir a concrete shape, quoted by its refusals.
+SHAPE_EXAMPLE = "ann2snn.export_nir(snn, path, input_shape=(1, 8000))"
+
+
+def _export_shape(snn: SpikingNetwork, input_shape: Optional[tuple[Optional[int], ...]]) -> tuple[int, ...]:
+    """The per-example input shape the NIR graph is built for: ``input_shape`` if given, else
+    ``snn.input_shape``; refused unless every size is known (NIR graphs have fixed sizes)."""
+    shape = input_shape if input_shape is not None else snn.input_shape
+    way_out = f"pass the per-example shape (no batch dimension) with every size given, e.g. {SHAPE_EXAMPLE}"
+    if shape is None:
+        raise ConversionError(f"export_nir needs the input shape and the network does not know it (converted without calibration data or input_shape): {way_out}")
+    if any(size is None for size in shape):
+        whose = "the input_shape given" if input_shape is not None else "the network's input shape (snn.input_shape)"
+        sizes = ", ".join(map(str, shape))
+        raise ConversionError(f"export_nir needs the input shape with concrete sizes (a NIR graph has fixed sizes), and {whose} [{sizes}] has free (None) sizes: {way_out}")
+    return tuple(int(size) for size in shape)
 
 
 def _write_atomically(graph: nir.NIRGraph, path: Path) -> None:
@@ -128,10 +147,7 @@ class _Exporter:
     def __init__(self, snn: SpikingNetwork, input_shape: Optional[tuple[int, ...]]) -> None:
         self.snn = snn
         self.gm: fx.GraphModule = snn.network
-        shape = input_shape or snn.input_shape
-        if shape is None:
-            raise ConversionError("export_nir needs the input shape: the network was converted without calibration or input_shape; pass input_shape=(C, ...)")
-        self.shapes = _record_shapes(snn, tuple(shape))
+        self.shapes = _record_shapes(snn, _export_shape(snn, input_shape))
         self.nodes: dict[str, nir.NIRNode] = {}
         self.edges: list[tuple[str, str]] = []
         self.values: dict[fx.Node, Sources] = {}

@@ -259,3 +259,22 @@ def test_snntorch_import_matches_spike_for_spike(tmp_path, with_bias):
         assert 0 < int(mine.sum()) < mine.numel()
     assert torch.allclose(torch.stack(readouts), expected, atol=1e-5)
     assert not math.isclose(float(expected.std()), 0.0)
+
+
+def test_free_or_unknown_sizes_are_refused_naming_input_shape(tmp_path):
+    """A NIR graph has fixed sizes: a network with a free length (input_shape=(1, None)) or none at
+    all exports only with a concrete input_shape=, and the refusal says how."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv1d(1, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(4, 2)).eval()
+    free = ann2snn.convert(model, T=4, learn_tau=False, calibration=[torch.randn(8, 1, 32)], input_shape=(1, None), correction="none")
+    unknown = ann2snn.convert(model, T=4, learn_tau=False)
+    how = r"input_shape=\(1, 8000\)\)"
+    for snn, options, said in ((free, {}, r"snn.input_shape\) \[1, None\] has free \(None\) sizes"),
+                               (free, {"input_shape": (1, None)}, r"the input_shape given \[1, None\] has free"),
+                               (unknown, {}, "does not know it")):
+        with pytest.raises(ann2snn.ConversionError, match=f"needs the input shape.*{said}.*ann2snn.export_nir\\(snn, path, {how}"):
+            ann2snn.export_nir(snn, tmp_path / "free.nir", **options)
+    assert list(tmp_path.iterdir()) == []
+    for snn in (free, unknown):
+        graph = ann2snn.export_nir(snn, tmp_path / "fixed.nir", input_shape=(1, 8000))
+        assert list(graph.nodes[next(iter(graph.nodes))].input_type["input"]) == [1, 8000]
