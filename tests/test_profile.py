@@ -97,3 +97,49 @@ def test_layer_and_step_mode_count_the_same_spikes_with_gated_max_pooling():
         assert (a.name, a.neurons, a.spikes, a.acs) == (b.name, b.neurons, b.spikes, b.acs)
     neuron = next(row for row in layer.layers if row.kind == "neuron")
     assert neuron.neurons == 4 * 20 and neuron.spikes > 0
+
+
+class AnalogOps(nn.Module):
+    """x -> LeakyReLU (analog, on the input path) -> LinearPair's a -> ReLU -> Linear(3, 4) ->
+    GroupNorm(2, 4) (an analog island) -> Linear(4, 2) (reads the island's analog increments)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pair = LinearPair()
+        self.norm = nn.GroupNorm(2, 4)
+        self.c = nn.Linear(4, 2)
+        self.pair.b = nn.Linear(3, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        hidden = torch.relu(self.pair.a(nn.functional.leaky_relu(x, 0.1)))
+        return self.c(self.norm(self.pair.b(hidden)))
+
+
+@pytest.mark.parametrize("mode, runs_on_input", [("layer", 1), ("step", 5)])
+def test_profile_counts_the_analog_ops(mode, runs_on_input):
+    """Per example, T = 5: the LeakyReLU reads the 2 inputs (1 MAC each) once in layer mode, at
+    every step in step mode; the island runs at every step: its running mean 4 elements x 1 MAC,
+    the GroupNorm 4 x 4 (statistics, normalise, affine), the increments 4 x 2; the Linear after it
+    reads analog values: 4 x 2 dense MACs per step. Layer b reads the 8 spikes of LinearPair."""
+    with pytest.warns(ann2snn.ConversionWarning):
+        snn = ann2snn.convert(AnalogOps(), T=5, learn_tau=False, input_shape=(2,), allow_analog=True)
+    result = ann2snn.profile(snn, [torch.ones(3, 2)], mode=mode)
+    rows = {row.name: row for row in result.layers}
+    expected = {  # name: (kind, input, SNN MACs, CNN MACs)
+        "leaky_relu": ("F.leaky_relu", "analog", 2 * runs_on_input, 2),
+        "norm_rate_in": ("RateMean", "analog", 4 * 1 * 5, 0),
+        "norm": ("GroupNorm", "rates", 4 * 4 * 5, 16),
+        "norm_rate_out": ("RateIncrement", "rates", 4 * 2 * 5, 0),
+    }
+    for name, (kind, reads, macs, cnn_macs) in expected.items():
+        row = rows[name]
+        assert (row.kind, row.input, row.macs, row.cnn_macs, row.acs, row.analog) == (kind, reads, macs, cnn_macs, 0, True), name
+    assert [row.name for row in result.analog_layers] == list(expected)
+    assert (rows["c"].input, rows["c"].macs, rows["c"].acs, rows["c"].analog) == ("analog", 4 * 2 * 5, 0, False)
+    assert (rows["pair.b"].input, rows["pair.b"].acs) == ("spikes", SPIKES * 4)
+    analog_macs = 2 * runs_on_input + 20 + 80 + 40
+    assert result.analog_macs == analog_macs
+    assert result.macs == analog_macs + MACS_A * runs_on_input + 40
+    assert result.cnn_macs == 2 + MACS_A + 3 * 4 + 16 + 4 * 2
+    assert result.energy_pj == pytest.approx(SPIKES * 4 * AC_PJ + result.macs * MAC_PJ)
+    assert f"({analog_macs:.3g} in analog ops)" in result.summary()
