@@ -180,8 +180,8 @@ class CliPlugin:
     (a checkpoint that names an architecture, a state dict) and named data sets for
     ``--calibrate`` / ``--evaluate``. Each hook answers None for what is not its own; errors are
     ``CliError``. The command takes plugins from ``main(argv, plugins=[...])``, or, for the console
-    script, from the entry-point group ``ann2snn.cli_plugins`` (the audio zoo's is
-    ``ann2snn_zoo.cli_plugins.ZooPlugin``). Without any, ``.pt2``, ``.onnx`` and pickled models and
+    script, from the entry-point group ``ann2snn.cli_plugins`` (where the audio zoo registers its
+    ``ZooPlugin``; see pyproject.toml). Without any, ``.pt2``, ``.onnx`` and pickled models and
     ``.pt`` data files still work."""
 
     #: the plugin's name in messages
