@@ -646,7 +646,8 @@ def _extras(args: argparse.Namespace, model: nn.Module, snn: SpikingNetwork, bat
     if args.nir:
         from .nir_export import export_nir
 
-        outputs.stage("--nir", lambda p: export_nir(snn, p, input_shape=shape))
+        nir_shape = shape if shape is not None or not batches else tuple(batches[0].shape[1:])  # free sizes: the calibration clips'
+        outputs.stage("--nir", lambda p: export_nir(snn, p, input_shape=nir_shape))
     if args.draw:
         from .draw import draw
 

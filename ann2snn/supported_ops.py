@@ -110,8 +110,9 @@ def rows() -> list[Row]:
     out += _grouped("method", supported.CARRIED_METHODS, carried_exact)
     out.append((
         "anything else (GroupNorm, LayerNorm, GELU, SiLU, Hardswish, LeakyReLU, sigmoid, products of activations, ...)",
-        "refused, all listed in one error; with allow_analog=True kept analog: after spiking layers as an island that "
-        "reads the running mean of its inputs and emits increments (its time average is the op of the rates)",
+        "refused, all listed in one error; with allow_analog=True kept analog: after spiking layers, or reading a rate- "
+        "or latency-encoded input, as an island that reads the running mean of its inputs and emits increments (its "
+        "time average is the op of the rates); ann2snn.profile counts its MACs",
         "converges with T (analog, not spiking)", "no",
     ))
     return out

@@ -171,3 +171,20 @@ def test_onnx_global_max_pool_2d_is_gated():
     with torch.no_grad():
         assert torch.allclose(analog_output(snn, x), model(x), atol=1e-5)
         assert float((snn(x) - model(x)).norm() / model(x).norm()) < 0.05
+
+
+def test_cli_exports_nir_of_a_free_length_onnx_net_at_the_calibration_clips_shape(tmp_path):
+    """An ONNX time axis is free; --nir then takes the shape of the --calibrate clips."""
+    import nir
+
+    from ann2snn.cli import main
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv1d(1, 4, 5, stride=2), nn.ReLU(), nn.Conv1d(4, 4, 3), nn.ReLU(), nn.Conv1d(4, 3, 1))  # any length in
+    (tmp_path / "net.onnx").write_bytes(export(model, torch.randn(2, 1, 64), dynamic={"x": {0: "batch", 2: "time"}, "y": {0: "batch"}}))
+    torch.save(torch.randn(16, 1, 80), tmp_path / "calib.pt")
+    code = main(["convert", str(tmp_path / "net.onnx"), "-o", str(tmp_path / "snn.pt"), "--calibrate", str(tmp_path / "calib.pt"), "--nir", str(tmp_path / "snn.nir"), "--T", "4"], plugins=[])
+    assert code == 0
+    graph = nir.read(tmp_path / "snn.nir")
+    (given,) = [node for node in graph.nodes.values() if isinstance(node, nir.Input)]
+    assert [tuple(v) for v in given.input_type.values()] == [(1, 80)]
