@@ -18,8 +18,9 @@ import torch
 FUSED_METHODS = ("super",)
 
 
-def _superspike_slope(u: torch.Tensor) -> torch.Tensor:
-    return (u - 1.0).abs_().add_(1.0).pow_(-2)
+def _superspike_slope(distance: torch.Tensor) -> torch.Tensor:
+    """The surrogate's derivative ``1 / (|u - 1| + 1)^2``, in place, from ``distance = u - 1``."""
+    return distance.abs_().add_(1.0).pow_(-2)
 
 
 class SubtractResetSequence(torch.autograd.Function):
@@ -46,6 +47,8 @@ class SubtractResetSequence(torch.autograd.Function):
         u = initial.to(current.dtype).clone()
         membranes = torch.empty((steps, *shape), dtype=current.dtype, device=current.device)
         spikes = torch.empty_like(membranes)
+        # the membrane after each step's reset, kept where the leak's gradient needs it (else u's buffer)
+        after_reset = torch.empty_like(membranes) if beta is not None and ctx.needs_input_grad[1] else None
         buffer = torch.empty_like(u[: rows or shape[0]]) if theta is not None else None
         for part in _slices(shape[0], rows):
             u_part = u[part]
@@ -57,45 +60,52 @@ class SubtractResetSequence(torch.autograd.Function):
                         current_t = torch.add(current_t, bias, out=scaled).div_(theta)
                     else:
                         current_t = torch.div(current_t, theta, out=scaled)
+                charged = membranes[t, part]  # the membrane before the spike decision, written where it is kept
                 if beta is None:
-                    u_part.add_(current_t)
+                    torch.add(u_part, current_t, out=charged)
                 else:
-                    torch.addcmul(current_t, u_part, beta, out=u_part)
-                membranes[t, part] = u_part
-                torch.gt(u_part, 1.0, out=spikes[t, part])
-                u_part.sub_(spikes[t, part])
-        ctx.save_for_backward(membranes, beta, initial, theta)
+                    torch.addcmul(current_t, u_part, beta, out=charged)
+                torch.gt(charged, 1.0, out=spikes[t, part])
+                u_part = torch.sub(charged, spikes[t, part], out=u_part if after_reset is None else after_reset[t, part])
+            if after_reset is not None:
+                u[part] = u_part
+        ctx.save_for_backward(membranes, beta, initial, theta, after_reset)
         ctx.repeated, ctx.rows = repeated, rows
         ctx.initial_dtype = initial.dtype
         return spikes, u
 
     @staticmethod
     def backward(ctx, grad_spikes: torch.Tensor, grad_final: torch.Tensor):
-        membranes, beta, initial, theta = ctx.saved_tensors
+        membranes, beta, initial, theta, after_reset = ctx.saved_tensors
         steps = membranes.shape[0]
         grad_current = torch.zeros_like(membranes[0]) if ctx.repeated else torch.empty_like(membranes)
-        grad_beta = torch.zeros_like(membranes[0]) if beta is not None and ctx.needs_input_grad[1] else None
+        grad_beta = torch.zeros_like(membranes[0]) if after_reset is not None else None
         grad_start = torch.empty_like(membranes[0])  # dL/du'_0 per element
+        rows = ctx.rows or membranes.shape[1]
+        # scratch for one slice: the surrogate's slope, and two for dL/du_t and dL/du'_t in turn
+        slope_buffer, work, spare = (torch.empty_like(membranes[0, :rows]) for _ in range(3))
         for part in _slices(membranes.shape[1], ctx.rows):
+            n = part.stop - part.start
+            slope = slope_buffer[:n]
             grad_after_reset = grad_final[part].clone()  # dL/du'_t, from step t + 1 (after the last step: from the next chunk)
             for t in range(steps - 1, -1, -1):
-                u = membranes[t, part]
-                grad_spike = grad_spikes[t, part] - grad_after_reset  # the spike also lowers u' = u - z
+                _superspike_slope(torch.sub(membranes[t, part], 1.0, out=slope))
+                grad_u = torch.sub(grad_spikes[t, part], grad_after_reset, out=work[:n])  # dL/dz_t: the spike also lowers u' = u - z
                 if ctx.repeated:
-                    grad_u = torch.addcmul(grad_after_reset, grad_spike, _superspike_slope(u))
+                    torch.addcmul(grad_after_reset, grad_u, slope, out=grad_u)
                     grad_current[part].add_(grad_u)
                 elif theta is None:
-                    grad_u = torch.addcmul(grad_after_reset, grad_spike, _superspike_slope(u), out=grad_current[t, part])
+                    grad_u = torch.addcmul(grad_after_reset, grad_u, slope, out=grad_current[t, part])
                 else:
-                    grad_u = torch.addcmul(grad_after_reset, grad_spike, _superspike_slope(u))
+                    torch.addcmul(grad_after_reset, grad_u, slope, out=grad_u)
                     torch.div(grad_u, theta, out=grad_current[t, part])  # through (x + bias) / theta
                 if beta is None:
                     grad_after_reset = grad_u
+                    work, spare = spare, work  # the next step's dL/du_t must not overwrite this one
                 else:
                     if grad_beta is not None:
-                        before = membranes[t - 1, part] - (membranes[t - 1, part] > 1.0).to(u.dtype) if t > 0 else initial[part]
-                        grad_beta[part].addcmul_(grad_u, before)
-                    grad_after_reset = grad_u * beta
+                        grad_beta[part].addcmul_(grad_u, after_reset[t - 1, part] if t > 0 else initial[part])
+                    grad_after_reset = torch.mul(grad_u, beta, out=spare[:n])
             grad_start[part] = grad_after_reset
         if grad_beta is not None:
             grad_beta = _sum_to(grad_beta, beta.shape)
