@@ -1,9 +1,9 @@
 """ann2snn: convert trained CNNs into spiking neural networks (Norse neuron dynamics) with torch.fx.
 
-    snn = ann2snn.convert(model, T=25, learn_tau=True, calibration=batches)
-    snn = ann2snn.convert(model, config=ann2snn.ConversionConfig(T=16), calibration=batches)
-    y = snn(x)            # same input and output shapes as model(x)
-    print(snn.report)
+snn = ann2snn.convert(model, T=25, learn_tau=True, calibration=batches)
+snn = ann2snn.convert(model, config=ann2snn.ConversionConfig(T=16), calibration=batches)
+y = snn(x)            # same input and output shapes as model(x)
+print(snn.report)
 """
 
 from .config import DEFAULT_LEARNABLE_TAU, ConversionConfig

@@ -90,10 +90,7 @@ def _quantile(values: torch.Tensor, percentile: float) -> torch.Tensor:
 def calibration_inputs(calibration: Iterable) -> Iterable[torch.Tensor]:
     """Input tensors from an iterable of batches or (input, target) pairs, checked as they come."""
     if isinstance(calibration, torch.Tensor):
-        raise ConversionError(
-            "calibration= takes an iterable of input batches, not one tensor (which would be read example by example): "
-            "pass [x] or x.split(64)"
-        )
+        raise ConversionError("calibration= takes an iterable of input batches, not one tensor (which would be read example by example): pass [x] or x.split(64)")
     count = 0
     for k, item in enumerate(calibration):
         x = item[0] if isinstance(item, (tuple, list)) else item
@@ -128,7 +125,9 @@ def check_percentile(percentile: object) -> float | str:
     if percentile < 1:
         warnings.warn(
             f"percentile={percentile!r} looks like a fraction, but percentiles are in percent: {percentile * 100:g} means the "
-            f"{percentile * 100:g}th percentile, and {percentile!r} sets thresholds near zero", ConversionWarning, stacklevel=3,
+            f"{percentile * 100:g}th percentile, and {percentile!r} sets thresholds near zero",
+            ConversionWarning,
+            stacklevel=3,
         )
     return float(percentile)
 

@@ -145,7 +145,8 @@ def build_parser(plugins: Sequence[CliPlugin] = (), failed: Sequence[str] = ()) 
     parser = argparse.ArgumentParser(prog="ann2snn", description="Convert trained CNNs into spiking neural networks.")
     commands = parser.add_subparsers(dest="command", required=True)
     c = commands.add_parser(
-        "convert", help="convert a trained CNN into an SNN",
+        "convert",
+        help="convert a trained CNN into an SNN",
         description="Convert a trained CNN into a spiking network and save it (load it back with ann2snn.load); with --evaluate, measure what the conversion cost.",
         epilog="installed plugins that failed to load: " + "; ".join(failed) if failed else None,
     )
@@ -153,11 +154,19 @@ def build_parser(plugins: Sequence[CliPlugin] = (), failed: Sequence[str] = ()) 
     c.add_argument("-o", "--output", type=Path, help="where to write the SNN (default: MODEL with suffix .snn.pt)")
     c.add_argument("--calibrate", metavar="DATA", help=f"calibration data: a .pt file of input batches (a tensor [N, ...] or a list of tensors){also('data_help')}")
     c.add_argument("--calibration-size", type=_positive_int, default=512, help="examples taken from a named data set's training split for calibration (default: %(default)s)")
-    c.add_argument("--evaluate", metavar="DATA", help=f"measure CNN accuracy, SNN accuracy and their agreement at each --T: a .pt file holding a pair (inputs [N, ...], targets [N] of class indices){also('data_help').replace(', or ', ', or the test split of ', 1)}")
+    c.add_argument(
+        "--evaluate",
+        metavar="DATA",
+        help=f"measure CNN accuracy, SNN accuracy and their agreement at each --T: a .pt file holding a pair (inputs [N, ...], targets [N] of class indices){also('data_help').replace(', or ', ', or the test split of ', 1)}",
+    )
     c.add_argument("--evaluate-size", type=_positive_int, metavar="N", help="evaluate on the first N examples only (default: all)")
     c.add_argument("--batch-size", type=_positive_int, default=64, help="batch size for calibration, evaluation and profiling (default: %(default)s)")
     c.add_argument("--input-shape", type=_shape, help="per-example input shape without batch, like 1,8000 (default: the model file's, where it says)")
-    c.add_argument("--trust-pickle", action="store_true", help="allow loading a whole pickled nn.Module, or a torch.export program with pickled entries: unpickling runs arbitrary code from the file, so only use it for files you trust")
+    c.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="allow loading a whole pickled nn.Module, or a torch.export program with pickled entries: unpickling runs arbitrary code from the file, so only use it for files you trust",
+    )
     add_config_arguments(c)
     c.add_argument("--report", type=Path, help="write the conversion report as markdown")
     c.add_argument("--nir", type=Path, help="write the SNN as a NIR graph (needs --maxpool avg if the net max-pools; checked before calibration)")
@@ -209,7 +218,14 @@ class CliPlugin:
         return ()
 
     def examples(
-        self, option: str, source: str, split: str, limit: Optional[int], args: argparse.Namespace, model: nn.Module, shape: Optional[tuple[Optional[int], ...]],
+        self,
+        option: str,
+        source: str,
+        split: str,
+        limit: Optional[int],
+        args: argparse.Namespace,
+        model: nn.Module,
+        shape: Optional[tuple[Optional[int], ...]],
     ) -> Optional[list[tuple[torch.Tensor, int]]]:
         """The first ``limit`` (input, label) pairs of ``split`` ("train" or "test") of the data
         set named ``source`` (not a file), made for ``model`` (per-example input ``shape``)."""
@@ -325,7 +341,7 @@ def load_exported_program(path: Path, trust_pickle: bool) -> torch.export.Export
             more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
             raise CliError(f"{path} is a torch.export archive with {problems[0]}{more}: loading it runs code from the file, so it is refused; pass --trust-pickle only if you trust the file")
     try:
-        with warnings.catch_warnings(), (nullcontext() if trust_pickle else refuse_unpickling()):
+        with warnings.catch_warnings(), nullcontext() if trust_pickle else refuse_unpickling():
             warnings.filterwarnings("ignore", "The given buffer is not writable", UserWarning)  # the archive's buffers are read-only
             return torch.export.load(path)
     except UnsafeArchive as error:
@@ -351,7 +367,9 @@ def _float32_batch(item: Any, source: str) -> Any:
     return item
 
 
-def named_examples(option: str, source: str, split: str, limit: Optional[int], args: argparse.Namespace, model: nn.Module, shape: Optional[tuple[Optional[int], ...]]) -> list[tuple[torch.Tensor, int]]:
+def named_examples(
+    option: str, source: str, split: str, limit: Optional[int], args: argparse.Namespace, model: nn.Module, shape: Optional[tuple[Optional[int], ...]]
+) -> list[tuple[torch.Tensor, int]]:
     """(input, label) pairs of ``split`` of the data set a plugin knows by the name ``source``."""
     for plugin in args.plugins:
         items = plugin.examples(option, source, split, limit, args, model, shape)
@@ -402,10 +420,7 @@ def evaluation_data(args: argparse.Namespace, model: nn.Module, shape: Optional[
             raise CliError(f"--evaluate {source}: expected a pair (inputs, targets) of tensors, as written by torch.save((inputs, targets), PATH); found a {found}")
         inputs, targets = data
         if inputs.dim() < 2 or targets.dim() != 1 or len(inputs) != len(targets):
-            raise CliError(
-                f"--evaluate {source}: inputs must be a batch [N, ...] and targets [N] class indices; "
-                f"got inputs {tuple(inputs.shape)} and targets {tuple(targets.shape)}"
-            )
+            raise CliError(f"--evaluate {source}: inputs must be a batch [N, ...] and targets [N] class indices; got inputs {tuple(inputs.shape)} and targets {tuple(targets.shape)}")
         if targets.is_floating_point() or targets.is_complex() or targets.dtype == torch.bool:
             raise CliError(f"--evaluate {source}: targets must be integer class indices, not {str(targets.dtype).removeprefix('torch.')}")
         inputs, where = _float32(inputs, source, "--evaluate"), str(path)

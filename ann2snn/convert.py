@@ -164,8 +164,7 @@ def _check_finite_weights(model: nn.Module) -> None:
         for name, value in named:
             if value.device.type == "meta":
                 raise ConversionError(
-                    f"{kind} `{name}` of the model is on the meta device and holds no values: materialise the model "
-                    "first (model.to_empty(device='cpu'), then load_state_dict with the trained weights)"
+                    f"{kind} `{name}` of the model is on the meta device and holds no values: materialise the model first (model.to_empty(device='cpu'), then load_state_dict with the trained weights)"
                 )
             if value.is_floating_point() and not torch.isfinite(value).all():
                 raise ConversionError(f"{kind} `{name}` of the model holds NaN or infinite values; retrain or repair it before converting")

@@ -46,6 +46,7 @@ def _layered_positions(graph: nx.DiGraph) -> dict[str, tuple[float, float]]:
     of their predecessors' mean position, which keeps parallel branches from crossing."""
     positions: dict[str, tuple[float, float]] = {}
     for row, generation in enumerate(nx.topological_generations(graph)):
+
         def order(name: str) -> tuple[float, str]:
             above = [positions[p][0] for p in graph.predecessors(name) if p in positions]
             return (sum(above) / len(above) if above else 0.0, name)
@@ -67,8 +68,9 @@ def _draw_nodes(ax, graph: nx.DiGraph, positions: dict, title: str) -> tuple[dic
     for name in graph.nodes:
         label, colour = _STYLES.get(graph.nodes[name]["kind"], _OTHER)
         used.add(label)
-        boxes[name] = ax.text(*positions[name], _label(graph, name), ha="center", va="center", fontsize=8, zorder=3,
-                              bbox=dict(boxstyle="round,pad=0.35", facecolor=colour, edgecolor="#333333", linewidth=0.8))
+        boxes[name] = ax.text(
+            *positions[name], _label(graph, name), ha="center", va="center", fontsize=8, zorder=3, bbox=dict(boxstyle="round,pad=0.35", facecolor=colour, edgecolor="#333333", linewidth=0.8)
+        )
     xs = [x for x, _ in positions.values()] or [0]
     ys = [y for _, y in positions.values()] or [0]
     ax.set_xlim(min(xs) - 0.8, max(xs) + 0.8)
@@ -88,8 +90,7 @@ def _draw_edges(ax, graph: nx.DiGraph, positions: dict, boxes: dict, renderer) -
     for source, target in sorted(graph.edges, key=lambda e: positions[e[0]][1] - positions[e[1]][1]):
         (xs, ys), (xt, yt) = positions[source], positions[target]
         if ys - yt <= 1:
-            ax.annotate("", xy=(xt, yt), xytext=(xs, ys), zorder=2,
-                        arrowprops=dict(arrow, patchA=boxes[source].get_bbox_patch(), patchB=boxes[target].get_bbox_patch()))
+            ax.annotate("", xy=(xt, yt), xytext=(xs, ys), zorder=2, arrowprops=dict(arrow, patchA=boxes[source].get_bbox_patch(), patchB=boxes[target].get_bbox_patch()))
             continue
         passed = [right[n] for n, (_, y) in positions.items() if yt <= y <= ys]
         x = max(passed) + 0.12
@@ -109,9 +110,7 @@ def draw(model: nn.Module | fx.GraphModule, snn, path: str | os.PathLike, *, tit
     try:
         import matplotlib
     except ModuleNotFoundError as error:
-        raise ModuleNotFoundError(
-            f"draw() needs matplotlib, which is not installed ({error}): pip install 'ann2snn[plot]'", name=error.name
-        ) from error
+        raise ModuleNotFoundError(f"draw() needs matplotlib, which is not installed ({error}): pip install 'ann2snn[plot]'", name=error.name) from error
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
@@ -130,8 +129,14 @@ def draw(model: nn.Module | fx.GraphModule, snn, path: str | os.PathLike, *, tit
     used = drawn[0][1] | drawn[1][1]
     legend = {label: colour for label, colour in list(_STYLES.values()) + [_OTHER] if label in used}
     top = 1 - 0.9 / height  # room for the title and the legend, in figure fractions
-    figure.legend(handles=[Patch(facecolor=c, edgecolor="#333333", label=name) for name, c in legend.items()],
-                  loc="upper center", bbox_to_anchor=(0.5, 1 - 0.35 / height), ncol=min(4, len(legend)), fontsize=9, frameon=False)
+    figure.legend(
+        handles=[Patch(facecolor=c, edgecolor="#333333", label=name) for name, c in legend.items()],
+        loc="upper center",
+        bbox_to_anchor=(0.5, 1 - 0.35 / height),
+        ncol=min(4, len(legend)),
+        fontsize=9,
+        frameon=False,
+    )
     if title:
         figure.suptitle(title, y=1 - 0.05 / height, va="top", fontsize=12, fontweight="bold")
     figure.tight_layout(rect=(0, 0, 1, top))

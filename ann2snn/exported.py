@@ -66,13 +66,14 @@ def lift_exported(module: torch.export.ExportedProgram | fx.GraphModule) -> Expo
     def conv(dims: int) -> Callable[[fx.Node], nn.Module]:
         def build(node: fx.Node) -> nn.Module:
             _, weight, bias, *rest = list(node.args) + [None] * max(0, 3 - len(node.args))
-            stride, padding, dilation, groups = (rest + [1, 0, 1, 1][len(rest):])[:4]
+            stride, padding, dilation, groups = (rest + [1, 0, 1, 1][len(rest) :])[:4]
             w = tensor(weight)
             layer = (nn.Conv1d if dims == 1 else nn.Conv2d)(w.shape[1] * groups, w.shape[0], tuple(w.shape[2:]), stride, padding, dilation, groups, bias=bias is not None)
             layer.weight = nn.Parameter(w)
             if bias is not None:
                 layer.bias = nn.Parameter(tensor(bias))
             return layer
+
         return build
 
     def linear(node: fx.Node) -> nn.Module:
@@ -102,11 +103,19 @@ def lift_exported(module: torch.export.ExportedProgram | fx.GraphModule) -> Expo
         _aten("batch_norm.default"): (batch_norm, lambda n: (n.args[1], n.args[3])),
     }
     as_function: dict[Any, Callable] = {
-        _aten("relu.default"): torch.relu, _aten("relu_.default"): torch.relu_, _aten("hardtanh.default"): F.hardtanh,
-        _aten("clamp.default"): torch.clamp, _aten("max_pool1d.default"): F.max_pool1d, _aten("max_pool2d.default"): F.max_pool2d,
-        _aten("avg_pool1d.default"): F.avg_pool1d, _aten("avg_pool2d.default"): F.avg_pool2d,
-        _aten("adaptive_avg_pool1d.default"): F.adaptive_avg_pool1d, _aten("adaptive_avg_pool2d.default"): F.adaptive_avg_pool2d,
-        _aten("flatten.using_ints"): torch.flatten, _aten("add.Tensor"): torch.add, _aten("mean.dim"): torch.mean,
+        _aten("relu.default"): torch.relu,
+        _aten("relu_.default"): torch.relu_,
+        _aten("hardtanh.default"): F.hardtanh,
+        _aten("clamp.default"): torch.clamp,
+        _aten("max_pool1d.default"): F.max_pool1d,
+        _aten("max_pool2d.default"): F.max_pool2d,
+        _aten("avg_pool1d.default"): F.avg_pool1d,
+        _aten("avg_pool2d.default"): F.avg_pool2d,
+        _aten("adaptive_avg_pool1d.default"): F.adaptive_avg_pool1d,
+        _aten("adaptive_avg_pool2d.default"): F.adaptive_avg_pool2d,
+        _aten("flatten.using_ints"): torch.flatten,
+        _aten("add.Tensor"): torch.add,
+        _aten("mean.dim"): torch.mean,
         _aten("cat.default"): torch.cat,
     }
     softmax = {_aten("log_softmax.int"): F.log_softmax, _aten("softmax.int"): F.softmax}  # (x, dim, dtype): keep (x, dim)

@@ -27,8 +27,12 @@ def to_networkx(gm: fx.GraphModule) -> nx.DiGraph:
             vertex[node] = _add_module_vertex(graph, f"{node.name}.pool", f"{node.target}.pool", module.pool, _shape(node), [neuron])
             continue
         graph.add_node(
-            node.name, op=node.op, target=str(node.target), kind=node_kind(gm, node),
-            module_type=type(module).__name__ if module is not None else None, shape=_shape(node),
+            node.name,
+            op=node.op,
+            target=str(node.target),
+            kind=node_kind(gm, node),
+            module_type=type(module).__name__ if module is not None else None,
+            shape=_shape(node),
         )
         graph.add_edges_from((source, node.name) for source in sources)
         vertex[node] = node.name
@@ -59,6 +63,7 @@ def nodes_of_kind(graph: nx.DiGraph, kind: str) -> list[str]:
 
 def has_chain(graph: nx.DiGraph, kinds: list[str]) -> bool:
     """Whether some path visits vertices of the given kinds consecutively (``conv -> neuron -> gated_pool``)."""
+
     def extend(vertex: str, rest: list[str]) -> bool:
         return not rest or any(graph.nodes[s]["kind"] == rest[0] and extend(s, rest[1:]) for s in graph.successors(vertex))
 

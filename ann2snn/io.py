@@ -65,10 +65,7 @@ def load(path: str | os.PathLike, map_location: str | torch.device | None = None
         raise ConversionError(f"{path} has format version {payload.get('version')!r}; this ann2snn reads version {VERSION}")
     if "pickled" in payload:
         if not trust_pickle:
-            raise ConversionError(
-                f"{path} holds a pickled network ({payload.get('reason')}); unpickling runs code from the file, "
-                "so pass trust_pickle=True only if you trust it"
-            )
+            raise ConversionError(f"{path} holds a pickled network ({payload.get('reason')}); unpickling runs code from the file, so pass trust_pickle=True only if you trust it")
         return _network(torch.load(io.BytesIO(payload["pickled"].numpy().tobytes()), map_location=map_location, weights_only=False), path)
     try:
         return _network(safe_format.rebuild(payload["description"], payload["tensors"]), path)

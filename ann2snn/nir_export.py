@@ -67,8 +67,10 @@ Sources = list[tuple[str, np.ndarray]]
 
 _ONE = np.array(1.0, dtype=np.float32)
 _POOL_FUNCTIONS = {
-    F.avg_pool1d: nn.AvgPool1d, F.avg_pool2d: nn.AvgPool2d,
-    F.adaptive_avg_pool1d: nn.AdaptiveAvgPool1d, F.adaptive_avg_pool2d: nn.AdaptiveAvgPool2d,
+    F.avg_pool1d: nn.AvgPool1d,
+    F.avg_pool2d: nn.AvgPool2d,
+    F.adaptive_avg_pool1d: nn.AdaptiveAvgPool1d,
+    F.adaptive_avg_pool2d: nn.AdaptiveAvgPool2d,
 }
 
 
@@ -131,7 +133,7 @@ def _dense_groups(weight: np.ndarray, groups: int) -> np.ndarray:
     dense = np.zeros((weight.shape[0], in_per_group * groups) + weight.shape[2:], np.float32)
     for g in range(groups):
         rows = slice(g * out_per_group, (g + 1) * out_per_group)
-        dense[rows, g * in_per_group:(g + 1) * in_per_group] = weight[rows]
+        dense[rows, g * in_per_group : (g + 1) * in_per_group] = weight[rows]
     return dense
 
 
@@ -217,7 +219,10 @@ class _Exporter:
         name = self.name("output")
         self.add(name, nir.Output(output_type={"output": np.array(self.shapes[result.name])}), self.unscaled(self.values[result]))
         metadata = {
-            "producer": "ann2snn", "dt": 1.0, "T": self.snn.T, "encoder": self.snn.encoder.kind,
+            "producer": "ann2snn",
+            "dt": 1.0,
+            "T": self.snn.T,
+            "encoder": self.snn.encoder.kind,
             "encoder_scale": float(self.snn.encoder.scale),
             "readout": "the output averaged over T steps; feed the encoded input at every step",
         }
@@ -373,7 +378,16 @@ class _Exporter:
         else:
             channels = before[0]
             weight = _dense_groups(np.full((channels, 1, kernel[0]), 1.0 / kernel[0], np.float32), channels)
-            nir_node = nir.Conv1d(input_shape=before[1], weight=weight, stride=stride[0], padding=padding[0], dilation=1, groups=1, bias=np.zeros(channels, np.float32), metadata={"represents": f"{type(pool).__name__}: the mean of each channel's window"})
+            nir_node = nir.Conv1d(
+                input_shape=before[1],
+                weight=weight,
+                stride=stride[0],
+                padding=padding[0],
+                dilation=1,
+                groups=1,
+                bias=np.zeros(channels, np.float32),
+                metadata={"represents": f"{type(pool).__name__}: the mean of each channel's window"},
+            )
         self.add(node.name, nir_node, sources)
         return [(node.name, sources[0][1] if len(sources) == 1 else _ONE)]
 

@@ -152,7 +152,8 @@ def load_onnx(model: str | os.PathLike | bytes | Any) -> fx.GraphModule:
     if missing:
         raise ConversionError(
             f"{len(missing)} ONNX node{'s' * (len(missing) != 1)} cannot be imported (onnx2torch has no converter for "
-            f"{'them' if len(missing) != 1 else 'it'}, also not at opset {FALLBACK_OPSET}): " + ", ".join(missing)
+            f"{'them' if len(missing) != 1 else 'it'}, also not at opset {FALLBACK_OPSET}): "
+            + ", ".join(missing)
             + f". Way out: export the model again with torch.onnx.export(..., opset_version={FALLBACK_OPSET}) and ops that "
             "onnx2torch covers, or convert the PyTorch model itself with ann2snn.convert"
         )

@@ -265,9 +265,7 @@ def plot_raster(rec: SpikeRecord, path: str | os.PathLike, example: int = 0, run
     try:
         import matplotlib
     except ImportError as error:
-        raise ImportError(
-            f"plot_raster() needs matplotlib, which is not installed ({error}): pip install 'ann2snn[plot]'", name=error.name
-        ) from None
+        raise ImportError(f"plot_raster() needs matplotlib, which is not installed ({error}): pip install 'ann2snn[plot]'", name=error.name) from None
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt

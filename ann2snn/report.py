@@ -135,10 +135,7 @@ class ConversionReport:
         tuned = f", tuned for T={s['T']}" if correction != "none" or isinstance(s.get("percentile"), str) else ""
         where = "per channel" if s.get("per_channel") else "per layer"
         thresholds = f"thresholds {where} at percentile {percentile}" if percentile is not None else "thresholds 1.0 (no calibration)"
-        return (
-            f"settings: T={s.get('T')}, {neuron}, {thresholds}, correction {correction}{tuned}, "
-            f"max pooling {s.get('maxpool')}, encoder {s.get('encoder')}"
-        )
+        return f"settings: T={s.get('T')}, {neuron}, {thresholds}, correction {correction}{tuned}, max pooling {s.get('maxpool')}, encoder {s.get('encoder')}"
 
     def rows(self) -> list[tuple[str, str, str, str, str]]:
         """(node, before, after, threshold, source) per entry, the source's file made short (``short_path``)."""

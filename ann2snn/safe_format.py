@@ -46,10 +46,25 @@ CLASS_MODULES = ("torch.nn.modules.", "torch.fx.", "ann2snn.")
 DERIVED_GRAPH_STATE = ("_graph", "_code", "_lineno_map", "_prologue_start")
 FX_OPS = ("placeholder", "get_attr", "call_function", "call_method", "call_module", "output")
 #: Tensor methods a stored graph may not call: they reach storage, files, hooks, numpy or callables.
-DENIED_METHODS = frozenset({
-    "apply_", "map_", "map2_", "backward", "numpy", "register_hook", "register_post_accumulate_grad_hook", "set_",
-    "share_memory_", "storage", "untyped_storage", "storage_type", "pin_memory", "data_ptr", "tolist",
-})
+DENIED_METHODS = frozenset(
+    {
+        "apply_",
+        "map_",
+        "map2_",
+        "backward",
+        "numpy",
+        "register_hook",
+        "register_post_accumulate_grad_hook",
+        "set_",
+        "share_memory_",
+        "storage",
+        "untyped_storage",
+        "storage_type",
+        "pin_memory",
+        "data_ptr",
+        "tolist",
+    }
+)
 
 
 class Undescribable(Exception):

@@ -108,13 +108,16 @@ def rows() -> list[Row]:
     out += _grouped("module", modules, carried_exact)
     out += _grouped("function", supported.CARRIED_FUNCTIONS, carried_exact)
     out += _grouped("method", supported.CARRIED_METHODS, carried_exact)
-    out.append((
-        "anything else (GroupNorm, LayerNorm, GELU, SiLU, Hardswish, LeakyReLU, sigmoid, products of activations, ...)",
-        "refused, all listed in one error; with allow_analog=True kept analog: after spiking layers, or reading a rate- "
-        "or latency-encoded input, as an island that reads the running mean of its inputs and emits increments (its "
-        "time average is the op of the rates); ann2snn.profile counts its MACs",
-        "converges with T (analog, not spiking)", "no",
-    ))
+    out.append(
+        (
+            "anything else (GroupNorm, LayerNorm, GELU, SiLU, Hardswish, LeakyReLU, sigmoid, products of activations, ...)",
+            "refused, all listed in one error; with allow_analog=True kept analog: after spiking layers, or reading a rate- "
+            "or latency-encoded input, as an island that reads the running mean of its inputs and emits increments (its "
+            "time average is the op of the rates); ann2snn.profile counts its MACs",
+            "converges with T (analog, not spiking)",
+            "no",
+        )
+    )
     return out
 
 
@@ -126,7 +129,7 @@ def markdown() -> str:
         "Generated from the compiler's own registries by `python -m ann2snn.supported_ops > docs/supported_ops.md`",
         "(do not edit by hand; a test checks that this file is up to date).",
         "",
-        "\"Exact in the rate limit\": the op is linear or affine, so applied to each step's spikes it computes the op",
+        '"Exact in the rate limit": the op is linear or affine, so applied to each step\'s spikes it computes the op',
         "of the firing rates, and the integrate-and-fire SNN reproduces the CNN as T grows. Ops are matched in",
         "module, functional and method form; a module is matched by class (subclasses included).",
         "",

@@ -129,9 +129,9 @@ def check_input_used(graph: fx.Graph, name: str, concrete_args: Optional[dict[st
     argument = str(placeholders[0].target).removesuffix("_1")
     fixed = [k for k, v in (concrete_args or {}).items() if isinstance(v, torch.Tensor)]
     cause = (
-        f"concrete_args fixed the tensor argument{'s' * (len(fixed) > 1)} {', '.join(map(repr, fixed))}, so fx traced "
-        "the example value as a constant"
-        if fixed else "its forward does not use it, or returns constants"
+        f"concrete_args fixed the tensor argument{'s' * (len(fixed) > 1)} {', '.join(map(repr, fixed))}, so fx traced the example value as a constant"
+        if fixed
+        else "its forward does not use it, or returns constants"
     )
     raise ConversionError(
         f"the traced {name} ignores its input `{argument}`: its output would be the same for every input ({cause}). "

@@ -41,7 +41,7 @@ def tone_cnn() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
     for epoch in range(15):
         for k in range(0, 1024, 64):
             optimiser.zero_grad()
-            F.cross_entropy(model(x[k:k + 64]), y[k:k + 64]).backward()
+            F.cross_entropy(model(x[k : k + 64]), y[k : k + 64]).backward()
             optimiser.step()
     model.eval()
     x_test, y_test = tone_data(400, seed=2)

@@ -24,12 +24,12 @@ class ResidualConcatNet(nn.Module):
         self.fc = nn.Linear(16, n_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.pool2d(F.relu(self.bn1(self.conv1(x))))            # [B, 4, 4, 8]
-        x = self.relu(self.bn2(self.conv2(x)) + x)                  # residual add before the ReLU
-        x = x.flatten(1, 2)                                          # [B, 16, 8]: 2-D -> 1-D
-        a = F.max_pool1d(torch.relu(self.conv1d(x)), 2)             # [B, 8, 4]
-        b = F.avg_pool1d(self.relu(self.branch(x)), 2)              # [B, 8, 4]
-        y = torch.cat([a, b], dim=1)                                 # [B, 16, 4]
+        x = self.pool2d(F.relu(self.bn1(self.conv1(x))))  # [B, 4, 4, 8]
+        x = self.relu(self.bn2(self.conv2(x)) + x)  # residual add before the ReLU
+        x = x.flatten(1, 2)  # [B, 16, 8]: 2-D -> 1-D
+        a = F.max_pool1d(torch.relu(self.conv1d(x)), 2)  # [B, 8, 4]
+        b = F.avg_pool1d(self.relu(self.branch(x)), 2)  # [B, 8, 4]
+        y = torch.cat([a, b], dim=1)  # [B, 16, 4]
         y = F.adaptive_avg_pool1d(y, 1).flatten(1)
         return F.log_softmax(self.fc(self.drop(y)), dim=-1)
 
@@ -56,7 +56,7 @@ class ReluFormsNet(nn.Module):
         x = torch.relu(f[3](x))
         x = f[4](x).relu()
         h = f[5](x)
-        h.relu_()                       # in place: h is read below
+        h.relu_()  # in place: h is read below
         x = F.relu(f[6](h), inplace=True)
         x = self.relu6(f[7](x))
         x = self.hardtanh(f[8](x))

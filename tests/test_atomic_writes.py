@@ -46,9 +46,7 @@ def failing_midway(real, path_argument: int = 1):
 
 def listing(folder: Path) -> dict[str, bytes]:
     """Every file under ``folder`` (hidden ones included) with its content."""
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()} | {
-        str(p.relative_to(folder)) + "/": b"" for p in folder.rglob("*") if p.is_dir()
-    }
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()} | {str(p.relative_to(folder)) + "/": b"" for p in folder.rglob("*") if p.is_dir()}
 
 
 def small_snn(T: int) -> ann2snn.SpikingNetwork:

@@ -95,8 +95,22 @@ def test_exported_program_converts_like_the_module(files, capsys):
 
 def test_outputs_report_nir_drawing_profile(files, capsys):
     code, out, err = run(
-        capsys, files / "model.pt2", "-o", files / "snn.pt", "--calibrate", files / "calib.pt", "--maxpool", "avg", "--no-learn-tau",
-        "--report", files / "report.md", "--nir", files / "snn.nir", "--draw", files / "graph.png", "--profile",
+        capsys,
+        files / "model.pt2",
+        "-o",
+        files / "snn.pt",
+        "--calibrate",
+        files / "calib.pt",
+        "--maxpool",
+        "avg",
+        "--no-learn-tau",
+        "--report",
+        files / "report.md",
+        "--nir",
+        files / "snn.nir",
+        "--draw",
+        files / "graph.png",
+        "--profile",
     )
     assert code == 0, err
     assert (files / "report.md").read_text().startswith("| node | before | after | threshold | source |")
@@ -129,16 +143,19 @@ def test_help_mentions_the_pickle_risk(capsys):
     assert "arbitrary code" in " ".join(capsys.readouterr().out.split())
 
 
-@pytest.mark.parametrize("case, message", [
-    ("missing", "no such file"),
-    ("not_a_model", "is not a model file"),
-    ("untraceable", "cannot trace Untraceable"),
-    ("unsupported_op", "unsupported op Sigmoid"),
-    ("wrong_input_shape", "does not take inputs of shape [batch, 1, 40]"),
-    ("state_dict_without_model", "plain state dict: weights without the architecture, and no plugin of the command reads it"),
-    ("calibration_shape", "does not match the converted network"),
-    ("nir_of_max_pool", "max pooling has no NIR primitive"),
-])
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("missing", "no such file"),
+        ("not_a_model", "is not a model file"),
+        ("untraceable", "cannot trace Untraceable"),
+        ("unsupported_op", "unsupported op Sigmoid"),
+        ("wrong_input_shape", "does not take inputs of shape [batch, 1, 40]"),
+        ("state_dict_without_model", "plain state dict: weights without the architecture, and no plugin of the command reads it"),
+        ("calibration_shape", "does not match the converted network"),
+        ("nir_of_max_pool", "max pooling has no NIR primitive"),
+    ],
+)
 def test_bad_input_fails_cleanly(files, capsys, case, message):
     (files / "text.pt").write_text("not a model")
     torch.save(Untraceable(), files / "untraceable.pt")
@@ -239,7 +256,10 @@ def test_console_script_is_declared():
 def test_tools_convert_script_runs(files):
     result = subprocess.run(
         [sys.executable, str(ROOT / "tools" / "convert.py"), str(files / "model.pt2"), "-o", str(files / "snn.pt"), "--calibrate", str(files / "calib.pt")],
-        capture_output=True, text=True, timeout=120, cwd=files,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=files,
     )
     assert result.returncode == 0, result.stderr
     assert "wrote" in result.stdout and ann2snn.load(files / "snn.pt").T == 25

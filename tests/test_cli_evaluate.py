@@ -65,8 +65,18 @@ def table(out: str) -> dict[int, tuple[float, float]]:
 
 def test_evaluate_prints_cnn_accuracy_and_a_row_per_T(files, capsys):
     code, out, err = run(
-        capsys, files / "model.pt", "--trust-pickle", "-o", files / "snn.pt", "--calibrate", files / "calib.pt",
-        "--evaluate", files / "eval.pt", "--T", "4,64", "--no-learn-tau",
+        capsys,
+        files / "model.pt",
+        "--trust-pickle",
+        "-o",
+        files / "snn.pt",
+        "--calibrate",
+        files / "calib.pt",
+        "--evaluate",
+        files / "eval.pt",
+        "--T",
+        "4,64",
+        "--no-learn-tau",
     )
     assert code == 0, err
     assert "evaluation on 40 examples of" in out and "CNN accuracy 75.0 %" in out
@@ -87,18 +97,21 @@ def test_evaluate_agreement_is_measured_against_the_cnn(files, capsys):
     code, out, err = run(capsys, files / "model.pt", "--trust-pickle", "-o", files / "snn.pt", "--calibrate", files / "calib.pt", "--evaluate", files / "cnn_labels.pt", "--T", 16)
     assert code == 0, err
     assert "CNN accuracy 100.0 %" in out
-    (accuracy, agreement), = table(out).values()
+    ((accuracy, agreement),) = table(out).values()
     assert accuracy == agreement
 
 
-@pytest.mark.parametrize("payload, message", [
-    (lambda x, y: x, "expected a pair (inputs, targets)"),
-    (lambda x, y: (x, y, y), "found a tuple of 3"),
-    (lambda x, y: (x, y.float()), "targets must be integer class indices"),
-    (lambda x, y: (x, y[:5]), "targets [N] class indices"),
-    (lambda x, y: (x, y + 7), "class indices in 0..2"),
-    (lambda x, y: (x[:, :, :20], y), "fails on the evaluation inputs"),
-])
+@pytest.mark.parametrize(
+    "payload, message",
+    [
+        (lambda x, y: x, "expected a pair (inputs, targets)"),
+        (lambda x, y: (x, y, y), "found a tuple of 3"),
+        (lambda x, y: (x, y.float()), "targets must be integer class indices"),
+        (lambda x, y: (x, y[:5]), "targets [N] class indices"),
+        (lambda x, y: (x, y + 7), "class indices in 0..2"),
+        (lambda x, y: (x[:, :, :20], y), "fails on the evaluation inputs"),
+    ],
+)
 def test_bad_evaluation_files_fail_cleanly_before_any_output(files, capsys, payload, message):
     inputs, targets = torch.load(files / "eval.pt")
     torch.save(payload(inputs, targets), files / "bad.pt")
@@ -172,8 +185,17 @@ def test_nir_refusal_comes_before_calibration(files, capsys, monkeypatch):
 
     monkeypatch.setattr(sys.modules["ann2snn.convert"], "calibrate", no_calibration)
     code, _, err = run(
-        capsys, files / "model.pt", "--trust-pickle", "-o", files / "snn.pt", "--calibrate", files / "calib.pt",
-        "--nir", files / "snn.nir", "--input-shape", "1,32",
+        capsys,
+        files / "model.pt",
+        "--trust-pickle",
+        "-o",
+        files / "snn.pt",
+        "--calibrate",
+        files / "calib.pt",
+        "--nir",
+        files / "snn.nir",
+        "--input-shape",
+        "1,32",
     )
     assert code == 2
     assert "max pooling has no NIR primitive" in err and "checked before calibration" in err
@@ -192,8 +214,25 @@ def test_evaluate_on_a_zoo_data_set_with_data_dir(tmp_path, capsys):
     model = zoo.create("m5", n_classes=10, n_channel=4)
     torch.save({"model": "m5", "config": {"n_classes": 10, "n_channel": 4}, "state_dict": model.state_dict()}, tmp_path / "m5.pt")
     code, out, err = run(
-        capsys, tmp_path / "m5.pt", "-o", tmp_path / "snn.pt", "--calibrate", "fsdd", "--evaluate", "fsdd", "--data-dir", FSDD_DIR,
-        "--calibration-size", 16, "--evaluate-size", 12, "--T", 4, "--correction", "none", zoo=True,
+        capsys,
+        tmp_path / "m5.pt",
+        "-o",
+        tmp_path / "snn.pt",
+        "--calibrate",
+        "fsdd",
+        "--evaluate",
+        "fsdd",
+        "--data-dir",
+        FSDD_DIR,
+        "--calibration-size",
+        16,
+        "--evaluate-size",
+        12,
+        "--T",
+        4,
+        "--correction",
+        "none",
+        zoo=True,
     )
     assert code == 0, err
     assert "evaluation on 12 examples of the test split of fsdd" in out

@@ -70,7 +70,7 @@ def test_correction_is_fitted_on_examples_the_choice_is_not_ranked_on(tone_cnn, 
     ann2snn.convert(model, T=8, calibration=calibration.split(64), correction="bias")
     ranked = calibration[: calibrate_module.AUTO_EXAMPLES]
     assert fitted and all(len(x) == len(calibration) - len(ranked) for x in fitted)
-    assert all(torch.equal(x, calibration[len(ranked):]) for x in fitted)
+    assert all(torch.equal(x, calibration[len(ranked) :]) for x in fitted)
     fitted.clear()
     small = calibration[: calibrate_module.AUTO_EXAMPLES + calibrate_module.MIN_FIT_EXAMPLES - 1]
     ann2snn.convert(model, T=8, calibration=small.split(64), correction="bias")
@@ -224,8 +224,12 @@ def test_deeper_qcfs_net_is_close_at_T_equal_levels():
     torch.manual_seed(0)
     levels = 8
     model = nn.Sequential(
-        nn.Conv1d(1, 8, 5), ann2snn.QCFS(levels, 1.0), nn.Conv1d(8, 8, 3), ann2snn.QCFS(levels, 1.0),
-        nn.Flatten(), nn.Linear(8 * 26, 4),
+        nn.Conv1d(1, 8, 5),
+        ann2snn.QCFS(levels, 1.0),
+        nn.Conv1d(8, 8, 3),
+        ann2snn.QCFS(levels, 1.0),
+        nn.Flatten(),
+        nn.Linear(8 * 26, 4),
     ).eval()
     x = torch.randn(64, 1, 32)
     with torch.no_grad():

@@ -531,8 +531,17 @@ def test_supported_ops_table_is_generated_and_up_to_date():
     table = supported_ops.markdown()
     written = (Path(__file__).parent.parent / "docs" / "supported_ops.md").read_text()
     assert written == table, "docs/supported_ops.md is stale: python -m ann2snn.supported_ops > docs/supported_ops.md"
-    for name in ("`nn.ConvTranspose1d`", "`nn.ReflectionPad1d`", "`F.interpolate`", "`nn.AdaptiveMaxPool1d`", "`torch.amax`",
-                 "`torchvision.ops.StochasticDepth`", "`F.log_softmax`", "`Tensor.relu`", "`nn.BatchNorm1d`"):
+    for name in (
+        "`nn.ConvTranspose1d`",
+        "`nn.ReflectionPad1d`",
+        "`F.interpolate`",
+        "`nn.AdaptiveMaxPool1d`",
+        "`torch.amax`",
+        "`torchvision.ops.StochasticDepth`",
+        "`F.log_softmax`",
+        "`Tensor.relu`",
+        "`nn.BatchNorm1d`",
+    ):
         assert name in table, name
     for function in supported.CARRIED_FUNCTIONS:  # every registry entry has a row
         assert f"`{supported_ops.function_name(function)}`" in table, function

@@ -65,6 +65,11 @@ def test_page_snippets_run(page, tmp_path):
     (tmp_path / "snippets.py").write_text(script)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg", "PYTHONPATH": str(ROOT)}
     result = subprocess.run(
-        [sys.executable, "snippets.py"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+        [sys.executable, "snippets.py"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, f"{page}: the snippets failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"

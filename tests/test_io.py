@@ -42,12 +42,15 @@ def test_load_rejects_other_files(tmp_path):
             raise AssertionError("load accepted a file that is not a saved network")
 
 
-@pytest.mark.parametrize("options", [
-    {"learn_tau": True, "tau_per_channel": True},
-    {"per_channel": True, "percentile": "auto"},
-    {"encoder": "rate"},
-    {"maxpool": "avg", "mode": "step"},
-])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"learn_tau": True, "tau_per_channel": True},
+        {"per_channel": True, "percentile": "auto"},
+        {"encoder": "rate"},
+        {"maxpool": "avg", "mode": "step"},
+    ],
+)
 def test_round_trip_is_exact_and_trainable(tmp_path, options):
     """Outputs, report, graph code, parameter types and names survive the safe format; a loaded
     network with learnable time constants trains them."""

@@ -69,13 +69,32 @@ def test_round_trip_structure_and_folded_thresholds(tmp_path):
     graph = nir.read(tmp_path / "snn.nir")
     assert [p.name for p in tmp_path.iterdir()] == ["snn.nir"]
     assert node_types(graph) == {
-        "x": "Input", "c1": "Conv2d", "relu_neuron": "IF", "pool": "AvgPool2d", "c2": "Conv2d", "relu_1_neuron": "IF",
-        "flatten": "Flatten", "fc1": "Affine", "relu_2_neuron": "IF", "fc2": "Affine", "output": "Output",
+        "x": "Input",
+        "c1": "Conv2d",
+        "relu_neuron": "IF",
+        "pool": "AvgPool2d",
+        "c2": "Conv2d",
+        "relu_1_neuron": "IF",
+        "flatten": "Flatten",
+        "fc1": "Affine",
+        "relu_2_neuron": "IF",
+        "fc2": "Affine",
+        "output": "Output",
     }
-    assert sorted(graph.edges) == sorted([
-        ("x", "c1"), ("c1", "relu_neuron"), ("relu_neuron", "pool"), ("pool", "c2"), ("c2", "relu_1_neuron"),
-        ("relu_1_neuron", "flatten"), ("flatten", "fc1"), ("fc1", "relu_2_neuron"), ("relu_2_neuron", "fc2"), ("fc2", "output"),
-    ])
+    assert sorted(graph.edges) == sorted(
+        [
+            ("x", "c1"),
+            ("c1", "relu_neuron"),
+            ("relu_neuron", "pool"),
+            ("pool", "c2"),
+            ("c2", "relu_1_neuron"),
+            ("relu_1_neuron", "flatten"),
+            ("flatten", "fc1"),
+            ("fc1", "relu_2_neuron"),
+            ("relu_2_neuron", "fc2"),
+            ("fc2", "output"),
+        ]
+    )
     neurons = {name: snn.network.get_submodule(name) for name in ("relu_neuron", "relu_1_neuron", "relu_2_neuron")}
     theta = {name: float(n.threshold) for name, n in neurons.items()}
     first = graph.nodes["relu_neuron"]
@@ -269,9 +288,11 @@ def test_free_or_unknown_sizes_are_refused_naming_input_shape(tmp_path):
     free = ann2snn.convert(model, T=4, learn_tau=False, calibration=[torch.randn(8, 1, 32)], input_shape=(1, None), correction="none")
     unknown = ann2snn.convert(model, T=4, learn_tau=False)
     how = r"input_shape=\(1, 8000\)\)"
-    for snn, options, said in ((free, {}, r"snn.input_shape\) \[1, None\] has free \(None\) sizes"),
-                               (free, {"input_shape": (1, None)}, r"the input_shape given \[1, None\] has free"),
-                               (unknown, {}, "does not know it")):
+    for snn, options, said in (
+        (free, {}, r"snn.input_shape\) \[1, None\] has free \(None\) sizes"),
+        (free, {"input_shape": (1, None)}, r"the input_shape given \[1, None\] has free"),
+        (unknown, {}, "does not know it"),
+    ):
         with pytest.raises(ann2snn.ConversionError, match=f"needs the input shape.*{said}.*ann2snn.export_nir\\(snn, path, {how}"):
             ann2snn.export_nir(snn, tmp_path / "free.nir", **options)
     assert list(tmp_path.iterdir()) == []

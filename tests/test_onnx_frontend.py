@@ -25,7 +25,13 @@ def export(model: nn.Module, x: torch.Tensor, opset: int | None = 17, dynamic: d
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the legacy exporter's deprecation notice
         torch.onnx.export(
-            model.eval(), (x,), buffer, dynamo=False, input_names=["x"], output_names=["y"], opset_version=opset,
+            model.eval(),
+            (x,),
+            buffer,
+            dynamo=False,
+            input_names=["x"],
+            output_names=["y"],
+            opset_version=opset,
             dynamic_axes=dynamic or {"x": {0: "batch"}, "y": {0: "batch"}},
         )
     return buffer.getvalue()
@@ -117,9 +123,7 @@ def test_unimportable_onnx_nodes_are_all_listed():
         helper.make_node("Hardmax", ["r"], ["h"], name="hard1"),
         helper.make_node("Det", ["h"], ["y"], name="det"),
     ]
-    graph = helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 4])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])]
-    )
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 4])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     with pytest.raises(ConversionError) as info:
         load_onnx(model)

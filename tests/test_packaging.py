@@ -27,12 +27,7 @@ def test_the_package_list_names_every_package_folder():
     setuptools = PYPROJECT["tool"]["setuptools"]
     assert setuptools["package-dir"] == {"ann2snn_zoo": "zoo"}
     folders = {"ann2snn": ROOT / "ann2snn", "ann2snn_zoo": ROOT / "zoo"}
-    found = {
-        ".".join([name, *init.parent.relative_to(folder).parts])
-        for name, folder in folders.items()
-        for init in folder.rglob("__init__.py")
-        if "__pycache__" not in init.parts
-    }
+    found = {".".join([name, *init.parent.relative_to(folder).parts]) for name, folder in folders.items() for init in folder.rglob("__init__.py") if "__pycache__" not in init.parts}
     assert sorted(setuptools["packages"]) == sorted(found)
 
 
@@ -107,7 +102,10 @@ def test_the_wheel_holds_ann2snn_and_ann2snn_zoo_and_no_zoo(tmp_path):
         shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
     result = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q", "-w", str(tmp_path / "dist"), str(source)],
-        capture_output=True, text=True, timeout=300, env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=ENV,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     (wheel,) = (tmp_path / "dist").glob("ann2snn-*.whl")

@@ -27,7 +27,7 @@ class Block(nn.Module):
         self.branch = conv(channels, channels, 1) if rng.random() < 0.3 else None
         out = channels if self.residual else rng.choice((2, 3, 4))
         self.conv = conv(channels, out, 3, padding=1)
-        self.bn = ({1: nn.BatchNorm1d, 2: nn.BatchNorm2d}[dims](out) if rng.random() < 0.5 else None)
+        self.bn = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d}[dims](out) if rng.random() < 0.5 else None
         self.act = rng.choice(("relu", "F.relu", "relu6", "clamp"))
         pools = {1: (nn.MaxPool1d(2), nn.AvgPool1d(2)), 2: (nn.MaxPool2d(2), nn.AvgPool2d(2))}[dims]
         self.pool = rng.choice(pools + (None,))

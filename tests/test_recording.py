@@ -16,8 +16,14 @@ FIRST = "_1_neuron__2_gated.neuron"
 def make_snn(**options) -> ann2snn.SpikingNetwork:
     torch.manual_seed(0)
     cnn = nn.Sequential(
-        nn.Conv1d(1, 6, 5), nn.ReLU(), nn.MaxPool1d(2), nn.Conv1d(6, 6, 3), nn.ReLU(),
-        nn.Flatten(), nn.Linear(6 * 12, 3), nn.LogSoftmax(1),
+        nn.Conv1d(1, 6, 5),
+        nn.ReLU(),
+        nn.MaxPool1d(2),
+        nn.Conv1d(6, 6, 3),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(6 * 12, 3),
+        nn.LogSoftmax(1),
     ).eval()
     calibration = [torch.randn(16, 1, 32) for _ in range(2)]
     options = {"learn_tau": False, "correction": "none", **options}

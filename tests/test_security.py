@@ -175,18 +175,21 @@ def _call_function(d: dict, name: str) -> None:
     graph_of(d)[1].update(op="call_function", target={"$function": name})
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda d: d["modules"][0].update({"class": "os:system"}), "not one the safe format may create"),
-    (lambda d: d["modules"][0].update({"class": "ann2snn.io:save"}), "not a class"),
-    (lambda d: _call_function(d, "builtins.eval"), "not a tensor, operator or math function"),
-    (lambda d: _call_function(d, "torch.serialization.load"), "not a tensor, operator or math function"),
-    (lambda d: graph_of(d)[1].update(op="call_method", target="numpy"), "not a tensor method"),
-    (lambda d: graph_of(d)[1].update(op="call_module", target='conv1"); import os; ("'), "is not a .dotted. Python name"),
-    (lambda d: graph_of(d)[1].update(name="x = 1; import os"), "is not a .dotted. Python name"),
-    (lambda d: graph_of(d)[1].update(op="call_function", target={"$function": "getattr"}, args={"$tuple": [{"$node": "x"}, "__class__"]}), "not a tensor's data attribute"),
-    (lambda d: d["modules"][0]["state"].update({"_code": "import os"}), "generated graph code"),
-    (lambda d: d["modules"][0]["state"].update({"x": {"$pickle": "..."}}), "unknown tag"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda d: d["modules"][0].update({"class": "os:system"}), "not one the safe format may create"),
+        (lambda d: d["modules"][0].update({"class": "ann2snn.io:save"}), "not a class"),
+        (lambda d: _call_function(d, "builtins.eval"), "not a tensor, operator or math function"),
+        (lambda d: _call_function(d, "torch.serialization.load"), "not a tensor, operator or math function"),
+        (lambda d: graph_of(d)[1].update(op="call_method", target="numpy"), "not a tensor method"),
+        (lambda d: graph_of(d)[1].update(op="call_module", target='conv1"); import os; ("'), "is not a .dotted. Python name"),
+        (lambda d: graph_of(d)[1].update(name="x = 1; import os"), "is not a .dotted. Python name"),
+        (lambda d: graph_of(d)[1].update(op="call_function", target={"$function": "getattr"}, args={"$tuple": [{"$node": "x"}, "__class__"]}), "not a tensor's data attribute"),
+        (lambda d: d["modules"][0]["state"].update({"_code": "import os"}), "generated graph code"),
+        (lambda d: d["modules"][0]["state"].update({"x": {"$pickle": "..."}}), "unknown tag"),
+    ],
+)
 def test_load_refuses_a_tampered_description(tmp_path, edit, message):
     path = tmp_path / "snn.pt"
     ann2snn.save(snn(), path)
@@ -233,19 +236,22 @@ def files(tmp_path) -> Path:
     return tmp_path
 
 
-@pytest.mark.parametrize("extra, words", [
-    (["-o", "{d}/model.pt2"], ["-o", "same file as the input"]),
-    (["-o", "{d}/link.pt2"], ["-o", "same file as the input"]),
-    (["-o", "{d}/./folder/../model.pt2"], ["same file as the input"]),
-    (["-o", "{d}/snn.pt", "--report", "{d}/snn.pt"], ["--report", "same file as -o"]),
-    (["-o", "{d}/snn.pt", "--report", "{d}/model.pt2"], ["--report", "same file as the input"]),
-    (["-o", "{d}/snn.pt", "--draw", "{d}/calib.pt", "--calibrate", "{d}/calib.pt"], ["--draw", "same file as --calibrate"]),
-    (["-o", "{d}/hardlink.pt", "--calibrate", "{d}/calib.pt"], ["-o", "same file as --calibrate"]),
-    (["-o", "{d}/snn.pt", "--nir", "{d}/snn.pt", "--maxpool", "avg"], ["--nir", "same file as -o"]),
-    (["-o", "{d}/folder"], ["-o", "is a folder"]),
-    (["-o", "{d}/snn.pt", "--report", "{d}/folder"], ["--report", "is a folder"]),
-    (["-o", "{d}/missing/snn.pt"], ["-o", "does not exist"]),
-])
+@pytest.mark.parametrize(
+    "extra, words",
+    [
+        (["-o", "{d}/model.pt2"], ["-o", "same file as the input"]),
+        (["-o", "{d}/link.pt2"], ["-o", "same file as the input"]),
+        (["-o", "{d}/./folder/../model.pt2"], ["same file as the input"]),
+        (["-o", "{d}/snn.pt", "--report", "{d}/snn.pt"], ["--report", "same file as -o"]),
+        (["-o", "{d}/snn.pt", "--report", "{d}/model.pt2"], ["--report", "same file as the input"]),
+        (["-o", "{d}/snn.pt", "--draw", "{d}/calib.pt", "--calibrate", "{d}/calib.pt"], ["--draw", "same file as --calibrate"]),
+        (["-o", "{d}/hardlink.pt", "--calibrate", "{d}/calib.pt"], ["-o", "same file as --calibrate"]),
+        (["-o", "{d}/snn.pt", "--nir", "{d}/snn.pt", "--maxpool", "avg"], ["--nir", "same file as -o"]),
+        (["-o", "{d}/folder"], ["-o", "is a folder"]),
+        (["-o", "{d}/snn.pt", "--report", "{d}/folder"], ["--report", "is a folder"]),
+        (["-o", "{d}/missing/snn.pt"], ["-o", "does not exist"]),
+    ],
+)
 def test_outputs_checked_before_any_work(files, capsys, extra, words):
     before = {p.name: p.read_bytes() for p in files.iterdir() if p.is_file()}
     code, out, err = run(capsys, files / "model.pt2", *[a.format(d=files) for a in extra])
@@ -302,9 +308,16 @@ def test_cli_rerun_cleans_up_after_a_killed_run(files, capsys):
 
 
 # -- 15, 14: one line, not a traceback ------------------------------------------------------------------
-@pytest.mark.parametrize("option, value", [
-    ("--batch-size", "0"), ("--batch-size", "-3"), ("--calibration-size", "0"), ("--T", "0"), ("--T", "1000000000"),
-])
+@pytest.mark.parametrize(
+    "option, value",
+    [
+        ("--batch-size", "0"),
+        ("--batch-size", "-3"),
+        ("--calibration-size", "0"),
+        ("--T", "0"),
+        ("--T", "1000000000"),
+    ],
+)
 def test_nonsense_numbers_are_usage_errors(files, capsys, option, value):
     with pytest.raises(SystemExit) as exit_info:
         main(["convert", str(files / "model.pt2"), option, value])

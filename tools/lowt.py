@@ -39,7 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     defaults = LowTConfig()
     parser = argparse.ArgumentParser(prog="lowt.py", description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--data-dir", help="the FSDD folder (recordings/*.wav); needed unless --merge")
-    parser.add_argument("--merge", nargs="+", metavar="FOLDER", help="measure nothing: write the tables and plot of the result rows of these output folders (later folders win on a repeated cell) into --out")
+    parser.add_argument(
+        "--merge", nargs="+", metavar="FOLDER", help="measure nothing: write the tables and plot of the result rows of these output folders (later folders win on a repeated cell) into --out"
+    )
     parser.add_argument("--models", nargs="+", default=list(defaults.models), help="zoo models")
     parser.add_argument("--seeds", nargs="+", type=int, default=list(defaults.seeds), help="training seeds")
     parser.add_argument("--T", nargs="+", type=int, default=list(defaults.T), help="time steps to measure")

@@ -1,7 +1,7 @@
 """Train one zoo model (and optionally fine-tune its SNN); also under torchrun.
 
-    python tools/train.py --model m5 --dataset fsdd --data-dir ../shared/data/fsdd --epochs 30
-    torchrun --nproc_per_node 2 tools/train.py --model m5 --epochs 5
+python tools/train.py --model m5 --dataset fsdd --data-dir ../shared/data/fsdd --epochs 30
+torchrun --nproc_per_node 2 tools/train.py --model m5 --epochs 5
 """
 
 import sys

@@ -14,10 +14,7 @@ try:
     import soundfile  # noqa: F401
     import torchaudio  # noqa: F401
 except (ImportError, OSError) as error:  # pragma: no cover - depends on the installed extras; OSError: a torchaudio built for another torch
-    raise ImportError(
-        f"the audio model zoo needs torchaudio and soundfile ({error}); install them with "
-        "pip install 'ann2snn[audio]' (torchaudio must match your torch release exactly)"
-    ) from error
+    raise ImportError(f"the audio model zoo needs torchaudio and soundfile ({error}); install them with pip install 'ann2snn[audio]' (torchaudio must match your torch release exactly)") from error
 
 if __name__ != "ann2snn_zoo":  # this folder imported by its own name (import zoo, in a checkout)
     import importlib.util
@@ -29,8 +26,7 @@ if __name__ != "ann2snn_zoo":  # this folder imported by its own name (import zo
         if error.name != "ann2snn_zoo":
             raise
         raise ImportError(
-            f"{__name__}/ is the source folder of the package ann2snn_zoo, which is not installed: "
-            "pip install -e '.[audio]' in the repository (scripts/env.sh does), then import ann2snn_zoo"
+            f"{__name__}/ is the source folder of the package ann2snn_zoo, which is not installed: pip install -e '.[audio]' in the repository (scripts/env.sh does), then import ann2snn_zoo"
         ) from None
 
     class _Alias:
@@ -44,7 +40,7 @@ if __name__ != "ann2snn_zoo":  # this folder imported by its own name (import zo
             return None if real is None else importlib.util.spec_from_loader(fullname, self, origin=real.origin)
 
         def _real(self, fullname: str) -> str:
-            return "ann2snn_zoo" + fullname[len(self.alias):]
+            return "ann2snn_zoo" + fullname[len(self.alias) :]
 
         def create_module(self, spec):
             module = import_module(self._real(spec.name))

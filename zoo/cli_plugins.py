@@ -96,7 +96,14 @@ class ZooPlugin(cli.CliPlugin):
         return tuple(zoo.data.NAMES)
 
     def examples(
-        self, option: str, source: str, split: str, limit: Optional[int], args: argparse.Namespace, model: nn.Module, shape: Optional[tuple[Optional[int], ...]],
+        self,
+        option: str,
+        source: str,
+        split: str,
+        limit: Optional[int],
+        args: argparse.Namespace,
+        model: nn.Module,
+        shape: Optional[tuple[Optional[int], ...]],
     ) -> Optional[list[tuple[torch.Tensor, int]]]:
         """The first ``limit`` (input, label) items of ``split`` of the zoo data set ``source``
         ('NAME:PATH', or 'NAME' with --data-dir), through the front end that makes this model's input."""

@@ -95,9 +95,7 @@ class FrontEnd:
 
     @cached_property
     def _mel(self) -> torchaudio.transforms.MelSpectrogram:
-        return torchaudio.transforms.MelSpectrogram(
-            self.sample_rate, n_fft=self.fft_size, hop_length=self.hop_length, n_mels=self.n_mels
-        )
+        return torchaudio.transforms.MelSpectrogram(self.sample_rate, n_fft=self.fft_size, hop_length=self.hop_length, n_mels=self.n_mels)
 
     @cached_property
     def _to_db(self) -> torchaudio.transforms.AmplitudeToDB:

@@ -41,8 +41,7 @@ def main() -> None:
         params = sum(p.numel() for p in model.parameters())
         step = time_train_step(model, args.batch, args.repeats)
         epoch = step * -(-FSDD_TRAIN_CLIPS // args.batch)
-        print(f"{name:8s} input {model.input_spec.shape}  params {params:>8,d}  "
-              f"train step {step * 1e3:6.1f} ms  FSDD epoch ~{epoch:5.1f} s")
+        print(f"{name:8s} input {model.input_spec.shape}  params {params:>8,d}  train step {step * 1e3:6.1f} ms  FSDD epoch ~{epoch:5.1f} s")
     start = time.perf_counter()
     sizes = {split: len(Synthetic(split)) for split in ("train", "val", "test")}
     print(f"synthetic set {sizes}: generated in {time.perf_counter() - start:.2f} s")

@@ -57,9 +57,7 @@ def make_island(gm: fx.GraphModule, node: fx.Node, dynamic: set[fx.Node], memo: 
     if is_in_place(node) and node.args and isinstance(node.args[0], fx.Node):
         source = node.args[0]  # later readers of the tensor the op changed in place read its result
         original = source.args[0] if source.op == "call_module" and isinstance(gm.get_submodule(str(source.target)), RateMean) else source
-        original.replace_all_uses_with(
-            increment, delete_user_cb=lambda user: user not in (source, node, increment) and order.get(user, math.inf) > order[node]
-        )
+        original.replace_all_uses_with(increment, delete_user_cb=lambda user: user not in (source, node, increment) and order.get(user, math.inf) > order[node])
     islands[increment] = node
     dynamic.update((node, increment))
     return increment

@@ -14,9 +14,20 @@ from ._util import arg, finish, replace_with_input, where
 #: Every dropout module (subclasses of ``_DropoutNd`` included: user-defined variants too).
 DROPOUT_MODULES = (nn.modules.dropout._DropoutNd,)
 DROPOUT_FUNCTIONS = {
-    F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout, F.feature_alpha_dropout,
-    torch.dropout, torch.dropout_, torch.alpha_dropout, torch.alpha_dropout_, torch.feature_dropout,
-    torch.feature_dropout_, torch.feature_alpha_dropout, torch.feature_alpha_dropout_,
+    F.dropout,
+    F.dropout1d,
+    F.dropout2d,
+    F.dropout3d,
+    F.alpha_dropout,
+    F.feature_alpha_dropout,
+    torch.dropout,
+    torch.dropout_,
+    torch.alpha_dropout,
+    torch.alpha_dropout_,
+    torch.feature_dropout,
+    torch.feature_dropout_,
+    torch.feature_alpha_dropout,
+    torch.feature_alpha_dropout_,
 }
 IDENTITY_MODULES = (nn.Identity,)
 #: Modules matched by class name (their libraries are optional): identities in evaluation.

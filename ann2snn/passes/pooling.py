@@ -41,8 +41,12 @@ def _pool_settings(gm: fx.GraphModule, node: fx.Node) -> Optional[dict]:
         if module.return_indices:
             return None
         return dict(
-            dims=1 if isinstance(module, nn.MaxPool1d) else 2, kernel_size=module.kernel_size, stride=module.stride,
-            padding=module.padding, dilation=module.dilation, ceil_mode=module.ceil_mode,
+            dims=1 if isinstance(module, nn.MaxPool1d) else 2,
+            kernel_size=module.kernel_size,
+            stride=module.stride,
+            padding=module.padding,
+            dilation=module.dilation,
+            ceil_mode=module.ceil_mode,
         )
     if node.op == "call_function" and node.target in _FUNCTIONS:
         if arg(node, 6, "return_indices", False):
@@ -50,8 +54,12 @@ def _pool_settings(gm: fx.GraphModule, node: fx.Node) -> Optional[dict]:
         kernel = arg(node, 1, "kernel_size")
         stride = arg(node, 2, "stride") or kernel
         return dict(
-            dims=_FUNCTIONS[node.target], kernel_size=kernel, stride=stride, padding=arg(node, 3, "padding", 0),
-            dilation=arg(node, 4, "dilation", 1), ceil_mode=bool(arg(node, 5, "ceil_mode", False)),
+            dims=_FUNCTIONS[node.target],
+            kernel_size=kernel,
+            stride=stride,
+            padding=arg(node, 3, "padding", 0),
+            dilation=arg(node, 4, "dilation", 1),
+            ceil_mode=bool(arg(node, 5, "ceil_mode", False)),
         )
     return None
 

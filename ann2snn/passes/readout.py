@@ -23,11 +23,7 @@ PASS_THROUGH_METHODS = {"view", "reshape", "flatten", "squeeze", "unsqueeze", "p
 
 
 def _is_softmax(gm: fx.GraphModule, node: fx.Node) -> bool:
-    return (
-        isinstance(module_of(gm, node), SOFTMAX_MODULES)
-        or (node.op == "call_function" and node.target in SOFTMAX_FUNCTIONS)
-        or (node.op == "call_method" and node.target in SOFTMAX_METHODS)
-    )
+    return isinstance(module_of(gm, node), SOFTMAX_MODULES) or (node.op == "call_function" and node.target in SOFTMAX_FUNCTIONS) or (node.op == "call_method" and node.target in SOFTMAX_METHODS)
 
 
 def _last_affine(gm: fx.GraphModule, node: fx.Node) -> fx.Node | None:

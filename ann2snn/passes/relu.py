@@ -100,9 +100,7 @@ def match_relu(gm: fx.GraphModule, node: fx.Node) -> Optional[ReluSite]:
     return None
 
 
-def relu_to_neurons(
-    gm: fx.GraphModule, report: ConversionReport, make_neuron: Callable[[Optional[float], str], SpikingNeuron]
-) -> fx.GraphModule:
+def relu_to_neurons(gm: fx.GraphModule, report: ConversionReport, make_neuron: Callable[[Optional[float], str], SpikingNeuron]) -> fx.GraphModule:
     """Replace each ReLU call site by a call to a new neuron module from ``make_neuron(cap, source)``.
 
     An in-place ReLU also changed its input tensor, so later readers of that input read the
@@ -125,9 +123,7 @@ def relu_to_neurons(
         neuron.meta = dict(node.meta)
         node.replace_all_uses_with(neuron)
         if site.inplace:
-            site.input.replace_all_uses_with(
-                neuron, delete_user_cb=lambda user: user is not neuron and order.get(user, math.inf) > order[node]
-            )
+            site.input.replace_all_uses_with(neuron, delete_user_cb=lambda user: user is not neuron and order.get(user, math.inf) > order[node])
         gm.graph.erase_node(node)
         cap = f", rate capped at {site.cap:g}" if site.cap is not None else ""
         if site.levels is not None:

@@ -57,50 +57,152 @@ CARRIED_MODULES: dict[type, Carried] = {
     **dict.fromkeys((nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d), _POOL),
     **dict.fromkeys((nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d), Carried("batch norm that could not be folded: affine in evaluation (exact on rates)")),
     **dict.fromkeys((nn.Upsample, nn.UpsamplingNearest2d, nn.UpsamplingBilinear2d), _RESAMPLE),
-    **dict.fromkeys((
-        nn.ZeroPad1d, nn.ZeroPad2d, nn.ZeroPad3d, nn.ConstantPad1d, nn.ConstantPad2d, nn.ConstantPad3d,
-        nn.ReflectionPad1d, nn.ReflectionPad2d, nn.ReflectionPad3d, nn.ReplicationPad1d, nn.ReplicationPad2d,
-        nn.ReplicationPad3d, nn.CircularPad1d, nn.CircularPad2d, nn.CircularPad3d,
-    ), _PAD),
+    **dict.fromkeys(
+        (
+            nn.ZeroPad1d,
+            nn.ZeroPad2d,
+            nn.ZeroPad3d,
+            nn.ConstantPad1d,
+            nn.ConstantPad2d,
+            nn.ConstantPad3d,
+            nn.ReflectionPad1d,
+            nn.ReflectionPad2d,
+            nn.ReflectionPad3d,
+            nn.ReplicationPad1d,
+            nn.ReplicationPad2d,
+            nn.ReplicationPad3d,
+            nn.CircularPad1d,
+            nn.CircularPad2d,
+            nn.CircularPad3d,
+        ),
+        _PAD,
+    ),
     **dict.fromkeys((nn.Flatten, nn.Unflatten, nn.PixelShuffle, nn.PixelUnshuffle, nn.ChannelShuffle, nn.Fold, nn.Unfold, nn.Identity), _SHAPE),
     **dict.fromkeys((nn.MaxPool1d, nn.MaxPool2d), _INPUT_MAX),
     TemporalModule: Carried("inserted by the compiler (gated max pool, time broadcast, rate averaging)"),
 }
 CARRIED_FUNCTIONS: dict[Callable, Carried] = {
     **dict.fromkeys((operator.add, operator.sub, operator.neg, operator.pos, torch.add, torch.sub, torch.subtract, torch.neg, torch.negative), _ARITH),
-    **dict.fromkeys((
-        operator.getitem, getattr, torch.cat, torch.concat, torch.concatenate, torch.stack, torch.flatten,
-        torch.reshape, torch.squeeze, torch.unsqueeze, torch.transpose, torch.swapaxes, torch.movedim,
-        torch.permute, torch.t, torch.narrow, torch.select, torch.split, torch.chunk, torch.unbind,
-        torch.roll, torch.flip, torch.tile, torch.repeat_interleave, torch.pixel_shuffle,
-        torch.pixel_unshuffle, torch.channel_shuffle, torch.native_channel_shuffle, F.pixel_shuffle,
-        F.pixel_unshuffle, F.channel_shuffle, F.fold, F.unfold, torch.clone, torch.detach,
-    ), _SHAPE),
+    **dict.fromkeys(
+        (
+            operator.getitem,
+            getattr,
+            torch.cat,
+            torch.concat,
+            torch.concatenate,
+            torch.stack,
+            torch.flatten,
+            torch.reshape,
+            torch.squeeze,
+            torch.unsqueeze,
+            torch.transpose,
+            torch.swapaxes,
+            torch.movedim,
+            torch.permute,
+            torch.t,
+            torch.narrow,
+            torch.select,
+            torch.split,
+            torch.chunk,
+            torch.unbind,
+            torch.roll,
+            torch.flip,
+            torch.tile,
+            torch.repeat_interleave,
+            torch.pixel_shuffle,
+            torch.pixel_unshuffle,
+            torch.channel_shuffle,
+            torch.native_channel_shuffle,
+            F.pixel_shuffle,
+            F.pixel_unshuffle,
+            F.channel_shuffle,
+            F.fold,
+            F.unfold,
+            torch.clone,
+            torch.detach,
+        ),
+        _SHAPE,
+    ),
     **dict.fromkeys((torch.mean, torch.sum, torch.cumsum), _REDUCE),
     **dict.fromkeys((F.avg_pool1d, F.avg_pool2d, F.avg_pool3d, F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d), _POOL),
     **dict.fromkeys((F.interpolate, F.upsample, F.upsample_nearest, F.upsample_bilinear), _RESAMPLE),
     F.pad: _PAD,
-    **dict.fromkeys((
-        F.linear, F.conv1d, F.conv2d, F.conv3d, F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d,
-        torch.conv1d, torch.conv2d, torch.conv3d, torch.conv_transpose1d, torch.conv_transpose2d,
-        torch.conv_transpose3d, operator.matmul, torch.matmul, torch.mm, torch.bmm, torch.einsum,
-    ), Carried("linear layer written as a function: linear in its one activation argument (exact on rates)", "one")),
+    **dict.fromkeys(
+        (
+            F.linear,
+            F.conv1d,
+            F.conv2d,
+            F.conv3d,
+            F.conv_transpose1d,
+            F.conv_transpose2d,
+            F.conv_transpose3d,
+            torch.conv1d,
+            torch.conv2d,
+            torch.conv3d,
+            torch.conv_transpose1d,
+            torch.conv_transpose2d,
+            torch.conv_transpose3d,
+            operator.matmul,
+            torch.matmul,
+            torch.mm,
+            torch.bmm,
+            torch.einsum,
+        ),
+        Carried("linear layer written as a function: linear in its one activation argument (exact on rates)", "one"),
+    ),
     **dict.fromkeys((operator.mul, torch.mul, torch.multiply), _SCALE),
     **dict.fromkeys((operator.truediv, torch.div, torch.divide, torch.true_divide), _DIVIDE),
 }
 CARRIED_METHODS: dict[str, Carried] = {
     **dict.fromkeys(("add", "sub", "neg", "add_", "sub_", "__add__", "__radd__", "__sub__"), _ARITH),
-    **dict.fromkeys((
-        "view", "reshape", "flatten", "size", "dim", "permute", "transpose", "contiguous", "squeeze",
-        "unsqueeze", "chunk", "split", "narrow", "view_as", "reshape_as", "expand", "expand_as", "to",
-        "type_as", "float", "double", "half", "unflatten", "repeat", "roll", "flip", "movedim",
-        "swapaxes", "t", "select", "unbind", "tile", "repeat_interleave", "clone", "detach", "unfold",
-        "__getitem__",
-    ), _SHAPE),
+    **dict.fromkeys(
+        (
+            "view",
+            "reshape",
+            "flatten",
+            "size",
+            "dim",
+            "permute",
+            "transpose",
+            "contiguous",
+            "squeeze",
+            "unsqueeze",
+            "chunk",
+            "split",
+            "narrow",
+            "view_as",
+            "reshape_as",
+            "expand",
+            "expand_as",
+            "to",
+            "type_as",
+            "float",
+            "double",
+            "half",
+            "unflatten",
+            "repeat",
+            "roll",
+            "flip",
+            "movedim",
+            "swapaxes",
+            "t",
+            "select",
+            "unbind",
+            "tile",
+            "repeat_interleave",
+            "clone",
+            "detach",
+            "unfold",
+            "__getitem__",
+        ),
+        _SHAPE,
+    ),
     **dict.fromkeys(("mean", "sum", "cumsum"), _REDUCE),
     **dict.fromkeys(("mul", "mul_", "__mul__", "__rmul__", "matmul", "__matmul__"), _SCALE),
     **dict.fromkeys(("div", "div_", "__truediv__"), _DIVIDE),
 }
+
+
 def carried_rule(gm: fx.GraphModule, node: fx.Node) -> Carried | None:
     """The registry entry that carries a node, or None."""
     if node.op == "call_module":
@@ -140,16 +242,41 @@ def is_supported(gm: fx.GraphModule, node: fx.Node, memo: dict) -> bool:
 
 #: The way out per kind of refused op (matched by lower-case substring of its kind), first match wins.
 ADVICE: tuple[tuple[tuple[str, ...], str], ...] = (
-    (("groupnorm", "layernorm", "instancenorm", "localresponsenorm", "group_norm", "layer_norm", "instance_norm", "normalize", "rmsnorm", "rms_norm"),
-     "normalisation by statistics of the activations is not linear: use BatchNorm (folded into the layer before it), or allow_analog=True"),
-    (("softmax",),
-     "a softmax inside the network (not at the output): allow_analog=True"),
-    (("sigmoid", "tanh", "hardswish", "silu", "gelu", "mish", "elu", "leaky_relu", "leakyrelu", "prelu", "softplus", "swish", "logsigmoid", "softsign", "hardshrink", "tanhshrink", "threshold", "rrelu", "exp", "log", "sqrt", "pow", "abs"),
-     "a nonlinearity other than ReLU: retrain with ReLU (or ReLU6 / clamp(min=0), which become capped neurons) for an exact conversion, or allow_analog=True"),
-    (("mul", "matmul", "bmm", "einsum", "div", "mm", "linear", "conv"),
-     "a product of two activations (gating, attention, squeeze-excitation, dynamic weights) is not linear: allow_analog=True"),
-    (("max", "min", "amin", "topk", "sort", "median", "argmax"),
-     "an order statistic that is not a max pooling over spatial dimensions: allow_analog=True"),
+    (
+        ("groupnorm", "layernorm", "instancenorm", "localresponsenorm", "group_norm", "layer_norm", "instance_norm", "normalize", "rmsnorm", "rms_norm"),
+        "normalisation by statistics of the activations is not linear: use BatchNorm (folded into the layer before it), or allow_analog=True",
+    ),
+    (("softmax",), "a softmax inside the network (not at the output): allow_analog=True"),
+    (
+        (
+            "sigmoid",
+            "tanh",
+            "hardswish",
+            "silu",
+            "gelu",
+            "mish",
+            "elu",
+            "leaky_relu",
+            "leakyrelu",
+            "prelu",
+            "softplus",
+            "swish",
+            "logsigmoid",
+            "softsign",
+            "hardshrink",
+            "tanhshrink",
+            "threshold",
+            "rrelu",
+            "exp",
+            "log",
+            "sqrt",
+            "pow",
+            "abs",
+        ),
+        "a nonlinearity other than ReLU: retrain with ReLU (or ReLU6 / clamp(min=0), which become capped neurons) for an exact conversion, or allow_analog=True",
+    ),
+    (("mul", "matmul", "bmm", "einsum", "div", "mm", "linear", "conv"), "a product of two activations (gating, attention, squeeze-excitation, dynamic weights) is not linear: allow_analog=True"),
+    (("max", "min", "amin", "topk", "sort", "median", "argmax"), "an order statistic that is not a max pooling over spatial dimensions: allow_analog=True"),
 )
 DEFAULT_ADVICE = "no spiking equivalent: allow_analog=True, or replace it by a supported op, or make its module a leaf (leaf_modules=[...]) with allow_analog=True"
 
@@ -168,10 +295,7 @@ def advice_for(kind: str) -> str:
 def refusal_message(groups: dict[str, list[str]]) -> str:
     """One message listing every refused op, grouped by kind, each with its node and source line."""
     count = sum(len(places) for places in groups.values())
-    lines = [
-        f"{count} op{'s' * (count != 1)} of the network ha{'ve' if count != 1 else 's'} no spiking equivalent "
-        f"({len(groups)} kind{'s' * (len(groups) != 1)}; all are listed):"
-    ]
+    lines = [f"{count} op{'s' * (count != 1)} of the network ha{'ve' if count != 1 else 's'} no spiking equivalent ({len(groups)} kind{'s' * (len(groups) != 1)}; all are listed):"]
     for kind, places in groups.items():
         lines.append(f"- {kind} ({len(places)}): {advice_for(kind)}")
         lines += [f"    {place}" for place in places]
@@ -212,10 +336,7 @@ def check_supported(gm: fx.GraphModule, report: ConversionReport, allow_analog: 
     if refused:
         raise ConversionError(refusal_message(refused))
     if analog:
-        message = (
-            f"the network is not purely spiking (allow_analog=True): each of these {len(analog)} op{'s' * (len(analog) > 1)} "
-            f"stays analog: {', '.join(analog)}"
-        )
+        message = f"the network is not purely spiking (allow_analog=True): each of these {len(analog)} op{'s' * (len(analog) > 1)} stays analog: {', '.join(analog)}"
         report.warn(message)
         warnings.warn(message, ConversionWarning, stacklevel=3)
     return finish(gm)

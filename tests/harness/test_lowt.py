@@ -10,8 +10,16 @@ from ann2snn_zoo.harness.lowt import METHODS, LowTConfig, lowt_tables, plot_lowt
 @pytest.mark.slow
 def test_lowt_measures_every_method_and_reruns_skip(tmp_path):
     config = LowTConfig(
-        dataset="synthetic", models=("m5",), seeds=(0,), T=(2, 4), levels=4, out_dir=str(tmp_path), cnn_epochs=1,
-        max_batches=2, cnn_training={}, augment={},
+        dataset="synthetic",
+        models=("m5",),
+        seeds=(0,),
+        T=(2, 4),
+        levels=4,
+        out_dir=str(tmp_path),
+        cnn_epochs=1,
+        max_batches=2,
+        cnn_training={},
+        augment={},
     )
     rows = run_lowt(config, log=lambda _: None)
     measured = [r for r in rows if r["T"] is not None]

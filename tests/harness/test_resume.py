@@ -123,9 +123,7 @@ def test_a_run_killed_mid_epoch_and_resumed_equals_an_uninterrupted_run(splits, 
     for key in ("state_dict", "optimizer", "scheduler", "rng", "best_epoch", "best_loss", "best_state_dict"):
         assert_same(uninterrupted[key], final[key], key)
     assert without_seconds(final["history"]) == without_seconds(uninterrupted["history"])
-    assert any(not torch.equal(final["state_dict"][k], v) for k, v in final["best_state_dict"].items()), (
-        "the last epoch's weights equal the best epoch's: the check of the last epoch would be vacuous"
-    )
+    assert any(not torch.equal(final["state_dict"][k], v) for k, v in final["best_state_dict"].items()), "the last epoch's weights equal the best epoch's: the check of the last epoch would be vacuous"
 
 
 def test_resuming_a_finished_run_returns_its_history_and_best_weights(splits, tmp_path):

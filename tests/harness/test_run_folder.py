@@ -123,8 +123,7 @@ def test_a_stale_lock_file_does_not_block_a_rerun(tmp_path, no_work):
 def test_a_run_holding_the_folder_blocks_until_it_is_killed(tmp_path, no_work):
     out = tmp_path / "run"
     out.mkdir()
-    holder = "import sys, time; from pathlib import Path; from zoo.harness.run_folder import folder_lock\n" \
-        "with folder_lock(Path(sys.argv[1])):\n    print('locked', flush=True)\n    time.sleep(120)"
+    holder = "import sys, time; from pathlib import Path; from zoo.harness.run_folder import folder_lock\nwith folder_lock(Path(sys.argv[1])):\n    print('locked', flush=True)\n    time.sleep(120)"
     process = subprocess.Popen([sys.executable, "-c", holder, str(out)], stdout=subprocess.PIPE, text=True, cwd=ROOT)
     try:
         assert process.stdout.readline().strip() == "locked"

@@ -21,4 +21,3 @@ def fsdd_dir() -> Path:
             pytest.fail(f"FSDD not found at {FSDD_DIR}; under CI=true the FSDD tests must run")
         pytest.skip(f"FSDD not found at {FSDD_DIR}")
     return FSDD_DIR
-

@@ -60,9 +60,7 @@ class AudioDataset(Dataset):
 class FileDataset(AudioDataset):
     """Clips read from WAV files. With `skip_bad`, unreadable files are dropped with a warning."""
 
-    def __init__(
-        self, clips: list[Clip], classes: list[str], front_end: FrontEnd | None = None, skip_bad: bool = False
-    ) -> None:
+    def __init__(self, clips: list[Clip], classes: list[str], front_end: FrontEnd | None = None, skip_bad: bool = False) -> None:
         if skip_bad:
             clips = _readable(clips)
         super().__init__(clips, classes, front_end)

@@ -26,9 +26,7 @@ class CachedFeatures(Dataset):
     `clips`, `classes`, `labels`, `n_classes` and `front_end` are the wrapped data set's.
     """
 
-    def __init__(
-        self, dataset: AudioDataset, augment: Augment | None = None, cache_dir: str | Path | None = None
-    ) -> None:
+    def __init__(self, dataset: AudioDataset, augment: Augment | None = None, cache_dir: str | Path | None = None) -> None:
         self.dataset = dataset
         self.augment = augment
         self.front_end = dataset.front_end

@@ -65,10 +65,7 @@ def _select(clips: list[Clip], is_test: list[bool], split: str, val_fraction: fl
 
 def how_to_get(root: str | Path) -> str:
     """The sentence that tells how to get FSDD into `root` (with `download_fsdd`)."""
-    return (
-        f"to download FSDD there, run python -c \"import ann2snn_zoo; ann2snn_zoo.data.download_fsdd('{root}')\" "
-        "(it writes the recordings/ folder; needs network access)"
-    )
+    return f"to download FSDD there, run python -c \"import ann2snn_zoo; ann2snn_zoo.data.download_fsdd('{root}')\" (it writes the recordings/ folder; needs network access)"
 
 
 def find_recordings(root: str | Path) -> Path:
@@ -94,8 +91,7 @@ def _takes(recordings: Path) -> list[tuple[int, str, int, Path]]:
         raise DataError(f"no FSDD recordings in {recordings}; expected {LAYOUT}; {how_to_get(root)}")
     if misnamed:
         warnings.warn(
-            f"skipped {len(misnamed)} WAV file(s) in {recordings} not named {{digit}}_{{speaker}}_{{index}}.wav, "
-            f"e.g. {misnamed[0]}; rename them to include them",
+            f"skipped {len(misnamed)} WAV file(s) in {recordings} not named {{digit}}_{{speaker}}_{{index}}.wav, e.g. {misnamed[0]}; rename them to include them",
             stacklevel=3,
         )
     return takes
@@ -118,8 +114,7 @@ def download_fsdd(dest: str | Path, url: str = FSDD_URL, timeout_s: float = 10.0
                 shutil.copyfileobj(response, out)
         except OSError as e:  # URLError, timeouts and connection errors are all OSErrors
             raise DataError(
-                f"could not download FSDD from {url} ({e}); are you offline? Fetch the archive some "
-                "other way, unpack it, and pass the folder holding recordings/ as the data folder"
+                f"could not download FSDD from {url} ({e}); are you offline? Fetch the archive some other way, unpack it, and pass the folder holding recordings/ as the data folder"
             ) from e
         try:
             with tarfile.open(archive) as tar:

@@ -19,10 +19,7 @@ WORDS_10 = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go
 UNKNOWN, SILENCE = "_unknown_", "_silence_"
 NOISE_DIR = "_background_noise_"
 SPLITS = ("train", "val", "test")
-LAYOUT = (
-    "Speech Commands' layout: one folder of WAV files per word, validation_list.txt and "
-    f"testing_list.txt (paths like word/file.wav), and {NOISE_DIR}/ for the 12-class task"
-)
+LAYOUT = f"Speech Commands' layout: one folder of WAV files per word, validation_list.txt and testing_list.txt (paths like word/file.wav), and {NOISE_DIR}/ for the 12-class task"
 # Each background-noise file is cut into disjoint stretches per split, so silence never leaks.
 _NOISE_SPAN = {"train": (0.0, 0.8), "val": (0.8, 0.9), "test": (0.9, 1.0)}
 _CLIP_S = 1.0

@@ -60,9 +60,7 @@ class Synthetic(AudioDataset):
     cores) and 94 % after 20; on log-mel, after 10 epochs, VGG 96 %, ResNet 96 %, Piczak 94 %.
     """
 
-    def __init__(
-        self, split: str = "train", seed: int = 0, n_per_class: int | None = None, front_end: FrontEnd | None = None
-    ) -> None:
+    def __init__(self, split: str = "train", seed: int = 0, n_per_class: int | None = None, front_end: FrontEnd | None = None) -> None:
         if split not in SPLIT_SIZES:
             raise ValueError(f"split must be one of {tuple(SPLIT_SIZES)}, got {split!r}")
         n = (n_per_class if n_per_class is not None else SPLIT_SIZES[split]) * len(WORDS)
@@ -114,10 +112,7 @@ def synthesize(labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor
     scale = uniform(0.88, 1.15, 1) * (1 + 0.08 * torch.randn(b, n_seg, generator=generator))
     formants = (seg[..., :2] * scale[..., None]).transpose(1, 2) @ weights  # [b, 2, frames]
     f3 = 2500 * scale.mean(1)[:, None, None]
-    resonance = sum(
-        g / (1 + ((bins - f) / bw) ** 2)
-        for f, g, bw in ((formants[:, None, 0], 1.0, 90.0), (formants[:, None, 1], 0.7, 120.0), (f3, 0.3, 180.0))
-    )
+    resonance = sum(g / (1 + ((bins - f) / bw) ** 2) for f, g, bw in ((formants[:, None, 0], 1.0, 90.0), (formants[:, None, 1], 0.7, 120.0), (f3, 0.3, 180.0)))
     voiced_filter = resonance * (is_vowel[:, None, :] @ weights)  # [b, F, frames]
     lows, highs = (seg[..., 2:4] * scale[..., None]).unbind(-1)
     bands = ((bins[None, :, :, 0] >= lows[..., None]) & (bins[None, :, :, 0] <= highs[..., None])).float()

@@ -53,8 +53,7 @@ def _verify(path: Path, payload: dict[str, Any]) -> None:
     for key, expected in payload.get("sha256", {}).items():
         if state_checksum(payload.get(key) or {}) != expected:
             raise CheckpointError(
-                f"{path}: the tensors of '{key}' do not match the checkpoint's checksum (the file is corrupt); "
-                "it was left untouched: restore it from a copy or delete it to train from scratch"
+                f"{path}: the tensors of '{key}' do not match the checkpoint's checksum (the file is corrupt); it was left untouched: restore it from a copy or delete it to train from scratch"
             )
 
 
@@ -67,10 +66,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:
         reason = " ".join(str(error).split())[:200]
-        raise CheckpointError(
-            f"{path} is corrupt or not a checkpoint ({type(error).__name__}: {reason}); "
-            "it was left untouched: delete it to train from scratch"
-        ) from error
+        raise CheckpointError(f"{path} is corrupt or not a checkpoint ({type(error).__name__}: {reason}); it was left untouched: delete it to train from scratch") from error
     if not isinstance(payload, dict) or "state_dict" not in payload:
         raise CheckpointError(f"{path} is not an ann2snn checkpoint (no 'state_dict' entry)")
     _verify(path, payload)

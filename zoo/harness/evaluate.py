@@ -51,5 +51,8 @@ def run_profile(snn: ann2snn.SpikingNetwork, dataset: Dataset, batches: int = 2,
     profile = ann2snn.profile(snn, inputs)
     return dict(
         firing_rates={row.name: row.firing_rate for row in profile.neuron_layers},
-        synops=profile.acs, macs=profile.macs, energy_pj=profile.energy_pj, cnn_energy_pj=profile.cnn_energy_pj,
+        synops=profile.acs,
+        macs=profile.macs,
+        energy_pj=profile.energy_pj,
+        cnn_energy_pj=profile.cnn_energy_pj,
     )

@@ -258,7 +258,9 @@ class Experiment:
                 epoch_s=history.seconds_per_epoch, snn_cnn_epoch_ratio=history.seconds_per_epoch / cnn_epoch_s,
                 learned_tau=taus, run=name, **_timing(history), **costs,
             ))  # fmt: skip
-            self.log(f"{model} seed {seed} retrained LIF {encoder} T={T} learn_tau={learn_tau}: {metrics.top1:.1f} % ({history.seconds_per_epoch:.1f} s/epoch, {history.seconds_per_epoch / cnn_epoch_s:.1f} x the CNN)")
+            self.log(
+                f"{model} seed {seed} retrained LIF {encoder} T={T} learn_tau={learn_tau}: {metrics.top1:.1f} % ({history.seconds_per_epoch:.1f} s/epoch, {history.seconds_per_epoch / cnn_epoch_s:.1f} x the CNN)"
+            )
 
     def from_scratch(self, model: str, seed: int, cnn_epoch_s: float) -> None:
         """The SNN twin trained from random weights at ``finetune_T`` (LIF, fixed tau), with the
@@ -325,8 +327,7 @@ def fold_configs(config: ExperimentConfig) -> list[ExperimentConfig]:
     if config.test_speaker is not None:
         raise ValueError("cross_validation='speaker' chooses the test speaker of each fold: leave test_speaker unset")
     return [
-        replace(config, cross_validation=None, out_dir=str(Path(config.out_dir) / f"fold-{fold['test_speaker']}"), **fold)
-        for fold in zoo.data.splits.speaker_folds(config.dataset, config.data_dir)
+        replace(config, cross_validation=None, out_dir=str(Path(config.out_dir) / f"fold-{fold['test_speaker']}"), **fold) for fold in zoo.data.splits.speaker_folds(config.dataset, config.data_dir)
     ]
 
 

@@ -111,4 +111,3 @@ def main(argv: list[str] | None = None, prog: str = "experiment.py") -> int:
     for name, path in paths.items():
         print(f"  {name}: {path}")
     return 0
-

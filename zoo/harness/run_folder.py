@@ -20,9 +20,18 @@ NEUTRAL = frozenset({"out_dir", "device", "progress"})
 # names its model, seed, T, encoder and tau), so a rerun may add cells: more seeds, models, time
 # steps, encoders measured zero-shot or retrained after conversion (``retrain_encoders`` x
 # ``retrain_T``), or the from-scratch SNN.
-SCOPE = frozenset({
-    "models", "seeds", "zero_shot_T", "lif_zero_shot_T", "encoders", "from_scratch", "retrain_encoders", "retrain_T",
-})
+SCOPE = frozenset(
+    {
+        "models",
+        "seeds",
+        "zero_shot_T",
+        "lif_zero_shot_T",
+        "encoders",
+        "from_scratch",
+        "retrain_encoders",
+        "retrain_T",
+    }
+)
 
 
 class RunFolderError(Exception):
@@ -39,9 +48,7 @@ def folder_lock(folder: Path) -> Iterator[None]:
         except BlockingIOError:
             f.seek(0)
             pid = f.read().strip() or "unknown"
-            raise RunFolderError(
-                f"{folder} is in use by another run (pid {pid}); wait for it to finish, or pass another --out"
-            ) from None
+            raise RunFolderError(f"{folder} is in use by another run (pid {pid}); wait for it to finish, or pass another --out") from None
         f.truncate(0)
         f.write(f"{os.getpid()}\n")
         f.flush()
@@ -61,10 +68,7 @@ def check_settings(folder: Path, settings: dict[str, Any], defaults: dict[str, A
         if key not in NEUTRAL | SCOPE and stored.get(key, defaults.get(key)) != value
     ]
     if changed:
-        raise RunFolderError(
-            f"{folder} holds results measured with other settings ({'; '.join(changed)}); rerun with the "
-            "folder's settings to resume it, or pass a new --out to run these settings"
-        )
+        raise RunFolderError(f"{folder} holds results measured with other settings ({'; '.join(changed)}); rerun with the folder's settings to resume it, or pass a new --out to run these settings")
 
 
 def _plain(value: Any) -> Any:

@@ -95,9 +95,17 @@ def summary_table(rows: list[dict], T: int, zero_shot_T: tuple[int, ...] = (8, 2
     models = list(dict.fromkeys(r["model"] for r in rows))
     seeds = len({r["seed"] for r in rows})
     folds = len({r.get("fold") for r in rows})
-    header = ["model", "CNN"] + [f"zero-shot IF T={t}" for t in zero_shot_T] + [
-        f"retrained LIF T={T}, fixed tau", f"retrained LIF T={T}, learned tau", f"from scratch T={T}", f"SNN epoch / ({T} x CNN epoch), CPU", "SNN/CNN energy (45 nm)",
-    ]
+    header = (
+        ["model", "CNN"]
+        + [f"zero-shot IF T={t}" for t in zero_shot_T]
+        + [
+            f"retrained LIF T={T}, fixed tau",
+            f"retrained LIF T={T}, learned tau",
+            f"from scratch T={T}",
+            f"SNN epoch / ({T} x CNN epoch), CPU",
+            "SNN/CNN energy (45 nm)",
+        ]
+    )
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for model in models:
         mine = _select(rows, model=model)
@@ -113,8 +121,7 @@ def summary_table(rows: list[dict], T: int, zero_shot_T: tuple[int, ...] = (8, 2
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     lines.append(
-        f"Test top-1 accuracy in %, mean ± standard deviation over {seeds} seed(s)"
-        + (f" x {folds} leave-one-speaker-out folds" if folds > 1 else "") + ". Energy: the retrained "
+        f"Test top-1 accuracy in %, mean ± standard deviation over {seeds} seed(s)" + (f" x {folds} leave-one-speaker-out folds" if folds > 1 else "") + ". Energy: the retrained "
         "SNN's estimate per example (0.9 pJ per accumulate, 4.6 pJ per multiply-accumulate) over one CNN forward pass. "
         f"Time: a fine-tuning epoch of the SNN (layer mode, T={T}, fixed and learned tau) over T CNN training epochs."
     )
@@ -276,7 +283,7 @@ def plot_learn_tau(rows: list[dict], path: Path) -> None:
             continue
         layers = min(len(r["learned_tau"]) for r in learned)
         means = [statistics.fmean(r["learned_tau"][i] for r in learned) for i in range(layers)]
-        line, = tau_ax.plot(range(1, layers + 1), means, "o-", label=f"{model}: learned")
+        (line,) = tau_ax.plot(range(1, layers + 1), means, "o-", label=f"{model}: learned")
         start = learned[0].get("tau")
         if start is not None and math.isfinite(start):
             tau_ax.axhline(start, color=line.get_color(), linestyle=":", label=f"{model}: fixed (initial) tau = {start:g}")
@@ -333,7 +340,7 @@ def plot_training_curves(histories: dict[str, list[dict]], path: Path) -> None:
     for k, name in enumerate(names):
         epochs = [e.get("epoch", i + 1) for i, e in enumerate(histories[name])]
         marker = markers[k % len(markers)]
-        line, = ax.plot(epochs, [e["val_loss"] for e in histories[name]], marker=marker, markersize=7 - 0.4 * (k % 3), label=history_label(name))
+        (line,) = ax.plot(epochs, [e["val_loss"] for e in histories[name]], marker=marker, markersize=7 - 0.4 * (k % 3), label=history_label(name))
         ax.plot(epochs, [e["train_loss"] for e in histories[name]], linestyle="--", marker=marker, markersize=4, fillstyle="none", color=line.get_color(), alpha=0.6)
     ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))

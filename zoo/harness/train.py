@@ -38,9 +38,9 @@ class TrainConfig:
     lr: float = 3e-3
     weight_decay: float = 1e-2
     batch_size: int = 64
-    patience: int = 8          # epochs without a better validation loss before stopping
+    patience: int = 8  # epochs without a better validation loss before stopping
     seed: int = 0
-    device: str = "auto"       # "auto": CUDA when available, else CPU
+    device: str = "auto"  # "auto": CUDA when available, else CPU
     max_batches: Optional[int] = None  # per epoch; for quick runs and tests
     progress: bool = True
     tau_lr_scale: float = 1.0  # learning rate of membrane time constants (``time_constants``) over ``lr``
@@ -141,8 +141,14 @@ class EarlyStopping:
 
 
 def train_one_epoch(
-    model: nn.Module, batches: Iterable, optimiser: torch.optim.Optimizer, schedule: torch.optim.lr_scheduler.LRScheduler,
-    device: torch.device, total: Optional[int] = None, desc: str = "train", progress: bool = True,
+    model: nn.Module,
+    batches: Iterable,
+    optimiser: torch.optim.Optimizer,
+    schedule: torch.optim.lr_scheduler.LRScheduler,
+    device: torch.device,
+    total: Optional[int] = None,
+    desc: str = "train",
+    progress: bool = True,
 ) -> tuple[float, float]:
     """One pass of cross-entropy training over ``batches`` (optimiser and schedule step per batch);
     returns the mean training loss and the seconds it took."""

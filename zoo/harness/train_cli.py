@@ -101,9 +101,16 @@ def build_parser(prog: str = "train.py") -> argparse.ArgumentParser:
     training.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... or auto: CUDA when available (default: %(default)s)")
     training.add_argument("--max-batches", type=positive_int, metavar="N", help="batches per epoch, for quick checks (default: all)")
     snn = parser.add_argument_group("spiking network (optional)")
-    snn.add_argument("--snn-T", type=positive_int, metavar="T", help="after training, convert the CNN into an SNN of T time steps (calibrated on 8 random training batches), print its zero-shot accuracy and fine-tune it (default: no SNN)")
+    snn.add_argument(
+        "--snn-T",
+        type=positive_int,
+        metavar="T",
+        help="after training, convert the CNN into an SNN of T time steps (calibrated on 8 random training batches), print its zero-shot accuracy and fine-tune it (default: no SNN)",
+    )
     snn.add_argument("--snn-epochs", type=positive_int, default=2, help="fine-tuning epochs of the SNN (default: %(default)s)")
-    snn.add_argument("--learn-tau", action="store_true", help="convert with trainable membrane time constants (leaky neurons starting at 100 steps) instead of integrate-and-fire neurons (default: off)")
+    snn.add_argument(
+        "--learn-tau", action="store_true", help="convert with trainable membrane time constants (leaky neurons starting at 100 steps) instead of integrate-and-fire neurons (default: off)"
+    )
     output = parser.add_argument_group("output")
     output.add_argument("-o", "--out", default="runs/train/checkpoint.pt", metavar="PATH", help="checkpoint path; the SNN's gets the suffix .snn.pt (default: %(default)s)")
     output.add_argument("--resume", action="store_true", help="continue from the checkpoint's last finished epoch")

@@ -23,9 +23,7 @@ STUDY_WAVEFORM = {"sample_rate": 4000}
 
 def _conv1d_block(c_in: int, c_out: int, kernel: int, stride: int = 1) -> nn.Sequential:
     """Conv1d (padding kernel // 2 - 1, as the study) + BatchNorm1d + ReLU + MaxPool1d(4)."""
-    return nn.Sequential(
-        nn.Conv1d(c_in, c_out, kernel, stride, padding=kernel // 2 - 1), nn.BatchNorm1d(c_out), nn.ReLU(), nn.MaxPool1d(4)
-    )
+    return nn.Sequential(nn.Conv1d(c_in, c_out, kernel, stride, padding=kernel // 2 - 1), nn.BatchNorm1d(c_out), nn.ReLU(), nn.MaxPool1d(4))
 
 
 class StudyM5(nn.Module):
