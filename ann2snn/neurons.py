@@ -360,8 +360,7 @@ class SpikingNeuron(TemporalModule):
         self._keep_state(final)
         if pool is None:
             return spikes.flatten(0, 1)
-        gate = pool.spike_gate(spikes[0], steps, differentiable=True)
-        return torch.cat([gate(z) for z in spikes.unbind(0)], 0)
+        return pool.gate_sequence(spikes, pool.spike_bound(steps)).flatten(0, 1)
 
     def _spike_train(self, currents: list[torch.Tensor], beta: Optional[torch.Tensor], pool: Optional[GatedMaxPool]) -> torch.Tensor:
         """Layer mode through the model's ``step`` at every step (autograd through Norse's surrogate

@@ -62,6 +62,39 @@ class TimeBroadcast(TemporalModule):
         return x
 
 
+class GateSequence(torch.autograd.Function):
+    """The gate of a ``GatedMaxPool`` over consecutive steps ``frames`` [T, B, C, ...] at once,
+    returning [T, B, C, ...pooled]: what the per-step differentiable gate (``_gate``) computes, in
+    value and gradient, with the gradient of each window's output reaching its leading
+    position's input. It keeps only the leading indices for the backward pass (one scatter over
+    all steps) instead of a graph of per-step gathers, sums and a concatenation."""
+
+    @staticmethod
+    def forward(ctx, frames: torch.Tensor, pool: "GatedMaxPool", count: torch.Tensor, steps: Optional[int]) -> torch.Tensor:
+        """``count``: the running count, updated in place; ``steps``: as ``GatedMaxPool._gate``."""
+        before = pool._max(count)
+        out = indices = None
+        for t, x in enumerate(frames.unbind(0)):
+            count.add_(x)
+            after, index = pool._pool(count, return_indices=True) if steps is None else pool._leading(count, steps)
+            if out is None:
+                out = frames.new_empty((frames.shape[0], *after.shape))
+                indices = torch.empty((frames.shape[0], *index.shape), dtype=index.dtype, device=index.device)
+            torch.sub(after, before, out=out[t])
+            indices[t] = index
+            before = after
+        ctx.save_for_backward(indices)
+        ctx.frames_shape = frames.shape
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        (indices,) = ctx.saved_tensors
+        grad = grad_out.new_zeros(ctx.frames_shape)
+        grad.flatten(3).scatter_add_(3, indices.flatten(3), grad_out.flatten(3))
+        return grad, None, None, None
+
+
 class GatedMaxPool(TemporalModule):
     """Max pooling for spike trains: each window emits, at every step, the increase of the largest
     running input sum (for spikes: running spike count) among its positions.
@@ -188,13 +221,23 @@ class GatedMaxPool(TemporalModule):
 
         return gate
 
+    def gate_sequence(self, frames: torch.Tensor, steps: Optional[int] = None) -> torch.Tensor:
+        """The differentiable gate over the consecutive steps ``frames`` [T, B, ...] at once
+        (``GateSequence``), starting from and updating the carried running count; ``steps``:
+        the inputs are binary spikes, at most this many per position in all."""
+        return GateSequence.apply(frames, self, self._carried_count(frames[0]), steps)
+
+    def spike_bound(self, steps: int) -> int:
+        """The most spikes a position can count: ``steps`` of this call, or all of the sequence's."""
+        return max(steps, self.sequence_steps or 0)
+
     def spike_gate(self, like: torch.Tensor, steps: int, differentiable: bool) -> Callable[[torch.Tensor], torch.Tensor]:
         """A stateful per-step gate for binary spikes shaped like ``like`` (used when a neuron
         runs this pool inside its own loop; see ``NeuronPool``). Without gradients
         it needs no indices: one plain max pool of the running count per step, whose increase is
         the output (counts are integers, exact in floating point)."""
         if differentiable:
-            return self._running_gate(like, max(steps, self.sequence_steps or 0))
+            return self._running_gate(like, self.spike_bound(steps))
         count = self._carried_count(like)
         previous = self._max(count)
 
@@ -223,9 +266,7 @@ class GatedMaxPool(TemporalModule):
                 self.count.add_(x)
                 return torch.sub(self._max(self.count), before)
             return self._gate(x, self.count, before)[0]
-        frames = x.unflatten(0, (self.time_steps, -1)).unbind(0)
-        gate = self._running_gate(frames[0])
-        return torch.cat([gate(frame) for frame in frames], 0)
+        return self.gate_sequence(x.unflatten(0, (self.time_steps, -1))).flatten(0, 1)
 
 
 class NeuronPool(nn.Module):
