@@ -224,6 +224,7 @@ def plot_lowt(rows: list[dict], T: tuple[int, ...], path: Path, title: str) -> N
     import matplotlib.pyplot as plt
 
     models = _models(rows)
+    colours = {method: f"C{i % 10}" for i, method in enumerate(_methods(rows))}  # one colour per method in every panel
     fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 4.8), sharey=True, squeeze=False)
     for ax, model in zip(axes[0], models):
         cnn, _, _ = _mean(rows, model=model, method="CNN")
@@ -235,7 +236,7 @@ def plot_lowt(rows: list[dict], T: tuple[int, ...], path: Path, title: str) -> N
             if points:
                 ts, ms, ss = zip(*points)
                 style = dict(linestyle=":", marker="s") if method in peers.PEERS else dict(marker="o")
-                ax.errorbar(ts, ms, yerr=ss, markersize=4, capsize=2, label=method, **style)
+                ax.errorbar(ts, ms, yerr=ss, markersize=4, capsize=2, label=method, color=colours[method], **style)
         ax.set_xscale("log", base=2)
         ax.set_xticks(list(T), [str(t) for t in T])
         ax.set_title(model)
@@ -243,7 +244,8 @@ def plot_lowt(rows: list[dict], T: tuple[int, ...], path: Path, title: str) -> N
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("test top-1 accuracy (%)")
     axes[0][0].set_ylim(bottom=max(0, min(r["top1"] for r in rows if r.get("T")) - 5), top=101)
-    handles, labels = axes[0][0].get_legend_handles_labels()
+    entries = {label: handle for ax in axes[0] for handle, label in zip(*ax.get_legend_handles_labels())}  # every method, from any panel
+    handles, labels = list(entries.values()), list(entries)
     fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=9, frameon=False)
     fig.suptitle(title, fontsize=11)
     fig.tight_layout(rect=(0, 0.17, 1, 0.95))
