@@ -33,8 +33,15 @@ class SubtractResetSequence(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx, current: torch.Tensor, beta: Optional[torch.Tensor], steps: int, repeated: bool, initial: torch.Tensor, rows: int = 0,
-        theta: Optional[torch.Tensor] = None, bias: Optional[torch.Tensor] = None,
+        ctx,
+        current: torch.Tensor,
+        beta: Optional[torch.Tensor],
+        steps: int,
+        repeated: bool,
+        initial: torch.Tensor,
+        rows: int = 0,
+        theta: Optional[torch.Tensor] = None,
+        bias: Optional[torch.Tensor] = None,
     ):
         """``rows``: examples per batch slice (0: the whole batch). The loops run over all steps of
         one slice, then the next, so that a slice's tensors stay in cache; every element sees the
@@ -47,8 +54,6 @@ class SubtractResetSequence(torch.autograd.Function):
         u = initial.to(current.dtype).clone()
         membranes = torch.empty((steps, *shape), dtype=current.dtype, device=current.device)
         spikes = torch.empty_like(membranes)
-        # the membrane after each step's reset, kept where the leak's gradient needs it (else u's buffer)
-        after_reset = torch.empty_like(membranes) if beta is not None and ctx.needs_input_grad[1] else None
         buffer = torch.empty_like(u[: rows or shape[0]]) if theta is not None else None
         for part in _slices(shape[0], rows):
             u_part = u[part]
@@ -66,24 +71,22 @@ class SubtractResetSequence(torch.autograd.Function):
                 else:
                     torch.addcmul(current_t, u_part, beta, out=charged)
                 torch.gt(charged, 1.0, out=spikes[t, part])
-                u_part = torch.sub(charged, spikes[t, part], out=u_part if after_reset is None else after_reset[t, part])
-            if after_reset is not None:
-                u[part] = u_part
-        ctx.save_for_backward(membranes, beta, initial, theta, after_reset)
+                torch.sub(charged, spikes[t, part], out=u_part)
+        ctx.save_for_backward(membranes, beta, initial, theta)
         ctx.repeated, ctx.rows = repeated, rows
         ctx.initial_dtype = initial.dtype
         return spikes, u
 
     @staticmethod
     def backward(ctx, grad_spikes: torch.Tensor, grad_final: torch.Tensor):
-        membranes, beta, initial, theta, after_reset = ctx.saved_tensors
+        membranes, beta, initial, theta = ctx.saved_tensors
         steps = membranes.shape[0]
         grad_current = torch.zeros_like(membranes[0]) if ctx.repeated else torch.empty_like(membranes)
-        grad_beta = torch.zeros_like(membranes[0]) if after_reset is not None else None
+        grad_beta = torch.zeros_like(membranes[0]) if beta is not None and ctx.needs_input_grad[1] else None
         grad_start = torch.empty_like(membranes[0])  # dL/du'_0 per element
         rows = ctx.rows or membranes.shape[1]
-        # scratch for one slice: the surrogate's slope, and two for dL/du_t and dL/du'_t in turn
-        slope_buffer, work, spare = (torch.empty_like(membranes[0, :rows]) for _ in range(3))
+        # scratch for one slice: the surrogate's slope, two for dL/du_t and dL/du'_t in turn, and u'_{t-1}
+        slope_buffer, work, spare, before = (torch.empty_like(membranes[0, :rows]) for _ in range(4))
         for part in _slices(membranes.shape[1], ctx.rows):
             n = part.stop - part.start
             slope = slope_buffer[:n]
@@ -104,7 +107,7 @@ class SubtractResetSequence(torch.autograd.Function):
                     work, spare = spare, work  # the next step's dL/du_t must not overwrite this one
                 else:
                     if grad_beta is not None:
-                        grad_beta[part].addcmul_(grad_u, after_reset[t - 1, part] if t > 0 else initial[part])
+                        grad_beta[part].addcmul_(grad_u, _after_reset(membranes[t - 1, part], before[:n]) if t > 0 else initial[part])
                     grad_after_reset = torch.mul(grad_u, beta, out=spare[:n])
             grad_start[part] = grad_after_reset
         if grad_beta is not None:
@@ -114,6 +117,11 @@ class SubtractResetSequence(torch.autograd.Function):
             grad_initial = grad_start if grad_start.shape == initial.shape else _sum_to(grad_start, initial.shape)
             grad_initial = grad_initial.to(ctx.initial_dtype)
         return grad_current, grad_beta, None, None, grad_initial, None, None, None
+
+
+def _after_reset(membrane: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """The membrane after the reset, ``u - (u > 1)``, recomputed into ``out`` as the forward loop computed it."""
+    return torch.sub(membrane, torch.gt(membrane, 1.0, out=out), out=out)
 
 
 def _slices(batch: int, rows: int) -> list[slice]:
