@@ -350,8 +350,13 @@ class SpikingNeuron(TemporalModule):
         return self.fused_backward and self.method in FUSED_METHODS and self.fused_bptt and self._differentiable(x, beta)
 
     def _spike_train_fused(
-        self, sequence: torch.Tensor, steps: int, beta: Optional[torch.Tensor], pool: Optional[GatedMaxPool],
-        theta: Optional[torch.Tensor] = None, bias: Optional[torch.Tensor] = None,
+        self,
+        sequence: torch.Tensor,
+        steps: int,
+        beta: Optional[torch.Tensor],
+        pool: Optional[GatedMaxPool],
+        theta: Optional[torch.Tensor] = None,
+        bias: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
         """Layer mode, differentiable, default surrogate: all steps in ``bptt.SubtractResetSequence``
         (with ``theta``, ``sequence`` is the layer's input, offset and scaled inside the loop)."""

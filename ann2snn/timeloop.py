@@ -314,10 +314,7 @@ class SpikingNetwork(nn.Module):
         except RuntimeError as error:
             expected = f"[batch, {', '.join(map(str, self.input_shape))}]" if self.input_shape else "the shape the CNN takes"
             weights = next((p.device for p in self.parameters()), x.device)
-            raise InputShapeError(
-                f"the converted network failed on an input of shape {tuple(x.shape)} on {x.device} (it expects "
-                f"{expected} on {weights}): {error}"
-            ) from error
+            raise InputShapeError(f"the converted network failed on an input of shape {tuple(x.shape)} on {x.device} (it expects {expected} on {weights}): {error}") from error
 
     def reset(self) -> None:
         """Clear all neuron and pooling state (and the step counter of ``step``)."""
@@ -511,10 +508,7 @@ class SpikingNetwork(nn.Module):
         """Run one time step on ``x_t`` (state kept from earlier calls until ``reset()``)."""
         self.check_input(x_t)
         if self._t > 0 and x_t.shape[0] != self._step_batch:
-            raise InputShapeError(
-                f"step(): the batch size changed from {self._step_batch} to {x_t.shape[0]} in the middle of a sequence; "
-                "call snn.reset() before starting a new one"
-            )
+            raise InputShapeError(f"step(): the batch size changed from {self._step_batch} to {x_t.shape[0]} in the middle of a sequence; call snn.reset() before starting a new one")
         self._step_batch = x_t.shape[0]
         self._check_calibration_fresh()
         if self._t == 0:  # later steps of a sequence find step mode set (anything else resets first)

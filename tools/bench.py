@@ -60,10 +60,7 @@ class BasicBlock(nn.Module):
         self.conv1, self.bn1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), nn.BatchNorm2d(c_out)
         self.conv2, self.bn2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False), nn.BatchNorm2d(c_out)
         self.relu = nn.ReLU(inplace=True)
-        self.down = (
-            nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
-            if stride != 1 or c_in != c_out else nn.Identity()
-        )
+        self.down = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out)) if stride != 1 or c_in != c_out else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
@@ -144,9 +141,7 @@ def peak_mb(fn: Callable[[], object], device: torch.device) -> float:
     return math.nan if before is None or peak is None else (peak - before) / 1024
 
 
-def timed(
-    fns: dict[str, Callable[[], object]], repeats: int, device: torch.device, memory: set[str] = frozenset(), inner: dict[str, int] = {}
-) -> tuple[dict[str, float], dict[str, float]]:
+def timed(fns: dict[str, Callable[[], object]], repeats: int, device: torch.device, memory: set[str] = frozenset(), inner: dict[str, int] = {}) -> tuple[dict[str, float], dict[str, float]]:
     """Fastest wall time of each function over up to ``repeats`` rounds after a warm-up round (the
     warm-up measures peak memory for the functions in ``memory``); ``inner``: calls per round
     (each timed) for short functions. Functions take turns within a round; a round is not
@@ -319,6 +314,7 @@ def row(name, T, x, cnn, inference, training, cnn_estimate, per_example, args, d
             def run():
                 with torch.enable_grad():
                     return fn()
+
             return run
 
         for key in ("cnn_train", "train"):
@@ -409,7 +405,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-seconds", type=float, default=600.0, help="skip cells estimated to take longer per round")
     parser.add_argument("--conversion", action="store_true", help="also time converting a ResNet-18-size net")
     parser.add_argument(
-        "--clock", choices=("auto", "wall", "cpu"), default="auto",
+        "--clock",
+        choices=("auto", "wall", "cpu"),
+        default="auto",
         help="wall time, or the process's CPU time (auto: CPU time with one thread on the CPU, wall time otherwise)",
     )
     args = parser.parse_args(argv)
