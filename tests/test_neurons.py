@@ -25,8 +25,7 @@ def test_matches_norse_lif_box_with_subtract_reset(tau):
     ours = run_steps(neuron, currents) / theta
     # Norse: v' = v + k (x - v) with k = 1/tau: feed x = I / k to get v' = (1 - k) v + I
     k = 1.0 / tau
-    p = LIFBoxParameters(tau_mem_inv=torch.tensor(k), v_leak=torch.tensor(0.0), v_th=torch.tensor(theta),
-                         v_reset=torch.tensor(0.0), method="super", alpha=100.0, reset_method=reset_subtract)
+    p = LIFBoxParameters(tau_mem_inv=torch.tensor(k), v_leak=torch.tensor(0.0), v_th=torch.tensor(theta), v_reset=torch.tensor(0.0), method="super", alpha=100.0, reset_method=reset_subtract)
     state = LIFBoxFeedForwardState(v=torch.full((64,), theta / 2))
     theirs = []
     for c in currents:

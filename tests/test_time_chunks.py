@@ -271,7 +271,10 @@ def test_pooling_static_input_first_is_an_option(data):
     assert snn.network.get_submodule("conv1").weight.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("dims, options, shape", [(1, dict(kernel_size=4), (3, 5, 37)), (2, dict(kernel_size=2), (2, 3, 7, 9)), (2, dict(kernel_size=3, stride=2, padding=1), (2, 3, 8, 9)), (1, dict(kernel_size=3, ceil_mode=True), (2, 3, 10))])
+@pytest.mark.parametrize(
+    "dims, options, shape",
+    [(1, dict(kernel_size=4), (3, 5, 37)), (2, dict(kernel_size=2), (2, 3, 7, 9)), (2, dict(kernel_size=3, stride=2, padding=1), (2, 3, 8, 9)), (1, dict(kernel_size=3, ceil_mode=True), (2, 3, 10))],
+)
 def test_leading_positions_equal_index_returning_max_pooling(dims, options, shape):
     """The differentiable spike gate finds each window's leading position from integer keys: the
     same maxima and indices (ties to the first position) as max_pool(return_indices=True)."""
