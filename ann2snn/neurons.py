@@ -326,7 +326,7 @@ class SpikingNeuron(TemporalModule):
                 # the same arithmetic without the surrogate's autograd function (``u > 1`` is
                 # Norse's ``heaviside(u - 1)`` bit for bit)
                 u = self.charge(self.v, current, beta)
-                z = torch.gt(u, 1.0).to(u.dtype)
+                z = torch.gt(u, 1.0, out=torch.empty_like(u))
                 self.reset_membrane_(u, z)
                 self.v = u
                 return z.mul_(theta)

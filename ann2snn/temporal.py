@@ -110,6 +110,8 @@ class GatedMaxPool(TemporalModule):
     """
 
     supports_time_chunks = True
+    #: Step mode: the windows' largest running count so far (``None``: compute it from ``count``).
+    peak: Optional[torch.Tensor] = None
 
     def __init__(
         self,
@@ -147,9 +149,11 @@ class GatedMaxPool(TemporalModule):
         maximum of strided slices, several times faster on CPU than ``max_pool2d``'s NCHW kernel
         (a partial last window counts only with ``ceil_mode``, which the general path handles);
         1-D pooling is ``max_pool1d``, about 3 times faster than the strided slices."""
+        if self.dims == 1:
+            return self._pool(x)
         kernel = self._tiled_kernel()
         spatial = x.shape[x.dim() - self.dims :]
-        if self.dims == 1 or kernel is None or (self.ceil_mode and any(n % k for n, k in zip(spatial, kernel))):
+        if kernel is None or (self.ceil_mode and any(n % k for n, k in zip(spatial, kernel))):
             return self._pool(x)
         for axis, k in zip(range(x.dim() - self.dims, x.dim()), kernel):
             if k == 1:
@@ -196,10 +200,12 @@ class GatedMaxPool(TemporalModule):
 
     def reset(self) -> None:
         self.count = None
+        self.peak = None
 
     def _carried_count(self, like: torch.Tensor) -> torch.Tensor:
         """The running count a layer-mode call starts from: the previous time chunk's, or zeros
         (kept as ``count`` when chunked: the gates update it in place for the next chunk)."""
+        self.peak = None  # layer mode changes the count
         if self.chunked and self.count is not None:
             return self.count
         count = torch.zeros_like(like, requires_grad=False)
@@ -260,12 +266,15 @@ class GatedMaxPool(TemporalModule):
         if self.time_steps is None:
             if self.count is None:
                 self.count = torch.zeros_like(x, requires_grad=False)
+                self.peak = None
             with torch.no_grad():
-                before = self._max(self.count)
+                before = self.peak if self.peak is not None else self._max(self.count)
             if not (torch.is_grad_enabled() and x.requires_grad):  # the value alone needs no leading index
                 self.count.add_(x)
-                return torch.sub(self._max(self.count), before)
-            return self._gate(x, self.count, before)[0]
+                self.peak = self._max(self.count)
+                return torch.sub(self.peak, before)
+            out, self.peak = self._gate(x, self.count, before)
+            return out
         return self.gate_sequence(x.unflatten(0, (self.time_steps, -1))).flatten(0, 1)
 
 

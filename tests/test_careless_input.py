@@ -57,6 +57,16 @@ def test_non_finite_input_at_run_time_is_refused(mode):
         snn.step(x.clamp(max=math.inf).nan_to_num(posinf=math.inf, nan=math.inf))
 
 
+def test_large_finite_input_is_accepted_even_where_its_sum_overflows():
+    """The run-time finiteness check sums the input first (one op): an overflowing sum of finite
+    values must fall back to the elementwise check, not refuse the input."""
+    snn = ann2snn.convert(small(), T=2, learn_tau=False, calibration=[torch.randn(8, 1, 8)])
+    x = torch.full((3, 1, 8), 3e38)
+    assert not torch.isfinite(x.sum())
+    assert torch.isfinite(snn(x)).all()
+    snn.check_input(x)
+
+
 @pytest.mark.parametrize("calibration", [[torch.empty(0, 1, 8)], [torch.randn(4, 1, 8), torch.empty(0, 1, 8)]])
 def test_empty_calibration_batches_are_refused(calibration):
     with pytest.raises(ann2snn.ConversionError, match="holds no examples"):

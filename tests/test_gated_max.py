@@ -51,6 +51,26 @@ def test_every_gate_emits_the_max_of_counts(steps):
     assert torch.equal(torch.stack([pool(z) for z in spikes]).cumsum(0), expected)
 
 
+def test_step_mode_keeps_its_peak_only_while_it_owns_the_count():
+    """Step mode remembers the windows' largest count between calls instead of pooling the count
+    twice per step; a layer-mode chunk that moves the count on, or a reset, must not leave that
+    memory stale."""
+    steps = 6
+    spikes = _spikes(steps, (2, 3, 8), p=0.5, seed=1)
+    pool = GatedMaxPool(1, 2)
+    expected = _max_of_counts(spikes, lambda c: F.max_pool1d(c, 2))
+    outputs = []
+    pool.time_steps = None  # step 0 in step mode
+    outputs.append(pool(spikes[0]))
+    pool.time_steps, pool.sequence_steps, pool.chunked = 3, steps, True  # steps 1-3: one layer-mode chunk
+    outputs.extend(pool(spikes[1:4].flatten(0, 1)).unflatten(0, (3, -1)))
+    pool.time_steps, pool.chunked = None, False  # steps 4-5 in step mode again, count carried
+    outputs.extend(pool(z) for z in spikes[4:])
+    assert torch.equal(torch.stack(outputs).cumsum(0), expected)
+    pool.reset()  # a new sequence starts from zero counts, not from the old peak
+    assert torch.equal(torch.stack([pool(z) for z in spikes]).cumsum(0), expected)
+
+
 def test_two_d_pool_with_padding_and_ceil_mode():
     spikes = _spikes(6, (2, 3, 7, 5), seed=1)
     pool = GatedMaxPool(2, 3, stride=2, padding=1, ceil_mode=True)
