@@ -454,19 +454,31 @@ class SpikingNetwork(nn.Module):
             with self._explained_errors(x):
                 values = static(x)
         total = None
-        for start in range(0, self.T, steps):
-            k = min(steps, self.T - start)
-            if k != steps:
-                for module in self.temporal_modules():
-                    module.time_steps = k
+        for start, k in self._time_chunks(self.T, steps):
             with self._explained_errors(x):
                 out = dynamic(*values) if self.encoder.is_time_invariant else self.network(self._encode(x, start, k))
             part = tree_map(lambda y: y.unflatten(0, (k, -1)).sum(0), out)
             total = part if total is None else tree_map(torch.add, total, part)
-        for module in self.temporal_modules():
-            module.time_steps = steps
         self.reset()
         return tree_map(lambda y: y / self.T, total)
+
+    def _time_chunks(self, total: int, steps: int) -> Iterator[tuple[int, int]]:
+        """(first step, length) of each time chunk of a ``total``-step sequence run ``steps`` at a
+        time, every temporal module set to the chunk's length while it runs (a shorter last
+        chunk), and to ``steps`` again afterwards."""
+        current = steps
+        try:
+            for start in range(0, total, steps):
+                k = min(steps, total - start)
+                if k != current:
+                    for module in self.temporal_modules():
+                        module.time_steps = k
+                    current = k
+                yield start, k
+        finally:
+            if current != steps:
+                for module in self.temporal_modules():
+                    module.time_steps = steps
 
     def sequence_readouts(self, x_seq: torch.Tensor):
         """The readout of every step, ``[steps, batch, ...]`` (before the output head), of the
@@ -485,10 +497,7 @@ class SpikingNetwork(nn.Module):
             parts = []
             for part in x_seq.split(examples, dim=1):
                 chunks = []
-                for start in range(0, total, steps):
-                    k = min(steps, total - start)
-                    for module in self.temporal_modules():
-                        module.time_steps = k
+                for start, k in self._time_chunks(total, steps):
                     out = self.run_network(part[start : start + k].flatten(0, 1))
                     chunks.append(tree_map(lambda y: y.unflatten(0, (k, -1)), out))
                 self.reset()
