@@ -9,7 +9,7 @@ from typing import Iterable, Optional
 
 import torch
 
-from .correction import CORRECTION_EXAMPLES, check_correction, correct, first_examples
+from .correction import AUTO_CORRECTIONS, CORRECTION_EXAMPLES, check_correction, correct, first_examples
 from .errors import ConversionError, ConversionWarning
 from .neurons import SpikingNeuron
 
@@ -142,7 +142,9 @@ def calibrate(snn, calibration: Iterable, percentile: float | str, per_channel: 
     then squared error). The correction is fitted on the ``CORRECTION_EXAMPLES`` after those (all
     held examples when fewer than ``MIN_FIT_EXAMPLES`` follow), so a choice is not judged on the
     examples its correction was fitted to, and kept only where it lowers that error
-    (``report.settings["correction_applied"]``). Neurons converted from ``QCFS`` keep their learned threshold.
+    (``report.settings["correction_applied"]``). ``correction="auto"`` fits each of
+    ``AUTO_CORRECTIONS`` after the thresholds are chosen and keeps the best of them on those
+    held-out examples, or none (``report.settings["correction_chosen"]``). Neurons converted from ``QCFS`` keep their learned threshold.
     Earlier corrections are cleared first, so calibrating again (``ann2snn.recalibrate``) starts afresh.
     """
     percentile, correction = check_percentile(percentile), check_correction(correction)
@@ -174,7 +176,7 @@ def calibrate(snn, calibration: Iterable, percentile: float | str, per_channel: 
     scale = input_sampler.threshold(99.9 if isinstance(percentile, str) else percentile, per_channel=False, steps=snn.T)
     if scale is not None:
         snn.encoder.scale.fill_(float(scale))
-    ranking = "potential" if correction == "potential" else "bias"  # cheaper: one bias pass ranks
+    ranking = "potential" if correction.startswith("potential") else "bias"  # cheaper: one pass of the first kind ranks
     ranked_inputs, ranked_outputs = first_examples(held_inputs, AUTO_EXAMPLES), first_examples(held_outputs, AUTO_EXAMPLES)
     fit_inputs = _after_ranked(held_inputs)
     candidates = AUTO_CANDIDATES if percentile == "auto" and neurons else (percentile,)
@@ -192,13 +194,48 @@ def calibrate(snn, calibration: Iterable, percentile: float | str, per_channel: 
     for name in _set_thresholds(snn, neurons, samplers, chosen, per_channel):
         snn.report.warn(f"neuron `{name}` was never active on the calibration data; its threshold stays {float(neurons[name].threshold):g}")
     _clear_corrections(snn)
-    if corrected:
+    if correction == "auto":
+        kept = _choose_correction(snn, fit_inputs, ranked_inputs, ranked_outputs, errors[chosen, False])
+        snn.report.settings["correction_chosen"] = kept
+        corrected = kept != "none"
+    elif corrected:
         correct(snn, fit_inputs, correction)
         corrected = _output_error(snn, ranked_inputs, ranked_outputs) < errors[chosen, False]
         if not corrected:
             _clear_corrections(snn)
     if correction != "none":
         snn.report.settings["correction_applied"] = corrected  # the report's settings line says when it was left off
+
+
+def _choose_correction(snn, fit_inputs: list[torch.Tensor], ranked_inputs: list[torch.Tensor], ranked_outputs: list[torch.Tensor], plain: tuple[float, float]) -> str:
+    """``correction="auto"``: fit each of ``AUTO_CORRECTIONS`` on ``fit_inputs`` and keep the one
+    with the lowest output error on the ranked examples, if lower than ``plain`` (the error
+    without correction); returns its name, or "none". A combination "a+b" is fitted as "b" on
+    top of the "a" just fitted (the same passes), so the four cost two bias and two potential fits."""
+    best, kept, state, previous = plain, "none", _corrections(snn), None
+    for kind in AUTO_CORRECTIONS:
+        first, _, then = kind.partition("+")
+        if then and previous == first:
+            correct(snn, fit_inputs, then)  # on top of the "first" just fitted
+        else:
+            _clear_corrections(snn)
+            correct(snn, fit_inputs, kind)
+        previous = kind
+        error = _output_error(snn, ranked_inputs, ranked_outputs)
+        if error < best:
+            best, kept, state = error, kind, _corrections(snn)
+    _restore_corrections(snn, state)
+    return kept
+
+
+def _corrections(snn) -> list[tuple[SpikingNeuron, torch.Tensor, torch.Tensor]]:
+    """Every neuron's offset and initial potential, to restore later."""
+    return [(n, n.bias.clone(), n.initial.clone()) for n in snn.network.modules() if isinstance(n, SpikingNeuron)]
+
+
+def _restore_corrections(snn, state: list[tuple[SpikingNeuron, torch.Tensor, torch.Tensor]]) -> None:
+    for neuron, bias, initial in state:
+        neuron.bias, neuron.initial = bias, initial
 
 
 def _after_ranked(held: list[torch.Tensor]) -> list[torch.Tensor]:

@@ -107,7 +107,9 @@ class ConversionConfig:
         per_channel: one threshold per channel instead of per layer (``None``: per channel when
             calibration data is given).
         correction: output-space calibration after the thresholds (``ann2snn.correction``):
-            "bias", "potential", "bias+potential" or "none".
+            "bias", "potential", "bias+potential", "potential+bias" (the two in that order), "none",
+            or "auto": whichever of the others (or none) reproduces the CNN best on held-out
+            calibration examples.
         tau_per_channel: one learnable time constant per channel (needs calibration and learn_tau).
         maxpool: "gated" (each window passes the increase of its largest running spike count) or "avg".
         encoder: "direct", "rate" or "latency" (see ``ann2snn.encoders.Encoder``).
