@@ -132,6 +132,9 @@ class ConversionReport:
         correction = s.get("correction", "none")
         if correction != "none" and s.get("correction_applied") is False:
             correction += " (left off: it did not help at this T)"
+        elif correction == "auto" and "correction_chosen" in s:
+            chosen = s["correction_chosen"]
+            correction += f" (chose {chosen})" if chosen != "none" else " (chose none: no correction helped at this T)"
         tuned = f", tuned for T={s['T']}" if correction != "none" or isinstance(s.get("percentile"), str) else ""
         where = "per channel" if s.get("per_channel") else "per layer"
         thresholds = f"thresholds {where} at percentile {percentile}" if percentile is not None else "thresholds 1.0 (no calibration)"

@@ -303,6 +303,7 @@ def test_auto_correction_starts_with_the_potential_where_bias_correction_does_no
     assert chosen == "potential+bias" and snns["auto"].report.settings["correction_applied"] is True
     assert snns["potential+bias"].report.settings["correction_applied"] is True  # ranked by its first pass, a potential one
     assert torch.equal(outputs["auto"], outputs[chosen])  # the kept correction is that fit itself
+    assert "correction auto (chose potential+bias)" in str(snns["auto"].report)  # the report says which
     assert error["auto"] < 0.97 * error["bias"], error  # measured: 0.254 against 0.267
     assert error["potential"] < 0.97 * error["bias"], error  # 0.253
     neurons = [neuron for _, neuron in graph_neurons(snns["auto"].network)]  # in graph order
