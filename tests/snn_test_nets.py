@@ -1,10 +1,21 @@
-"""Small CNNs shared by the compiler tests."""
+"""Small CNNs and a small 1-D task shared by the compiler tests."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+def tone_data(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Noisy tones of four frequency bands: a small 1-D classification task."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 4, (n,), generator=g)
+    t = torch.arange(128) / 128
+    freq = 3 + 4 * labels + torch.rand(n, generator=g) * 3
+    phase = torch.rand(n, 1, generator=g) * 6.28
+    x = torch.sin(2 * torch.pi * freq[:, None] * t + phase) + 1.5 * torch.randn(n, 128, generator=g)
+    return x.unsqueeze(1), labels
 
 
 class ResidualConcatNet(nn.Module):

@@ -12,7 +12,7 @@ import ann2snn
 import ann2snn.calibrate as calibrate_module
 from ann2snn.analysis import graph_neurons
 from ann2snn.correction import correct, rate_errors
-from snn_test_nets import INPUT_SHAPE, ResidualConcatNet
+from snn_test_nets import INPUT_SHAPE, ResidualConcatNet, tone_data
 
 
 def _agreement(snn, model, x) -> float:
@@ -256,7 +256,6 @@ def test_qcfs_thresholds_survive_calibration_and_analog_mode_quantizes():
 def _deep_qcfs_tone_net(levels: int = 4) -> tuple[nn.Module, torch.Tensor]:
     """A 6-layer QCFS CNN trained on the tone task (a few seconds): its layers past the first see
     spike trains, whose uneven arrival fires extra ("offset") spikes at T = levels."""
-    from conftest import tone_data
 
     def block(c_in: int, c_out: int, k: int) -> list[nn.Module]:
         return [nn.Conv1d(c_in, c_out, k, padding=k // 2), nn.BatchNorm1d(c_out), ann2snn.QCFS(levels, 1.0)]
@@ -284,8 +283,6 @@ def test_auto_correction_starts_with_the_potential_where_bias_correction_does_no
     each of AUTO_CORRECTIONS, keeps the best on the held-out calibration examples (here the
     potential, then a bias for the mean error left), and so lowers the output error on unseen
     inputs where "bias" cannot."""
-    from conftest import tone_data
-
     model, calibration = _deep_qcfs_tone_net()
     x_test, _ = tone_data(400, seed=2)
     batches = calibration.split(64)
