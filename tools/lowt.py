@@ -22,13 +22,6 @@ from ann2snn_zoo.harness import peers  # noqa: E402
 from ann2snn.atomic import atomic_path  # noqa: E402
 from ann2snn_zoo.harness.lowt import METHODS, LowTConfig, lowt_tables, plot_lowt, run_lowt  # noqa: E402
 
-#: Issue 9: correction="auto" (bias, initial potential or both, whichever reproduces the CNN best
-#: on held-out calibration examples) and "potential+bias"; registered here, after the harness's methods.
-METHODS.setdefault("auto correction", (dict(correction="auto"), False))
-METHODS.setdefault("QCFS CNN + auto correction", (dict(correction="auto"), True))
-METHODS.setdefault("potential+bias correction", (dict(correction="potential+bias"), False))
-METHODS.setdefault("QCFS CNN + potential+bias correction", (dict(correction="potential+bias"), True))
-
 
 def _seed_counts(rows: list[dict]) -> str:
     """'3 seeds', or per model where the counts differ: 'm5: 3 seeds, vgg: 1 seed'."""

@@ -36,6 +36,12 @@ METHODS: dict[str, tuple[dict[str, Any], bool]] = {
     "QCFS CNN + bias correction": (dict(), True),
     "reset-to-zero neurons": (dict(neuron="reset-to-zero"), False),
     "Norse LIF cell (tau 1000)": (dict(neuron="norse", tau=1000.0), False),
+    # correction="auto": bias, initial potential or both, whichever reproduces the CNN best on
+    # held-out calibration examples; "potential+bias": a potential pass, then the bias passes
+    "auto correction": (dict(correction="auto"), False),
+    "QCFS CNN + auto correction": (dict(correction="auto"), True),
+    "potential+bias correction": (dict(correction="potential+bias"), False),
+    "QCFS CNN + potential+bias correction": (dict(correction="potential+bias"), True),
 }
 
 
