@@ -266,7 +266,6 @@ class GatedMaxPool(TemporalModule):
         if self.time_steps is None:
             if self.count is None:
                 self.count = torch.zeros_like(x, requires_grad=False)
-                self.peak = None
             with torch.no_grad():
                 before = self.peak if self.peak is not None else self._max(self.count)
             if not (torch.is_grad_enabled() and x.requires_grad):  # the value alone needs no leading index
