@@ -42,12 +42,16 @@ class SubtractResetSequence(torch.autograd.Function):
         rows: int = 0,
         theta: Optional[torch.Tensor] = None,
         bias: Optional[torch.Tensor] = None,
+        scale: Optional[torch.Tensor] = None,
     ):
         """``rows``: examples per batch slice (0: the whole batch). The loops run over all steps of
         one slice, then the next, so that a slice's tensors stay in cache; every element sees the
         same operations in the same order either way. With ``theta`` (and ``bias``; neither is
         differentiated), ``current`` is the layer's input and the current is ``(current + bias) /
-        theta``, computed (and differentiated) slice by slice in the same loops."""
+        theta``, computed (and differentiated) slice by slice in the same loops. With ``scale``
+        (not differentiated), the spikes are returned multiplied by it (the neuron's output,
+        spikes times its threshold), the product formed, and differentiated, in the same loops:
+        the same bits as multiplying afterwards, without another pass over the whole sequence."""
         if repeated and theta is not None:
             raise ValueError("a repeated current is scaled once by the caller, not per step")
         shape = current.shape if repeated else current.shape[1:]
@@ -72,14 +76,16 @@ class SubtractResetSequence(torch.autograd.Function):
                     torch.addcmul(current_t, u_part, beta, out=charged)
                 torch.gt(charged, 1.0, out=spikes[t, part])
                 torch.sub(charged, spikes[t, part], out=u_part)
-        ctx.save_for_backward(membranes, beta, initial, theta)
+                if scale is not None:
+                    spikes[t, part].mul_(scale)
+        ctx.save_for_backward(membranes, beta, initial, theta, scale)
         ctx.repeated, ctx.rows = repeated, rows
         ctx.initial_dtype = initial.dtype
         return spikes, u
 
     @staticmethod
     def backward(ctx, grad_spikes: torch.Tensor, grad_final: torch.Tensor):
-        membranes, beta, initial, theta = ctx.saved_tensors
+        membranes, beta, initial, theta, scale = ctx.saved_tensors
         steps = membranes.shape[0]
         grad_current = torch.zeros_like(membranes[0]) if ctx.repeated else torch.empty_like(membranes)
         grad_beta = torch.zeros_like(membranes[0]) if beta is not None and ctx.needs_input_grad[1] else None
@@ -93,7 +99,8 @@ class SubtractResetSequence(torch.autograd.Function):
             grad_after_reset = grad_final[part].clone()  # dL/du'_t, from step t + 1 (after the last step: from the next chunk)
             for t in range(steps - 1, -1, -1):
                 _superspike_slope(torch.sub(membranes[t, part], 1.0, out=slope))
-                grad_u = torch.sub(grad_spikes[t, part], grad_after_reset, out=work[:n])  # dL/dz_t: the spike also lowers u' = u - z
+                grad_z = grad_spikes[t, part] if scale is None else torch.mul(grad_spikes[t, part], scale, out=work[:n])
+                grad_u = torch.sub(grad_z, grad_after_reset, out=work[:n])  # dL/dz_t: the spike also lowers u' = u - z
                 if ctx.repeated:
                     torch.addcmul(grad_after_reset, grad_u, slope, out=grad_u)
                     grad_current[part].add_(grad_u)
@@ -116,7 +123,7 @@ class SubtractResetSequence(torch.autograd.Function):
         if ctx.needs_input_grad[4]:  # the membrane a previous chunk handed over
             grad_initial = grad_start if grad_start.shape == initial.shape else _sum_to(grad_start, initial.shape)
             grad_initial = grad_initial.to(ctx.initial_dtype)
-        return grad_current, grad_beta, None, None, grad_initial, None, None, None
+        return grad_current, grad_beta, None, None, grad_initial, None, None, None, None
 
 
 def _after_reset(membrane: torch.Tensor, out: torch.Tensor) -> torch.Tensor:

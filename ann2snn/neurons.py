@@ -315,7 +315,7 @@ class SpikingNeuron(TemporalModule):
             return self._spike_train_inference(x.unflatten(0, (self.time_steps, -1)).unbind(0), beta, pool, theta, bias, raw=True)
         if self.time_steps is not None and not self.broadcast_input and self._fused_bptt_applies(x, beta):
             # layer-mode training, default surrogate: the fused loop scales the input slice by slice
-            return self._spike_train_fused(x.unflatten(0, (self.time_steps, -1)), self.time_steps, beta, pool, theta, bias) * theta
+            return self._spike_train_fused(x.unflatten(0, (self.time_steps, -1)), self.time_steps, beta, pool, theta, theta, bias)
         if bias is not None:
             x = x + bias
         current = x / theta
@@ -337,7 +337,7 @@ class SpikingNeuron(TemporalModule):
         currents = [current] * steps if self.broadcast_input else sequence.unbind(0)
         if self._differentiable(current, beta) or not self.inference_loop:
             if self._fused_bptt_applies(current, beta):
-                return self._spike_train_fused(sequence, steps, beta, pool) * theta
+                return self._spike_train_fused(sequence, steps, beta, pool, theta)
             return self._spike_train(currents, beta, pool) * theta
         return self._spike_train_inference(currents, beta, pool, theta)
 
@@ -355,17 +355,20 @@ class SpikingNeuron(TemporalModule):
         steps: int,
         beta: Optional[torch.Tensor],
         pool: Optional[GatedMaxPool],
-        theta: Optional[torch.Tensor] = None,
+        theta: torch.Tensor,
+        input_theta: Optional[torch.Tensor] = None,
         bias: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
-        """Layer mode, differentiable, default surrogate: all steps in ``bptt.SubtractResetSequence``
-        (with ``theta``, ``sequence`` is the layer's input, offset and scaled inside the loop)."""
+        """Layer mode, differentiable, default surrogate: all steps in ``bptt.SubtractResetSequence``,
+        returning the output, spikes (pooled by ``pool``) times ``theta`` (with ``input_theta``,
+        ``sequence`` is the layer's input, offset and scaled inside the loop)."""
         initial = self._start_state(sequence if self.broadcast_input else sequence[0])
-        spikes, final = SubtractResetSequence.apply(sequence, beta, steps, self.broadcast_input, initial, self._slice_rows(initial), theta, bias)
+        scale = theta if pool is None else None  # unpooled: the loop scales the spikes while in cache
+        spikes, final = SubtractResetSequence.apply(sequence, beta, steps, self.broadcast_input, initial, self._slice_rows(initial), input_theta, bias, scale)
         self._keep_state(final)
         if pool is None:
             return spikes.flatten(0, 1)
-        return pool.gate_sequence(spikes, pool.spike_bound(steps)).flatten(0, 1)
+        return pool.gate_sequence(spikes, pool.spike_bound(steps)).flatten(0, 1) * theta
 
     def _spike_train(self, currents: list[torch.Tensor], beta: Optional[torch.Tensor], pool: Optional[GatedMaxPool]) -> torch.Tensor:
         """Layer mode through the model's ``step`` at every step (autograd through Norse's surrogate

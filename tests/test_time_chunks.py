@@ -313,6 +313,32 @@ def test_fused_sequence_scaling_its_input_is_bit_identical():
         assert all(torch.equal(a, b) for a, b in zip(results[0], other))
 
 
+@pytest.mark.parametrize("repeated", [False, True])
+def test_fused_sequence_scaling_its_output_is_bit_identical(repeated):
+    """SubtractResetSequence given ``scale`` returns the spikes times it, and differentiates the
+    product, in its own loops: the same bits, forward and backward, as autograd through
+    ``spikes * theta`` outside (the neuron's output without a fused pool)."""
+    torch.manual_seed(3)
+    theta = torch.tensor([0.5, 1.0, 2.0]).view(3, 1)
+    beta = torch.tensor([0.9, 0.95, 1.0]).view(3, 1).requires_grad_()
+    x = (torch.rand(4, 3, 5) if repeated else torch.rand(6, 4, 3, 5)).mul(1.5).requires_grad_()
+    initial = torch.full((4, 3, 5), 0.5)
+    weights = torch.randn(6, 4, 3, 5)
+    results = []
+    for inside, rows in ((False, 0), (True, 0), (True, 3)):
+        x.grad = beta.grad = None
+        if inside:
+            out, _ = SubtractResetSequence.apply(x, beta, 6, repeated, initial, rows, None, None, theta)
+        else:
+            spikes, _ = SubtractResetSequence.apply(x, beta, 6, repeated, initial, rows)
+            out = spikes * theta
+        (out * weights).sum().backward()
+        results.append((out.detach(), x.grad.clone(), beta.grad.clone()))
+    assert results[0][0].sum() > 0 and results[0][1].abs().sum() > 0
+    for other in results[1:]:
+        assert all(torch.equal(a, b) for a, b in zip(results[0], other))
+
+
 @pytest.mark.parametrize("learn_tau", [False, True])
 def test_step_mode_without_gradients_is_bit_identical(data, learn_tau):
     """Streaming without gradients skips the surrogate's autograd function and the pools' leading
