@@ -4,6 +4,7 @@ to) and returns the rewritten GraphModule; they run in the order of ``convert.PI
 from .cleanup import remove_dropout_and_identity
 from .fold_bn import fold_batchnorm
 from .fuse_pool import fuse_neuron_pools
+from .lower_pools import lower_tiled_avg_pools
 from .pooling import rewrite_max_pooling
 from .readout import mark_readout
 from .relu import relu_to_neurons
@@ -15,6 +16,7 @@ __all__ = [
     "fold_batchnorm",
     "fuse_neuron_pools",
     "insert_time_broadcasts",
+    "lower_tiled_avg_pools",
     "mark_readout",
     "relu_to_neurons",
     "remove_dropout_and_identity",

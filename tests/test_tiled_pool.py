@@ -1,0 +1,125 @@
+"""The tiled average pools (strided sums) equal PyTorch's average pooling, values and gradients,
+and the conversion lowers exactly the pools whose windows tile their input."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import ann2snn
+from ann2snn.tiled_pool import TiledAvgPool1d, TiledAvgPool2d, tiled_avg_pool
+
+
+def _values_and_gradients(pool: nn.Module, x: torch.Tensor, weights_seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    x = x.detach().clone().requires_grad_()
+    out = pool(x)
+    weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(weights_seed))
+    (out * weights).sum().backward()
+    return out.detach(), x.grad
+
+
+def _case(number: int) -> tuple:
+    """Random pooling case ``number`` (seeded: each case reproducible from its number)."""
+    rng = random.Random(number)
+    dims = rng.choice([1, 2])
+    return dims, rng.randint(1, 4), rng.randint(1, 4), rng.randint(1, 3), (rng.randint(1, 13), rng.randint(1, 13)), rng.random() < 0.3, number
+
+
+@pytest.mark.parametrize("case", range(40))
+def test_tiled_pool_equals_torch_average_pooling(case):
+    dims, kernel, kernel_w, batch, sizes, ceil_mode, seed = _case(case)
+    """Same values and input gradients as nn.AvgPool1d/2d, bit for bit, for tiling windows of any
+    size, inputs the kernel does or does not divide (the border left over gets no gradient),
+    with ceil_mode (partial windows: PyTorch's kernel), and kernels larger than the input (an error, as PyTorch's)."""
+    kernel_size = kernel if dims == 1 else (kernel, kernel_w)
+    shape = (batch, 3, sizes[0]) if dims == 1 else (batch, 3, *sizes)
+    reference = (nn.AvgPool1d if dims == 1 else nn.AvgPool2d)(kernel_size, ceil_mode=ceil_mode)
+    tiled = tiled_avg_pool(dims, kernel_size, None, 0, ceil_mode, True)
+    assert isinstance(tiled, TiledAvgPool1d if dims == 1 else TiledAvgPool2d)
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+    try:
+        expected = _values_and_gradients(reference, x, seed)
+    except RuntimeError:
+        with pytest.raises(RuntimeError):
+            tiled(x)
+        return
+    found = _values_and_gradients(tiled, x, seed)
+    assert found[0].shape == expected[0].shape
+    assert torch.equal(found[0], expected[0]) and torch.equal(found[1], expected[1])
+
+
+def test_tiled_pool_takes_torch_kernel_where_it_does_not_apply():
+    """Channels-last and integer-free corner cases run PyTorch's own kernel: the same results."""
+    pool, reference = TiledAvgPool2d(2), nn.AvgPool2d(2)
+    x = torch.randn(2, 4, 6, 8).contiguous(memory_format=torch.channels_last)
+    assert torch.equal(pool(x), reference(x))
+    unbatched = torch.randn(4, 6, 8)
+    assert torch.equal(pool(unbatched), reference(unbatched))
+
+
+@pytest.mark.parametrize(
+    "settings_, tiles",
+    [
+        (dict(kernel_size=2), True),
+        (dict(kernel_size=(2, 3), stride=(2, 3)), True),
+        (dict(kernel_size=2, stride=1), False),  # overlapping windows
+        (dict(kernel_size=2, padding=1), False),
+        (dict(kernel_size=2, divisor_override=3), False),
+    ],
+)
+def test_only_tiling_average_pools_are_lowered(settings_, tiles):
+    """A network's AvgPool2d after a neuron becomes a TiledAvgPool2d (same module name, same
+    settings) exactly when its windows tile; the converted network computes the same either way."""
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(1, 4, 3, padding=1)
+            self.pool = nn.AvgPool2d(**settings_)
+            self.fc = nn.LazyLinear(3)
+
+        def forward(self, x):
+            return self.fc(F.avg_pool2d(self.pool(F.relu(self.conv(x))), 1).flatten(1))
+
+    torch.manual_seed(0)
+    model = Net()
+    x = torch.randn(4, 1, 8, 12)
+    model(x)
+    snn = ann2snn.convert(model, T=8, calibration=[x])
+    lowered = snn.network.get_submodule("pool")
+    assert isinstance(lowered, TiledAvgPool2d) == tiles
+    assert isinstance(lowered, nn.AvgPool2d) and lowered.kernel_size == model.pool.kernel_size
+    assert type(model.pool) is nn.AvgPool2d  # the user's model is not changed
+    entry = snn.report.entry_for_module("pool")
+    assert (entry is not None and "strided sums" in entry.after) == tiles
+    reference = ann2snn.convert(model, T=8, calibration=[x])
+    reference.network.pool = nn.AvgPool2d(**settings_)
+    for mode in ("layer", "step"):
+        snn.mode = reference.mode = mode
+        assert torch.equal(snn(x), reference(x))
+
+
+def test_functional_average_pools_are_lowered():
+    """F.avg_pool1d calls with tiling windows become a module call; the output does not change."""
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv1d(1, 4, 5, padding=2)
+            self.fc = nn.Linear(4 * 8, 3)
+
+        def forward(self, x):
+            return self.fc(F.avg_pool1d(F.relu(self.conv(x)), 4).flatten(1))
+
+    torch.manual_seed(1)
+    model, x = Net(), torch.randn(5, 1, 32)
+    snn = ann2snn.convert(model, T=6, calibration=[x])
+    assert any(isinstance(m, TiledAvgPool1d) for m in snn.network.modules())
+    assert not any(n.op == "call_function" and "avg_pool" in str(n.target) for n in snn.network.graph.nodes)
+    reference = ann2snn.convert(model, T=6, calibration=[x])
+    reference.network.avg_pool1d_tiled = nn.AvgPool1d(4)  # torch's own pooling in the same graph
+    assert torch.equal(snn(x), reference(x))
