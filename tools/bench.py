@@ -243,10 +243,10 @@ def activation_bytes(cnn: nn.Module, example: torch.Tensor) -> int:
     return total
 
 
-def convert(cnn: nn.Module, x: torch.Tensor, learn_tau: bool) -> ann2snn.SpikingNetwork:
+def convert(cnn: nn.Module, x: torch.Tensor, learn_tau: bool, maxpool: str = "gated") -> ann2snn.SpikingNetwork:
     """Per-channel 99.9th-percentile thresholds without correction: fast to convert, and the
-    settings do not change the dense work that is timed."""
-    return ann2snn.convert(cnn, T=16, learn_tau=learn_tau, calibration=[x], percentile=99.9, per_channel=True, correction="none")
+    settings do not change the dense work that is timed. ``maxpool``: as ``convert``'s."""
+    return ann2snn.convert(cnn, T=16, learn_tau=learn_tau, calibration=[x], percentile=99.9, per_channel=True, correction="none", maxpool=maxpool)
 
 
 def bench_net(name: str, args: argparse.Namespace, device: torch.device) -> None:
@@ -254,8 +254,8 @@ def bench_net(name: str, args: argparse.Namespace, device: torch.device) -> None
     cnn = zoo.create(name, n_classes=10).to(device).eval()
     shape = tuple(cnn.input_spec.shape)
     calibration = torch.randn(16, *shape, device=device)
-    inference = convert(cnn, calibration, learn_tau=False).eval()  # IF neurons
-    training = convert(cnn, calibration, learn_tau=True).train()  # fine-tuning: learnable time constants
+    inference = convert(cnn, calibration, learn_tau=False, maxpool=args.maxpool).eval()  # IF neurons
+    training = convert(cnn, calibration, learn_tau=True, maxpool=args.maxpool).train()  # fine-tuning: learnable time constants
     per_example = activation_bytes(cnn, calibration[:1])
     peers = convert_peers(cnn, calibration, args)
     for batch in args.batch:
@@ -398,6 +398,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--unchunked", action="store_true", help="also time layer mode with the whole batch and all T steps at once")
     parser.add_argument("--no-train", action="store_true")
+    parser.add_argument("--maxpool", choices=["gated", "avg"], default="gated", help="how max pools convert (avg: average pools, which VGG and M5 then run)")
     parser.add_argument("--approx", action="store_true", help="also time inference with snn.pool_static_input (an approximation, off by default)")
     parser.add_argument("--no-step", action="store_true", help="skip the streaming (step mode) column at batch 1")
     parser.add_argument("--no-peers", action="store_true", help="skip the peers' columns (SpikingJelly, sinabs: where installed)")
@@ -423,7 +424,7 @@ def main(argv: list[str] | None = None) -> None:
     warnings.simplefilter("ignore")  # stale-calibration warnings: T changes on purpose here
     print(
         f"{args.threads} thread(s), {device}, {'process CPU' if cpu_clock else 'wall'} time, torch {torch.__version__}; ratios: SNN / (T x CNN) in this run; "
-        f"inference: IF neurons; train: learnable time constants; nets {args.nets}, T {args.T}, batch {args.batch}",
+        f"inference: IF neurons; train: learnable time constants; max pools {args.maxpool}; nets {args.nets}, T {args.T}, batch {args.batch}",
         flush=True,
     )
     _, notes = peer_converters()
