@@ -63,14 +63,17 @@ class SubtractResetSequence(torch.autograd.Function):
             u_part = u[part]
             for t in range(steps):
                 current_t = current[part] if repeated else current[t, part]
+                divide = theta is not None and beta is None  # u + x / theta in one pass (addcdiv: the bits of dividing first)
                 if theta is not None:
                     scaled = buffer[: u_part.shape[0]]
                     if bias is not None:
-                        current_t = torch.add(current_t, bias, out=scaled).div_(theta)
-                    else:
+                        current_t = torch.add(current_t, bias, out=scaled)
+                    if not divide:
                         current_t = torch.div(current_t, theta, out=scaled)
                 charged = membranes[t, part]  # the membrane before the spike decision, written where it is kept
-                if beta is None:
+                if divide:
+                    torch.addcdiv(u_part, current_t, theta, out=charged)
+                elif beta is None:
                     torch.add(u_part, current_t, out=charged)
                 else:
                     torch.addcmul(current_t, u_part, beta, out=charged)

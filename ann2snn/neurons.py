@@ -6,7 +6,7 @@ uses it, and ``NEURON_MODELS`` lists them. A model defines its dynamics once, pe
 units of the threshold ``theta`` (``u = v / theta``), in ``step(current, u, beta)`` (by default
 ``charge``, ``fire`` and ``reset_membrane``)::
 
-    u[t+1] = beta * u[t] + I[t] / theta     charge
+    u[t+1] = beta * u[t] + I[t] / theta     charge (``torch.addcmul``)
     z      = H(u[t+1] - 1)                  fire (Norse's ``threshold``: heaviside forward, surrogate backward)
     u      = reset(u, z)                    reset_membrane
     out    = z * theta
@@ -169,8 +169,10 @@ class SpikingNeuron(TemporalModule):
 
     # -- dynamics: the one definition of this model ---------------------------------------------
     def charge(self, u: torch.Tensor, current: torch.Tensor, beta: Optional[torch.Tensor]) -> torch.Tensor:
-        """The membrane after integrating one step's ``current`` (threshold units); ``beta=None``: no leak."""
-        return current + (u if beta is None else beta * u)
+        """The membrane after integrating one step's ``current`` (threshold units); ``beta=None``: no leak.
+        The leak is ``torch.addcmul`` (``beta * u + I``), the op the fast loops use, so every path
+        rounds alike (on CPUs with fused multiply-add it rounds once, not twice)."""
+        return current + u if beta is None else torch.addcmul(current, u, beta)
 
     def fire(self, u: torch.Tensor) -> torch.Tensor:
         """Spikes where the membrane exceeds the threshold, with Norse's surrogate gradient."""
@@ -413,14 +415,16 @@ class SpikingNeuron(TemporalModule):
             z = z_buffer[: u_part.shape[0]] if pool is not None else None
             for t in range(steps):
                 current_t = currents[t][part]
+                divide = raw and beta is None  # u + x / theta in one pass (addcdiv: the bits of dividing first)
                 if raw:  # as forward's (x + bias) / theta, one slice at a time
                     buffer = current_buffer[: u_part.shape[0]]
                     if bias is not None:
-                        torch.add(current_t, bias, out=buffer)
-                        current_t = buffer.div_(theta)
-                    else:
+                        current_t = torch.add(current_t, bias, out=buffer)
+                    if not divide:
                         current_t = torch.div(current_t, theta, out=buffer)
-                if beta is None:  # charge, in place
+                if divide:  # charge, in place
+                    u_part.addcdiv_(current_t, theta)
+                elif beta is None:
                     u_part.add_(current_t)
                 else:
                     torch.addcmul(current_t, u_part, beta, out=u_part)  # beta * u + I in one pass

@@ -1,6 +1,8 @@
 """Layer mode in time chunks: k steps at a time, neuron and pool state carried from chunk to chunk,
 gives the outputs and gradients of the run over all T steps at once."""
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -290,24 +292,28 @@ def test_leading_positions_equal_index_returning_max_pooling(dims, options, shap
     assert torch.equal(pool._leading(huge, 2**22 + 1)[1], pool._pool(huge, return_indices=True)[1])
 
 
-def test_fused_sequence_scaling_its_input_is_bit_identical():
+@pytest.mark.parametrize("leak", [True, False])
+def test_fused_sequence_scaling_its_input_is_bit_identical(leak):
     """SubtractResetSequence given the layer input, offset and threshold computes (x + bias) / theta
-    slice by slice, forward and backward: the same bits as autograd through the scaling outside."""
+    slice by slice, forward and backward (an IF neuron divides while charging): the same bits as
+    autograd through the scaling outside."""
     torch.manual_seed(2)
     theta, bias = torch.tensor([0.5, 1.0, 2.0]).view(3, 1), torch.tensor([0.1, -0.2, 0.0]).view(3, 1)
-    beta = torch.tensor([0.9, 0.95, 1.0]).view(3, 1).requires_grad_()
+    beta = torch.tensor([0.9, 0.95, 1.0]).view(3, 1).requires_grad_() if leak else None
     x = torch.rand(6, 4, 3, 5).mul(1.5).requires_grad_()
     initial = torch.full((4, 3, 5), 0.5)
     weights = torch.randn(6, 4, 3, 5)
     results = []
     for inside, rows in ((False, 0), (True, 0), (True, 3)):
-        x.grad = beta.grad = None
+        x.grad = None
+        if leak:
+            beta.grad = None
         if inside:
-            spikes, _ = SubtractResetSequence.apply(x, beta, 6, False, initial, rows, theta, bias)
+            spikes, final = SubtractResetSequence.apply(x, beta, 6, False, initial, rows, theta, bias)
         else:
-            spikes, _ = SubtractResetSequence.apply((x + bias) / theta, beta, 6, False, initial, rows)
+            spikes, final = SubtractResetSequence.apply((x + bias) / theta, beta, 6, False, initial, rows)
         (spikes * weights).sum().backward()
-        results.append((spikes.detach(), x.grad.clone(), beta.grad.clone()))
+        results.append((spikes.detach(), final.detach(), x.grad.clone()) + ((beta.grad.clone(),) if leak else ()))
     assert results[0][0].sum() > 0
     for other in results[1:]:
         assert all(torch.equal(a, b) for a, b in zip(results[0], other))
@@ -337,6 +343,30 @@ def test_fused_sequence_scaling_its_output_is_bit_identical(repeated):
     assert results[0][0].sum() > 0 and results[0][1].abs().sum() > 0
     for other in results[1:]:
         assert all(torch.equal(a, b) for a, b in zip(results[0], other))
+
+
+@pytest.mark.parametrize("tau", [math.inf, 20.0])
+def test_layer_mode_inference_loop_equals_the_step_bit_for_bit(tau):
+    """The layer-mode inference loop, which offsets and scales each slice of the layer input itself
+    (an IF neuron divides while charging), emits the spikes of the reference step fed
+    ``(x + bias) / theta`` one step at a time, bit for bit."""
+    torch.manual_seed(4)
+    neuron = SpikingNeuron(tau=tau)
+    neuron.set_threshold(torch.tensor([0.3, 0.7, 1.9]))
+    neuron.set_correction(bias=torch.tensor([0.05, -0.1, 0.0]))
+    x = torch.randn(9, 4, 3, 5) * 2
+    with torch.no_grad():
+        neuron.time_steps, neuron.broadcast_input = 9, False
+        neuron.chunked = True  # keeps the membrane after the last step (as for a next time chunk)
+        layer = neuron(x.flatten(0, 1)).unflatten(0, (9, 4))
+        theta, bias = neuron.threshold.view(3, 1), neuron.bias.view(3, 1)
+        beta = None if math.isinf(tau) else neuron.beta
+        u = torch.full((4, 3, 5), 0.5)
+        for t in range(9):
+            z, u = neuron.step((x[t] + bias) / theta, u, beta)
+            assert torch.equal(layer[t], z * theta), t
+    assert layer.sum() > 0
+    assert torch.equal(neuron.v.view(torch.int32), u.view(torch.int32))  # the membranes too, bit for bit
 
 
 @pytest.mark.parametrize("learn_tau", [False, True])
