@@ -58,18 +58,17 @@ class SubtractResetSequence(torch.autograd.Function):
         u = initial.to(current.dtype).clone()
         membranes = torch.empty((steps, *shape), dtype=current.dtype, device=current.device)
         spikes = torch.empty_like(membranes)
-        buffer = torch.empty_like(u[: rows or shape[0]]) if theta is not None else None
+        # an IF neuron adds x / theta in one pass (addcdiv: the bits of dividing first; one dtype only)
+        divide = theta is not None and beta is None and current.dtype == theta.dtype == u.dtype
+        buffer = torch.empty_like(u[: rows or shape[0]]) if theta is not None and not (divide and bias is None) else None
         for part in _slices(shape[0], rows):
             u_part = u[part]
             for t in range(steps):
                 current_t = current[part] if repeated else current[t, part]
-                divide = theta is not None and beta is None  # u + x / theta in one pass (addcdiv: the bits of dividing first)
-                if theta is not None:
-                    scaled = buffer[: u_part.shape[0]]
-                    if bias is not None:
-                        current_t = torch.add(current_t, bias, out=scaled)
-                    if not divide:
-                        current_t = torch.div(current_t, theta, out=scaled)
+                if theta is not None and bias is not None:
+                    current_t = torch.add(current_t, bias, out=buffer[: u_part.shape[0]])
+                if theta is not None and not divide:
+                    current_t = torch.div(current_t, theta, out=buffer[: u_part.shape[0]])
                 charged = membranes[t, part]  # the membrane before the spike decision, written where it is kept
                 if divide:
                     torch.addcdiv(u_part, current_t, theta, out=charged)

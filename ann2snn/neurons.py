@@ -365,11 +365,11 @@ class SpikingNeuron(TemporalModule):
         returning the output, spikes (pooled by ``pool``) times ``theta`` (with ``input_theta``,
         ``sequence`` is the layer's input, offset and scaled inside the loop)."""
         initial = self._start_state(sequence if self.broadcast_input else sequence[0])
-        scale = theta if pool is None else None  # unpooled: the loop scales the spikes while in cache
+        scale = theta if pool is None and theta.dtype == sequence.dtype else None  # unpooled: the loop scales the spikes while in cache
         spikes, final = SubtractResetSequence.apply(sequence, beta, steps, self.broadcast_input, initial, self._slice_rows(initial), input_theta, bias, scale)
         self._keep_state(final)
         if pool is None:
-            return spikes.flatten(0, 1)
+            return spikes.flatten(0, 1) if scale is not None else spikes.flatten(0, 1) * theta
         return pool.gate_sequence(spikes, pool.spike_bound(steps)).flatten(0, 1) * theta
 
     def _spike_train(self, currents: list[torch.Tensor], beta: Optional[torch.Tensor], pool: Optional[GatedMaxPool]) -> torch.Tensor:
@@ -409,13 +409,14 @@ class SpikingNeuron(TemporalModule):
                 rows = batch
             z_buffer, out = torch.empty_like(u[:rows]), None
         current_buffer = torch.empty_like(u[:rows]) if raw else None
+        # an IF neuron adds x / theta in one pass (addcdiv: the bits of dividing first; one dtype only)
+        divide = raw and beta is None and currents[0].dtype == theta.dtype == u.dtype
         for start in range(0, batch, rows):
             part = slice(start, min(batch, start + rows))
             u_part = u[part]
             z = z_buffer[: u_part.shape[0]] if pool is not None else None
             for t in range(steps):
                 current_t = currents[t][part]
-                divide = raw and beta is None  # u + x / theta in one pass (addcdiv: the bits of dividing first)
                 if raw:  # as forward's (x + bias) / theta, one slice at a time
                     buffer = current_buffer[: u_part.shape[0]]
                     if bias is not None:

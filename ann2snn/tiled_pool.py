@@ -12,14 +12,17 @@ sums are formed in the kernel's order (window rows, then columns, left to right)
 the window size, as the kernel does, so the values are equal (``torch.equal``; a window of
 negative zeros may give ``+0.0`` where the kernel gives ``-0.0``). The backward pass writes the
 gradient divided by the window size into each window position (uncovered border elements get
-zero), which is what ``avg_pool_backward`` computes. Channels-last tensors, partial windows
-(``ceil_mode``) and non-float inputs take PyTorch's own kernel.
+zero), which is what ``avg_pool_backward`` computes (again up to the sign of a zero). Only
+contiguous float32/float64 tensors on the CPU take this path (PyTorch sums half precision in
+float32 and rounds once, and on GPUs its kernel is not slow); channels-last tensors, partial
+windows (``ceil_mode``) and everything else take PyTorch's own kernel.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+from typing import Optional, Sequence, Union
 
 import torch
 from torch import nn
@@ -60,11 +63,14 @@ class TiledAverage(torch.autograd.Function):
         return grad_input, None
 
 
-def _tuple(value, dims: int) -> tuple[int, ...]:
+Size = Union[int, Sequence[int]]
+
+
+def _tuple(value: Size, dims: int) -> tuple[int, ...]:
     return tuple(value) if isinstance(value, (tuple, list)) else (value,) * dims
 
 
-def tiled_kernel(dims: int, kernel_size, stride, padding, ceil_mode: bool = False, divisor_override=None) -> tuple[int, ...] | None:
+def tiled_kernel(dims: int, kernel_size: Size, stride: Optional[Size], padding: Size, divisor_override: Optional[int] = None) -> Optional[tuple[int, ...]]:
     """The kernel when an average pool's windows tile its input (stride = kernel, no padding, no
     divisor override), else ``None``. With ``ceil_mode`` the windows tile only inputs whose sizes
     the kernel divides, which the pooling modules check at run time."""
@@ -81,12 +87,13 @@ class _TiledAvgPoolMixin:
     dims: int
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        kernel = tiled_kernel(self.dims, self.kernel_size, self.stride, self.padding, False, getattr(self, "divisor_override", None))
+        kernel = tiled_kernel(self.dims, self.kernel_size, self.stride, self.padding, getattr(self, "divisor_override", None))
         spatial = x.shape[x.dim() - self.dims :]
         usable = (
             kernel is not None
-            and x.is_floating_point()
-            and x.dim() >= self.dims + 1
+            and x.dtype in (torch.float32, torch.float64)
+            and x.device.type == "cpu"
+            and x.dim() in (self.dims + 1, self.dims + 2)
             and x.is_contiguous()
             and all(k <= n for k, n in zip(kernel, spatial))
             and not (self.ceil_mode and any(n % k for n, k in zip(spatial, kernel)))
@@ -108,10 +115,10 @@ class TiledAvgPool2d(_TiledAvgPoolMixin, nn.AvgPool2d):
     dims = 2
 
 
-def tiled_avg_pool(dims: int, kernel_size, stride, padding, ceil_mode: bool, count_include_pad: bool, divisor_override=None) -> nn.Module | None:
+def tiled_avg_pool(dims: int, kernel_size: Size, stride: Optional[Size], padding: Size, ceil_mode: bool, count_include_pad: bool, divisor_override: Optional[int] = None) -> Optional[nn.Module]:
     """The tiled module equal to an average pool with these settings, or ``None`` where the
     windows do not tile the input or hold more than ``MAX_WINDOW`` positions (no faster there)."""
-    kernel = tiled_kernel(dims, kernel_size, stride, padding, ceil_mode, divisor_override)
+    kernel = tiled_kernel(dims, kernel_size, stride, padding, divisor_override)
     if kernel is None or math.prod(kernel) > MAX_WINDOW:
         return None
     if dims == 1:

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import ann2snn
-from ann2snn.tiled_pool import TiledAvgPool1d, TiledAvgPool2d
+from ann2snn.tiled_pool import TiledAverage, TiledAvgPool1d, TiledAvgPool2d
 
 
 def _values_and_gradients(pool: nn.Module, x: torch.Tensor, weights_seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -31,10 +31,10 @@ def _case(number: int) -> tuple:
 
 @pytest.mark.parametrize("case", range(40))
 def test_tiled_pool_equals_torch_average_pooling(case):
-    dims, kernel, kernel_w, batch, sizes, ceil_mode, seed = _case(case)
     """Same values and input gradients as nn.AvgPool1d/2d, bit for bit, for tiling windows of any
     size, inputs the kernel does or does not divide (the border left over gets no gradient),
     with ceil_mode (partial windows: PyTorch's kernel), and kernels larger than the input (an error, as PyTorch's)."""
+    dims, kernel, kernel_w, batch, sizes, ceil_mode, seed = _case(case)
     kernel_size = kernel if dims == 1 else (kernel, kernel_w)
     shape = (batch, 3, sizes[0]) if dims == 1 else (batch, 3, *sizes)
     reference = (nn.AvgPool1d if dims == 1 else nn.AvgPool2d)(kernel_size, ceil_mode=ceil_mode)
@@ -51,13 +51,23 @@ def test_tiled_pool_equals_torch_average_pooling(case):
     assert torch.equal(found[0], expected[0]) and torch.equal(found[1], expected[1])
 
 
-def test_tiled_pool_takes_torch_kernel_where_it_does_not_apply():
-    """Channels-last and integer-free corner cases run PyTorch's own kernel: the same results."""
+def test_tiled_pool_takes_torch_kernel_where_it_does_not_apply(monkeypatch):
+    """Channels-last and half-precision inputs (PyTorch sums those in float32, rounding once) run
+    PyTorch's own kernel; unbatched inputs take the strided sums. The same results either way."""
+    calls = []
+    original = TiledAverage.apply
+    monkeypatch.setattr(TiledAverage, "apply", lambda *args: calls.append(1) or original(*args))
     pool, reference = TiledAvgPool2d(2), nn.AvgPool2d(2)
-    x = torch.randn(2, 4, 6, 8).contiguous(memory_format=torch.channels_last)
-    assert torch.equal(pool(x), reference(x))
-    unbatched = torch.randn(4, 6, 8)
-    assert torch.equal(pool(unbatched), reference(unbatched))
+    for x, tiled in (
+        (torch.randn(2, 4, 6, 8).contiguous(memory_format=torch.channels_last), False),
+        (torch.randn(2, 4, 6, 8).half(), False),
+        (torch.randn(2, 4, 6, 8).bfloat16(), False),
+        (torch.randn(4, 6, 8), True),
+        (torch.randn(2, 4, 6, 8, dtype=torch.float64), True),
+    ):
+        calls.clear()
+        assert torch.equal(pool(x), reference(x))
+        assert bool(calls) == tiled, x.dtype
 
 
 @pytest.mark.parametrize(
@@ -123,3 +133,35 @@ def test_functional_average_pools_are_lowered():
     reference = ann2snn.convert(model, T=6, calibration=[x])
     reference.network.avg_pool1d_tiled = nn.AvgPool1d(4)  # torch's own pooling in the same graph
     assert torch.equal(snn(x), reference(x))
+
+
+def test_pools_sized_in_the_graph_are_left_alone():
+    """A functional pool whose kernel is computed from the input's shape (a global pool written
+    as ``F.avg_pool2d(x, (x.shape[2], x.shape[3]))``) converts as before, unlowered."""
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(1, 4, 3, padding=1)
+            self.fc = nn.Linear(4, 3)
+
+        def forward(self, x):
+            y = F.relu(self.conv(x))
+            return self.fc(F.avg_pool2d(y, (y.shape[2], y.shape[3])).flatten(1))
+
+    torch.manual_seed(2)
+    model, x = Net(), torch.randn(3, 1, 6, 6)
+    snn = ann2snn.convert(model, T=4, calibration=[x])
+    assert not any(isinstance(m, (TiledAvgPool1d, TiledAvgPool2d)) for m in snn.network.modules())
+    assert snn(x).shape == (3, 3)
+
+
+def test_max_pools_made_average_keep_one_report_row():
+    """With maxpool="avg" the max pool's report row says the average pool runs as strided sums;
+    no second row for the lowering."""
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(4 * 4 * 4, 3))
+    x = torch.randn(3, 1, 8, 8)
+    snn = ann2snn.convert(model, T=4, calibration=[x], maxpool="avg")
+    rows = [e for e in snn.report.entries if "strided sums" in e.after]
+    assert len(rows) == 1 and rows[0].action == "pool" and isinstance(snn.network.get_submodule(rows[0].module), TiledAvgPool2d)

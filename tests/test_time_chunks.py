@@ -319,8 +319,8 @@ def test_fused_sequence_scaling_its_input_is_bit_identical(leak):
         assert all(torch.equal(a, b) for a, b in zip(results[0], other))
 
 
-@pytest.mark.parametrize("repeated", [False, True])
-def test_fused_sequence_scaling_its_output_is_bit_identical(repeated):
+@pytest.mark.parametrize("repeated, leak", [(False, True), (True, True), (False, False)])
+def test_fused_sequence_scaling_its_output_is_bit_identical(repeated, leak):
     """SubtractResetSequence given ``scale`` returns the spikes times it, and differentiates the
     product, in its own loops: the same bits, forward and backward, as autograd through
     ``spikes * theta`` outside (the neuron's output without a fused pool)."""

@@ -1,12 +1,12 @@
-"""Lower every average pool whose windows tile its input (``nn.AvgPool1d/2d``, ``F.avg_pool1d/2d``)
-to ``ann2snn.tiled_pool``'s strided-sum modules: the same values, several times faster on CPU,
-where the converted network runs each pool on every time step. The modules subclass
-``nn.AvgPool1d/2d``, so everything that reads pooling settings (NIR export, analysis) sees an
-average pool; pools that do not tile (padding, overlapping windows) stay as they are."""
+"""Lower every average pool whose windows tile its input with at most ``tiled_pool.MAX_WINDOW``
+positions (``nn.AvgPool1d/2d``, ``F.avg_pool1d/2d`` with constant settings) to
+``ann2snn.tiled_pool``'s strided-sum modules: the same values, faster on CPU, where the converted
+network runs each pool on every time step. The modules subclass ``nn.AvgPool1d/2d``, so
+everything that reads pooling settings (NIR export, analysis) sees an average pool; other pools
+(padding, overlapping or larger windows, sizes computed in the graph) stay as they are."""
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
@@ -15,7 +15,7 @@ from ..report import ConversionReport
 from ..tiled_pool import TiledAvgPool1d, TiledAvgPool2d, tiled_avg_pool
 from ._util import arg, finish, unique_name, where
 
-_FUNCTIONS = {F.avg_pool1d: 1, F.avg_pool2d: 2, torch.avg_pool1d: 1}
+_FUNCTIONS = {F.avg_pool1d: 1, F.avg_pool2d: 2}  # F.avg_pool1d is torch.avg_pool1d
 _AFTER = "kept: average pool, as strided sums (same values, faster)"
 
 
@@ -35,6 +35,8 @@ def _settings(gm: fx.GraphModule, node: fx.Node) -> dict | None:
             divisor_override=getattr(module, "divisor_override", None),
         )
     if node.op == "call_function" and node.target in _FUNCTIONS and len(node.args) >= 1:
+        if _computed_in_graph((node.args[1:], node.kwargs)):
+            return None  # a setting computed in the graph (a global pool over the input's size)
         dims = _FUNCTIONS[node.target]
         return dict(
             dims=dims,
@@ -54,12 +56,19 @@ def _swap_module(gm: fx.GraphModule, path: str, module: nn.Module) -> None:
     setattr(gm.get_submodule(parent), name, module)
 
 
+def _computed_in_graph(arguments: object) -> bool:
+    """Whether any value in (nested) call arguments is a graph node."""
+    found: list[fx.Node] = []
+    fx.node.map_arg(arguments, found.append)
+    return bool(found)
+
+
 def lower_tiled_avg_pools(gm: fx.GraphModule, report: ConversionReport) -> fx.GraphModule:
     """Replace every average pool with tiling windows by the equal strided-sum module: a module
     keeps its name, a function call becomes a call of a new module."""
     for node in list(gm.graph.nodes):
         settings = _settings(gm, node)
-        if settings is None or any(isinstance(v, fx.Node) for v in settings.values()):
+        if settings is None:
             continue
         pool = tiled_avg_pool(**settings)
         if pool is None:
@@ -76,5 +85,9 @@ def lower_tiled_avg_pools(gm: fx.GraphModule, report: ConversionReport) -> fx.Gr
             new.meta = dict(node.meta)
             node.replace_all_uses_with(new)
             gm.graph.erase_node(node)
-        report.add(node.name, before, f"{_AFTER} `{target}`", "carried", location, module=target)
+        earlier = report.entry_for_module(target)  # a max pool that maxpool="avg" made this pool
+        if earlier is not None:
+            earlier.after += " (as strided sums)"
+        else:
+            report.add(node.name, before, f"{_AFTER} `{target}`", "carried", location, module=target)
     return finish(gm)
