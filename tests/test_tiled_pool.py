@@ -165,3 +165,33 @@ def test_max_pools_made_average_keep_one_report_row():
     snn = ann2snn.convert(model, T=4, calibration=[x], maxpool="avg")
     rows = [e for e in snn.report.entries if "strided sums" in e.after]
     assert len(rows) == 1 and rows[0].action == "pool" and isinstance(snn.network.get_submodule(rows[0].module), TiledAvgPool2d)
+
+
+def test_lowered_pools_save_load_and_export_to_nir(tmp_path):
+    """A network with lowered pools (a module and a function call) round-trips through ann2snn's
+    safe format with equal outputs, and exports to NIR with the pools as average pools."""
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv1 = nn.Conv2d(1, 4, 3, padding=1)
+            self.pool = nn.AvgPool2d(2)
+            self.conv2 = nn.Conv2d(4, 4, 3, padding=1)
+            self.fc = nn.Linear(4 * 2 * 2, 3)
+
+        def forward(self, x):
+            y = self.pool(F.relu(self.conv1(x)))
+            return self.fc(F.avg_pool2d(F.relu(self.conv2(y)), 2).flatten(1))
+
+    torch.manual_seed(4)
+    model, x = Net(), torch.randn(3, 1, 8, 8)
+    snn = ann2snn.convert(model, T=4, calibration=[x])
+    assert sum(isinstance(m, TiledAvgPool2d) for m in snn.network.modules()) == 2
+    path = tmp_path / "net.snn"
+    ann2snn.save(snn, path)
+    loaded = ann2snn.load(path)
+    assert sum(isinstance(m, TiledAvgPool2d) for m in loaded.network.modules()) == 2
+    assert torch.equal(loaded(x), snn(x))
+    nir = pytest.importorskip("nir")
+    graph = ann2snn.export_nir(snn)
+    assert sum(isinstance(node, nir.AvgPool2d) for node in graph.nodes.values()) == 2
