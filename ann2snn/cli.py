@@ -597,7 +597,9 @@ def check_nir_exportable(args: argparse.Namespace, model: nn.Module, shape: tupl
 def run_convert(args: argparse.Namespace) -> int:
     if len(args.T) > 1 and not args.evaluate:
         raise CliError(f"--T {','.join(map(str, args.T))}: several T values make a table with --evaluate; to convert, give one T")
-    config_from(args)  # a bad setting fails before any work
+    with warnings.catch_warnings():  # its warnings come again, and are printed, with the conversion
+        warnings.simplefilter("ignore", ConversionWarning)
+        config_from(args)  # a bad setting fails before any work
     outputs = Outputs(output_paths(args))
     inputs = {"the input": args.model}
     inputs.update({option: Path(value) for option, value in (("--calibrate", args.calibrate), ("--evaluate", args.evaluate)) if value and Path(value).is_file()})
@@ -620,9 +622,11 @@ def run_convert(args: argparse.Namespace) -> int:
         if args.nir:
             check_nir_exportable(args, model, known)
     evaluation = Evaluation(model, *evaluation_data(args, model, shape), args.batch_size) if args.evaluate else None
-    snn = _convert(args, model, args.T[0], batches, shape)
+    with warnings.catch_warnings(record=True) as caught:  # printed below, once each, as the command's own lines
+        warnings.simplefilter("always")
+        snn = _convert(args, model, args.T[0], batches, shape)
     print(snn.report.to_text(warnings=False))  # the warnings go to stderr, below
-    for warning in snn.report.warnings:
+    for warning in snn.report.warnings + [str(w.message) for w in caught if str(w.message) not in snn.report.warnings]:
         if batches is not None or not warning.startswith("no calibration data"):  # said below, in CLI terms
             print(f"warning: {warning}", file=sys.stderr)
     if batches is None:

@@ -137,6 +137,22 @@ def test_pickled_module_needs_trust_pickle(files, capsys):
         assert ann2snn.load(files / "snn.pt")(torch.randn(3, 1, 32)).shape == (3, 2)
 
 
+def test_conversion_warnings_print_once_as_the_commands_own_lines(files, capsys):
+    """Warnings from the conversion (the report's, and others such as a percentile that looks like
+    a fraction) reach stderr once each as "warning: ..." lines, not also as Python warnings that
+    name a line of cli.py."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as escaped:
+        warnings.simplefilter("always")
+        code, out, err = run(capsys, files / "pickled.pt", "-o", files / "snn.pt", "--input-shape", "1,32", "--trust-pickle", "--percentile", "0.5")
+    assert code == 0, err
+    assert not [w for w in escaped if issubclass(w.category, ann2snn.ConversionWarning)]
+    lines = [line for line in err.splitlines() if line.startswith("warning: ")]
+    assert any("looks like a fraction" in line for line in lines) and any("thresholds are not balanced" in line for line in lines)
+    assert len(lines) == len(set(lines))
+
+
 def test_help_mentions_the_pickle_risk(capsys):
     with pytest.raises(SystemExit):
         main(["convert", "--help"])
