@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.module import _global_forward_hooks, _global_forward_pre_hooks
-from torch.nn.modules.utils import _ntuple
+
+from .tiled_pool import tiled_kernel
 
 if TYPE_CHECKING:
     from .neurons import SpikingNeuron
@@ -138,11 +139,7 @@ class GatedMaxPool(TemporalModule):
 
     def _tiled_kernel(self) -> Optional[tuple[int, ...]]:
         """The kernel, when the windows tile the input (stride = kernel, no padding, dilation 1)."""
-        as_tuple = _ntuple(self.dims)
-        kernel = as_tuple(self.kernel_size)
-        if as_tuple(self.stride) == kernel and set(as_tuple(self.padding)) == {0} and set(as_tuple(self.dilation)) == {1}:
-            return kernel
-        return None
+        return tiled_kernel(self.dims, self.kernel_size, self.stride, self.padding, self.dilation)
 
     def _max(self, x: torch.Tensor) -> torch.Tensor:
         """Max pooling without indices. 2-D tiling windows (the usual MaxPool2d(2)) take the

@@ -26,6 +26,7 @@ from typing import Optional, Sequence, Union
 
 import torch
 from torch import nn
+from torch.nn.modules.utils import _ntuple
 
 
 #: The conversion lowers average pools of at most this many window positions (see the module).
@@ -66,17 +67,14 @@ class TiledAverage(torch.autograd.Function):
 Size = Union[int, Sequence[int]]
 
 
-def _tuple(value: Size, dims: int) -> tuple[int, ...]:
-    return tuple(value) if isinstance(value, (tuple, list)) else (value,) * dims
-
-
-def tiled_kernel(dims: int, kernel_size: Size, stride: Optional[Size], padding: Size, divisor_override: Optional[int] = None) -> Optional[tuple[int, ...]]:
-    """The kernel when an average pool's windows tile its input (stride = kernel, no padding, no
-    divisor override), else ``None``. With ``ceil_mode`` the windows tile only inputs whose sizes
-    the kernel divides, which the pooling modules check at run time."""
-    kernel = _tuple(kernel_size, dims)
-    strides = kernel if stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0) else _tuple(stride, dims)
-    if strides != kernel or set(_tuple(padding, dims)) != {0} or divisor_override is not None:
+def tiled_kernel(dims: int, kernel_size: Size, stride: Size, padding: Size, dilation: Size = 1, divisor_override: Optional[int] = None) -> Optional[tuple[int, ...]]:
+    """The kernel when a pool's windows tile its input (stride = kernel, no padding, dilation 1, no
+    divisor override), else ``None``; shared by ``GatedMaxPool`` and the tiled average pools.
+    With ``ceil_mode`` the windows tile only inputs whose sizes the kernel divides, which the
+    callers check at run time."""
+    as_tuple = _ntuple(dims)
+    kernel = as_tuple(kernel_size)
+    if as_tuple(stride) != kernel or set(as_tuple(padding)) != {0} or set(as_tuple(dilation)) != {1} or divisor_override is not None:
         return None
     return kernel
 
@@ -87,7 +85,7 @@ class _TiledAvgPoolMixin:
     dims: int
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        kernel = tiled_kernel(self.dims, self.kernel_size, self.stride, self.padding, getattr(self, "divisor_override", None))
+        kernel = tiled_kernel(self.dims, self.kernel_size, self.stride, self.padding, divisor_override=getattr(self, "divisor_override", None))
         spatial = x.shape[x.dim() - self.dims :]
         usable = (
             kernel is not None
@@ -125,7 +123,7 @@ class TiledAvgPool2d(_TiledAvgPoolMixin, nn.AvgPool2d):
 def tiled_avg_pool(dims: int, kernel_size: Size, stride: Optional[Size], padding: Size, ceil_mode: bool, count_include_pad: bool, divisor_override: Optional[int] = None) -> Optional[nn.Module]:
     """The tiled module equal to an average pool with these settings, or ``None`` where the
     windows do not tile the input or hold more than ``MAX_WINDOW`` positions (no faster there)."""
-    kernel = tiled_kernel(dims, kernel_size, stride, padding, divisor_override)
+    kernel = tiled_kernel(dims, kernel_size, stride if stride is not None else kernel_size, padding, divisor_override=divisor_override)
     if kernel is None or math.prod(kernel) > MAX_WINDOW:
         return None
     if dims == 1:

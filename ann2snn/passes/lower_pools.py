@@ -12,7 +12,7 @@ from torch import fx, nn
 
 from ..analysis import describe, module_of
 from ..report import ConversionReport
-from ..tiled_pool import TiledAvgPool1d, TiledAvgPool2d, tiled_avg_pool
+from ..tiled_pool import tiled_avg_pool
 from ._util import arg, finish, unique_name, where
 
 _FUNCTIONS = {F.avg_pool1d: 1, F.avg_pool2d: 2}  # F.avg_pool1d is torch.avg_pool1d
@@ -22,9 +22,7 @@ _AFTER = "kept: average pool, as strided sums (same values, faster)"
 def _settings(gm: fx.GraphModule, node: fx.Node) -> dict | None:
     """The settings of an average pool node (module or function call), or None."""
     module = module_of(gm, node)
-    if isinstance(module, (TiledAvgPool1d, TiledAvgPool2d)):
-        return None
-    if type(module) in (nn.AvgPool1d, nn.AvgPool2d):
+    if type(module) in (nn.AvgPool1d, nn.AvgPool2d):  # exactly: not a subclass (a lowered one, or the user's own)
         return dict(
             dims=1 if isinstance(module, nn.AvgPool1d) else 2,
             kernel_size=module.kernel_size,
