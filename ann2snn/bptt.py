@@ -58,24 +58,15 @@ class SubtractResetSequence(torch.autograd.Function):
         u = initial.to(current.dtype).clone()
         membranes = torch.empty((steps, *shape), dtype=current.dtype, device=current.device)
         spikes = torch.empty_like(membranes)
-        # an IF neuron adds x / theta in one pass (addcdiv: the bits of dividing first; one dtype only)
-        divide = theta is not None and beta is None and current.dtype == theta.dtype == u.dtype
+        divide = divides_while_charging(current, beta, theta, u)
         buffer = torch.empty_like(u[: rows or shape[0]]) if theta is not None and not (divide and bias is None) else None
         for part in _slices(shape[0], rows):
             u_part = u[part]
+            scratch = buffer[: u_part.shape[0]] if buffer is not None else None
             for t in range(steps):
                 current_t = current[part] if repeated else current[t, part]
-                if theta is not None and bias is not None:
-                    current_t = torch.add(current_t, bias, out=buffer[: u_part.shape[0]])
-                if theta is not None and not divide:
-                    current_t = torch.div(current_t, theta, out=buffer[: u_part.shape[0]])
                 charged = membranes[t, part]  # the membrane before the spike decision, written where it is kept
-                if divide:
-                    torch.addcdiv(u_part, current_t, theta, out=charged)
-                elif beta is None:
-                    torch.add(u_part, current_t, out=charged)
-                else:
-                    torch.addcmul(current_t, u_part, beta, out=charged)
+                charge_slice(u_part, current_t, beta, charged, theta, bias, divide, scratch)
                 torch.gt(charged, 1.0, out=spikes[t, part])
                 torch.sub(charged, spikes[t, part], out=u_part)
                 if scale is not None:
@@ -126,6 +117,36 @@ class SubtractResetSequence(torch.autograd.Function):
             grad_initial = grad_start if grad_start.shape == initial.shape else _sum_to(grad_start, initial.shape)
             grad_initial = grad_initial.to(ctx.initial_dtype)
         return grad_current, grad_beta, None, None, grad_initial, None, None, None, None
+
+
+def divides_while_charging(current: torch.Tensor, beta: Optional[torch.Tensor], theta: Optional[torch.Tensor], u: torch.Tensor) -> bool:
+    """Whether ``charge_slice`` adds ``x / theta`` to the membrane in one op (``addcdiv``, the bits
+    of dividing first): an IF neuron given its layer's input, everything of one dtype."""
+    return theta is not None and beta is None and current.dtype == theta.dtype == u.dtype
+
+
+def charge_slice(
+    u: torch.Tensor,
+    current: torch.Tensor,
+    beta: Optional[torch.Tensor],
+    out: torch.Tensor,
+    theta: Optional[torch.Tensor] = None,
+    bias: Optional[torch.Tensor] = None,
+    divide: bool = False,
+    buffer: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """``out = beta * u + I`` (``u + I`` without leak) for one batch slice, the charge of the fast
+    loops (``out`` may be ``u``): ``I`` is ``current``, or with ``theta`` the layer input's
+    ``(current + bias) / theta``, formed in ``buffer`` (``divide``: see ``divides_while_charging``)."""
+    if theta is not None and bias is not None:
+        current = torch.add(current, bias, out=buffer)
+    if theta is not None and not divide:
+        current = torch.div(current, theta, out=buffer)
+    if divide:
+        return torch.addcdiv(u, current, theta, out=out)
+    if beta is None:
+        return torch.add(u, current, out=out)
+    return torch.addcmul(current, u, beta, out=out)  # beta * u + I in one pass
 
 
 def _after_reset(membrane: torch.Tensor, out: torch.Tensor) -> torch.Tensor:

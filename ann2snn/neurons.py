@@ -57,7 +57,7 @@ with warnings.catch_warnings():  # Norse 1.1 scripts functions at import; torch 
     from norse.torch.functional.threshold import threshold as norse_threshold
     from norse.torch.module.lif_box import LIFBoxCell
 
-from .bptt import FUSED_METHODS, SubtractResetSequence
+from .bptt import FUSED_METHODS, SubtractResetSequence, charge_slice, divides_while_charging
 from .errors import ConversionError
 from .temporal import GatedMaxPool, TemporalModule
 
@@ -409,26 +409,15 @@ class SpikingNeuron(TemporalModule):
                 rows = batch
             z_buffer, out = torch.empty_like(u[:rows]), None
         current_buffer = torch.empty_like(u[:rows]) if raw else None
-        # an IF neuron adds x / theta in one pass (addcdiv: the bits of dividing first; one dtype only)
-        divide = raw and beta is None and currents[0].dtype == theta.dtype == u.dtype
+        scaling = theta if raw else None  # raw: as forward's (x + bias) / theta, one slice at a time
+        divide = divides_while_charging(currents[0], beta, scaling, u)
         for start in range(0, batch, rows):
             part = slice(start, min(batch, start + rows))
             u_part = u[part]
             z = z_buffer[: u_part.shape[0]] if pool is not None else None
+            scratch = current_buffer[: u_part.shape[0]] if raw else None
             for t in range(steps):
-                current_t = currents[t][part]
-                if raw:  # as forward's (x + bias) / theta, one slice at a time
-                    buffer = current_buffer[: u_part.shape[0]]
-                    if bias is not None:
-                        current_t = torch.add(current_t, bias, out=buffer)
-                    if not divide:
-                        current_t = torch.div(current_t, theta, out=buffer)
-                if divide:  # charge, in place
-                    u_part.addcdiv_(current_t, theta)
-                elif beta is None:
-                    u_part.add_(current_t)
-                else:
-                    torch.addcmul(current_t, u_part, beta, out=u_part)  # beta * u + I in one pass
+                charge_slice(u_part, currents[t][part], beta, u_part, scaling, bias, divide, scratch)  # in place
                 spikes_t = torch.gt(u_part, 1.0, out=z if pool is not None else out[t, part])  # fire
                 self.reset_membrane_(u_part, spikes_t)
                 if pool is not None:
