@@ -6,7 +6,7 @@ need to know about an fx graph. Every function here reads a graph and changes no
 - constants and shape arithmetic (``constant_like``);
 - the static/dynamic split under direct encoding (``split_static``): the dynamic half is
   everything that depends on a neuron;
-- neuron -> gated max pool pairs that can run as one node (``neuron_pool_pairs``) and the
+- neuron -> pool pairs (gated max or average) that can run as one node (``neuron_pool_pairs``) and the
   neurons of a graph, fused or not, by module path (``graph_neurons``);
 - node names: a human description (``describe``), a coarse kind (``node_kind``), fresh names
   (``fresh_name``);
@@ -23,7 +23,7 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
 
 from .neurons import SpikingNeuron
-from .temporal import GatedMaxPool, NeuronPool, TimeBroadcast
+from .temporal import GatedMaxPool, NeuronPool, TimeBroadcast, is_average_pool
 
 #: Arithmetic that keeps shape values (``x.size(2) // 2``) constant.
 _SHAPE_ARITHMETIC = {operator.getitem, operator.add, operator.sub, operator.mul, operator.truediv, operator.floordiv, operator.mod, torch.mul, torch.div}
@@ -70,14 +70,16 @@ def graph_neurons(gm: fx.GraphModule) -> list[tuple[str, SpikingNeuron]]:
 
 
 def neuron_pool_pairs(gm: fx.GraphModule) -> list[tuple[fx.Node, fx.Node]]:
-    """(neuron node, gated max pool node) wherever a gated max pool (``GatedMaxPool`` or a
-    subclass) is the only reader of a spiking neuron's output."""
+    """(neuron node, pool node) wherever a pool module is the only reader of a spiking neuron's
+    output: a gated max pool (``GatedMaxPool`` or a subclass) or an average pool
+    (``temporal.is_average_pool``)."""
     pairs = []
     for node in gm.graph.nodes:
         if not isinstance(module_of(gm, node), SpikingNeuron) or len(node.users) != 1:
             continue
         (user,) = node.users
-        if isinstance(module_of(gm, user), GatedMaxPool) and user.args[0] is node:
+        pool = module_of(gm, user)
+        if (isinstance(pool, GatedMaxPool) or (pool is not None and is_average_pool(pool))) and user.args[0] is node and len(user.args) == 1 and not user.kwargs:
             pairs.append((node, user))
     return pairs
 

@@ -119,8 +119,8 @@ def convert(
     encoder = Encoder(config.encoder)
     graph = passes.check_supported(graph, report, config.allow_analog, encoded_input=not encoder.is_time_invariant)
     graph = passes.insert_time_broadcasts(graph, report)
-    graph = passes.fuse_neuron_pools(graph, report)
     graph = passes.lower_tiled_avg_pools(graph, report)
+    graph = passes.fuse_neuron_pools(graph, report)
     snn = SpikingNetwork(graph, config.T, config.mode, encoder, report, input_shape)
     device = next((p.device for p in graph.parameters()), None)
     if device is not None:

@@ -294,10 +294,12 @@ class SpikingNeuron(TemporalModule):
     def reset(self) -> None:
         self.v = None
 
-    def forward(self, x: torch.Tensor, pool: Optional[GatedMaxPool] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, pool: Optional[nn.Module] = None) -> torch.Tensor:
         """Spikes times the threshold for input ``x`` (the ReLU itself in analog mode). ``pool``:
         in layer mode, a gated max pool applied to each step's spikes inside the loop, so the
-        unpooled spike train is never stored (the output is then the pooled one)."""
+        unpooled spike train is never stored (the output is then the pooled one); or, in
+        layer-mode inference only (``NeuronPool`` decides), an average pool applied to each
+        step's spikes times the threshold."""
         if self.analog:
             out = x.clamp(min=0.0) if self.cap is None else x.clamp(0.0, self.cap)
             if self.levels is not None:  # a converted QCFS: its quantization, as the CNN had it
@@ -310,7 +312,7 @@ class SpikingNeuron(TemporalModule):
         beta = None if (not self.learn_tau and float(self.fixed_beta) == 1.0) else self._broadcast(self.beta, x.dim())
         bias = self._broadcast(self.bias, x.dim()) if self.bias.dim() > 0 or float(self.bias) != 0.0 else None
         pool = pool if self.time_steps is not None else None
-        if pool is not None and self.broadcast_input and self.pool_static_input:
+        if isinstance(pool, GatedMaxPool) and self.broadcast_input and self.pool_static_input:
             x, pool = pool._pool(x), None  # approximate (see pool_static_input): the window's largest input
         if self.time_steps is not None and not self.broadcast_input and self.inference_loop and not torch.is_grad_enabled():
             # layer-mode inference: the loop scales each slice of the input while it is in cache
@@ -385,7 +387,7 @@ class SpikingNeuron(TemporalModule):
         return torch.cat(spikes, 0)
 
     def _spike_train_inference(
-        self, currents: list[torch.Tensor], beta: Optional[torch.Tensor], pool: Optional[GatedMaxPool], theta: torch.Tensor, bias: Optional[torch.Tensor] = None, raw: bool = False
+        self, currents: list[torch.Tensor], beta: Optional[torch.Tensor], pool: Optional[nn.Module], theta: torch.Tensor, bias: Optional[torch.Tensor] = None, raw: bool = False
     ) -> torch.Tensor:
         """Layer mode without gradients: the same arithmetic in place, written into one buffer,
         returning the output (spikes times ``theta``). ``u > 1`` equals Norse's
@@ -396,18 +398,18 @@ class SpikingNeuron(TemporalModule):
         batch slices of about ``SLICE_BYTES`` per step (all steps of one slice, then the next),
         so that a slice's membrane, current and gate state stay in cache from step to step;
         every element sees the same operations in the same order as in one whole-batch pass, so
-        the result is identical."""
+        the result is identical. ``pool``: a gated max pool gating each step's spikes, or an
+        average pool (any other module) pooling each step's spikes times ``theta``; the pooled
+        steps are what is written."""
         u = self._start_state(currents[0])
         self._keep_state(u)  # updated in place below
         steps, batch = len(currents), u.shape[0]
         rows = self._slice_rows(u)
-        if pool is None:
-            out = torch.empty((steps,) + tuple(u.shape), dtype=u.dtype, device=u.device)
-        else:
-            gate = pool.spike_gate(u, steps, differentiable=False)
-            if not getattr(gate, "batch_slices", False):  # a gate for the whole batch only
-                rows = batch
-            z_buffer, out = torch.empty_like(u[:rows]), None
+        gate = pool.spike_gate(u, steps, differentiable=False) if isinstance(pool, GatedMaxPool) else None
+        if gate is not None and not getattr(gate, "batch_slices", False):  # a gate for the whole batch only
+            rows = batch
+        out = torch.empty((steps,) + tuple(u.shape), dtype=u.dtype, device=u.device) if pool is None else None  # pooled: shaped at the first step
+        z_buffer = torch.empty_like(u[:rows]) if pool is not None else None
         current_buffer = torch.empty_like(u[:rows]) if raw else None
         scaling = theta if raw else None  # raw: as forward's (x + bias) / theta, one slice at a time
         divide = divides_while_charging(currents[0], beta, scaling, u)
@@ -420,15 +422,21 @@ class SpikingNeuron(TemporalModule):
                 charge_slice(u_part, currents[t][part], beta, u_part, scaling, bias, divide, scratch)  # in place
                 spikes_t = torch.gt(u_part, 1.0, out=z if pool is not None else out[t, part])  # fire
                 self.reset_membrane_(u_part, spikes_t)
-                if pool is not None:
-                    if out is None or rows == batch:
-                        pooled = gate(spikes_t, part) if rows < batch else gate(spikes_t)
-                        if out is None:
-                            out = torch.empty((steps, batch) + tuple(pooled.shape[1:]), dtype=u.dtype, device=u.device)
-                        out[t, part] = pooled
+                if pool is None:
+                    out[t, part].mul_(theta)  # spikes times the threshold, while in cache
+                    continue
+                if gate is not None and out is not None and rows < batch:
+                    gate(spikes_t, part, out=out[t, part])  # gated straight into the output
+                else:
+                    if gate is None:  # an average pool of the spikes times the threshold
+                        pooled = pool.forward(spikes_t.mul_(theta))
                     else:
-                        gate(spikes_t, part, out=out[t, part])
-                out[t, part].mul_(theta)  # spikes times the threshold, while in cache
+                        pooled = gate(spikes_t, part) if rows < batch else gate(spikes_t)
+                    if out is None:
+                        out = torch.empty((steps, batch) + tuple(pooled.shape[1:]), dtype=u.dtype, device=u.device)
+                    out[t, part] = pooled
+                if gate is not None:
+                    out[t, part].mul_(theta)  # the gated spikes times the threshold
         return out.flatten(0, 1)
 
 

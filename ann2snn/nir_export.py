@@ -1,7 +1,9 @@
 """Export a converted network as a NIR graph (Neuromorphic Intermediate Representation).
 
 ``export_nir(snn, "snn.nir")`` writes the rewritten fx graph of ``snn`` as a ``nir.NIRGraph``.
-Node names are the fx node names; shapes are per example (no batch dimension), as NIR wants.
+Node names are the fx node names (a neuron fused with the average pool that reads it, a
+``NeuronPool``, becomes its two nodes again, named as before the fusion); shapes are per example
+(no batch dimension), as NIR wants.
 
 Mapping (our discrete neuron ``v[t+1] = beta*v[t] + I[t]`` with unit time step, NIR's neurons
 are continuous; the Euler step with ``dt = 1`` reproduces ours exactly):
@@ -148,8 +150,8 @@ class _Exporter:
 
     def __init__(self, snn: SpikingNetwork, input_shape: Optional[tuple[int, ...]]) -> None:
         self.snn = snn
-        self.gm: fx.GraphModule = snn.network
-        self.shapes = _record_shapes(snn, _export_shape(snn, input_shape))
+        self.gm = _unfuse_average_pools(snn.network)
+        self.shapes = _record_shapes(snn, self.gm, _export_shape(snn, input_shape))
         self.nodes: dict[str, nir.NIRNode] = {}
         self.edges: list[tuple[str, str]] = []
         self.values: dict[fx.Node, Sources] = {}
@@ -406,14 +408,32 @@ class _Exporter:
         return [(node.name, scale.astype(np.float32))]
 
 
-def _record_shapes(snn: SpikingNetwork, input_shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
-    """Per-example output shape of every fx node with a tensor output, from one analog pass on a
-    zero input (``analysis.propagate_shapes``)."""
+def _unfuse_average_pools(gm: fx.GraphModule) -> fx.GraphModule:
+    """``gm``'s graph with every neuron fused with an average pool (``NeuronPool``) as its two
+    nodes again, named as they were before the fusion (NIR has a neuron node and a pool node);
+    a new graph module sharing ``gm``'s modules: ``gm`` itself is unchanged."""
+    graph, values = fx.Graph(), {}
+    for node in gm.graph.nodes:
+        fused = gm.get_submodule(str(node.target)) if node.op == "call_module" else None
+        if isinstance(fused, NeuronPool) and fused.averages:
+            neuron_name, pool_name = fused.node_names or (f"{node.name}_neuron", node.name)
+            args, kwargs = fx.node.map_arg((node.args, node.kwargs), values.__getitem__)
+            neuron = graph.create_node("call_module", f"{node.target}.neuron", args, kwargs, name=neuron_name)
+            values[node] = graph.create_node("call_module", f"{node.target}.pool", (neuron,), {}, name=pool_name)
+        else:
+            values[node] = graph.node_copy(node, values.__getitem__)
+    return fx.GraphModule(gm, graph)
+
+
+def _record_shapes(snn: SpikingNetwork, gm: fx.GraphModule, input_shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
+    """Per-example output shape of every node of ``gm`` (``snn``'s network or a graph module
+    sharing its modules) with a tensor output, from one analog pass on a zero input
+    (``analysis.propagate_shapes``)."""
     device = next((b.device for b in snn.network.buffers()), torch.device("cpu"))
     x = torch.zeros(1, *input_shape, device=device)
     try:
         with torch.no_grad(), snn.analog_mode():
-            metas = propagate_shapes(snn.network, x)
+            metas = propagate_shapes(gm, x)
     except RuntimeError as error:
         raise ConversionError(f"the network fails on an input of per-example shape {input_shape}: {error}") from error
     return {name: tuple(meta.shape[1:]) for name, meta in metas.items() if isinstance(meta, TensorMetadata)}

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.module import _global_forward_hooks, _global_forward_pre_hooks
 
-from .tiled_pool import tiled_kernel
+from .tiled_pool import TiledAvgPool1d, TiledAvgPool2d, tiled_kernel
 
 if TYPE_CHECKING:
     from .neurons import SpikingNeuron
@@ -274,21 +274,48 @@ class GatedMaxPool(TemporalModule):
         return self.gate_sequence(x.unflatten(0, (self.time_steps, -1))).flatten(0, 1)
 
 
+#: Pools a neuron may run inside its own loop in layer-mode inference: PyTorch's average pools
+#: (and the tiled ones, their subclasses), which pool every example on its own, so pooling each
+#: batch slice of each step's spikes gives the bits of pooling the whole spike train.
+AVERAGE_POOLS = (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d)
+
+
+def is_average_pool(module: nn.Module) -> bool:
+    """Whether ``module`` is one of PyTorch's average pools, or a tiled one (``ann2snn.tiled_pool``);
+    not a user's subclass, whose forward may do anything."""
+    return type(module) in AVERAGE_POOLS or isinstance(module, (TiledAvgPool1d, TiledAvgPool2d))
+
+
 class NeuronPool(nn.Module):
-    """A spiking neuron and the gated max pool that alone reads its spikes, as one graph node
-    (made by ``passes.fuse_neuron_pools``); the submodules ``neuron`` and ``pool`` keep their
-    own regimes, state and parameters, and compute what the two nodes computed.
+    """A spiking neuron and the pool that alone reads its spikes, as one graph node (made by
+    ``passes.fuse_neuron_pools``); the submodules ``neuron`` and ``pool`` keep their own regimes,
+    state and parameters, and compute what the two nodes computed. ``pool`` is a gated max pool
+    (``GatedMaxPool``) or an average pool (``is_average_pool``); ``node_names`` are the names the
+    two graph nodes had (NIR export names its two nodes so; None in networks saved before they
+    were recorded).
 
     In layer mode the neuron applies the pool to each step's spikes inside its own loop
     (``SpikingNeuron.forward(x, pool=...)``), so the unpooled spike train of all steps is never
-    stored. Wherever the neuron's own spikes must exist (analog mode, step mode) or be seen
-    (forward hooks or pre-hooks on the neuron, or global ones: profiling, spike recording,
-    output-space correction), it runs the neuron, then the pool."""
+    stored; an average pool only without gradients (inference), where each step's spikes times
+    the threshold are pooled while in cache, the same bits as pooling the train afterwards.
+    Wherever the neuron's own spikes must exist (analog mode, step mode, training with an
+    average pool) or be seen (forward hooks or pre-hooks on the neuron or the pool, or global
+    ones: profiling, spike recording, output-space correction), it runs the neuron, then the pool."""
 
-    def __init__(self, neuron: "SpikingNeuron", pool: GatedMaxPool) -> None:
+    def __init__(self, neuron: "SpikingNeuron", pool: nn.Module, node_names: Optional[tuple[str, str]] = None) -> None:
         super().__init__()
         self.neuron = neuron
         self.pool = pool
+        self.node_names = None if node_names is None else tuple(node_names)
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        self.__dict__.setdefault("node_names", None)
+
+    @property
+    def averages(self) -> bool:
+        """Whether the pool is an average pool (else a gated max pool)."""
+        return not isinstance(self.pool, GatedMaxPool)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._fuses():
@@ -296,7 +323,10 @@ class NeuronPool(nn.Module):
         return self.pool(self.neuron(x))
 
     def _fuses(self) -> bool:
-        """Layer mode, and nobody observes the neuron's output."""
-        neuron = self.neuron
-        observed = neuron._forward_hooks or neuron._forward_pre_hooks or _global_forward_hooks or _global_forward_pre_hooks
-        return neuron.time_steps is not None and not neuron.analog and not observed
+        """Layer mode, nobody observes the neuron's output, and for an average pool, inference
+        through the neuron's in-place loop."""
+        neuron, pool = self.neuron, self.pool
+        hooked = any(m._forward_hooks or m._forward_pre_hooks for m in (neuron, pool))
+        if neuron.time_steps is None or neuron.analog or hooked or _global_forward_hooks or _global_forward_pre_hooks:
+            return False
+        return not self.averages or (neuron.inference_loop and not torch.is_grad_enabled())

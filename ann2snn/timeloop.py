@@ -269,7 +269,7 @@ class SpikingNetwork(nn.Module):
             module.broadcast_input = folded_static and module.static_source
         for fused in self.network.modules():
             if isinstance(fused, NeuronPool):
-                fused.neuron.pool_static_input = layer_mode and not analog and self.pool_static_input
+                fused.neuron.pool_static_input = layer_mode and not analog and self.pool_static_input and not fused.averages
 
     @contextmanager
     def analog_mode(self) -> Iterator[None]:

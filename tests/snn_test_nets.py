@@ -77,3 +77,20 @@ class ReluFormsNet(nn.Module):
 
 
 RELU_FORMS_SITES = 11
+
+
+def path_before_fusion(snn, name: str) -> str:
+    """The module path that the converted graph's node ``name`` (a neuron or a pool, named as
+    before fusion) now calls: ``name`` itself, or ``<fused>.neuron`` / ``<fused>.pool`` of the
+    ``NeuronPool`` that took the node over."""
+    from ann2snn.temporal import NeuronPool
+
+    for path, module in snn.network.named_modules():
+        if isinstance(module, NeuronPool) and module.node_names and name in module.node_names:
+            return f"{path}.{'neuron' if module.node_names[0] == name else 'pool'}"
+    return name
+
+
+def neuron_named(snn, name: str) -> nn.Module:
+    """The neuron that the converted graph's node ``name`` called before fusion."""
+    return snn.network.get_submodule(path_before_fusion(snn, name))

@@ -1,6 +1,7 @@
-"""``passes.fuse_neuron_pools``: a neuron read only by a gated max pool becomes one ``NeuronPool``
-node. The graph it leaves, and that it changes no number: outputs and gradients equal the
-unfused network's, step mode still equals layer mode, and hooks on the neuron see its own spikes."""
+"""``passes.fuse_neuron_pools``: a neuron read only by a gated max pool or an average pool becomes
+one ``NeuronPool`` node. The graph it leaves, and that it changes no number: outputs and gradients
+equal the unfused network's (an average pool's bit for bit), step mode still equals layer mode,
+and hooks on the neuron or the pool see what they saw unfused."""
 
 import pytest
 import torch
@@ -54,14 +55,16 @@ def fused_modules(snn: ann2snn.SpikingNetwork) -> list[NeuronPool]:
     return [m for m in snn.network.modules() if isinstance(m, NeuronPool)]
 
 
-def test_each_neuron_and_its_only_reader_a_gated_pool_become_one_node(data):
+def test_each_neuron_and_its_only_reader_a_pool_become_one_node(data):
     snn = convert(ResidualConcatNet().eval(), data, T=8, learn_tau=False)
     nodes = [n for n in snn.network.graph.nodes if isinstance(module_of(snn.network, n), NeuronPool)]
-    assert len(nodes) == 2
+    assert len(nodes) == 3
     for node in nodes:
         fused = module_of(snn.network, node)
-        assert isinstance(fused.neuron, SpikingNeuron) and isinstance(fused.pool, GatedMaxPool)
-        assert dict(fused.named_children()).keys() == {"neuron", "pool"}
+        assert isinstance(fused.neuron, SpikingNeuron) and dict(fused.named_children()).keys() == {"neuron", "pool"}
+    pools = sorted(type(module_of(snn.network, n).pool).__name__ for n in nodes)
+    assert pools == ["GatedMaxPool", "GatedMaxPool", "TiledAvgPool1d"]  # the average pool: F.avg_pool1d(h, 2), lowered
+    assert [module_of(snn.network, n).node_names for n in nodes][-1] == ("relu_3_neuron", "avg_pool1d_tiled")  # as before fusion
     modules = [type(module_of(snn.network, n)) for n in snn.network.graph.nodes if n.op == "call_module"]
     assert GatedMaxPool not in modules  # every gated pool here read a neuron alone
     names = [name for name, _ in graph_neurons(snn.network)]
@@ -72,7 +75,7 @@ def test_each_neuron_and_its_only_reader_a_gated_pool_become_one_node(data):
     for name in names:  # calibration found each entry by its module: thresholds are reported
         assert snn.report.entry_for_module(name).threshold is not None
     graph = to_networkx(snn.network)  # drawn as what it computes: neuron -> gated pool
-    assert kind_counts(graph)["gated_pool"] == 2 and kind_counts(graph)["neuron"] == 4
+    assert kind_counts(graph)["gated_pool"] == 2 and kind_counts(graph)["avgpool"] == 1 and kind_counts(graph)["neuron"] == 4
     assert graph.has_edge(f"{nodes[0].name}.neuron", f"{nodes[0].name}.pool")
 
 
@@ -89,7 +92,7 @@ def test_fused_and_unfused_networks_compute_the_same_numbers(data, learn_tau):
     model = ResidualConcatNet().eval()
     fused = convert(model, data, T=12, learn_tau=learn_tau, tau=20.0)
     plain = convert(model, data, T=12, learn_tau=learn_tau, tau=20.0, fuse=False)
-    assert len(fused_modules(fused)) == 2 and fused_modules(plain) == []
+    assert len(fused_modules(fused)) == 3 and fused_modules(plain) == []
     weights = torch.linspace(-1, 1, 10 * 4).view(10, 4)
     results = []
     for snn in (fused, plain):
@@ -149,6 +152,73 @@ def test_save_and_load_keep_the_fused_node(data, tmp_path):
     assert f"network.{name}.threshold" in snn.state_dict()
     ann2snn.save(snn, tmp_path / "snn.pt")
     loaded = ann2snn.load(tmp_path / "snn.pt")
-    assert len(fused_modules(loaded)) == 2
+    assert len(fused_modules(loaded)) == 3 and fused_modules(loaded)[-1].node_names == fused_modules(snn)[-1].node_names
     with torch.no_grad():
         assert torch.equal(loaded(data), snn(data))
+
+
+class AveragePoolNet(nn.Module):
+    """Average pools after neurons: a (4, 3) window (PyTorch's kernel), a 2 x 2 one (lowered to
+    strided sums) and a global adaptive one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 4, 3, padding=1)
+        self.pool1 = nn.AvgPool2d((4, 3), stride=(1, 3))
+        self.conv2 = nn.Conv2d(4, 6, 3, padding=1)
+        self.pool2 = nn.AvgPool2d(2)
+        self.conv3 = nn.Conv2d(6, 8, 3, padding=1)
+        self.gap = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool1(F.relu(self.conv1(x)))
+        x = self.pool2(F.relu(self.conv2(x)))
+        return self.fc(self.gap(F.relu(self.conv3(x))).flatten(1))
+
+
+@pytest.mark.parametrize("neuron, learn_tau", [("subtract", False), ("subtract", True), ("reset-to-zero", False)])
+def test_average_pools_run_inside_the_neurons_loop_bit_for_bit(neuron, learn_tau, monkeypatch):
+    torch.manual_seed(0)
+    x = torch.randn(6, 1, 12, 12)
+    model = AveragePoolNet().eval()
+    fused = convert(model, x, T=5, learn_tau=learn_tau, tau=20.0, neuron=neuron)
+    plain = convert(model, x, T=5, learn_tau=learn_tau, tau=20.0, neuron=neuron, fuse=False)
+    averages = fused_modules(fused)
+    assert [type(m.pool).__name__ for m in averages] == ["AvgPool2d", "TiledAvgPool2d", "AdaptiveAvgPool2d"]
+    seen = []  # the batch sizes each average pool is called with
+    for module in averages:
+        module.pool.forward = lambda input, pool=module.pool: (seen.append(len(input)), type(pool).forward(pool, input))[1]
+    monkeypatch.setattr(ann2snn.neurons, "SLICE_BYTES", 4 * 12 * 12 * 4 * 2)  # two examples per slice: several slices
+    for time_chunk in (None, 2):  # whole sequence, and time chunks carrying the membranes
+        fused.time_chunk = plain.time_chunk = time_chunk
+        seen.clear()
+        with torch.no_grad():
+            assert torch.equal(fused(x), plain(x))
+        assert seen and max(seen) <= len(x) and 2 in seen  # each step's slices pooled inside the loop, never the whole train
+    fused.time_chunk = plain.time_chunk = None
+    fused.pool_static_input = True  # an approximation for gated max pools only: average pools stay exact
+    with torch.no_grad():
+        assert torch.equal(fused(x), plain(x))
+    seen.clear()
+    out, expected = fused(x), plain(x)  # training: neuron, then pool, as unfused
+    assert torch.equal(out, expected) and min(seen) == 5 * len(x)
+    out.sum().backward()
+    expected.sum().backward()
+    assert torch.equal(fused.network.conv1.weight.grad, plain.network.conv1.weight.grad)
+
+
+def test_hooks_on_an_average_pool_see_the_unpooled_train(data):
+    torch.manual_seed(0)
+    x = torch.randn(4, 1, 12, 12)
+    snn = convert(AveragePoolNet().eval(), x, T=6, learn_tau=False)
+    fused = fused_modules(snn)[0]
+    seen = {}
+    with torch.no_grad():
+        expected = snn(x)
+        handle = fused.pool.register_forward_hook(lambda module, args, out: seen.update(input=args[0], out=out))
+        try:
+            assert torch.equal(snn(x), expected)
+        finally:
+            handle.remove()
+    assert seen["input"].shape[0] == 6 * len(x) and seen["out"].shape[-2:] == (9, 4)

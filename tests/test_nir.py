@@ -10,6 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import ann2snn
+from ann2snn.analysis import graph_neurons
+from snn_test_nets import neuron_named
 
 nir = pytest.importorskip("nir")
 
@@ -95,7 +97,7 @@ def test_round_trip_structure_and_folded_thresholds(tmp_path):
             ("fc2", "output"),
         ]
     )
-    neurons = {name: snn.network.get_submodule(name) for name in ("relu_neuron", "relu_1_neuron", "relu_2_neuron")}
+    neurons = {name: neuron_named(snn, name) for name in ("relu_neuron", "relu_1_neuron", "relu_2_neuron")}
     theta = {name: float(n.threshold) for name, n in neurons.items()}
     first = graph.nodes["relu_neuron"]
     assert first.v_threshold.shape == (4, 8, 8) and np.allclose(first.v_threshold, theta["relu_neuron"])
@@ -123,7 +125,7 @@ def test_residual_joins_scale_nodes_and_1d_pooling():
     into_join = sorted(src for src, dst in graph.edges if dst == join)
     assert into_join == ["conv", f"{stem}_scale", "skip"]
     assert types[f"{stem}_scale"] == "Scale"
-    theta = float(snn.network.get_submodule(stem).threshold)
+    theta = float(neuron_named(snn, stem).threshold)
     assert np.allclose(graph.nodes[f"{stem}_scale"].scale, theta)
     assert ("x", "skip") in graph.edges and (stem, "conv") in graph.edges
     assert np.allclose(graph.nodes["conv"].weight, snn.network.get_submodule("conv").weight.detach().numpy() * theta, rtol=1e-6)
@@ -182,10 +184,10 @@ def test_per_channel_thresholds_fold_per_input_channel():
     model = ConvNet()
     snn = convert(model, x, per_channel=True)
     graph = ann2snn.export_nir(snn)
-    theta = snn.network.get_submodule("relu_neuron").threshold.numpy()
+    theta = neuron_named(snn, "relu_neuron").threshold.numpy()
     assert theta.shape == (4,) and np.allclose(graph.nodes["relu_neuron"].v_threshold[:, 0, 0], theta)
     assert np.allclose(graph.nodes["c2"].weight, model.c2.weight.detach().numpy() * theta[None, :, None, None], rtol=1e-6)
-    theta2 = snn.network.get_submodule("relu_1_neuron").threshold.numpy()  # 6 channels x 2 x 2 flattened
+    theta2 = neuron_named(snn, "relu_1_neuron").threshold.numpy()  # 6 channels x 2 x 2 flattened
     assert np.allclose(graph.nodes["fc1"].weight, model.fc1.weight.detach().numpy() * np.repeat(theta2, 4)[None, :], rtol=1e-6)
 
 
@@ -206,7 +208,7 @@ def bound_thresholds(snn: ann2snn.SpikingNetwork, x: torch.Tensor) -> None:
     """Raise each threshold, layer by layer, above the largest current its neuron receives in one
     step. Then no membrane holds a second spike after a reset, the one case where snnTorch's
     ``reset_delay=False`` neuron (which postpones such a spike by a step) differs from ours."""
-    for neuron in (m for m in snn.network.modules() if isinstance(m, ann2snn.SpikingNeuron)):
+    for _, neuron in graph_neurons(snn.network):  # in graph order: each layer sees the raised ones before it
         largest = []
         hook = neuron.register_forward_hook(lambda module, inputs, output: largest.append((inputs[0] + module._broadcast(module.bias, inputs[0].dim())).max()))
         with torch.no_grad():
@@ -238,7 +240,7 @@ def test_snntorch_import_matches_spike_for_spike(tmp_path, with_bias):
     T, x = 16, torch.rand(4, 1, 8, 8)
     snn = convert(ConvNet(), x, T=T, mode="step", per_channel=with_bias)
     if with_bias:
-        for neuron in (m for m in snn.network.modules() if isinstance(m, ann2snn.SpikingNeuron)):
+        for _, neuron in graph_neurons(snn.network):
             neuron.set_correction(bias=0.2 * neuron.threshold * torch.randn(neuron.threshold.shape))
     bound_thresholds(snn, x)
     ann2snn.export_nir(snn, tmp_path / "snn.nir")
@@ -248,7 +250,7 @@ def test_snntorch_import_matches_spike_for_spike(tmp_path, with_bias):
     assert sorted(leaky) == ["relu_1_neuron", "relu_2_neuron", "relu_neuron"]
 
     ours: dict[str, list[torch.Tensor]] = {name: [] for name in leaky}
-    hooks = [snn.network.get_submodule(name).register_forward_hook(lambda m, i, o, n=name: ours[n].append(o != 0)) for name in leaky]
+    hooks = [neuron_named(snn, name).register_forward_hook(lambda m, i, o, n=name: ours[n].append(o != 0)) for name in leaky]
     with torch.no_grad():
         expected = snn(x)
     for hook in hooks:

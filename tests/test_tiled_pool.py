@@ -12,6 +12,7 @@ from torch import nn
 
 import ann2snn
 from ann2snn.tiled_pool import TiledAverage, TiledAvgPool1d, TiledAvgPool2d
+from snn_test_nets import path_before_fusion
 
 
 def _values_and_gradients(pool: nn.Module, x: torch.Tensor, weights_seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -100,14 +101,16 @@ def test_only_tiling_average_pools_are_lowered(settings_, tiles):
     x = torch.randn(4, 1, 8, 12)
     model(x)
     snn = ann2snn.convert(model, T=8, calibration=[x])
-    lowered = snn.network.get_submodule("pool")
+    path = path_before_fusion(snn, "pool")  # the pool runs fused with the neuron before it
+    assert path.endswith(".pool")
+    lowered = snn.network.get_submodule(path)
     assert isinstance(lowered, TiledAvgPool2d) == tiles
     assert isinstance(lowered, nn.AvgPool2d) and lowered.kernel_size == model.pool.kernel_size
     assert type(model.pool) is nn.AvgPool2d  # the user's model is not changed
-    entry = snn.report.entry_for_module("pool")
+    entry = snn.report.entry_for_module(path)
     assert (entry is not None and "strided sums" in entry.after) == tiles
     reference = ann2snn.convert(model, T=8, calibration=[x])
-    reference.network.pool = nn.AvgPool2d(**settings_)
+    reference.network.get_submodule(path.removesuffix(".pool")).pool = nn.AvgPool2d(**settings_)
     for mode in ("layer", "step"):
         snn.mode = reference.mode = mode
         assert torch.equal(snn(x), reference(x))

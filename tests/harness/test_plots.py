@@ -24,6 +24,8 @@ def rows():
 
 def test_layer_labels_are_numbered_short_names():
     assert layer_labels(list(RATES)) == ["L1 features.0", "L2 features.3", "L3 relu.1"]
+    fused = ["features_5_neuron_features_6_gated.neuron", "stem_2_neuron_stem_3.neuron", "relu_neuron_pool1.neuron"]
+    assert layer_labels(fused) == ["L1 features.5", "L2 stem.2", "L3 relu"]  # neurons fused with a max or average pool
     assert layer_labels(["features_0_neuron_features_1_gated.neuron", "relu_1_neuron"]) == ["L1 features.0", "L2 relu.1"]  # fused with its pool
 
 

@@ -358,14 +358,14 @@ def plot_training_curves(histories: dict[str, list[dict]], path: Path) -> None:
 
 def layer_labels(names: list[str]) -> list[str]:
     """Readable names for neuron layers given by their module names (``features_3_neuron``,
-    ``relu_2_neuron``, or for a neuron fused with the gated pool that reads it
-    ``features_3_neuron_features_4_gated.neuron``): ``L<k> <name>`` with the ``_neuron`` suffix
+    ``relu_2_neuron``, or for a neuron fused with the pool that reads it
+    ``features_3_neuron_features_4_gated.neuron``, ``stem_2_neuron_stem_3.neuron``): ``L<k> <name>`` with the ``_neuron`` suffix
     (and the fused pool's part) dropped and dots for underscores between a name and an index."""
     import re
 
     labels = []
     for k, name in enumerate(names, 1):
-        short = re.sub(r"_neuron(_.+_gated\.neuron)?$", "", name)
+        short = re.sub(r"_neuron(_.+\.neuron)?$", "", name)
         short = re.sub(r"_(\d+)", r".\1", short)
         labels.append(f"L{k} {short}")
     return labels
