@@ -10,9 +10,11 @@ the reset; ``tests/test_neurons.py`` checks the two against each other.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
+
+from .tiled_pool import PoolBackward
 
 #: The surrogate methods this fused path implements.
 FUSED_METHODS = ("super",)
@@ -43,6 +45,7 @@ class SubtractResetSequence(torch.autograd.Function):
         theta: Optional[torch.Tensor] = None,
         bias: Optional[torch.Tensor] = None,
         scale: Optional[torch.Tensor] = None,
+        pool: Optional[tuple[Callable[[torch.Tensor], torch.Tensor], PoolBackward]] = None,
     ):
         """``rows``: examples per batch slice (0: the whole batch). The loops run over all steps of
         one slice, then the next, so that a slice's tensors stay in cache; every element sees the
@@ -51,13 +54,20 @@ class SubtractResetSequence(torch.autograd.Function):
         theta``, computed (and differentiated) slice by slice in the same loops. With ``scale``
         (not differentiated), the spikes are returned multiplied by it (the neuron's output,
         spikes times its threshold), the product formed, and differentiated, in the same loops:
-        the same bits as multiplying afterwards, without another pass over the whole sequence."""
+        the same bits as multiplying afterwards, without another pass over the whole sequence.
+        With ``pool`` (``(forward, backward)`` of an average pool, ``tiled_pool.average_pool_backward``;
+        needs ``scale``), each step's scaled spikes are pooled in the same loops and the pooled
+        steps returned: the unpooled spike train is never stored, and the pool is differentiated
+        slice by slice in the reverse loop, the same bits as pooling afterwards."""
         if repeated and theta is not None:
             raise ValueError("a repeated current is scaled once by the caller, not per step")
+        if pool is not None and scale is None:
+            raise ValueError("an average pool inside the loop needs the spikes scaled in it (scale=)")
         shape = current.shape if repeated else current.shape[1:]
         u = initial.to(current.dtype).clone()
         membranes = torch.empty((steps, *shape), dtype=current.dtype, device=current.device)
-        spikes = torch.empty_like(membranes)
+        spikes = torch.empty_like(membranes) if pool is None else None  # pooled: shaped at the first step
+        spike_buffer = torch.empty_like(u[: rows or shape[0]]) if pool is not None else None
         divide = divides_while_charging(current, beta, theta, u)
         buffer = torch.empty_like(u[: rows or shape[0]]) if theta is not None and not (divide and bias is None) else None
         for part in _slices(shape[0], rows):
@@ -67,12 +77,18 @@ class SubtractResetSequence(torch.autograd.Function):
                 current_t = current[part] if repeated else current[t, part]
                 charged = membranes[t, part]  # the membrane before the spike decision, written where it is kept
                 charge_slice(u_part, current_t, beta, charged, theta, bias, divide, scratch)
-                torch.gt(charged, 1.0, out=spikes[t, part])
-                torch.sub(charged, spikes[t, part], out=u_part)
+                z = spikes[t, part] if pool is None else spike_buffer[: u_part.shape[0]]
+                torch.gt(charged, 1.0, out=z)
+                torch.sub(charged, z, out=u_part)
                 if scale is not None:
-                    spikes[t, part].mul_(scale)
+                    z.mul_(scale)
+                if pool is not None:
+                    pooled = pool[0](z)
+                    if spikes is None:
+                        spikes = torch.empty((steps, shape[0], *pooled.shape[1:]), dtype=pooled.dtype, device=pooled.device)
+                    spikes[t, part] = pooled
         ctx.save_for_backward(membranes, beta, initial, theta, scale)
-        ctx.repeated, ctx.rows = repeated, rows
+        ctx.repeated, ctx.rows, ctx.pool_backward = repeated, rows, pool[1] if pool is not None else None
         ctx.initial_dtype = initial.dtype
         return spikes, u
 
@@ -92,7 +108,10 @@ class SubtractResetSequence(torch.autograd.Function):
             grad_after_reset = grad_final[part].clone()  # dL/du'_t, from step t + 1 (after the last step: from the next chunk)
             for t in range(steps - 1, -1, -1):
                 _superspike_slope(torch.sub(membranes[t, part], 1.0, out=slope))
-                grad_z = grad_spikes[t, part] if scale is None else torch.mul(grad_spikes[t, part], scale, out=work[:n])
+                if ctx.pool_backward is not None:  # through the pool, then the scaling
+                    grad_z = ctx.pool_backward(grad_spikes[t, part], membranes[t, part], work[:n]).mul_(scale)
+                else:
+                    grad_z = grad_spikes[t, part] if scale is None else torch.mul(grad_spikes[t, part], scale, out=work[:n])
                 grad_u = torch.sub(grad_z, grad_after_reset, out=work[:n])  # dL/dz_t: the spike also lowers u' = u - z
                 if ctx.repeated:
                     torch.addcmul(grad_after_reset, grad_u, slope, out=grad_u)
@@ -116,7 +135,7 @@ class SubtractResetSequence(torch.autograd.Function):
         if ctx.needs_input_grad[4]:  # the membrane a previous chunk handed over
             grad_initial = grad_start if grad_start.shape == initial.shape else _sum_to(grad_start, initial.shape)
             grad_initial = grad_initial.to(ctx.initial_dtype)
-        return grad_current, grad_beta, None, None, grad_initial, None, None, None, None
+        return grad_current, grad_beta, None, None, grad_initial, None, None, None, None, None
 
 
 def divides_while_charging(current: torch.Tensor, beta: Optional[torch.Tensor], theta: Optional[torch.Tensor], u: torch.Tensor) -> bool:

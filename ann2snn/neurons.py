@@ -60,6 +60,7 @@ with warnings.catch_warnings():  # Norse 1.1 scripts functions at import; torch 
 from .bptt import FUSED_METHODS, SubtractResetSequence, charge_slice, divides_while_charging
 from .errors import ConversionError
 from .temporal import GatedMaxPool, TemporalModule
+from .tiled_pool import average_pool_backward
 
 #: Initial membrane potential in threshold units: half threshold, which centres the rounding error
 #: of a rate-coded neuron (and is the half-step shift of ``ann2snn.qcfs.QCFS``).
@@ -296,10 +297,10 @@ class SpikingNeuron(TemporalModule):
 
     def forward(self, x: torch.Tensor, pool: Optional[nn.Module] = None) -> torch.Tensor:
         """Spikes times the threshold for input ``x`` (the ReLU itself in analog mode). ``pool``:
-        in layer mode, a gated max pool applied to each step's spikes inside the loop, so the
-        unpooled spike train is never stored (the output is then the pooled one); or, in
-        layer-mode inference only (``NeuronPool`` decides), an average pool applied to each
-        step's spikes times the threshold."""
+        in layer mode, a gated max pool applied to each step's spikes inside the loop, or an
+        average pool applied to each step's spikes times the threshold, so the unpooled spike
+        train is never stored (the output is then the pooled one); paths without such a loop
+        pool the train afterwards."""
         if self.analog:
             out = x.clamp(min=0.0) if self.cap is None else x.clamp(0.0, self.cap)
             if self.levels is not None:  # a converted QCFS: its quantization, as the CNN had it
@@ -342,6 +343,8 @@ class SpikingNeuron(TemporalModule):
         if self._differentiable(current, beta) or not self.inference_loop:
             if self._fused_bptt_applies(current, beta):
                 return self._spike_train_fused(sequence, steps, beta, pool, theta)
+            if pool is not None and not isinstance(pool, GatedMaxPool):  # an average pool: after the reference loop
+                return pool(self._spike_train(currents, beta, None) * theta)
             return self._spike_train(currents, beta, pool) * theta
         return self._spike_train_inference(currents, beta, pool, theta)
 
@@ -364,15 +367,21 @@ class SpikingNeuron(TemporalModule):
         bias: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
         """Layer mode, differentiable, default surrogate: all steps in ``bptt.SubtractResetSequence``,
-        returning the output, spikes (pooled by ``pool``) times ``theta`` (with ``input_theta``,
-        ``sequence`` is the layer's input, offset and scaled inside the loop)."""
+        returning the output, spikes times ``theta`` pooled by ``pool`` (with ``input_theta``,
+        ``sequence`` is the layer's input, offset and scaled inside the loop). The loop scales
+        the spikes while in cache (unless a gated max pool must see them unscaled), and runs an
+        average pool with a slice-wise backward (``average_pool_backward``) on each step."""
         initial = self._start_state(sequence if self.broadcast_input else sequence[0])
-        scale = theta if pool is None and theta.dtype == sequence.dtype else None  # unpooled: the loop scales the spikes while in cache
-        spikes, final = SubtractResetSequence.apply(sequence, beta, steps, self.broadcast_input, initial, self._slice_rows(initial), input_theta, bias, scale)
+        gated = isinstance(pool, GatedMaxPool)
+        scale = theta if not gated and theta.dtype == sequence.dtype else None
+        backward = average_pool_backward(pool) if pool is not None and not gated and scale is not None else None
+        inside = (pool.forward, backward) if backward is not None else None
+        spikes, final = SubtractResetSequence.apply(sequence, beta, steps, self.broadcast_input, initial, self._slice_rows(initial), input_theta, bias, scale, inside)
         self._keep_state(final)
-        if pool is None:
-            return spikes.flatten(0, 1) if scale is not None else spikes.flatten(0, 1) * theta
-        return pool.gate_sequence(spikes, pool.spike_bound(steps)).flatten(0, 1) * theta
+        if gated:
+            return pool.gate_sequence(spikes, pool.spike_bound(steps)).flatten(0, 1) * theta
+        out = spikes.flatten(0, 1) if scale is not None else spikes.flatten(0, 1) * theta
+        return out if pool is None or inside is not None else pool(out)
 
     def _spike_train(self, currents: list[torch.Tensor], beta: Optional[torch.Tensor], pool: Optional[GatedMaxPool]) -> torch.Tensor:
         """Layer mode through the model's ``step`` at every step (autograd through Norse's surrogate

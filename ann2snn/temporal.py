@@ -296,11 +296,11 @@ class NeuronPool(nn.Module):
 
     In layer mode the neuron applies the pool to each step's spikes inside its own loop
     (``SpikingNeuron.forward(x, pool=...)``), so the unpooled spike train of all steps is never
-    stored; an average pool only without gradients (inference), where each step's spikes times
-    the threshold are pooled while in cache, the same bits as pooling the train afterwards.
-    Wherever the neuron's own spikes must exist (analog mode, step mode, training with an
-    average pool) or be seen (forward hooks or pre-hooks on the neuron or the pool, or global
-    ones: profiling, spike recording, output-space correction), it runs the neuron, then the pool."""
+    stored; an average pool sees each step's spikes times the threshold while in cache, the
+    same bits as pooling the train afterwards (and in training, through the fused backward,
+    the same gradients). Wherever the neuron's own spikes must exist (analog mode, step mode)
+    or be seen (forward hooks or pre-hooks on the neuron or the pool, or global ones:
+    profiling, spike recording, output-space correction), it runs the neuron, then the pool."""
 
     def __init__(self, neuron: "SpikingNeuron", pool: nn.Module, node_names: Optional[tuple[str, str]] = None) -> None:
         super().__init__()
@@ -323,10 +323,7 @@ class NeuronPool(nn.Module):
         return self.pool(self.neuron(x))
 
     def _fuses(self) -> bool:
-        """Layer mode, nobody observes the neuron's output, and for an average pool, inference
-        through the neuron's in-place loop."""
+        """Layer mode, and nobody observes the neuron's output or the pool's input."""
         neuron, pool = self.neuron, self.pool
         hooked = any(m._forward_hooks or m._forward_pre_hooks for m in (neuron, pool))
-        if neuron.time_steps is None or neuron.analog or hooked or _global_forward_hooks or _global_forward_pre_hooks:
-            return False
-        return not self.averages or (neuron.inference_loop and not torch.is_grad_enabled())
+        return neuron.time_steps is not None and not neuron.analog and not hooked and not _global_forward_hooks and not _global_forward_pre_hooks

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Optional, Sequence, Union
+from typing import Callable, Optional, Sequence, Union
 
 import torch
 from torch import nn
@@ -55,13 +55,19 @@ class TiledAverage(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        shape, kernel = ctx.shape, ctx.kernel
-        covered = all(n % k == 0 for n, k in zip(shape[len(shape) - len(kernel) :], kernel))
-        grad_input = grad.new_empty(shape) if covered else grad.new_zeros(shape)
-        share = grad / math.prod(kernel)
-        for index in _window_slices(shape, kernel):
-            grad_input[index] = share
-        return grad_input, None
+        return _tiled_backward(grad, ctx.shape, ctx.kernel, grad.new_empty(ctx.shape)), None
+
+
+def _tiled_backward(grad: torch.Tensor, shape: torch.Size, kernel: tuple[int, ...], out: torch.Tensor) -> torch.Tensor:
+    """The gradient of ``TiledAverage`` for the output gradient ``grad``, written into ``out``
+    (shaped like the input): each window position gets ``grad`` divided by the window size,
+    uncovered border elements zero."""
+    if not all(n % k == 0 for n, k in zip(shape[len(shape) - len(kernel) :], kernel)):
+        out.zero_()
+    share = grad / math.prod(kernel)
+    for index in _window_slices(shape, kernel):
+        out[index] = share
+    return out
 
 
 Size = Union[int, Sequence[int]]
@@ -85,6 +91,14 @@ class _TiledAvgPoolMixin:
     dims: int
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        kernel = self.tiling(x)
+        if kernel is None:
+            return super().forward(x)
+        return TiledAverage.apply(x, kernel)
+
+    def tiling(self, x: torch.Tensor) -> Optional[tuple[int, ...]]:
+        """The window that ``forward`` sums ``x`` over by strided slices, or ``None`` where it
+        runs PyTorch's kernel instead."""
         kernel = tiled_kernel(self.dims, self.kernel_size, self.stride, self.padding, divisor_override=getattr(self, "divisor_override", None))
         spatial = x.shape[x.dim() - self.dims :]
         usable = (
@@ -96,9 +110,7 @@ class _TiledAvgPoolMixin:
             and all(k <= n for k, n in zip(kernel, spatial))
             and not (self.ceil_mode and any(n % k for n, k in zip(spatial, kernel)))
         )
-        if not usable:
-            return super().forward(x)
-        return TiledAverage.apply(x, kernel)
+        return kernel if usable else None
 
 
 class TiledAvgPool1d(_TiledAvgPoolMixin, nn.AvgPool1d):
@@ -129,3 +141,40 @@ def tiled_avg_pool(dims: int, kernel_size: Size, stride: Optional[Size], padding
     if dims == 1:
         return TiledAvgPool1d(kernel_size, stride, padding, ceil_mode, count_include_pad)
     return TiledAvgPool2d(kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
+
+
+#: ``(grad, like, out) -> out``: see ``average_pool_backward``.
+PoolBackward = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def average_pool_backward(pool: nn.Module) -> Optional[PoolBackward]:
+    """For an ``nn.AvgPool1d/2d`` (or a tiled one): a function ``(grad, like, out)`` that writes
+    into ``out`` the gradient autograd's backward of ``pool(like)`` computes for the output
+    gradient ``grad`` (the same kernels, so the same bits), so that a loop running the pool on
+    one batch slice at a time can differentiate it slice by slice too. ``None`` for other pools
+    (adaptive ones, subclasses of the user's)."""
+    if type(pool) not in (nn.AvgPool1d, nn.AvgPool2d, TiledAvgPool1d, TiledAvgPool2d):
+        return None
+    dims = 1 if isinstance(pool, nn.AvgPool1d) else 2
+    expand = _ntuple(dims)
+    settings = [expand(value) for value in (pool.kernel_size, pool.stride, pool.padding)]
+    if dims == 1:  # F.avg_pool1d is avg_pool2d over a height-1 view, and so is its backward
+        settings = [(height, *value) for height, value in zip((1, 1, 0), settings)]
+    divisor = getattr(pool, "divisor_override", None)
+
+    def plain(grad: torch.Tensor, like: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        if dims == 1:
+            grad, like, out_view = grad.unsqueeze(-2), like.unsqueeze(-2), out.unsqueeze(-2)
+        else:
+            out_view = out
+        torch.ops.aten.avg_pool2d_backward.grad_input(grad, like, *settings, pool.ceil_mode, pool.count_include_pad, divisor, grad_input=out_view)
+        return out
+
+    if not isinstance(pool, _TiledAvgPoolMixin):
+        return plain
+
+    def tiled(grad: torch.Tensor, like: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        kernel = pool.tiling(like)
+        return plain(grad, like, out) if kernel is None else _tiled_backward(grad, like.shape, kernel, out)
+
+    return tiled

@@ -179,6 +179,8 @@ class AveragePoolNet(nn.Module):
 
 @pytest.mark.parametrize("neuron, learn_tau", [("subtract", False), ("subtract", True), ("reset-to-zero", False)])
 def test_average_pools_run_inside_the_neurons_loop_bit_for_bit(neuron, learn_tau, monkeypatch):
+    """Inference and training with every average pool run inside its neuron's loop, batch slice
+    by batch slice, give the outputs and gradients of the unfused network, bit for bit."""
     torch.manual_seed(0)
     x = torch.randn(6, 1, 12, 12)
     model = AveragePoolNet().eval()
@@ -188,24 +190,36 @@ def test_average_pools_run_inside_the_neurons_loop_bit_for_bit(neuron, learn_tau
     assert [type(m.pool).__name__ for m in averages] == ["AvgPool2d", "TiledAvgPool2d", "AdaptiveAvgPool2d"]
     seen = []  # the batch sizes each average pool is called with
     for module in averages:
-        module.pool.forward = lambda input, pool=module.pool: (seen.append(len(input)), type(pool).forward(pool, input))[1]
+        module.pool.forward = lambda input, pool=module.pool: (seen.append((type(pool).__name__, len(input))), type(pool).forward(pool, input))[1]
     monkeypatch.setattr(ann2snn.neurons, "SLICE_BYTES", 4 * 12 * 12 * 4 * 2)  # two examples per slice: several slices
     for time_chunk in (None, 2):  # whole sequence, and time chunks carrying the membranes
         fused.time_chunk = plain.time_chunk = time_chunk
         seen.clear()
         with torch.no_grad():
             assert torch.equal(fused(x), plain(x))
-        assert seen and max(seen) <= len(x) and 2 in seen  # each step's slices pooled inside the loop, never the whole train
+        sizes = [size for _, size in seen]
+        assert sizes and max(sizes) <= len(x) and 2 in sizes  # each step's slices pooled inside the loop, never the whole train
     fused.time_chunk = plain.time_chunk = None
     fused.pool_static_input = True  # an approximation for gated max pools only: average pools stay exact
     with torch.no_grad():
         assert torch.equal(fused(x), plain(x))
-    seen.clear()
-    out, expected = fused(x), plain(x)  # training: neuron, then pool, as unfused
-    assert torch.equal(out, expected) and min(seen) == 5 * len(x)
-    out.sum().backward()
-    expected.sum().backward()
-    assert torch.equal(fused.network.conv1.weight.grad, plain.network.conv1.weight.grad)
+    fused.pool_static_input = False
+    for time_chunk in (None, 2):  # training: pooled inside the fused loop (IF, LIF), or after the reference loop
+        fused.time_chunk = plain.time_chunk = time_chunk
+        fused.zero_grad(), plain.zero_grad()
+        seen.clear()
+        out, expected = fused(x), plain(x)
+        assert torch.equal(out, expected)
+        weights = torch.linspace(-1, 1, out.numel()).view_as(out)
+        (out * weights).sum().backward()
+        (expected * weights).sum().backward()
+        if neuron == "subtract":  # the fused backward through time: each slice pooled, and differentiated, in its loop
+            assert max(size for kind, size in seen if kind != "AdaptiveAvgPool2d") <= len(x)  # (adaptive: after the loop)
+        grads = {name: p.grad for name, p in fused.named_parameters() if p.grad is not None}
+        for name, p in plain.named_parameters():  # the same parameters, under the fused or unfused module path
+            if p.grad is not None:
+                match = [g for other, g in grads.items() if other.split(".")[-1] == name.split(".")[-1] and g.shape == p.grad.shape and torch.equal(g, p.grad)]
+                assert match, name
 
 
 def test_hooks_on_an_average_pool_see_the_unpooled_train(data):

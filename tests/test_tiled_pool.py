@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import ann2snn
-from ann2snn.tiled_pool import TiledAverage, TiledAvgPool1d, TiledAvgPool2d
+from ann2snn.tiled_pool import TiledAverage, TiledAvgPool1d, TiledAvgPool2d, average_pool_backward
 from snn_test_nets import path_before_fusion
 
 
@@ -198,3 +198,35 @@ def test_lowered_pools_save_load_and_export_to_nir(tmp_path):
     nir = pytest.importorskip("nir")
     graph = ann2snn.export_nir(snn)
     assert sum(isinstance(node, nir.AvgPool2d) for node in graph.nodes.values()) == 2
+
+
+@pytest.mark.parametrize(
+    "pool, shape",
+    [
+        (nn.AvgPool2d((4, 3)), (3, 5, 40, 101)),
+        (nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False), (2, 3, 8, 8)),
+        (nn.AvgPool2d(2, ceil_mode=True), (2, 3, 7, 9)),
+        (nn.AvgPool2d(2, divisor_override=3), (2, 3, 6, 6)),
+        (nn.AvgPool2d(2), (4, 9, 7)),  # no batch dimension
+        (nn.AvgPool1d(4), (3, 5, 50)),
+        (nn.AvgPool1d(3, stride=2, padding=1), (2, 3, 11)),
+        (TiledAvgPool2d(2), (3, 4, 9, 7)),  # strided sums, an uncovered border
+        (TiledAvgPool1d(4), (2, 3, 18)),
+    ],
+)
+def test_slice_wise_backward_equals_autograds(pool, shape):
+    """``average_pool_backward`` (what the fused backward through time calls per batch slice)
+    writes the gradient autograd computes through the pool, bit for bit."""
+    torch.manual_seed(0)
+    x = torch.rand(shape, requires_grad=True)
+    y = pool(x)
+    grad = torch.randn_like(y)
+    (expected,) = torch.autograd.grad(y, x, grad)
+    out = torch.full(shape, float("nan"))
+    assert average_pool_backward(pool)(grad, x.detach(), out) is out
+    assert torch.equal(out, expected)
+
+
+def test_no_slice_wise_backward_for_other_pools():
+    assert average_pool_backward(nn.AdaptiveAvgPool2d(1)) is None
+    assert average_pool_backward(type("UserPool", (nn.AvgPool2d,), {})(2)) is None  # a subclass may compute anything
