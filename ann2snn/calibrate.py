@@ -8,6 +8,7 @@ import warnings
 from typing import Iterable, Optional
 
 import torch
+from torch.utils._pytree import tree_leaves
 
 from .correction import AUTO_CORRECTIONS, CORRECTION_EXAMPLES, check_correction, correct, first_examples
 from .errors import ConversionError, ConversionWarning
@@ -148,7 +149,7 @@ def calibrate(snn, calibration: Iterable, percentile: float | str, per_channel: 
     Earlier corrections are cleared first, so calibrating again (``ann2snn.recalibrate``) starts afresh.
     """
     percentile, correction = check_percentile(percentile), check_correction(correction)
-    snn.calibrated_T = snn.T if isinstance(percentile, str) or correction != "none" else None
+    snn.mark_calibrated(tuned=isinstance(percentile, str) or correction != "none")
     generator = torch.Generator().manual_seed(seed)
     _clear_corrections(snn)
     # QCFS neurons keep their learned thresholds
@@ -162,11 +163,11 @@ def calibrate(snn, calibration: Iterable, percentile: float | str, per_channel: 
         with torch.no_grad(), snn.analog_mode():
             for x in calibration_inputs(calibration):
                 x = x.to(snn.encoder.scale.device)
-                if snn.input_shape is None:
-                    snn.input_shape = tuple(x.shape[1:])
                 snn.check_input(x)
                 input_sampler(x.abs().flatten(1))
                 out = snn.run_network(x)
+                if snn.input_shape is None:  # after the run: the data's shape, once the network took it
+                    snn.input_shape = tuple(x.shape[1:])
                 if sum(len(h) for h in held_inputs) < AUTO_EXAMPLES + CORRECTION_EXAMPLES:
                     held_inputs.append(x)
                     held_outputs.append(out)
@@ -189,7 +190,7 @@ def calibrate(snn, calibration: Iterable, percentile: float | str, per_channel: 
             correct(snn, fit_inputs, ranking, bias_passes=1)
             errors[candidate, True] = _output_error(snn, ranked_inputs, ranked_outputs)
     chosen, corrected = min(errors, key=errors.get)
-    if percentile == "auto":
+    if percentile == "auto" and neurons:  # without neurons nothing was chosen
         snn.report.settings["percentile_chosen"] = chosen
     for name in _set_thresholds(snn, neurons, samplers, chosen, per_channel):
         snn.report.warn(f"neuron `{name}` was never active on the calibration data; its threshold stays {float(neurons[name].threshold):g}")
@@ -203,7 +204,7 @@ def calibrate(snn, calibration: Iterable, percentile: float | str, per_channel: 
         corrected = _output_error(snn, ranked_inputs, ranked_outputs) < errors[chosen, False]
         if not corrected:
             _clear_corrections(snn)
-    if correction != "none":
+    if correction != "none" and neurons:
         snn.report.settings["correction_applied"] = corrected  # the report's settings line says when it was left off
 
 
@@ -276,19 +277,22 @@ def _set_thresholds(snn, neurons: dict[str, SpikingNeuron], samplers: dict[str, 
     return silent
 
 
-def _output_error(snn, inputs: list[torch.Tensor], targets: list[torch.Tensor]) -> tuple[float, float]:
+def _output_error(snn, inputs: list[torch.Tensor], targets: list) -> tuple[float, float]:
     """How far the SNN's outputs are from the CNN's on held inputs: for classifier outputs
     ([batch, classes]) first the fraction of examples whose top class differs, then (and for any
     other output only) the mean squared difference. At very low T a correction can match every
     layer's mean rate, and so lower the squared error, while scrambling which class wins; ranking
-    by the top class first keeps such a choice out."""
+    by the top class first keeps such a choice out. A model with several outputs (a tuple, say
+    ``(logits, features)``) is measured on all of them, its top class taken from the first."""
     disagreement = examples = 0
     squared = 0.0
     with torch.no_grad(), snn.without_head():
         for x, y in zip(inputs, targets):
-            out = snn(x)
-            squared += float((out - y).pow(2).sum())
+            outs, ys = tree_leaves(snn(x)), tree_leaves(y)
+            for out, target in zip(outs, ys):
+                squared += float((out - target).pow(2).sum())
+            out, y = outs[0], ys[0]
             if out.dim() == 2 and out.shape[1] > 1:
                 disagreement += int((out.argmax(1) != y.argmax(1)).sum())
                 examples += len(out)
-    return disagreement / max(examples, 1), squared / sum(y.numel() for y in targets)
+    return disagreement / max(examples, 1), squared / sum(t.numel() for y in targets for t in tree_leaves(y))

@@ -40,6 +40,7 @@ from contextlib import contextmanager
 from typing import Iterator
 
 import torch
+from torch.utils._pytree import tree_leaves, tree_map
 
 from .analysis import graph_neurons
 from .errors import ConversionError
@@ -68,14 +69,15 @@ def _channel_mean(x: torch.Tensor) -> torch.Tensor:
     return x.float().mean(dim=[d for d in range(x.dim()) if d != 1])
 
 
-def first_examples(batches: list[torch.Tensor], count: int) -> list[torch.Tensor]:
-    """The first ``count`` examples of a list of batches, still as batches."""
+def first_examples(batches: list, count: int) -> list:
+    """The first ``count`` examples of a list of batches, still as batches (a batch may be a tuple
+    or dict of tensors, as a model with several outputs returns, each cut alike)."""
     kept, out = 0, []
     for x in batches:
         if kept >= count:
             break
-        out.append(x[: count - kept])
-        kept += len(out[-1])
+        out.append(tree_map(lambda t: t[: count - kept], x))
+        kept += len(tree_leaves(out[-1])[0])
     return out
 
 

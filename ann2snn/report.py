@@ -82,6 +82,10 @@ class ConversionReport:
         if message not in self.warnings:
             self.warnings.append(message)
 
+    def withdraw(self, prefix: str) -> None:
+        """Drop the warnings that start with ``prefix`` (what they said no longer holds)."""
+        self.warnings = [w for w in self.warnings if not w.startswith(prefix)]
+
     def by_action(self, action: str) -> list[Entry]:
         return [e for e in self.entries if e.action == action]
 
@@ -138,6 +142,8 @@ class ConversionReport:
         tuned = f", tuned for T={s['T']}" if correction != "none" or isinstance(s.get("percentile"), str) else ""
         where = "per channel" if s.get("per_channel") else "per layer"
         thresholds = f"thresholds {where} at percentile {percentile}" if percentile is not None else "thresholds 1.0 (no calibration)"
+        if not self.neurons:  # nothing spikes: no threshold or correction to speak of
+            thresholds, correction, tuned = "no spiking neurons (nothing to calibrate)", "none", ""
         return f"settings: T={s.get('T')}, {neuron}, {thresholds}, correction {correction}{tuned}, max pooling {s.get('maxpool')}, encoder {s.get('encoder')}"
 
     def rows(self) -> list[tuple[str, str, str, str, str]]:

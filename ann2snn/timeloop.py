@@ -7,12 +7,12 @@ import math
 import warnings
 import weakref
 from contextlib import contextmanager
-from typing import Iterator, Optional
+from typing import Any, Iterator, NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
-from torch.utils._pytree import tree_map
+from torch.utils._pytree import tree_leaves, tree_map
 
 from .analysis import propagate_shapes, split_static, tensor_metas
 from .encoders import Encoder
@@ -22,6 +22,8 @@ from .report import ConversionReport
 from .temporal import NeuronPool, TemporalModule
 
 MODES = ("layer", "step")
+#: How the report's warning about running at a T other than the calibrated one starts.
+STALE_CALIBRATION = "the thresholds and corrections were tuned for T="
 
 #: Automatic chunking (CPU, layer mode) keeps the largest activation of one chunk (examples x
 #: steps) within about this many bytes: roughly a server CPU's last-level cache. Neuron updates
@@ -111,11 +113,96 @@ def _shape_text(shape: tuple) -> str:
     return ", ".join("any" if size is None else str(size) for size in shape)
 
 
-def _freed(expected: tuple, actual: tuple) -> tuple:
-    """``expected`` with ``None`` where ``actual`` differs (the whole shape freed if the ranks differ)."""
-    if len(expected) != len(actual):
-        return tuple(None for _ in actual)
-    return tuple(None if e != a else e for e, a in zip(expected, actual))
+class InputLayer(NamedTuple):
+    """The layer that alone reads the network's input, and the input size its weights fix:
+    per-example dimension ``dim`` (-1: the last) holds ``size`` ``unit``s; ``rank``: the number of
+    per-example dimensions it takes (None: any)."""
+
+    name: str
+    kind: str
+    rank: Optional[int]
+    dim: int
+    size: int
+    unit: str
+
+
+def input_layer(network: fx.GraphModule) -> Optional[InputLayer]:
+    """The convolution or linear layer that alone reads the input of ``network``, if there is one."""
+    inputs = [n for n in network.graph.nodes if n.op == "placeholder"]
+    if len(inputs) != 1 or len(inputs[0].users) != 1:
+        return None
+    user = next(iter(inputs[0].users))
+    module = network.get_submodule(str(user.target)) if user.op == "call_module" else None
+    if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+        return InputLayer(str(user.target), type(module).__name__, len(module.kernel_size) + 1, 0, module.in_channels, "channel")
+    if isinstance(module, nn.Linear):
+        return InputLayer(str(user.target), "Linear", None, -1, module.in_features, "feature")
+    return None
+
+
+def _count(layer: InputLayer) -> str:
+    """``"1 channel"``, ``"3 channels"``: the size the input layer's weights fix."""
+    return f"{layer.size} {layer.unit}{'s' * (layer.size != 1)}"
+
+
+def _dimensions(count: int) -> str:
+    return f"{count} dimension{'s' * (count != 1)}"
+
+
+def _rank_fix(expected: tuple, actual: tuple) -> str:
+    """How to give a per-example shape of the wrong rank the one expected, where one size-1
+    dimension more or less does it."""
+    for d in range(len(actual) + 1):
+        if _shape_accepts(expected, actual[:d] + (1,) + actual[d:]):
+            return f"; x.unsqueeze({d + 1}) adds the missing one"
+    for d, size in enumerate(actual):
+        if size == 1 and _shape_accepts(expected, actual[:d] + actual[d + 1 :]):
+            return f"; x.squeeze({d + 1}) removes the extra one"
+    return ""
+
+
+def _first_paragraph(error: Exception) -> str:
+    """An error's message without what fx appends after a blank line ("While executing ...")."""
+    return str(error).split("\n\n")[0]
+
+
+class _Locator(fx.Interpreter):
+    """Runs a graph once (each module's ``forward`` called directly, so no hooks fire) and turns
+    the first RuntimeError into ``_NodeFailure`` naming the node, printing nothing (fx's
+    ShapeProp prints a traceback)."""
+
+    def __init__(self, network: fx.GraphModule) -> None:
+        super().__init__(network)
+        self.extra_traceback = False
+
+    def call_module(self, target: Any, args: Any, kwargs: Any) -> Any:
+        return self.fetch_attr(target).forward(*args, **kwargs)
+
+    def run_node(self, n: fx.Node) -> Any:
+        try:
+            return super().run_node(n)
+        except RuntimeError as error:
+            args = self.fetch_args_kwargs_from_env(n)
+            shapes = [tuple(a.shape) for a in tree_leaves(args) if isinstance(a, torch.Tensor)]
+            kind = type(self.fetch_attr(str(n.target))).__name__ if n.op == "call_module" else getattr(n.target, "__name__", str(n.target))
+            got = f" on its input [batch, {_shape_text(shapes[0][1:])}]" if shapes and shapes[0] else ""
+            raise _NodeFailure(f"; it fails at node `{n.name}` ({kind}){got}") from error
+
+
+class _NodeFailure(Exception):
+    """Where ``_Locator`` saw the network fail (the message), with torch's error as the cause."""
+
+
+def _check_one_input(network: fx.GraphModule) -> None:
+    """Refuse a model whose forward needs more than one input: the SNN takes one tensor."""
+    required = [n.name for n in network.graph.nodes if n.op == "placeholder" and not n.args]
+    if len(required) > 1:
+        raise ConversionError(
+            f"the model's forward takes {len(required)} inputs ({', '.join(required)}), but a converted network takes one input tensor: "
+            "wrap the model in a module whose forward takes one tensor and passes its parts on "
+            "(e.g. forward(self, x): return model(x[:, :1], x[:, 1:]) for two inputs stacked along the channels), "
+            "and convert that; fix inputs that are not tensors with convert(..., concrete_args={name: value})"
+        )
 
 
 def _even(total: int, size: int) -> int:
@@ -169,6 +256,7 @@ class SpikingNetwork(nn.Module):
         input_shape: Optional[tuple[int, ...]] = None,
     ) -> None:
         super().__init__()
+        _check_one_input(network)
         self.network = network
         self.encoder = encoder
         self.report = report
@@ -292,13 +380,77 @@ class SpikingNetwork(nn.Module):
         if x.is_floating_point() and not (torch.isfinite(x.sum()) or torch.isfinite(x).all()):  # one op when finite (unless the sum overflows)
             raise InputShapeError("the input contains NaN or infinite values; the SNN would turn them into finite nonsense, so clean the input first")
         if self.input_shape is not None and not _shape_accepts(self.input_shape, tuple(x.shape[1:])):
-            raise InputShapeError(
-                f"input of shape {tuple(x.shape)} does not match the converted network, which takes "
-                f"[batch, {_shape_text(self.input_shape)}] (the calibration data's shape, or convert's input_shape). "
-                "If the network accepts other sizes (an audio CNN with global pooling takes clips of any length), "
-                f"free them: snn.input_shape = {_freed(self.input_shape, tuple(x.shape[1:]))} (None: any size), "
-                "or snn.input_shape = None to check no size; at conversion, convert(..., input_shape=(1, None))"
+            raise InputShapeError(self._mismatch(tuple(x.shape)))
+
+    def _mismatch(self, shape: tuple) -> str:
+        """Why an input of ``shape`` does not fit ``input_shape``: the rank, or which dimensions
+        differ, and the way out (freeing only sizes that the first layer's weights do not fix)."""
+        expected, actual = self.input_shape, shape[1:]
+        head = f"input of shape {shape} does not match the converted network, which takes [batch, {_shape_text(expected)}] (the calibration data's shape, or convert's input_shape)"
+        if len(expected) != len(actual):
+            return f"{head}: it has {_dimensions(len(actual))} per example, not {len(expected)}{_rank_fix(expected, actual)} (a number of dimensions cannot be freed)"
+        layer = input_layer(self.network)
+        fixed = None if layer is None else layer.dim % len(expected)
+        differ = [d for d, (e, a) in enumerate(zip(expected, actual)) if e is not None and e != a]
+        facts = [f"dimension {d + 1} is {actual[d]}, not {expected[d]}" for d in differ]
+        text = f"{head}: {', '.join(facts)}"
+        if fixed in differ:
+            text += f"; the first layer `{layer.name}` ({layer.kind}) takes {_count(layer)} there, fixed by its weights: pass inputs with {_count(layer)}"
+        free = [d for d in differ if d != fixed]
+        if free:
+            freed = tuple(None if d in free else e for d, e in enumerate(expected))
+            text += (
+                f". If the network accepts other sizes there (an audio CNN with global pooling takes clips of any length), "
+                f"free them: snn.input_shape = {freed} (None: any size), or snn.input_shape = None to check no size; "
+                f"at conversion, convert(..., input_shape={freed})"
             )
+        return text
+
+    def _expected(self) -> str:
+        """The input shape the network takes: ``input_shape``, else what its first layer's weights fix."""
+        if self.input_shape is not None:
+            return f"[batch, {_shape_text(self.input_shape)}]"
+        layer = input_layer(self.network)
+        if layer is None:
+            return "the shape the CNN takes"
+        if layer.rank is None:
+            return f"[batch, ..., {layer.size}]"
+        return f"[batch, {layer.size}, {_shape_text((None,) * (layer.rank - 1))}]"
+
+    def _layer_mismatch(self, shape: tuple) -> str:
+        """What in ``shape`` the first layer's weights cannot take (its rank or its channels or
+        features), or nothing."""
+        layer = input_layer(self.network)
+        if layer is None or len(shape) < 2:
+            return ""
+        if layer.rank is not None and len(shape) - 1 != layer.rank:
+            return f"; it has {_dimensions(len(shape) - 1)} per example, but the first layer `{layer.name}` ({layer.kind}) takes {layer.rank}"
+        dim = layer.dim % (len(shape) - 1) + 1
+        if shape[dim] != layer.size:
+            return f"; dimension {dim} is {shape[dim]}, but the first layer `{layer.name}` ({layer.kind}) takes {_count(layer)} there"
+        return ""
+
+    def _located_failure(self, example: torch.Tensor) -> Optional[_NodeFailure]:
+        """Run ``example`` through the graph as the CNN (no gradients) and return where it fails, if it does."""
+        try:
+            with torch.no_grad(), self.analog_mode():
+                _Locator(self.network).run(example)
+        except _NodeFailure as failure:
+            return failure
+        except Exception:  # a failure _Locator cannot place: the caller reports the original error
+            pass
+        return None
+
+    def _input_error(self, x: torch.Tensor, error: Exception, where: str = "") -> InputShapeError:
+        """The InputShapeError for ``x`` failing inside the network with ``error``: the shape and
+        device expected, what the first layer cannot take, and the node that failed (``where``)."""
+        weights = next((p.device for p in self.parameters()), x.device)
+        shape = f"[batch, {_shape_text(x.shape[1:])}]" if x.dim() else "()"
+        freed = " (sizes freed in snn.input_shape must still suit every layer)" if where and None in (self.input_shape or ()) else ""
+        return InputShapeError(
+            f"the converted network failed on an input of shape {shape} on {x.device} (it expects {self._expected()} on {weights})"
+            f"{self._layer_mismatch(tuple(x.shape))}{where}{freed}: {_first_paragraph(error)}"
+        )
 
     def run_network(self, x: torch.Tensor):
         """One pass through the rewritten graph, with errors from inside torch explained."""
@@ -312,9 +464,8 @@ class SpikingNetwork(nn.Module):
         try:
             yield
         except RuntimeError as error:
-            expected = f"[batch, {', '.join(map(str, self.input_shape))}]" if self.input_shape else "the shape the CNN takes"
-            weights = next((p.device for p in self.parameters()), x.device)
-            raise InputShapeError(f"the converted network failed on an input of shape {tuple(x.shape)} on {x.device} (it expects {expected} on {weights}): {error}") from error
+            failure = self._located_failure(x[:1]) if x.dim() and len(x) else None
+            raise self._input_error(x, error, str(failure or "")) from error
 
     def reset(self) -> None:
         """Clear all neuron and pooling state (and the step counter of ``step``)."""
@@ -376,21 +527,31 @@ class SpikingNetwork(nn.Module):
         return examples, steps
 
     def _largest_activation_bytes(self, example: torch.Tensor) -> int:
-        """Bytes of the largest tensor one example produces in one step (``analysis.propagate_shapes``)."""
+        """Bytes of the largest tensor one example produces in one step (``analysis.propagate_shapes``;
+        an input the network fails on is refused first, naming the node, as fx would print a traceback)."""
+        failure = self._located_failure(example)
+        if failure is not None:
+            raise self._input_error(example, failure.__cause__, str(failure)) from failure.__cause__
         with torch.no_grad(), self.analog_mode(), self._explained_errors(example):
             shapes = propagate_shapes(self.network, example)
         metas = [m for meta in shapes.values() for m in tensor_metas(meta)]
         return max((m.shape.numel() * m.dtype.itemsize for m in metas), default=1)
+
+    def mark_calibrated(self, tuned: bool) -> None:
+        """Calibration runs at the current ``T``: it is the T calibration was tuned for (``tuned``:
+        T-specific calibration) and the report's settings say so; earlier stale-T warnings go."""
+        self.calibrated_T = self.T if tuned else None
+        if "T" in self.report.settings:
+            self.report.settings["T"] = self.T
+        self.report.withdraw(STALE_CALIBRATION)
+        self._stale_T_warned.clear()
 
     def _check_calibration_fresh(self) -> None:
         """Warn once per ``T`` when running at a ``T`` other than the one calibration was tuned for."""
         if self.calibrated_T is None or self.T == self.calibrated_T or self.T in self._stale_T_warned:
             return
         self._stale_T_warned.add(self.T)
-        message = (
-            f"the thresholds and corrections were tuned for T={self.calibrated_T} but the network runs at T={self.T}; "
-            f"accuracy may suffer: call ann2snn.recalibrate(snn, batches) to tune them for T={self.T}"
-        )
+        message = f"{STALE_CALIBRATION}{self.calibrated_T} but the network runs at T={self.T}; accuracy may suffer: call ann2snn.recalibrate(snn, batches) to tune them for T={self.T}"
         self.report.warn(message)
         warnings.warn(message, StaleCalibrationWarning, stacklevel=3)
 
@@ -417,7 +578,7 @@ class SpikingNetwork(nn.Module):
         self.check_input(x)
         self._check_calibration_fresh()
         self.reset()
-        if self.mode == "layer":
+        if self.mode == "layer" and x.numel():  # an empty batch runs step mode (time cannot be folded into it)
             examples, steps = self.chunk_plan(x)  # before configuring: sizing may run the analog graph
             self._configure(layer_mode=True, steps=steps)
             try:

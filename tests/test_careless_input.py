@@ -30,7 +30,7 @@ def test_cli_refuses_tau_nan(tmp_path, capsys):
     torch.save(small(), path)
     assert main(["convert", str(path), "--trust-pickle", "--tau", "nan", "--input-shape", "1,8", "-o", str(tmp_path / "snn.pt")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "tau=nan" in err[0]
+    assert len(err) == 1 and "--tau nan" in err[0] and "--tau inf" in err[0]
     assert not (tmp_path / "snn.pt").exists()
 
 
@@ -106,7 +106,9 @@ def test_no_calibration_and_no_neuron_warn_through_python_warnings():
         ann2snn.convert(small(), T=4, learn_tau=False)
     linear = nn.Sequential(nn.Flatten(), nn.Linear(8, 2)).eval()
     with pytest.warns(ann2snn.ConversionWarning, match="no spiking neuron"):
-        ann2snn.convert(linear, T=4, learn_tau=False, calibration=[torch.randn(4, 1, 8)])
+        snn = ann2snn.convert(linear, T=4, learn_tau=False, calibration=[torch.randn(4, 1, 8)])
+    settings = snn.report.settings_line()  # nothing was chosen or corrected: the line does not pretend it was
+    assert "no spiking neurons (nothing to calibrate)" in settings and "chose" not in settings and "correction none" in settings
 
 
 def test_state_dict_moves_between_per_layer_and_per_channel_conversions():
