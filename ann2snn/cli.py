@@ -19,12 +19,15 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import importlib
 import importlib.metadata
 import itertools
 import os
 import pickle
+import re
 import shutil
 import sys
+import traceback
 import warnings
 import zipfile
 from contextlib import nullcontext
@@ -34,6 +37,7 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 from torch import nn
 
+from . import passes
 from .config import ConversionConfig
 from .convert import convert, recalibrate
 from .errors import ConversionError, ConversionWarning
@@ -159,7 +163,10 @@ def build_parser(plugins: Sequence[CliPlugin] = (), failed: Sequence[str] = ()) 
         metavar="DATA",
         help=f"measure CNN accuracy, SNN accuracy and their agreement at each --T: a .pt file holding a pair (inputs [N, ...], targets [N] of class indices){also('data_help').replace(', or ', ', or the test split of ', 1)}",
     )
-    c.add_argument("--evaluate-size", type=_positive_int, metavar="N", help="evaluate on the first N examples only (default: all)")
+    c.add_argument(
+        "--evaluate-size", type=_positive_int, metavar="N",
+        help="evaluate on N examples only, as many of each class as the data allow, drawn with a fixed seed (the same on every run; default: all)",
+    )  # fmt: skip
     c.add_argument("--batch-size", type=_positive_int, default=64, help="batch size for calibration, evaluation and profiling (default: %(default)s)")
     c.add_argument("--input-shape", type=_shape, help="per-example input shape without batch, like 1,8000 (default: the model file's, where it says)")
     c.add_argument(
@@ -177,6 +184,65 @@ def build_parser(plugins: Sequence[CliPlugin] = (), failed: Sequence[str] = ()) 
         for name, (text, _) in _commands(plugin).items():
             commands.add_parser(name, help=text, add_help=False)  # listed in --help; main hands it its arguments
     return parser
+
+
+# -- messages in the command's terms ---------------------------------------------------------------
+#: Settings whose ``name=value`` in a library message is not turned into a flag: ``T=25`` reads
+#: better as it is ("calibrated for T=25").
+_KEPT_AS_WRITTEN = {"T"}
+_SETTING = re.compile(r"\b(%s)=(float\('inf'\)|'[^']*'|\"[^\"]*\"|[\w.+-]+)" % "|".join(n for n in ConversionConfig.names() if n not in _KEPT_AS_WRITTEN))
+_CONVERT_CALL = re.compile(r"convert\(\.\.\., (\w+=[^()]*(?:\([^()]*\))?)\)")
+_SHAPE_ORIGIN = "(the calibration data's shape, or convert's input_shape)"
+_CLI_SHAPE_ORIGIN = "(the model file's input shape, --input-shape, or the first calibration batch's)"
+_FREE_SIZES = re.compile(r"free them: snn\.input_shape = .*?convert\(\.\.\., input_shape=\([^()]*\)\)")
+_INPUT_SHAPE = re.compile(r"input of shape \(\d+, ([\d, ]+)\)")
+_PYTHON_ONLY = re.compile(r"\b(leaf_modules|concrete_args)\b")
+_PYTHON_ONLY_NOTE = (
+    " (leaf_modules and concrete_args have no flag in this command: to use them, convert from Python, "
+    "snn = ann2snn.convert(model, leaf_modules=[...], calibration=batches), and write it with ann2snn.save(snn, PATH))"
+)
+
+
+def _as_flag(match: re.Match) -> str:
+    """``allow_analog=True`` -> ``--allow-analog``, ``learn_tau=False`` -> ``--no-learn-tau``,
+    ``maxpool='avg'`` -> ``--maxpool avg``, ``tau=float('inf')`` -> ``--tau inf``."""
+    name, value = match.group(1), match.group(2)
+    flag = "--" + name.replace("_", "-")
+    if value in ("True", "False"):
+        return flag if value == "True" else "--no-" + flag[2:]
+    return f"{flag} {'inf' if value.startswith('float') else value.strip(chr(39) + chr(34))}"
+
+
+def _free_sizes_advice(message: str) -> str:
+    """The advice to free input sizes (``snn.input_shape = ...``, ``convert(..., input_shape=...)``)
+    as the command's: ``--input-shape`` with the sizes of the input the message names."""
+    given = _INPUT_SHAPE.search(message)
+    sizes = given.group(1).replace(" ", "") if given else "SIZES"
+    return _FREE_SIZES.sub(f"pass --input-shape {sizes} to convert for the sizes of your data", message)
+
+
+def in_cli_terms(message: str) -> str:
+    """A library message with its fixes in the command's terms: a setting written as a Python
+    argument (``convert(..., allow_analog=True)``, ``tau_per_channel=True``) becomes the flag
+    (``--allow-analog``), the advice on input shapes names ``--input-shape`` and the data, and
+    arguments the command has no flag for (``leaf_modules``, ``concrete_args``) are said to need
+    a conversion from Python."""
+    message = _free_sizes_advice(message.replace(_SHAPE_ORIGIN, _CLI_SHAPE_ORIGIN))
+    message = _CONVERT_CALL.sub(lambda m: m.group(1) if _SETTING.fullmatch(m.group(1)) else m.group(0), message)
+    message = _SETTING.sub(_as_flag, message).replace("float('inf')", "--tau inf")
+    return message + _PYTHON_ONLY_NOTE if _PYTHON_ONLY.search(message) else message
+
+
+def _about_the_graph(error: BaseException) -> bool:
+    """True when ``error`` was raised while reading the model's graph (by the tracer or a graph
+    pass), not by the calibration or the checks of the data: only then can it come from the ops
+    that a torch.export program leaves as ATen ops."""
+    frames = traceback.extract_tb(error.__traceback__)
+    if not frames:
+        return False
+    origin = Path(frames[-1].filename).resolve()
+    tracer = Path(importlib.import_module(f"{__package__}.trace").__file__).resolve()  # the package's `trace` is the function
+    return origin == tracer or Path(passes.__file__).resolve().parent in origin.parents
 
 
 # -- plugins --------------------------------------------------------------------------------------
@@ -278,8 +344,12 @@ def _is_exported_program(path: Path) -> bool:
 def load_model(args: argparse.Namespace) -> tuple[nn.Module, Optional[tuple[Optional[int], ...]]]:
     """The CNN to convert and, where the file says, its per-example input shape (None in a size: free)."""
     path: Path = args.model
+    if path.is_dir():
+        raise CliError(f"{path} is a directory: give the model file in it")
     if not path.is_file():
         raise CliError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise CliError(f"{path} is empty (0 bytes): not a model file")
     if path.suffix.lower() == ".onnx":
         from .onnx_frontend import load_onnx
 
@@ -297,8 +367,21 @@ def load_model(args: argparse.Namespace) -> tuple[nn.Module, Optional[tuple[Opti
 
 
 def _first_line(error: BaseException) -> str:
+    """``Type: first line of the message``, or the type alone for an empty message."""
     text = str(error).strip()
-    return f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"
+    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
+
+
+def _unpickling_failed(path: Path, error: Exception) -> CliError:
+    """The error for a pickle that cannot be read; a class that cannot be imported gets the way out."""
+    hint = ""
+    if isinstance(error, (ModuleNotFoundError, AttributeError)):
+        module = f"module {error.name!r}" if isinstance(error, ModuleNotFoundError) and error.name else "the module"
+        hint = (
+            f": the model's class must be importable: add the folder that holds {module} (the file that defines "
+            "the class) to PYTHONPATH, e.g. PYTHONPATH=path/to/that/folder; better, save a torch.export program"
+        )
+    return CliError(f"{path} cannot be unpickled: {_first_line(error)}{hint}")
 
 
 def _load_file(path: Path, trust_pickle: bool) -> Any:
@@ -320,14 +403,14 @@ def _load_file(path: Path, trust_pickle: bool) -> Any:
         return torch.load(path, map_location="cpu", weights_only=False)
     except RuntimeError as error:
         if "magic number" not in str(error):  # not torch's format: a plain pickle.dump
-            raise CliError(f"{path} cannot be unpickled: {_first_line(error)}") from error
+            raise _unpickling_failed(path, error) from error
     except Exception as error:
-        raise CliError(f"{path} cannot be unpickled: {_first_line(error)}") from error
+        raise _unpickling_failed(path, error) from error
     try:
         with path.open("rb") as file:
             return pickle.load(file)
     except Exception as error:
-        raise CliError(f"{path} cannot be unpickled: {_first_line(error)}") from error
+        raise _unpickling_failed(path, error) from error
 
 
 def load_exported_program(path: Path, trust_pickle: bool) -> torch.export.ExportedProgram:
@@ -425,17 +508,35 @@ def evaluation_data(args: argparse.Namespace, model: nn.Module, shape: Optional[
             raise CliError(f"--evaluate {source}: targets must be integer class indices, not {str(targets.dtype).removeprefix('torch.')}")
         inputs, where = _float32(inputs, source, "--evaluate"), str(path)
     else:
-        items = named_examples("--evaluate", source, "test", args.evaluate_size, args, model, shape)
+        items = named_examples("--evaluate", source, "test", None, args, model, shape)  # all: a balanced subset needs every label
         if not items:
             raise CliError(f"--evaluate {source}: the test split is empty")
         inputs = torch.stack([x for x, _ in items])
         targets = torch.tensor([int(y) for _, y in items])
         where = f"the test split of {source.partition(':')[0]}"
-    if args.evaluate_size is not None:
-        inputs, targets = inputs[: args.evaluate_size], targets[: args.evaluate_size]
     if len(inputs) == 0:
         raise CliError(f"--evaluate {source}: no examples")
+    if args.evaluate_size is not None and args.evaluate_size < len(inputs):
+        chosen = balanced_subset(targets, args.evaluate_size)
+        where += f" (a class-balanced subset of {len(inputs)}, --evaluate-size)"
+        inputs, targets = inputs[chosen], targets[chosen]
     return inputs, targets.long(), f"{len(inputs)} examples of {where}"
+
+
+def balanced_subset(targets: torch.Tensor, size: int, seed: int = 0) -> torch.Tensor:
+    """The sorted indices of ``size`` examples, as many of each class as the data allow: each
+    class's examples in a seeded random order, taken in turns, one per class a turn (the classes
+    in a seeded random order, so the turn that runs out does not favour low class indices)."""
+    generator = torch.Generator().manual_seed(seed)
+    classes, index = targets.unique(return_inverse=True)
+    turn_order = torch.randperm(len(classes), generator=generator)[index]
+    shuffled = torch.randperm(len(targets), generator=generator)
+    rank = torch.empty_like(shuffled)  # each example's place in its class's random order
+    for c in range(len(classes)):
+        members = shuffled[index[shuffled] == c]
+        rank[members] = torch.arange(len(members))
+    key = rank * len(classes) + turn_order
+    return key.argsort()[:size].sort().values
 
 
 @torch.no_grad()
@@ -522,6 +623,30 @@ class Outputs:
             shutil.rmtree(folder, ignore_errors=True)
 
 
+#: What ``ann2snn.save`` warns after the path when it has to pickle a network; the reason follows.
+_PICKLED = "saved as a pickle, which ann2snn.load reads only with trust_pickle=True: "
+
+
+def save_network(snn: SpikingNetwork, staged: Path, final: Path) -> list[str]:
+    """Write ``snn`` to ``staged`` (renamed to ``final`` later) with ``ann2snn.save``, and return its
+    warnings as the command's lines about ``final``: a network saved as a pickle says why and how
+    to load it."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        save(snn, staged)
+    notes = []
+    for warning in caught:
+        text = str(warning.message).replace(str(staged), str(final))
+        _, pickled, reason = text.partition(_PICKLED)
+        notes.append(
+            f"{final} is saved as a pickle, because the safe format cannot describe the network ({reason}); "
+            f"loading it runs code from the file, so it needs ann2snn.load({str(final)!r}, trust_pickle=True)"
+            if pickled
+            else text
+        )
+    return notes
+
+
 def _same_file(a: Path, b: Path) -> bool:
     """True when ``a`` and ``b`` name one file: the same path after symlinks, or hard links."""
     if os.path.realpath(a) == os.path.realpath(b):
@@ -575,7 +700,7 @@ def _convert(args: argparse.Namespace, model: nn.Module, T: int, batches: Option
     try:
         return convert(model, config=config, calibration=batches, input_shape=shape)
     except ConversionError as error:
-        if isinstance(model, ExportedModel):
+        if isinstance(model, ExportedModel) and _about_the_graph(error):
             raise CliError(f"{error} [{args.model} is a torch.export program: {EXPORTED_OPS_NOTE}]") from error
         raise
 
@@ -628,17 +753,20 @@ def run_convert(args: argparse.Namespace) -> int:
     print(snn.report.to_text(warnings=False))  # the warnings go to stderr, below
     for warning in snn.report.warnings + [str(w.message) for w in caught if str(w.message) not in snn.report.warnings]:
         if batches is not None or not warning.startswith("no calibration data"):  # said below, in CLI terms
-            print(f"warning: {warning}", file=sys.stderr)
+            print(f"warning: {in_cli_terms(warning)}", file=sys.stderr)
     if batches is None:
         print("warning: no --calibrate data: thresholds are not balanced (all 1.0), so the SNN will be inaccurate", file=sys.stderr)
     if evaluation is not None:
         evaluate_over_T(args, snn, batches, evaluation)
+    notes: list[str] = []
     try:
-        outputs.stage("-o", lambda p: save(snn, p))
+        outputs.stage("-o", lambda p: notes.extend(save_network(snn, p, outputs.paths["-o"])))
         _extras(args, model, snn, batches, known, outputs)
         written = outputs.commit()
     finally:
         outputs.discard()
+    for note in notes:
+        print(f"warning: {note}", file=sys.stderr)
     print("wrote " + ", ".join(map(str, written)))
     return 0
 
@@ -706,7 +834,7 @@ def main(argv: Optional[Sequence[str]] = None, plugins: Optional[Sequence[CliPlu
     try:
         return run_convert(args)
     except (CliError, ConversionError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {in_cli_terms(str(error))}", file=sys.stderr)
     except (MemoryError, RuntimeError) as error:
         if not _out_of_memory(error):
             raise

@@ -11,6 +11,7 @@ converter then names (and refuses, or keeps analog with ``allow_analog=True``).
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Optional
 
 import torch
@@ -27,7 +28,34 @@ EXPORTED_OPS_NOTE = (
 
 
 class ExportedModel(fx.GraphModule):
-    """The torch-level graph read back from a ``torch.export`` program (see ``lift_exported``)."""
+    """The torch-level graph read back from a ``torch.export`` program (see ``lift_exported``).
+
+    Its nodes keep the program's metadata (the user's source lines in ``stack_trace``, the module
+    paths in ``nn_module_stack``), and tracing it with ``torch.fx`` (as ``ann2snn.convert`` does)
+    copies that metadata into the new graph, so reports and errors name the user's code rather than
+    this module's generated ``forward``.
+    """
+
+    def recompile(self) -> Any:
+        """Generate ``forward`` from the graph, as ``fx.GraphModule`` does, wrapped by ``_keeping_meta``."""
+        code = super().recompile()
+        type(self).forward = _keeping_meta(type(self).forward)
+        return code
+
+
+def _keeping_meta(generated: Callable) -> Callable:
+    """``generated`` (a GraphModule's ``forward``), except while ``torch.fx`` traces it (its inputs
+    are proxies): then the graph runs node by node with each node's metadata current, so every node
+    the tracer records takes over the source line and module path of the node it came from."""
+
+    @functools.wraps(generated)  # the tracer reads the argument names from the wrapped function
+    def forward(module: fx.GraphModule, *args: Any) -> Any:
+        if not any(isinstance(a, fx.Proxy) for a in args):
+            return generated(module, *args)
+        with fx.traceback.preserve_node_meta():
+            return fx.Interpreter(module).run(*args)
+
+    return forward
 
 
 def _aten(name: str):
@@ -130,6 +158,7 @@ def lift_exported(module: torch.export.ExportedProgram | fx.GraphModule) -> Expo
             modules[name] = build(node)
             with graph.inserting_before(node):
                 new = graph.call_module(name, (node.args[0],))
+            new.meta = dict(node.meta)  # the user's source line and module path
             node.replace_all_uses_with(new)
             graph.erase_node(node)
         elif node.target in as_function:

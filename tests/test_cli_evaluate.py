@@ -153,10 +153,10 @@ def test_percentile_takes_every_value_the_api_takes(text, value):
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--percentile", "200"], "percentile=200.0 must be a number in (0, 100]"),
-    (["--percentile", "best"], "percentile='best'"),
-    (["--surrogate", "sigmoid"], "surrogate='sigmoid'"),
-    (["--tau-per-channel"], "tau_per_channel=True needs learn_tau=True"),
+    (["--percentile", "200"], "--percentile 200.0 must be a number in (0, 100]"),
+    (["--percentile", "best"], "--percentile best"),
+    (["--surrogate", "sigmoid"], "--surrogate sigmoid"),
+    (["--tau-per-channel"], "--tau-per-channel needs --learn-tau"),  # the command's flags, not Python's arguments
 ])  # fmt: skip
 def test_bad_settings_fail_in_one_line_before_any_work(files, capsys, flags, message):
     code, out, err = run(capsys, files / "model.pt", "--trust-pickle", "-o", files / "snn.pt", *flags)
