@@ -52,7 +52,7 @@ def module_of(gm: fx.GraphModule, node: fx.Node) -> Optional[nn.Module]:
 
 
 def is_spiking(gm: fx.GraphModule, node: fx.Node) -> bool:
-    """Whether a node runs a spiking neuron (alone, or fused with the gated pool that reads it)."""
+    """Whether a node runs a spiking neuron (alone, or fused with the pool that reads it)."""
     return isinstance(module_of(gm, node), (SpikingNeuron, NeuronPool))
 
 
@@ -79,7 +79,7 @@ def neuron_pool_pairs(gm: fx.GraphModule) -> list[tuple[fx.Node, fx.Node]]:
             continue
         (user,) = node.users
         pool = module_of(gm, user)
-        if (isinstance(pool, GatedMaxPool) or (pool is not None and is_average_pool(pool))) and user.args[0] is node and len(user.args) == 1 and not user.kwargs:
+        if (isinstance(pool, GatedMaxPool) or (pool is not None and is_average_pool(pool))) and user.args == (node,) and not user.kwargs:
             pairs.append((node, user))
     return pairs
 

@@ -15,7 +15,7 @@ from .temporal import NeuronPool
 def to_networkx(gm: fx.GraphModule) -> nx.DiGraph:
     """The data-flow graph of ``gm``: one vertex per fx node (named like it), with attributes
     ``op``, ``target``, ``kind``, ``module_type`` and ``shape`` (where shape propagation left one).
-    A neuron fused with its gated max pool (``NeuronPool``) is drawn as what it computes: two
+    A neuron fused with the pool that reads it (``NeuronPool``) is drawn as what it computes: two
     vertices ``<node>.neuron`` -> ``<node>.pool``."""
     graph = nx.DiGraph()
     vertex: dict[fx.Node, str] = {}  # the vertex that carries each node's output

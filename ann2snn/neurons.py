@@ -361,7 +361,7 @@ class SpikingNeuron(TemporalModule):
         sequence: torch.Tensor,
         steps: int,
         beta: Optional[torch.Tensor],
-        pool: Optional[GatedMaxPool],
+        pool: Optional[nn.Module],
         theta: torch.Tensor,
         input_theta: Optional[torch.Tensor] = None,
         bias: Optional[torch.Tensor] = None,

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Callable, Optional, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.modules.module import _global_forward_hooks, _global_forward_pre_hooks
+from torch.nn.modules.module import _global_backward_hooks, _global_backward_pre_hooks, _global_forward_hooks, _global_forward_pre_hooks
 
 from .tiled_pool import TiledAvgPool1d, TiledAvgPool2d, tiled_kernel
 
@@ -274,9 +274,9 @@ class GatedMaxPool(TemporalModule):
         return self.gate_sequence(x.unflatten(0, (self.time_steps, -1))).flatten(0, 1)
 
 
-#: Pools a neuron may run inside its own loop in layer-mode inference: PyTorch's average pools
-#: (and the tiled ones, their subclasses), which pool every example on its own, so pooling each
-#: batch slice of each step's spikes gives the bits of pooling the whole spike train.
+#: Average pools a neuron may run inside its own layer-mode loop: PyTorch's (and the tiled ones,
+#: their subclasses), which pool every example on its own, so pooling each batch slice of each
+#: step's spikes gives the bits of pooling the whole spike train.
 AVERAGE_POOLS = (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d)
 
 
@@ -299,7 +299,7 @@ class NeuronPool(nn.Module):
     stored; an average pool sees each step's spikes times the threshold while in cache, the
     same bits as pooling the train afterwards (and in training, through the fused backward,
     the same gradients). Wherever the neuron's own spikes must exist (analog mode, step mode)
-    or be seen (forward hooks or pre-hooks on the neuron or the pool, or global ones:
+    or be seen (forward or backward hooks on the neuron or the pool, or global ones:
     profiling, spike recording, output-space correction), it runs the neuron, then the pool."""
 
     def __init__(self, neuron: "SpikingNeuron", pool: nn.Module, node_names: Optional[tuple[str, str]] = None) -> None:
@@ -323,7 +323,9 @@ class NeuronPool(nn.Module):
         return self.pool(self.neuron(x))
 
     def _fuses(self) -> bool:
-        """Layer mode, and nobody observes the neuron's output or the pool's input."""
+        """Layer mode, and nobody observes the neuron's output or the pool's input (or their
+        gradients: backward hooks)."""
         neuron, pool = self.neuron, self.pool
-        hooked = any(m._forward_hooks or m._forward_pre_hooks for m in (neuron, pool))
-        return neuron.time_steps is not None and not neuron.analog and not hooked and not _global_forward_hooks and not _global_forward_pre_hooks
+        hooked = any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks for m in (neuron, pool))
+        hooked = hooked or _global_forward_hooks or _global_forward_pre_hooks or _global_backward_hooks or _global_backward_pre_hooks
+        return neuron.time_steps is not None and not neuron.analog and not hooked

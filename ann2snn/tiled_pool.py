@@ -90,11 +90,11 @@ class _TiledAvgPoolMixin:
 
     dims: int
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        kernel = self.tiling(x)
+    def forward(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002 - nn.AvgPool's name: pool(input=x) works
+        kernel = self.tiling(input)
         if kernel is None:
-            return super().forward(x)
-        return TiledAverage.apply(x, kernel)
+            return super().forward(input)
+        return TiledAverage.apply(input, kernel)
 
     def tiling(self, x: torch.Tensor) -> Optional[tuple[int, ...]]:
         """The window that ``forward`` sums ``x`` over by strided slices, or ``None`` where it

@@ -236,3 +236,37 @@ def test_hooks_on_an_average_pool_see_the_unpooled_train(data):
         finally:
             handle.remove()
     assert seen["input"].shape[0] == 6 * len(x) and seen["out"].shape[-2:] == (9, 4)
+
+
+@pytest.mark.parametrize("pool", [nn.AvgPool2d(2), nn.AvgPool2d(3, stride=2), nn.AdaptiveAvgPool2d(2)])
+def test_a_pool_called_with_a_keyword_input_converts_unfused(pool):
+    class KeywordPool(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(1, 4, 3, padding=1)
+            self.pool = pool
+            self.fc = nn.LazyLinear(3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(self.pool(input=F.relu(self.conv(x))).flatten(1))
+
+    torch.manual_seed(0)
+    x = torch.randn(4, 1, 6, 6)
+    model = KeywordPool()
+    model(x)
+    snn = convert(model.eval(), x, T=3)
+    assert fused_modules(snn) == []  # a call with keywords is left as it is
+    with torch.no_grad():
+        assert snn(x).shape == (4, 3)
+
+
+def test_backward_hooks_on_a_fused_average_pool_see_its_own_gradients():
+    torch.manual_seed(0)
+    x = torch.randn(4, 1, 12, 12)
+    snn = convert(AveragePoolNet().eval(), x, T=5)
+    fused = fused_modules(snn)[0]
+    seen = {}
+    fused.pool.register_full_backward_hook(lambda module, grad_in, grad_out: seen.update(pool=grad_out[0].shape))
+    fused.neuron.register_full_backward_hook(lambda module, grad_in, grad_out: seen.update(neuron=grad_out[0].shape))
+    snn(x).sum().backward()
+    assert seen["neuron"] == (5 * len(x), 4, 12, 12) and seen["pool"] == (5 * len(x), 4, 9, 4)  # the unpooled train's gradient, then the pooled one's

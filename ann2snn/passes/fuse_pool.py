@@ -1,10 +1,9 @@
 """Fuse each spiking neuron with the pool (gated max or average) that alone reads it into one
 ``NeuronPool`` node.
 
-Layer mode then runs the pool inside the neuron's loop, step by step (an average pool in
-inference only), and the neuron's unpooled spike train over all steps is never stored (see
-``ann2snn.temporal.NeuronPool``, which also says when the two run one after the other: analog
-and step mode, training with an average pool, and observed neurons). The
+Layer mode then runs the pool inside the neuron's loop, step by step, and the neuron's unpooled
+spike train over all steps is never stored (see ``ann2snn.temporal.NeuronPool``, which also
+says when the two run one after the other: analog and step mode, and observed neurons). The
 neuron and the pool become submodules ``<fused>.neuron`` and ``<fused>.pool`` of a module named
 after both; the report's entries name them so.
 """
