@@ -153,6 +153,7 @@ def calibrate(snn, calibration: Iterable, percentile: float | str, per_channel: 
     generator = torch.Generator().manual_seed(seed)
     _clear_corrections(snn)
     # QCFS neurons keep their learned thresholds
+    spiking = any(isinstance(m, SpikingNeuron) for m in snn.network.modules())  # else nothing to correct
     neurons = {name: m for name, m in snn.network.named_modules() if isinstance(m, SpikingNeuron) and m.levels is None}
     samplers = {name: ActivationSampler(generator) for name in neurons}
     input_sampler = ActivationSampler(generator)
@@ -204,7 +205,7 @@ def calibrate(snn, calibration: Iterable, percentile: float | str, per_channel: 
         corrected = _output_error(snn, ranked_inputs, ranked_outputs) < errors[chosen, False]
         if not corrected:
             _clear_corrections(snn)
-    if correction != "none" and neurons:
+    if correction != "none" and spiking:
         snn.report.settings["correction_applied"] = corrected  # the report's settings line says when it was left off
 
 
