@@ -11,16 +11,22 @@ bias correction (the defaults), conversion-aware QCFS training, and the other ne
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import ann2snn_zoo as zoo  # noqa: E402
 from ann2snn_zoo.harness import peers  # noqa: E402
 from ann2snn.atomic import atomic_path  # noqa: E402
-from ann2snn_zoo.harness.lowt import METHODS, LowTConfig, lowt_tables, plot_lowt, run_lowt  # noqa: E402
+from ann2snn_zoo.harness.lowt import METHODS, LowTConfig, LowTError, check_folder, lowt_tables, merge_rows, plot_lowt, run_lowt  # noqa: E402
+from ann2snn_zoo.harness.run_folder import RunFolderError, folder_lock  # noqa: E402
+from ann2snn_zoo.harness.train_cli import USER_ERRORS, report  # noqa: E402
+
+#: Reported as one ``error:`` line, exit status 2: a missing data folder, an unusable output folder
+#: (a file, in use, measured with other settings, another tool's), an unknown model or device.
+ERRORS = (*USER_ERRORS, LowTError)
 
 
 def _seed_counts(rows: list[dict]) -> str:
@@ -42,7 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--merge", nargs="+", metavar="FOLDER", help="measure nothing: write the tables and plot of the result rows of these output folders (later folders win on a repeated cell) into --out"
     )
-    parser.add_argument("--models", nargs="+", default=list(defaults.models), help="zoo models")
+    parser.add_argument(
+        "--models", nargs="+", default=list(defaults.models), choices=zoo.names("all"), metavar="MODEL", help=f"zoo models: {', '.join(zoo.names('all'))} (the QCFS methods: m5, vgg, resnet)"
+    )
     parser.add_argument("--seeds", nargs="+", type=int, default=list(defaults.seeds), help="training seeds")
     parser.add_argument("--T", nargs="+", type=int, default=list(defaults.T), help="time steps to measure")
     parser.add_argument("--levels", type=int, default=defaults.levels, help="QCFS quantization levels")
@@ -55,7 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     if any(t <= 0 for t in args.T) or args.levels <= 0:
         parser.error("--T and --levels take positive integers")
     if args.merge:
-        return _merge(args.merge, Path(args.out), tuple(sorted(args.T)))
+        try:
+            return _merge(args.merge, Path(args.out), tuple(sorted(args.T)))
+        except ERRORS as error:
+            return report(error)
     if not args.data_dir:
         parser.error("--data-dir is required (the FSDD folder), unless --merge")
     config = LowTConfig(
@@ -63,7 +74,10 @@ def main(argv: list[str] | None = None) -> int:
         levels=args.levels, out_dir=args.out, device=args.device, peers=args.peers or args.only_peers, only_peers=args.only_peers, methods=tuple(args.methods) if args.methods else None,
     )  # fmt: skip
     start = time.perf_counter()
-    rows = run_lowt(config)
+    try:
+        rows = run_lowt(config)
+    except ERRORS as error:
+        return report(error)
     minutes = (time.perf_counter() - start) / 60
     table = lowt_tables(rows, config.T)
     if config.peers:
@@ -78,20 +92,23 @@ def main(argv: list[str] | None = None) -> int:
 def _write(rows: list[dict], T: tuple[int, ...], out: Path, table: str) -> None:
     with atomic_path(out / "lowt.md") as tmp:
         tmp.write_text(table)
-    plot_lowt(rows, T, out / "lowt.png", f"FSDD official split: zero-shot SNN accuracy against T (each point: mean ± sd over the seeds it has, up to {_seed_counts(rows)})")
+    seeds = _seed_counts(rows)
+    points = "one seed" if seeds == "1 seed" else f"mean ± sd over the seeds it has, up to {seeds}"
+    plot_lowt(rows, T, out / "lowt.png", f"FSDD official split: zero-shot SNN accuracy against T (each point: {points})")
     print(table)
 
 
 def _merge(folders: list[str], out: Path, T: tuple[int, ...]) -> int:
-    """Tables and plot of the result rows of several output folders, into ``out``."""
-    rows: dict[str, dict] = {}
-    for folder in folders:
-        path = Path(folder) / "results.jsonl"
-        if not path.is_file():
-            raise SystemExit(f"lowt.py: error: {path} does not exist (--merge takes output folders of earlier runs)")
-        rows.update({row["cell"]: row for row in map(json.loads, path.read_text().splitlines()) if row})
+    """Tables and plot of the result rows of several lowt.py output folders, into ``out`` (which is
+    locked while written, and may not be another tool's folder)."""
+    rows = merge_rows([Path(folder) for folder in folders])
+    for path in (out, *out.parents):
+        if path.exists() and not path.is_dir():
+            raise RunFolderError(f"{path} is a file, not a folder; pass an --out folder path")
+    check_folder(out)
     out.mkdir(parents=True, exist_ok=True)
-    _write(list(rows.values()), T, out, lowt_tables(list(rows.values()), T))
+    with folder_lock(out):
+        _write(rows, T, out, lowt_tables(rows, T))
     print(f"wrote {out / 'lowt.md'} and {out / 'lowt.png'} from {len(rows)} cells of {len(folders)} folders")
     return 0
 

@@ -8,24 +8,33 @@ same calibration batches and T, and measured the same way.
     python tools/lowt.py --data-dir ../shared/data/fsdd          # m5, vgg, resnet x 3 seeds
 
 CNNs are trained by the study's harness (``zoo.harness.experiment``) with its per-model recipe,
-in ``OUT/relu`` and ``OUT/qcfs``; a rerun reuses them and skips the cells already measured.
+in ``OUT/relu`` and ``OUT/qcfs``; a rerun reuses them and skips the cells already measured. So one
+run at a time holds the folder (``zoo.harness.run_folder``'s lock), and ``OUT/config.json`` records
+the settings that change results (``result_settings``): a rerun with others is refused, as is a
+folder written by another tool (tools/experiment.py writes results.jsonl too).
 """
 
 from __future__ import annotations
 
+import json
+import math
+import textwrap
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import torch
 
 import ann2snn
+import ann2snn_zoo as zoo
 from ann2snn_zoo.harness.evaluate import evaluate
 from ann2snn_zoo.harness.experiment import Experiment, ExperimentConfig, Results
 from ann2snn_zoo.harness import peers
+from ann2snn_zoo.harness.run_folder import RunFolderError, folder_lock, read_json, read_rows, write_json
 from ann2snn_zoo.harness.summary import mean_spread, save_figure
+from ann2snn_zoo.harness.train import resolve_device
 
 #: Conversion settings per method, and whether it converts the QCFS-trained CNN.
 METHODS: dict[str, tuple[dict[str, Any], bool]] = {
@@ -75,6 +84,129 @@ class LowTConfig:
         )  # fmt: skip
 
 
+#: What config.json's "tool" says in a folder of this measurement.
+TOOL = "lowt"
+#: LowTConfig fields that change no result (where the folder is, the device, progress bars) or
+#: only choose which cells run (a cell's id names its model, seed, method and T): a rerun may change
+#: them. Every other field (data, QCFS levels, the CNNs' training) changes results.
+RERUNNABLE = frozenset({"out_dir", "device", "progress", "models", "seeds", "T", "peers", "only_peers", "methods"})
+
+
+#: The zoo models with an ``activation="qcfs"`` option (zoo.models.activation): the QCFS methods need one.
+QCFS_MODELS = ("m5", "vgg", "resnet", "m5_4k")
+
+
+class LowTError(Exception):
+    """The measurement cannot run as asked; the message names the problem and the way out."""
+
+
+def result_settings(config: LowTConfig) -> dict[str, Any]:
+    """The settings of ``config`` that change results (the data folder as an absolute path)."""
+    settings = {k: v for k, v in asdict(config).items() if k not in RERUNNABLE}
+    settings["data_dir"] = str(Path(config.data_dir).resolve()) if config.data_dir else None
+    return settings
+
+
+def check_config(config: LowTConfig) -> None:
+    """Raise LowTError, RunFolderError or DataError (zoo.errors) if ``config`` cannot run: an
+    unknown model or method, a model without a QCFS variant when a QCFS method is asked for, a
+    device torch does not know or has not got, an output path that is a file, missing data.
+    Creates nothing."""
+    known = zoo.names("all")
+    for model in config.models:
+        if model not in known:
+            raise LowTError(f"unknown model {model!r}; pass --models from {', '.join(known)}")
+    unknown = [m for m in config.methods or () if m not in METHODS]
+    if unknown:
+        raise LowTError(f"unknown method {unknown[0]!r}; pass --methods from {', '.join(map(repr, METHODS))}")
+    if any(METHODS[m][1] for m in _wanted(config)):
+        for model in config.models:
+            if model not in QCFS_MODELS:
+                raise LowTError(f"model {model} has no QCFS variant; pass --methods without the QCFS ones, or --models from {', '.join(QCFS_MODELS)}")
+    try:
+        device = resolve_device(config.device)
+    except (RuntimeError, ValueError):
+        raise LowTError(f"device {config.device!r} is not one torch knows; pass --device auto, cpu or cuda") from None
+    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        raise LowTError(f"device {config.device!r}: torch finds no such CUDA GPU here; pass --device cpu or auto")
+    out = Path(config.out_dir)
+    for path in (out, *out.parents):
+        if path.exists() and not path.is_dir():
+            raise RunFolderError(f"{path} is a file, not a folder; pass an --out folder path")
+    if config.data_dir and Path(config.data_dir).resolve() in (out.resolve(), *out.resolve().parents):
+        raise RunFolderError(f"--out {out} is inside the data folder {config.data_dir}; pass an --out outside it")
+    zoo.data.splits.check_source(config.dataset, config.data_dir)
+
+
+def check_folder(out: Path, settings: dict[str, Any] | None = None, way_out: str = "pass another --out") -> None:
+    """Raise RunFolderError unless ``out`` is new or a folder of this measurement: written by
+    another tool (its config.json says so), holding results without a config.json (recorded by no
+    one), or (with ``settings``, from ``result_settings``) measured with other settings."""
+    stored = read_json(out / "config.json")
+    if stored is None:
+        if settings is not None and any((out / name).exists() for name in ("results.jsonl", "relu", "qcfs")):
+            raise RunFolderError(
+                f"{out} holds results but no config.json recording the settings they were measured with (an older lowt.py, or another tool); pass a new --out (lowt.py --merge still shows its results)"
+            )
+        return
+    if stored.get("tool") != TOOL:
+        tool = stored.get("tool") or ("tools/experiment.py" if "zero_shot_T" in stored else "another tool")
+        raise RunFolderError(f"{out} is an output folder of {tool}, not of lowt.py; {way_out}")
+    if settings is not None:
+        changed = _changed(stored, settings)
+        if changed:
+            raise RunFolderError(f"{out} holds results measured with other settings ({'; '.join(changed)}); rerun with the folder's settings to resume it, or pass a new --out to run these settings")
+
+
+def _changed(stored: dict[str, Any], settings: dict[str, Any]) -> list[str]:
+    """'key: stored -> new' for every setting of ``settings`` (``result_settings``) that ``stored``
+    (a config.json) records otherwise; one it lacks counts as its default."""
+    defaults = json.loads(json.dumps(result_settings(LowTConfig())))
+    settings = json.loads(json.dumps(settings))
+    return [f"{k}: {json.dumps(stored.get(k, defaults.get(k)))} -> {json.dumps(v)}" for k, v in settings.items() if stored.get(k, defaults.get(k)) != v]
+
+
+def read_lowt_rows(folder: Path) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """The recorded result settings (None for a folder of an older lowt.py) and the result rows of
+    low-T output folder ``folder`` (read, never rewritten); RunFolderError for any other folder."""
+    path = folder / "results.jsonl"
+    if not path.is_file():
+        raise RunFolderError(f"{path} does not exist; --merge takes output folders of earlier lowt.py runs")
+    check_folder(folder, way_out="--merge takes output folders of lowt.py runs")
+    rows = read_rows(path, repair=False)
+    stored = read_json(folder / "config.json")
+    if stored is None and any("kind" in row or "method" not in row for row in rows):  # experiment rows have a kind, no method
+        raise RunFolderError(f"{folder} is not an output folder of lowt.py (its results.jsonl holds other rows); --merge takes output folders of lowt.py runs")
+    if stored is None:
+        return None, rows
+    return {k: stored.get(k) for k in result_settings(LowTConfig())}, rows
+
+
+def merge_rows(folders: list[Path]) -> list[dict[str, Any]]:
+    """The result rows of several low-T output folders (later folders win on a repeated cell);
+    RunFolderError if one is not such a folder, if their recorded settings that change results
+    differ (a table would mix, say, 8- and 4-level QCFS cells), or if they hold no rows."""
+    rows: dict[str, dict[str, Any]] = {}
+    first: tuple[Path, dict[str, Any]] | None = None
+    for folder in folders:
+        settings, folder_rows = read_lowt_rows(folder)
+        if settings is not None and first is None:
+            first = (folder, settings)
+        elif settings is not None:
+            changed = _changed(first[1], settings)
+            if changed:
+                raise RunFolderError(f"{first[0]} and {folder} were measured with other settings ({'; '.join(changed)}); merge folders of the same settings only")
+        rows.update({row["cell"]: row for row in folder_rows})
+    if not rows:
+        raise RunFolderError(f"{', '.join(map(str, folders))}: no results to merge")
+    return list(rows.values())
+
+
+def _wanted(config: LowTConfig) -> list[str]:
+    """The METHODS this run measures."""
+    return [m for m in METHODS if not config.only_peers and (config.methods is None or m in config.methods)]
+
+
 def _forward_seconds(snn: ann2snn.SpikingNetwork, x: torch.Tensor, repeats: int = 3) -> float:
     """Best of ``repeats`` timings of one forward pass on ``x``."""
     best = float("inf")
@@ -87,16 +219,30 @@ def _forward_seconds(snn: ann2snn.SpikingNetwork, x: torch.Tensor, repeats: int 
 
 
 def run_lowt(config: LowTConfig, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
-    """Train (or reuse) the CNNs and measure every cell; returns all result rows."""
+    """Train (or reuse) the CNNs and measure every cell; returns all result rows.
+
+    ``config`` is checked before anything is created (``check_config``); the output folder is
+    locked for the run and refused if it was measured with other settings or by another tool
+    (RunFolderError), and records the settings in config.json."""
+    check_config(config)
     out = Path(config.out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    with folder_lock(out):
+        settings = result_settings(config)
+        check_folder(out, settings)
+        write_json(out / "config.json", {"tool": TOOL, **asdict(config), **settings})
+        return _measure(config, out, log)
+
+
+def _measure(config: LowTConfig, out: Path, log: Callable[[str], None]) -> list[dict[str, Any]]:
+    """run_lowt's measurement, in the locked and checked folder ``out``."""
     relu, qcfs = Experiment(config.experiment("relu"), log), Experiment(config.experiment("qcfs"), log)
     results = Results(out / "results.jsonl", relu.device.type)
     if config.peers or config.only_peers:
         _peer_notes(log)
     for seed in config.seeds:
         for model in config.models:
-            wanted = [m for m in METHODS if not config.only_peers and (config.methods is None or m in config.methods)]
+            wanted = _wanted(config)
             kinds = (False, True) if any(METHODS[m][1] for m in wanted) else (False,)  # the QCFS CNN only when needed
             cnns = {qcfs_cnn: (qcfs if qcfs_cnn else relu).train_cnn(model, seed)[0] for qcfs_cnn in kinds}
             test, calibration = relu.splits(model)["test"], relu.calibration(model)
@@ -177,10 +323,13 @@ def _seeds(n: int) -> str:
 
 
 def _cell(mean: float, spread: float, k: int, n: int) -> str:
-    """'mean ± sd' over all seeds, 'mean (k of n seeds)' over fewer, '-' over none."""
+    """'mean ± sd' over all seeds (more than one), 'mean' over the only one, 'mean (k of n seeds)'
+    over fewer, '-' over none."""
     if not k:
         return "-"
-    return f"{mean:.1f} ± {spread:.1f}" if k >= n else f"{mean:.1f} ({k} of {n} seeds)"
+    if k < n:
+        return f"{mean:.1f} ({k} of {n} seeds)"
+    return f"{mean:.1f} ± {spread:.1f}" if k > 1 else f"{mean:.1f}"
 
 
 def _cnn_on_same_seeds(rows: list[dict], model: str, method: str, T: int) -> float:
@@ -204,7 +353,7 @@ def lowt_tables(rows: list[dict], T: tuple[int, ...]) -> str:
     for model in models:
         cnn, cnn_sd, n = _mean(rows, model=model, method="CNN")
         qcnn, qcnn_sd, qn = _mean(rows, model=model, method="CNN (QCFS)")
-        lines.append(f"| {model} | CNN (ReLU), {_seeds(n)} | " + " | ".join(f"{cnn:.1f} ± {cnn_sd:.1f}" for _ in T) + " |")
+        lines.append(f"| {model} | CNN (ReLU), {_seeds(n)} | " + " | ".join(_cell(cnn, cnn_sd, n, n) for _ in T) + " |")
         if qn:
             lines.append(f"| {model} | CNN (QCFS, trained for conversion) | " + " | ".join(_cell(qcnn, qcnn_sd, qn, n) for _ in T) + " |")
         for method in _methods(rows):
@@ -230,13 +379,24 @@ def plot_lowt(rows: list[dict], T: tuple[int, ...], path: Path, title: str) -> N
     import matplotlib.pyplot as plt
 
     models = _models(rows)
-    colours = {method: f"C{i % 10}" for i, method in enumerate(_methods(rows))}  # one colour per method in every panel
-    fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 4.8), sharey=True, squeeze=False)
+    methods = _methods(rows)
+    colours = {method: f"C{i % 10}" for i, method in enumerate(methods)}  # one colour per method in every panel
+    # Sized so that nothing is cut whatever the number of models and methods: at least 8 inches wide
+    # (the legend and title of one panel fit), the legend in as many columns of its longest label
+    # as fit across, the title wrapped to the width; inches per character of DejaVu Sans, generous.
+    width = max(4.2 * len(models), 8.0)
+    labels = ["CNN (ReLU)", "within 1 point", *methods]
+    ncol = max(1, min(len(labels), int(width / (0.075 * max(map(len, labels)) + 0.6))))
+    legend_in = 0.21 * math.ceil(len(labels) / ncol) + 0.15
+    title = textwrap.fill(title, width=max(20, int((width - 0.4) / 0.08)))
+    title_in = 0.22 * (title.count("\n") + 1) + 0.2
+    height = 4.2 + legend_in + title_in
+    fig, axes = plt.subplots(1, len(models), figsize=(width, height), sharey=True, squeeze=False)
     for ax, model in zip(axes[0], models):
         cnn, _, _ = _mean(rows, model=model, method="CNN")
         ax.axhline(cnn, color="black", linestyle="--", linewidth=1, label="CNN (ReLU)")
         ax.axhspan(cnn - 1, cnn, color="grey", alpha=0.15, label="within 1 point")
-        for method in _methods(rows):
+        for method in methods:
             points = [(t, _mean(rows, model=model, method=method, T=t)) for t in T]
             points = [(t, m, s) for t, (m, s, k) in points if k]
             if points:
@@ -249,10 +409,9 @@ def plot_lowt(rows: list[dict], T: tuple[int, ...], path: Path, title: str) -> N
         ax.set_xlabel("time steps T")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("test top-1 accuracy (%)")
-    axes[0][0].set_ylim(bottom=max(0, min(r["top1"] for r in rows if r.get("T")) - 5), top=101)
+    axes[0][0].set_ylim(bottom=max(0, min((r["top1"] for r in rows if r.get("T")), default=5) - 5), top=101)
     entries = {label: handle for ax in axes[0] for handle, label in zip(*ax.get_legend_handles_labels())}  # every method, from any panel
-    handles, labels = list(entries.values()), list(entries)
-    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=9, frameon=False)
-    fig.suptitle(title, fontsize=11)
-    fig.tight_layout(rect=(0, 0.17, 1, 0.95))
+    fig.legend(list(entries.values()), list(entries), loc="lower center", bbox_to_anchor=(0.5, 0.05 / height), ncol=ncol, fontsize=9, frameon=False)
+    fig.suptitle(title, fontsize=11, y=1 - 0.1 / height, va="top")
+    fig.tight_layout(rect=(0, legend_in / height, 1, 1))  # tight_layout makes room for the suptitle itself
     save_figure(fig, path, dpi=130)
