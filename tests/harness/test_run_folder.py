@@ -166,7 +166,9 @@ def test_experiment_cli_truncated_checkpoint_is_one_line(tmp_path, cli, capsys, 
     (out / "checkpoints").mkdir(parents=True)
     checkpoint = out / "checkpoints" / "cnn-m5-s0.pt"
     checkpoint.write_bytes(b"PK\x03\x04 truncated")
-    code = cli.main(["--out", str(out), "--no-progress", "--device", "cpu"])
+    argv = ["--out", str(out), "--no-progress", "--device", "cpu"]
+    (out / "config.json").write_text(json.dumps(asdict(cli.config_from(cli.parse_args(argv)))))  # a run killed mid-training
+    code = cli.main(argv)
     one_line_error(capsys, code, str(checkpoint))
 
 

@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader
 import ann2snn
 import ann2snn_zoo as zoo
 from ann2snn_zoo.harness.evaluate import evaluate, run_profile
-from ann2snn_zoo.harness.run_folder import check_settings, folder_lock, read_json, read_rows, write_json
+from ann2snn_zoo.harness.run_folder import SettingsError, check_out_folder, check_settings, folder_lock, read_json, read_rows, write_json
 from ann2snn_zoo.harness.scratch import fold_scratch_snn, scratch_snn
 from ann2snn_zoo.harness.train import TrainConfig, fit, resolve_device, seed_everything
 from ann2snn_zoo.harness.train_state import model_entries
@@ -121,6 +121,13 @@ class Results:
         self.rows[row["cell"]] = row
         with self.path.open("a") as f:
             f.write(json.dumps(row) + "\n")
+
+
+def epoch_speed(snn_epoch_s: float, cnn_epoch_s: float, T: int) -> str:
+    """The log's words for an SNN epoch's time: seconds, over a CNN epoch, and over T CNN epochs
+    (per time step: the results table's "SNN epoch / (T x CNN epoch)")."""
+    ratio = snn_epoch_s / cnn_epoch_s
+    return f"{snn_epoch_s:.1f} s/epoch, {ratio:.2f} x a CNN epoch, {ratio / T:.2f} x per time step"
 
 
 def cell_id(model: str, seed: int, kind: str, neuron: str = "-", T: int | None = None, encoder: str = "direct", learn_tau: bool | None = None) -> str:
@@ -258,9 +265,7 @@ class Experiment:
                 epoch_s=history.seconds_per_epoch, snn_cnn_epoch_ratio=history.seconds_per_epoch / cnn_epoch_s,
                 learned_tau=taus, run=name, **_timing(history), **costs,
             ))  # fmt: skip
-            self.log(
-                f"{model} seed {seed} retrained LIF {encoder} T={T} learn_tau={learn_tau}: {metrics.top1:.1f} % ({history.seconds_per_epoch:.1f} s/epoch, {history.seconds_per_epoch / cnn_epoch_s:.1f} x the CNN)"
-            )
+            self.log(f"{model} seed {seed} retrained LIF {encoder} T={T} learn_tau={learn_tau}: {metrics.top1:.1f} % ({epoch_speed(history.seconds_per_epoch, cnn_epoch_s, T)})")
 
     def from_scratch(self, model: str, seed: int, cnn_epoch_s: float) -> None:
         """The SNN twin trained from random weights at ``finetune_T`` (LIF, fixed tau), with the
@@ -331,16 +336,63 @@ def fold_configs(config: ExperimentConfig) -> list[ExperimentConfig]:
     ]
 
 
+#: Seeds numpy takes (0 .. 2**32 - 1), less the offset of the from-scratch SNN's seed.
+MAX_SEED = 2**32 - 1 - 1000
+
+
+def is_experiment_config(stored: Any) -> bool:
+    """Whether ``stored`` (a config.json's content) is an ExperimentConfig's settings."""
+    fields = set(asdict(ExperimentConfig()))
+    return isinstance(stored, dict) and "finetune_T" in stored and set(stored) <= fields
+
+
+def check_device(device: str) -> None:
+    """SettingsError unless ``device`` is auto, cpu, or a cuda / mps device this machine has."""
+    if device == "auto":
+        return
+    try:
+        chosen = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise SettingsError(f"--device {device} is not a device; pass cpu, cuda, cuda:N or auto") from None
+    if chosen.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise SettingsError(f"--device {device}: this machine has no usable CUDA GPU; pass --device cpu (or auto)")
+        if chosen.index is not None and chosen.index >= count:
+            raise SettingsError(f"--device {device}: this machine has {count} CUDA GPU(s) (cuda:0 to cuda:{count - 1}); pass one of those, or auto")
+    elif chosen.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise SettingsError(f"--device {device}: MPS is not available on this machine; pass --device cpu (or auto)")
+    elif chosen.type != "cpu":
+        raise SettingsError(f"--device {device}: the harness runs on cpu, cuda or mps; pass one of those, or auto")
+
+
+def check_config(config: ExperimentConfig) -> None:
+    """Refuse (SettingsError, RunFolderError), before anything is written, settings that would
+    fail midway: an unusable device, a seed numpy refuses, an --out that is a file, lies inside
+    the data set, or holds another tool's files (``run_folder.check_out_folder``)."""
+    bad = [seed for seed in config.seeds if not 0 <= seed <= MAX_SEED]
+    if bad:
+        raise SettingsError(f"--seeds {' '.join(map(str, bad))}: a seed must be a whole number from 0 to {MAX_SEED}")
+    check_device(config.device)
+    check_out_folder(Path(config.out_dir), config.data_dir, is_experiment_config)
+
+
 def run_experiment(config: ExperimentConfig, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """Run (or resume) every cell of the experiment; returns all result rows.
 
     The data source is checked before anything is created (DataError); the folder is locked for
     the run, and a folder measured with other settings is refused (RunFolderError). With
     ``cross_validation="speaker"`` each fold runs (and resumes) in its own folder, one after the
-    other, and every row carries its ``fold`` (the test speaker)."""
+    other, and every row carries its ``fold`` (the test speaker). Settings that cannot run (a
+    device, a seed, the folder: ``check_config``) are refused before anything is written."""
+    check_config(config)
     if config.cross_validation is not None:
         folds = fold_configs(config)
+        for fold in folds:
+            check_config(fold)
         Path(config.out_dir).mkdir(parents=True, exist_ok=True)
+        check_settings(Path(config.out_dir), asdict(config), asdict(ExperimentConfig()))
         write_json(Path(config.out_dir) / "config.json", asdict(config))
         rows = []
         for k, fold in enumerate(folds, 1):

@@ -12,7 +12,7 @@ import ann2snn_zoo as zoo
 from ann2snn_zoo.data import registry as datasets
 from ann2snn_zoo.harness.experiment import ExperimentConfig, load_histories, run_experiment
 from ann2snn_zoo.harness.presets import PRESETS
-from ann2snn_zoo.harness.summary import merge_runs, write_outputs
+from ann2snn_zoo.harness.summary import check_merge_out, merge_runs, merge_settings, write_outputs
 from ann2snn_zoo.harness.train_cli import USER_ERRORS, non_negative_float, positive_float, positive_int, report
 
 DESCRIPTION = "Run the study: train CNNs, convert, measure zero-shot SNNs over T, retrain, train from scratch."
@@ -26,6 +26,12 @@ EPILOG = """examples:
 
 A killed run resumes: rerun the same command (finished cells are skipped, training resumes from
 its last checkpoint). Results go to --out: results.jsonl/.csv/.md and PNG plots.
+
+--merge DIR... --out NEW measures nothing: it writes the tables and plots of finished runs into a
+new folder, with the settings the runs recorded (their config.json: fine-tuning T, data set; the
+preset and other options are ignored). The runs must share every setting that changes results;
+only models, seeds, T lists and encoders may differ. A cell in more than one folder keeps the
+LAST folder's row (as lowt.py --merge): list a rerun after the run it corrects.
 """
 
 
@@ -57,7 +63,12 @@ def build_parser(prog: str = "experiment.py") -> argparse.ArgumentParser:
     parser.add_argument("--max-batches", type=positive_int, help="batches per epoch (quick checks)")
     parser.add_argument("--no-scratch", action="store_true", help="skip training the SNN from scratch")
     parser.add_argument("--no-progress", action="store_true")
-    parser.add_argument("--merge", nargs="+", metavar="DIR", help="only combine the results of finished runs (e.g. one per machine) into --out")
+    parser.add_argument(
+        "--merge",
+        nargs="+",
+        metavar="DIR",
+        help="measure nothing: combine the results of finished runs (e.g. one per machine) into a new --out, with their recorded settings; later folders win on a repeated cell",
+    )
     return parser
 
 
@@ -93,21 +104,37 @@ def config_from(args: argparse.Namespace) -> ExperimentConfig:
     return ExperimentConfig(**settings)
 
 
+def _needs_data_dir(config: ExperimentConfig) -> bool:
+    return config.data_dir is None and datasets.dataset(config.dataset).local
+
+
 def main(argv: list[str] | None = None, prog: str = "experiment.py") -> int:
     args = parse_args(argv, prog)
     config = config_from(args)
     start = time.perf_counter()
     try:
         if args.merge:
-            rows, histories = merge_runs([Path(d) for d in args.merge])
+            if not args.out:
+                return report(ValueError("--merge needs --out: a new folder for the merged tables and plots"))
+            folders = [Path(d) for d in args.merge]
+            out = Path(args.out)
+            check_merge_out(out, folders)
+            settings = merge_settings(folders)
+            rows, histories = merge_runs(folders)
+            finetune_T, dataset = settings["finetune_T"], settings["dataset"]
         else:
+            if _needs_data_dir(config):
+                source = f"--preset {args.preset}" if args.dataset is None else f"--dataset {config.dataset}"
+                return report(ValueError(f"{config.dataset} ({source}) needs --data-dir: the local folder holding the data set (e.g. --data-dir data/{config.dataset})"))
+            out = Path(config.out_dir)
             rows, histories = run_experiment(config), load_histories(config.out_dir)
+            finetune_T, dataset = config.finetune_T, None
     except USER_ERRORS as error:
         return report(error)
-    paths = write_outputs(rows, Path(config.out_dir), config.finetune_T, histories)
+    paths = write_outputs(rows, out, finetune_T, histories, dataset)
     print()
     print(paths["markdown"].read_text())
-    print(f"finished in {time.perf_counter() - start:.0f} s; results and plots in {config.out_dir}/:")
+    print(f"finished in {time.perf_counter() - start:.0f} s; results and plots in {out}/:")
     for name, path in paths.items():
         print(f"  {name}: {path}")
     return 0

@@ -38,6 +38,44 @@ class RunFolderError(Exception):
     """An experiment folder cannot be used as asked; the message names it and the way out."""
 
 
+class SettingsError(RunFolderError):
+    """A setting an experiment cannot run with (a device, a seed, an --out inside the data set);
+    the message names it and the way out. A RunFolderError, so every caller that reports those on
+    one line reports these too."""
+
+
+#: What an experiment folder holds before its run writes config.json (a run killed at its start).
+_STARTED = frozenset({LOCK_NAME, "checkpoints"})
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` is ``folder`` or lies inside it (both resolved: links, ``..``)."""
+    path, folder = path.resolve(), folder.resolve()
+    return path == folder or folder in path.parents
+
+
+def check_out_folder(out: Path, data_dir: str | Path | None = None, is_config: Any = None) -> None:
+    """Refuse (SettingsError, RunFolderError) an output folder before anything is written: a file
+    in its place, a folder inside (or equal to) the data set's ``data_dir``, or a folder that holds
+    files but no config.json that ``is_config`` (a predicate on its content) accepts: another
+    tool's folder (lowt.py's writes results.jsonl too), a merged table, anything else."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise SettingsError(f"--out {out} is a file, not a folder; pass a folder for the results (a new one, or an experiment's to resume it)")
+    if data_dir is not None and _inside(out, Path(data_dir)):
+        raise SettingsError(f"--out {out} is inside the data set folder --data-dir {data_dir}; pass an --out outside it (e.g. runs/<name>): a run writes checkpoints, caches and plots there")
+    if not out.is_dir() or is_config is None:
+        return
+    stored = read_json(out / "config.json")
+    if stored is not None and not is_config(stored):
+        raise RunFolderError(f"{out}/config.json is not an experiment's settings (another tool's folder?); pass a new --out")
+    if stored is None:
+        extra = sorted(p.name for p in out.iterdir() if p.name not in _STARTED or (p.is_dir() and any(p.iterdir())))
+        if extra:
+            shown = ", ".join(extra[:4]) + (", ..." if len(extra) > 4 else "")
+            raise RunFolderError(f"{out} holds files ({shown}) but no config.json of an experiment run (a lowt.py folder, a merged table?); pass a new --out")
+
+
 @contextmanager
 def folder_lock(folder: Path) -> Iterator[None]:
     """Hold an exclusive ``flock`` on ``folder``/.lock (holding this process's pid) for the block.
@@ -55,18 +93,38 @@ def folder_lock(folder: Path) -> Iterator[None]:
         yield
 
 
+#: Settings that name a folder: equal when they resolve to the same one ("fsdd" and its absolute path).
+PATHS = frozenset({"data_dir"})
+
+
+def same_setting(key: str, a: Any, b: Any) -> bool:
+    """Whether setting ``key`` has the same value in ``a`` and ``b`` (folders in PATHS compared
+    resolved from the working directory, so a relative and an absolute path to one folder match)."""
+    if a == b:
+        return True
+    if key in PATHS and isinstance(a, str) and isinstance(b, str):
+        return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
+    return False
+
+
+def changed_settings(stored: dict[str, Any], settings: dict[str, Any], defaults: dict[str, Any], ignore: frozenset[str] = frozenset()) -> list[str]:
+    """``"key: stored -> new"`` for every setting that changes results (all but NEUTRAL, SCOPE and
+    ``ignore``) and differs between ``stored`` and ``settings``; a key missing counts as its default."""
+    stored, settings, defaults = _plain(stored), _plain(settings), _plain(defaults)
+    return [
+        f"{key}: {json.dumps(stored.get(key, defaults.get(key)))} -> {json.dumps(settings.get(key, defaults.get(key)))}"
+        for key in dict.fromkeys([*settings, *stored])
+        if key not in NEUTRAL | SCOPE | ignore and not same_setting(key, stored.get(key, defaults.get(key)), settings.get(key, defaults.get(key)))
+    ]
+
+
 def check_settings(folder: Path, settings: dict[str, Any], defaults: dict[str, Any]) -> None:
     """Refuse ``folder`` if its config.json records other settings that change results (all but
     NEUTRAL and SCOPE); a setting missing from an older config.json counts as its default."""
     stored = read_json(folder / "config.json")
     if stored is None:
         return
-    settings, defaults = _plain(settings), _plain(defaults)
-    changed = [
-        f"{key}: {json.dumps(stored.get(key, defaults.get(key)))} -> {json.dumps(value)}"
-        for key, value in settings.items()
-        if key not in NEUTRAL | SCOPE and stored.get(key, defaults.get(key)) != value
-    ]
+    changed = changed_settings(stored, settings, defaults)
     if changed:
         raise RunFolderError(f"{folder} holds results measured with other settings ({'; '.join(changed)}); rerun with the folder's settings to resume it, or pass a new --out to run these settings")
 

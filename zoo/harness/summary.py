@@ -6,6 +6,7 @@ import csv
 import json
 import math
 import statistics
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
@@ -51,22 +52,91 @@ def _cell(rows: list[dict], key: str = "top1", digits: int = 1) -> str:
     return f"{mean:.{digits}f} ± {spread:.{digits}f}" if len(values) > 1 else f"{mean:.{digits}f}"
 
 
+def _merged_folders(folder: Path) -> list[tuple[Optional[str], Path]]:
+    """(fold, folder) of every results folder in ``folder``: itself, or for a cross-validated run
+    (config.json's ``cross_validation``) each ``fold-<speaker>`` folder, with its speaker."""
+    settings = read_json(folder / "config.json") or {}
+    if settings.get("cross_validation") and not (folder / "results.jsonl").is_file():
+        folds = sorted(p.parent for p in folder.glob("fold-*/results.jsonl"))
+        if folds:
+            return [(f.name.removeprefix("fold-"), f) for f in folds]
+    return [(None, folder)]
+
+
 def merge_runs(folders: list[Path]) -> tuple[list[dict], dict]:
-    """The result rows and training histories of several experiment folders; a cell measured in
-    more than one folder keeps the first folder's row."""
+    """The result rows and training histories of several experiment folders (a cross-validated
+    run's folder stands for its folds, each row tagged with its ``fold``). A cell measured in more
+    than one folder keeps the LAST folder's row (as ``tools/lowt.py --merge`` does): list a rerun
+    after the run it corrects."""
     rows: dict[str, dict] = {}
     histories: dict[str, list] = {}
-    for folder in folders:
-        results = folder / "results.jsonl"
-        if not results.is_file():
-            raise RunFolderError(f"{results}: no results to merge (is {folder} an experiment folder?)")
-        device = (read_json(folder / "config.json") or {}).get("device", "auto")
-        for row in read_rows(results, repair=False):  # the folders merged are inputs: read, never rewritten
-            row.setdefault("device", "cpu" if device == "auto" and "cuda" not in str(row.get("device")) else device)
-            rows.setdefault(row["cell"], row)
-        for name, epochs in (read_json(folder / "histories.json") or {}).items():
-            histories.setdefault(name, epochs)
+    for given in folders:
+        for fold, folder in _merged_folders(given):
+            results = folder / "results.jsonl"
+            if not results.is_file():
+                raise RunFolderError(f"{results}: no results to merge (is {folder} an experiment folder?)")
+            device = (read_json(folder / "config.json") or {}).get("device", "auto")
+            for row in read_rows(results, repair=False):  # the folders merged are inputs: read, never rewritten
+                row.setdefault("device", "cpu" if device == "auto" and "cuda" not in str(row.get("device")) else device)
+                if fold is not None:
+                    row.setdefault("fold", fold)
+                rows[f"{row.get('fold')}/{row['cell']}"] = row
+            prefix = f"fold-{fold}/" if fold is not None else ""
+            histories.update({prefix + name: epochs for name, epochs in (read_json(folder / "histories.json") or {}).items()})
     return list(rows.values()), histories
+
+
+def merge_settings(folders: list[Path]) -> dict[str, Any]:
+    """The settings the results of ``folders`` were measured with (each one's config.json), for
+    the merged tables (fine-tuning T, data set). RunFolderError if a folder has no experiment
+    config.json, or if two folders that measured a common model record different settings that
+    change results: only the settings that choose cells (``run_folder.SCOPE``: models, seeds, T
+    lists, encoders), the neutral ones (device, folder) and where the data lies (``data_dir``: each
+    machine has its copy) may differ. Folders of different models (each model's runs with its
+    own training settings) must agree only on what the tables are made of: the data set and the
+    fine-tuning T. The scope lists are the union of the folders'."""
+    from ann2snn_zoo.harness.experiment import ExperimentConfig, is_experiment_config
+    from ann2snn_zoo.harness.run_folder import SCOPE, changed_settings
+
+    defaults = asdict(ExperimentConfig())
+    table_settings = frozenset({"dataset", "finetune_T"})
+    seen: list[tuple[Path, dict[str, Any]]] = []
+    for folder in folders:
+        stored = read_json(folder / "config.json")
+        if not is_experiment_config(stored):
+            raise RunFolderError(f"{folder} has no config.json of an experiment run (made by another tool, or not a run folder?); --merge takes folders made by experiment.py")
+        stored = {**defaults, **stored}
+        for other, settings in seen:
+            shared = set(settings["models"]) & set(stored["models"])
+            ignore = frozenset({"data_dir"}) if shared else frozenset(k for k in defaults if k not in table_settings)
+            changed = changed_settings(settings, stored, defaults, ignore=ignore)  # data_dir: one copy of the data per machine
+            if changed:
+                raise RunFolderError(
+                    f"cannot merge {other} and {folder}: their results were measured with other settings ({'; '.join(changed)}); "
+                    "merge only runs whose settings differ in models, seeds, T lists or encoders (runs of different models: in their training settings too)"
+                )
+        seen.append((folder, stored))
+    if not seen:
+        raise RunFolderError("--merge needs at least one folder")
+    merged = dict(seen[0][1])
+    for key in SCOPE:
+        values = [settings.get(key) for _, settings in seen]
+        if all(isinstance(v, list) for v in values):
+            merged[key] = list(dict.fromkeys(item for v in values for item in v))
+    return merged
+
+
+def check_merge_out(out: Path, folders: list[Path]) -> None:
+    """Refuse an --out for merged tables that is a file, one of the merged folders (or inside one),
+    or a run's folder (its results.md and plots would be overwritten by the merged ones)."""
+    if out.exists() and not out.is_dir():
+        raise RunFolderError(f"--out {out} is a file, not a folder; pass a new folder for the merged tables")
+    for folder in folders:
+        if out.resolve() == folder.resolve() or folder.resolve() in out.resolve().parents:
+            raise RunFolderError(f"--out {out} is one of the merged folders ({folder}): its own results.md and plots would be overwritten; pass a new --out")
+    for name in ("results.jsonl", "config.json"):
+        if (out / name).is_file():
+            raise RunFolderError(f"--out {out} is a run's folder (it holds {name}): its results.md and plots would be overwritten; pass a new --out for the merged tables")
 
 
 def scratch_rows(rows: list[dict], T: int) -> list[dict]:
@@ -523,12 +593,13 @@ def plot_example_raster(rebuilt: tuple, path: Path) -> Path:
     return Path(path)
 
 
-def write_outputs(rows: list[dict], out_dir: Path, finetune_T: int, histories: Optional[dict] = None) -> dict[str, Path]:
+def write_outputs(rows: list[dict], out_dir: Path, finetune_T: int, histories: Optional[dict] = None, dataset: Optional[str] = None) -> dict[str, Path]:
     """Write results.csv, results.md and the plots; returns their paths by name. Where ``out_dir``
     holds the experiment's checkpoints, the first model's CNN and retrained SNN are rebuilt from
-    them for the zero-shot firing rates and the spike raster (``spike_raster.png``)."""
+    them for the zero-shot firing rates and the spike raster (``spike_raster.png``). ``dataset``
+    (for the plots' titles; default: out_dir's config.json's)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    dataset = (read_json(out_dir / "config.json") or {}).get("dataset")
+    dataset = dataset or (read_json(out_dir / "config.json") or {}).get("dataset")
     paths = {
         "csv": out_dir / "results.csv", "markdown": out_dir / "results.md",
         "accuracy_vs_T": out_dir / "accuracy_vs_T.png", "learn_tau": out_dir / "learn_tau.png",
