@@ -43,7 +43,7 @@ from .convert import convert, recalibrate
 from .errors import ConversionError, ConversionWarning
 from .export_archive import UnsafeArchive, refuse_unpickling, unsafe_entries
 from .exported import EXPORTED_OPS_NOTE, ExportedModel, example_input_shape, lift_exported
-from .io import holds_pickled_objects, save
+from .io import FORMAT, holds_pickled_objects, save
 from .timeloop import SpikingNetwork
 
 EXIT_ERROR = 2
@@ -155,7 +155,11 @@ def build_parser(plugins: Sequence[CliPlugin] = (), failed: Sequence[str] = ()) 
         epilog="installed plugins that failed to load: " + "; ".join(failed) if failed else None,
     )
     c.add_argument("model", type=Path, help=f"a torch.export program (.pt2), an ONNX model (.onnx; pip install 'ann2snn[onnx]'), or a pickled nn.Module (with --trust-pickle){also('model_help')}")
-    c.add_argument("-o", "--output", type=Path, help="where to write the SNN (default: MODEL with suffix .snn.pt)")
+    c.add_argument(
+        "-o", "--output", type=Path,
+        help="where to write the SNN (default: MODEL with suffix .snn.pt); an SNN that ann2snn.save wrote there is replaced, any other file (a training checkpoint, say) only with --overwrite",
+    )  # fmt: skip
+    c.add_argument("--overwrite", action="store_true", help="replace an existing -o file even if it is not a network that ann2snn.save wrote")
     c.add_argument("--calibrate", metavar="DATA", help=f"calibration data: a .pt file of input batches (a tensor [N, ...] or a list of tensors){also('data_help')}")
     c.add_argument("--calibration-size", type=_positive_int, default=512, help="examples taken from a named data set's training split for calibration (default: %(default)s)")
     c.add_argument(
@@ -664,6 +668,27 @@ def check_distinct(named: dict[str, Path]) -> None:
             raise CliError(f"{b} {path_b} is the same file as {a} {path_a}: give every output its own path")
 
 
+def is_saved_network(path: Path) -> bool:
+    """True when ``path`` is a file ``ann2snn.save`` wrote (its pickle, read as bytes and not
+    unpickled, names the format); False for anything else, a training checkpoint say."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            name = next((n for n in archive.namelist() if n.endswith("/data.pkl") or n == "data.pkl"), None)
+            return name is not None and FORMAT.encode() in archive.read(name)
+    except (OSError, zipfile.BadZipFile, RuntimeError, ValueError):
+        return False
+
+
+def check_replaceable(option: str, path: Path, overwrite: bool) -> None:
+    """Refuse to replace an existing ``path`` that is not a network ``ann2snn.save`` wrote (the
+    fine-tuned SNN checkpoint of a training run, another program's file) unless ``overwrite``."""
+    if overwrite or not path.exists() or is_saved_network(path):
+        return
+    raise CliError(
+        f"{option} {path} exists and is not a network written by ann2snn.save (a training checkpoint, or another file): it was left untouched; pass another -o, or --overwrite to replace it"
+    )
+
+
 def output_paths(args: argparse.Namespace) -> dict[str, Path]:
     """The requested output files by option (``-o`` defaults to MODEL with suffix .snn.pt)."""
     paths = {"-o": args.output or args.model.with_suffix(".snn.pt")}
@@ -730,6 +755,7 @@ def run_convert(args: argparse.Namespace) -> int:
     inputs.update({option: Path(value) for option, value in (("--calibrate", args.calibrate), ("--evaluate", args.evaluate)) if value and Path(value).is_file()})
     check_distinct({**inputs, **outputs.paths})
     outputs.check()
+    check_replaceable("-o", outputs.paths["-o"], args.overwrite)
     model, file_shape = load_model(args)
     shape = args.input_shape or file_shape  # may hold None sizes (free, e.g. an ONNX dynamic axis)
     if args.input_shape:

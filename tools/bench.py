@@ -387,23 +387,68 @@ def conversion_time(T: int) -> None:
     print(f"conversion of a ResNet-18-size net ({params:.1f} M parameters): {plain:.2f} s (with calibration on 8 inputs: {calibrated:.2f} s)")
 
 
+# -- the command line ------------------------------------------------------------------------------
+def positive_int(text: str) -> int:
+    """argparse type: a whole number above 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number above 0, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number above 0, got {text}")
+    return value
+
+
+def number(minimum: float, inclusive: bool) -> Callable[[str], float]:
+    """argparse type: a finite number above ``minimum`` (or equal to it, if ``inclusive``)."""
+    words = f"{'at least' if inclusive else 'above'} {minimum:g}"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number {words}, got {text!r}") from None
+        if not math.isfinite(value) or value < minimum or (value == minimum and not inclusive):
+            raise argparse.ArgumentTypeError(f"must be a finite number {words}, got {text}")
+        return value
+
+    return parse
+
+
+def device_name(text: str) -> torch.device:
+    """argparse type: cpu, or a CUDA device this machine has (cuda, cuda:1, ...)."""
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a device: use cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise argparse.ArgumentTypeError(f"{text}: this machine has no CUDA device: use --device cpu")
+        if device.index is not None and device.index >= count:
+            raise argparse.ArgumentTypeError(f"{text}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
+    elif device.type != "cpu":
+        raise argparse.ArgumentTypeError(f"{text}: the benchmark runs on cpu or cuda (cuda:N)")
+    return device
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="the subset T {4,16,64} x batch {16,64} (unless --T / --batch say otherwise)")
     parser.add_argument("--nets", nargs="+", choices=FULL["nets"])
-    parser.add_argument("--T", nargs="+", type=int)
-    parser.add_argument("--batch", nargs="+", type=int)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--T", nargs="+", type=positive_int, help="time steps, each above 0 (default: the grid's)")
+    parser.add_argument("--batch", nargs="+", type=positive_int, help="batch sizes, each above 0 (default: the grid's)")
+    parser.add_argument("--threads", type=positive_int, default=1, help="torch's CPU threads (default: %(default)s)")
+    parser.add_argument("--repeats", type=positive_int, default=3, help="timing rounds after the warm-up; the fastest counts (default: %(default)s)")
+    parser.add_argument("--device", type=device_name, default="cpu", help="cpu, cuda or cuda:N (default: %(default)s)")
     parser.add_argument("--unchunked", action="store_true", help="also time layer mode with the whole batch and all T steps at once")
     parser.add_argument("--no-train", action="store_true")
     parser.add_argument("--maxpool", choices=["gated", "avg"], default="gated", help="how max pools convert (avg: average pools, which VGG and M5 then run)")
     parser.add_argument("--approx", action="store_true", help="also time inference with snn.pool_static_input (an approximation, off by default)")
     parser.add_argument("--no-step", action="store_true", help="skip the streaming (step mode) column at batch 1")
     parser.add_argument("--no-peers", action="store_true", help="skip the peers' columns (SpikingJelly, sinabs: where installed)")
-    parser.add_argument("--max-gb", type=float, default=6.0, help="skip training steps estimated to need more memory")
-    parser.add_argument("--max-seconds", type=float, default=600.0, help="skip cells estimated to take longer per round")
+    parser.add_argument("--max-gb", type=number(0, inclusive=True), default=6.0, help="skip training steps estimated to need more memory (default: %(default)s)")
+    parser.add_argument("--max-seconds", type=number(0, inclusive=False), default=600.0, help="skip cells estimated to take longer per round (default: %(default)s)")
     parser.add_argument("--conversion", action="store_true", help="also time converting a ResNet-18-size net")
     parser.add_argument(
         "--clock",
@@ -413,13 +458,13 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     global CLOCK
-    cpu_clock = args.clock == "cpu" or (args.clock == "auto" and args.threads == 1 and args.device == "cpu")
+    device = args.device
+    cpu_clock = args.clock == "cpu" or (args.clock == "auto" and args.threads == 1 and device.type == "cpu")
     CLOCK = time.process_time if cpu_clock else time.perf_counter
     grid = QUICK if args.quick else FULL
     args.nets = args.nets or grid["nets"]
     args.T = args.T or grid["T"]
     args.batch = args.batch or grid["batch"]
-    device = torch.device(args.device)
     torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore")  # stale-calibration warnings: T changes on purpose here
     print(

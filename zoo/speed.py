@@ -30,11 +30,22 @@ def time_train_step(model: torch.nn.Module, batch: int, repeats: int) -> float:
     return min(times[2:])
 
 
-def main() -> None:
+def positive_int(text: str) -> int:
+    """argparse type: a whole number above 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number above 0, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number above 0, got {text}")
+    return value
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=10)
-    args = parser.parse_args()
+    parser.add_argument("--batch", type=positive_int, default=64, help="examples per training step (default: %(default)s)")
+    parser.add_argument("--repeats", type=positive_int, default=10, help="timed steps after two warm-up steps; the fastest counts (default: %(default)s)")
+    args = parser.parse_args(argv)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}")
     for name in zoo.names():
         model = zoo.create(name, n_classes=10)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,19 @@ def _verify(path: Path, payload: dict[str, Any]) -> None:
             )
 
 
+def _unreadable(error: Exception) -> str:
+    """Why ``torch.load`` could not read a file, as a complete clause (torch's own messages run to
+    several sentences of advice that does not apply here, such as weights_only=False)."""
+    text = " ".join(str(error).split())
+    if "Unsupported global" in text:
+        return "it holds pickled Python objects besides tensors, which are not unpickled (that would run code from the file)"
+    if isinstance(error, EOFError) or "Ran out of input" in text:
+        return "it ends too early (truncated)"
+    if "zip archive" in text or "central directory" in text or isinstance(error, pickle.UnpicklingError):
+        return "torch cannot read it as a checkpoint (truncated, damaged, or another kind of file)"
+    return f"torch cannot read it ({type(error).__name__})"
+
+
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint (tensors and plain containers only: no code is unpickled)."""
     path = Path(path)
@@ -65,8 +79,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:
-        reason = " ".join(str(error).split())[:200]
-        raise CheckpointError(f"{path} is corrupt or not a checkpoint ({type(error).__name__}: {reason}); it was left untouched: delete it to train from scratch") from error
+        raise CheckpointError(f"{path} is corrupt or not a checkpoint: {_unreadable(error)}; it was left untouched: pass another checkpoint path, or delete it to train from scratch") from error
     if not isinstance(payload, dict) or "state_dict" not in payload:
         raise CheckpointError(f"{path} is not an ann2snn checkpoint (no 'state_dict' entry)")
     _verify(path, payload)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import glob
 import math
 import sys
 from pathlib import Path
@@ -29,8 +30,11 @@ DESCRIPTION = """Train one model of the audio zoo on a data set (AdamW, a one-cy
 schedule, early stopping on the validation loss) and print its test accuracy. The
 checkpoint, written after every epoch so that --resume continues a killed run, is what
 `ann2snn convert` reads. With --snn-T, also convert the trained CNN into an SNN, print
-its zero-shot test accuracy, and fine-tune it. Runs alone or under torchrun
-(DistributedDataParallel)."""
+its zero-shot test accuracy, and fine-tune it; its training checkpoint goes beside the
+CNN's as NAME.snn-finetuned.pt (not NAME.snn.pt: that is where `ann2snn convert NAME.pt`
+writes its SNN). An existing checkpoint is never replaced silently: pass --resume to
+continue its run or --overwrite to train from scratch over it. Runs alone or under
+torchrun (DistributedDataParallel)."""
 
 EPILOG = """examples:
   python tools/train.py --model m5 --dataset fsdd --data-dir data/fsdd \\
@@ -40,7 +44,16 @@ EPILOG = """examples:
 
 FSDD: python -c "import ann2snn_zoo; ann2snn_zoo.data.download_fsdd('data/fsdd')" downloads it."""
 
-USER_ERRORS = (DataError, CheckpointError, RunFolderError)  # reported on one line, exit status 2
+#: The SNN training checkpoint's name beside the CNN's (``cnn.pt`` -> ``cnn.snn-finetuned.pt``):
+#: not ``.snn.pt``, where ``ann2snn convert cnn.pt`` writes its SNN by default.
+SNN_CHECKPOINT_SUFFIX = ".snn-finetuned.pt"
+
+
+class OutputExists(Exception):
+    """An output of this run exists and neither --resume nor --overwrite says what to do with it."""
+
+
+USER_ERRORS = (DataError, CheckpointError, RunFolderError, OutputExists)  # reported on one line, exit status 2
 
 
 def positive_int(text: str) -> int:
@@ -65,6 +78,45 @@ def non_negative_float(text: str) -> float:
     if not (math.isfinite(value) and value >= 0):
         raise argparse.ArgumentTypeError(f"must be a finite number, 0 or more, got {text}")
     return value
+
+
+def device_name(text: str) -> str:
+    """argparse type: auto, or a torch device this machine has (cpu, cuda, cuda:1, ...)."""
+    if text == "auto":
+        return text
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a device: use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise argparse.ArgumentTypeError(f"{text}: this machine has no CUDA device: use --device cpu (or auto)")
+        if device.index is not None and device.index >= count:
+            raise argparse.ArgumentTypeError(f"{text}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
+    return text
+
+
+def snn_checkpoint(out: Path) -> Path:
+    """The SNN's training checkpoint beside the CNN's ``out`` (``SNN_CHECKPOINT_SUFFIX``)."""
+    return out.with_name(out.stem + SNN_CHECKPOINT_SUFFIX)
+
+
+def check_outputs(args: argparse.Namespace, out: Path) -> None:
+    """Refuse, before any work, a run that would replace an existing checkpoint (or rank weights)
+    without --resume or --overwrite, and an output path that is a folder."""
+    paths = [("-o", out)] + ([("the SNN checkpoint", snn_checkpoint(out))] if args.snn_T else [])
+    for what, path in paths:
+        if path.is_dir():
+            raise OutputExists(f"{what} {path} is a folder: give a file name")
+    if args.resume or args.overwrite:
+        return
+    existing = [(what, path) for what, path in paths if path.exists()]
+    if args.save_rank_weights:
+        existing += [("rank weights", path) for path in sorted(out.parent.glob(glob.escape(out.stem) + ".rank*.pt"))]
+    if existing:
+        what, path = existing[0]
+        raise OutputExists(f"{what} {path} already exists: pass --resume to continue that run, or --overwrite to train from scratch and replace it, or choose another -o")
 
 
 def model_help() -> str:
@@ -98,7 +150,7 @@ def build_parser(prog: str = "train.py") -> argparse.ArgumentParser:
     training.add_argument("--lr", type=positive_float, default=3e-3, help="peak learning rate of the one-cycle schedule (default: %(default)s; the SNN fine-tunes at a tenth of it)")
     training.add_argument("--batch-size", type=positive_int, default=64, help="examples per batch (default: %(default)s)")
     training.add_argument("--seed", type=int, default=0, help="seed of the weights, the data order and augmentation (default: %(default)s)")
-    training.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... or auto: CUDA when available (default: %(default)s)")
+    training.add_argument("--device", type=device_name, default="auto", help="cpu, cuda, cuda:1, ... or auto: CUDA when available (default: %(default)s)")
     training.add_argument("--max-batches", type=positive_int, metavar="N", help="batches per epoch, for quick checks (default: all)")
     snn = parser.add_argument_group("spiking network (optional)")
     snn.add_argument(
@@ -112,8 +164,14 @@ def build_parser(prog: str = "train.py") -> argparse.ArgumentParser:
         "--learn-tau", action="store_true", help="convert with trainable membrane time constants (leaky neurons starting at 100 steps) instead of integrate-and-fire neurons (default: off)"
     )
     output = parser.add_argument_group("output")
-    output.add_argument("-o", "--out", default="runs/train/checkpoint.pt", metavar="PATH", help="checkpoint path; the SNN's gets the suffix .snn.pt (default: %(default)s)")
-    output.add_argument("--resume", action="store_true", help="continue from the checkpoint's last finished epoch")
+    output.add_argument(
+        "-o", "--out", default="runs/train/checkpoint.pt", metavar="PATH",
+        help=f"checkpoint path; the SNN's training checkpoint goes beside it with the suffix {SNN_CHECKPOINT_SUFFIX} "
+        "(NAME.snn.pt is left to `ann2snn convert`). If it exists, pass --resume or --overwrite (default: %(default)s)",
+    )  # fmt: skip
+    again = output.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true", help="continue from the checkpoint's last finished epoch (a finished run is not trained again)")
+    again.add_argument("--overwrite", action="store_true", help="train from scratch and replace existing checkpoints (-o, the SNN's) after the first epoch")
     output.add_argument("--save-rank-weights", action="store_true", help="also write each rank's final weights beside the checkpoint (to check that DDP ranks agree)")
     output.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
     return parser
@@ -137,6 +195,7 @@ def train(args: argparse.Namespace) -> int:
     """Train (and optionally convert and fine-tune) as ``args`` say."""
     device = resolve_device(args.device)
     out = Path(args.out)
+    check_outputs(args, out)
     with distributed(device) as rank:
         log = print if rank == 0 else (lambda _: None)
         seed_everything(args.seed)
@@ -166,7 +225,7 @@ def train(args: argparse.Namespace) -> int:
             snn = ann2snn.convert(model.eval(), T=args.snn_T, learn_tau=args.learn_tau, calibration=calibration)
             log(f"zero-shot SNN test top-1 at T={args.snn_T}: {evaluate(snn, splits['test'], device=device).top1:.1f} %")
             snn_config = dataclasses.replace(config, epochs=args.snn_epochs, lr=args.lr / 10)
-            fit(snn, splits["train"], splits["val"], snn_config, out.with_suffix(".snn.pt"), args.resume, model_entries(args.model, kind="snn"), desc="SNN", log=log)
+            fit(snn, splits["train"], splits["val"], snn_config, snn_checkpoint(out), args.resume, model_entries(args.model, kind="snn"), desc="SNN", log=log)
             log(f"retrained SNN test top-1: {evaluate(snn, splits['test'], device=device).top1:.1f} %")
             final = snn
         if args.save_rank_weights:
