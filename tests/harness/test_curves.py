@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from ann2snn_zoo.harness.curves import Run, curve_models, parse_run, plot_all_curves, plot_model_curves
+from ann2snn_zoo.harness.curves import SERIES, Run, curve_models, curve_title, parse_run, plot_all_curves, plot_model_curves
 from ann2snn_zoo.harness.summary import write_outputs
 
 
@@ -61,3 +61,9 @@ def test_write_outputs_draws_the_curves(tmp_path):
 def test_a_model_without_some_runs_still_plots(tmp_path):
     plot_model_curves({"cnn-m5-s0": history(3, 1.0, 10, 0.5), "snn-m5-s0-learn_tau=0": []}, "m5", tmp_path / "c.png")
     assert (tmp_path / "c.png").is_file()
+
+
+def test_the_title_names_only_the_curves_drawn():
+    labels = [label for label, *_ in SERIES]
+    assert curve_title(labels) == "CNN vs SNN from scratch vs converted SNN retrained"
+    assert curve_title([labels[0], labels[3], labels[4]]) == "CNN vs converted SNN retrained"  # --no-scratch

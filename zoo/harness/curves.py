@@ -99,6 +99,13 @@ def curve_models(histories: dict[str, list[dict]]) -> list[str]:
     return list(dict.fromkeys(r.model for r in runs if r is not None))
 
 
+def curve_title(labels: list[str]) -> str:
+    """What a figure compares, from the series it draws: "CNN vs SNN from scratch vs converted
+    SNN retrained", without the ones it lacks (no from-scratch run, say)."""
+    kinds = dict.fromkeys("CNN" if label.startswith("CNN") else "SNN from scratch" if "scratch" in label else "converted SNN retrained" for label in labels)
+    return " vs ".join(kinds)
+
+
 def plot_model_curves(histories: dict[str, list[dict]], model: str, path: Path) -> Path:
     """One figure for ``model``: validation top-1 and loss by epoch (top) and by wall-clock
     training time (bottom); the retrained SNN's clock starts when its CNN finished (it needs it).
@@ -107,10 +114,12 @@ def plot_model_curves(histories: dict[str, list[dict]], model: str, path: Path) 
     mine = {name: run for name, run in parsed.items() if run is not None and run.model == model and _drawable(histories[name])}
     fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
     cnn_time = _cnn_seconds([histories[n] for n, r in mine.items() if r.kind == "cnn"])
+    drawn = []
     for label, wanted, colour, style in SERIES:
         runs = [histories[name] for name, run in mine.items() if wanted(run)]
         if not runs:
             continue
+        drawn.append(label)
         per_epoch = statistics.fmean(e["seconds"] for h in runs for e in h)
         offset = cnn_time if label.startswith("converted") else 0.0
         text = f"{label}: {per_epoch:.1f} s/epoch" + (f", n={len(runs)}" if len(runs) > 1 else "")
@@ -134,7 +143,7 @@ def plot_model_curves(histories: dict[str, list[dict]], model: str, path: Path) 
             ax.set_xlabel(xlabel)
             ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=9, loc="lower right")
-    fig.suptitle(f"{model}: training curves (validation), CNN vs SNN from scratch vs converted SNN retrained")
+    fig.suptitle(f"{model}: training curves (validation), {curve_title(drawn)}")
     fig.tight_layout()
     save_figure(fig, path, dpi=110)
     return path
