@@ -53,3 +53,11 @@ def test_write_outputs_draws_energy_and_skips_the_raster_without_checkpoints(tmp
     paths = write_outputs(rows(), tmp_path, 16)
     assert paths["accuracy_vs_energy"].is_file()
     assert "spike_raster" not in paths
+
+
+def test_the_table_note_says_what_its_cells_are():
+    from ann2snn_zoo.harness.summary import _spread_over
+
+    assert _spread_over(1, 1) == "one seed (no spread)"
+    assert _spread_over(3, 1) == "mean ± standard deviation over 3 seeds"
+    assert _spread_over(1, 6) == "mean ± standard deviation over 1 seed x 6 leave-one-speaker-out folds"

@@ -191,7 +191,7 @@ def summary_table(rows: list[dict], T: int, zero_shot_T: tuple[int, ...] = (8, 2
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     lines.append(
-        f"Test top-1 accuracy in %, mean ± standard deviation over {seeds} seed(s)" + (f" x {folds} leave-one-speaker-out folds" if folds > 1 else "") + ". Energy: the retrained "
+        f"Test top-1 accuracy in %, {_spread_over(seeds, folds)}. Energy: the retrained "
         "SNN's estimate per example (0.9 pJ per accumulate, 4.6 pJ per multiply-accumulate) over one CNN forward pass. "
         f"Time: a fine-tuning epoch of the SNN (layer mode, T={T}, fixed and learned tau) over T CNN training epochs."
     )
@@ -227,9 +227,15 @@ def encoder_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _spread_over(seeds: int, folds: int) -> str:
+    """What the table's cells are: "mean ± standard deviation over 3 seeds (x 6 ... folds)", or
+    for a single run "one seed (no spread)"."""
+    runs = f"{seeds} seed{'s' * (seeds != 1)}" + (f" x {folds} leave-one-speaker-out folds" if folds > 1 else "")
+    return f"mean ± standard deviation over {runs}" if seeds * max(folds, 1) > 1 else "one seed (no spread)"
+
+
 def _runs(rows: list[dict]) -> str:
-    seeds, folds = len({r["seed"] for r in rows}), len({r.get("fold") for r in rows})
-    return f"{seeds} seed(s)" + (f" x {folds} leave-one-speaker-out folds" if folds > 1 else "")
+    return _spread_over(len({r["seed"] for r in rows}), len({r.get("fold") for r in rows}))
 
 
 def study_table(rows: list[dict], T: int = 15, zero_shot_T: tuple[int, ...] = (5, 15, 30)) -> str:
@@ -250,7 +256,7 @@ def study_table(rows: list[dict], T: int = 15, zero_shot_T: tuple[int, ...] = (5
         cells += [_cell(scratch), _cell(scratch, "best_epoch", 0), _cell(scratch, "seconds_to_best", 0)]
         cells += [_cell(cnn, "best_epoch", 0), _cell(cnn, "seconds_to_best", 0)]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", f"Test top-1 accuracy in % (times in seconds of training), mean ± standard deviation over {_runs(rows)}."]
+    lines += ["", f"Test top-1 accuracy in % (times in seconds of training), {_runs(rows)}."]
     return "\n".join(lines)
 
 
