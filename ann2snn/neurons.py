@@ -323,20 +323,9 @@ class SpikingNeuron(TemporalModule):
             return self._spike_train_fused(x.unflatten(0, (self.time_steps, -1)), self.time_steps, beta, pool, theta, theta, bias)
         if bias is not None:
             x = x + bias
-        current = x / theta
         if self.time_steps is None:  # step mode: one tick, state kept between calls
-            if self.v is None:
-                self.v = self._initial_state(current)
-            if self.inference_loop and not self._differentiable(current, beta) and not self.v.requires_grad:
-                # the same arithmetic without the surrogate's autograd function (``u > 1`` is
-                # Norse's ``heaviside(u - 1)`` bit for bit)
-                u = self.charge(self.v, current, beta)
-                z = torch.gt(u, 1.0, out=torch.empty_like(u))
-                self.reset_membrane_(u, z)
-                self.v = u
-                return z.mul_(theta)
-            z, self.v = self.step(current, self.v, beta)
-            return z * theta
+            return self._step_once(x, beta, theta)
+        current = x / theta
         steps = self.time_steps
         sequence = current if self.broadcast_input else current.unflatten(0, (steps, -1))  # [B, ...] or [T, B, ...]
         currents = [current] * steps if self.broadcast_input else sequence.unbind(0)
@@ -347,6 +336,27 @@ class SpikingNeuron(TemporalModule):
                 return pool(self._spike_train(currents, beta, None) * theta)
             return self._spike_train(currents, beta, pool) * theta
         return self._spike_train_inference(currents, beta, pool, theta)
+
+    def _step_once(self, x: torch.Tensor, beta: Optional[torch.Tensor], theta: torch.Tensor) -> torch.Tensor:
+        """Step mode: one step for the (offset) input ``x``, returning spikes times ``theta``.
+        Without gradients it runs the same arithmetic without the surrogate's autograd function
+        (``u > 1`` is Norse's ``heaviside(u - 1)`` bit for bit), an IF neuron charging with one
+        ``addcdiv`` (``u + x / theta``: the bits of dividing first, as the layer-mode loops)."""
+        plain = self.inference_loop and not self._differentiable(x, beta) and not theta.requires_grad
+        if plain and self.v is not None and not self.v.requires_grad and divides_while_charging(x, beta, theta, self.v):
+            u = torch.addcdiv(self.v, x, theta)
+        else:
+            current = x / theta
+            if self.v is None:
+                self.v = self._initial_state(current)
+            if not plain or self.v.requires_grad:
+                z, self.v = self.step(current, self.v, beta)
+                return z * theta
+            u = self.charge(self.v, current, beta)
+        z = torch.gt(u, 1.0, out=torch.empty_like(u))
+        self.reset_membrane_(u, z)
+        self.v = u
+        return z.mul_(theta)
 
     def _differentiable(self, current: torch.Tensor, beta: Optional[torch.Tensor]) -> bool:
         """Whether layer mode must record gradients (else it runs the in-place inference loop)."""
