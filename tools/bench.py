@@ -49,6 +49,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import ann2snn  # noqa: E402
 import ann2snn_zoo as zoo  # noqa: E402
+from ann2snn_zoo.harness.train_cli import positive_int  # noqa: E402
 
 FULL = dict(nets=["m5", "vgg", "resnet"], T=[4, 16, 64, 256], batch=[1, 16, 64, 256])
 QUICK = dict(nets=["m5", "vgg", "resnet"], T=[4, 16, 64], batch=[16, 64])
@@ -388,17 +389,6 @@ def conversion_time(T: int) -> None:
 
 
 # -- the command line ------------------------------------------------------------------------------
-def positive_int(text: str) -> int:
-    """argparse type: a whole number above 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number above 0, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a whole number above 0, got {text}")
-    return value
-
-
 def number(minimum: float, inclusive: bool) -> Callable[[str], float]:
     """argparse type: a finite number above ``minimum`` (or equal to it, if ``inclusive``)."""
     words = f"{'at least' if inclusive else 'above'} {minimum:g}"

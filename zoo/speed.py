@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 import ann2snn_zoo as zoo
 from ann2snn_zoo.data.synthetic import Synthetic
+from ann2snn_zoo.harness.train_cli import positive_int
 
 FSDD_TRAIN_CLIPS = 2700
 
@@ -28,17 +29,6 @@ def time_train_step(model: torch.nn.Module, batch: int, repeats: int) -> float:
         optimiser.step()
         times.append(time.perf_counter() - start)
     return min(times[2:])
-
-
-def positive_int(text: str) -> int:
-    """argparse type: a whole number above 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number above 0, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a whole number above 0, got {text}")
-    return value
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -57,8 +57,11 @@ USER_ERRORS = (DataError, CheckpointError, RunFolderError, OutputExists)  # repo
 
 
 def positive_int(text: str) -> int:
-    """argparse type: a whole number above 0."""
-    value = int(text)
+    """argparse type: a whole number above 0 (shared by the zoo's commands and tools/bench.py)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number above 0, got {text!r}") from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a whole number above 0, got {text}")
     return value
