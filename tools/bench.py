@@ -49,6 +49,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import ann2snn  # noqa: E402
 import ann2snn_zoo as zoo  # noqa: E402
+from ann2snn_zoo.harness.train import device_problem  # noqa: E402
 from ann2snn_zoo.harness.train_cli import positive_int  # noqa: E402
 
 FULL = dict(nets=["m5", "vgg", "resnet"], T=[4, 16, 64, 256], batch=[1, 16, 64, 256])
@@ -407,19 +408,10 @@ def number(minimum: float, inclusive: bool) -> Callable[[str], float]:
 
 def device_name(text: str) -> torch.device:
     """argparse type: cpu, or a CUDA device this machine has (cuda, cuda:1, ...)."""
-    try:
-        device = torch.device(text)
-    except RuntimeError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a device: use cpu, cuda or cuda:N") from None
-    if device.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
-            raise argparse.ArgumentTypeError(f"{text}: this machine has no CUDA device: use --device cpu")
-        if device.index is not None and device.index >= count:
-            raise argparse.ArgumentTypeError(f"{text}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
-    elif device.type != "cpu":
-        raise argparse.ArgumentTypeError(f"{text}: the benchmark runs on cpu or cuda (cuda:N)")
-    return device
+    problem = device_problem(text, kinds=("cpu", "cuda"), allow_auto=False)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return torch.device(text)
 
 
 def main(argv: list[str] | None = None) -> None:

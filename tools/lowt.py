@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--T", nargs="+", type=int, default=list(defaults.T), help="time steps to measure")
     parser.add_argument("--levels", type=int, default=defaults.levels, help="QCFS quantization levels")
     parser.add_argument("--out", default=defaults.out_dir, help="output folder (reruns resume from it)")
-    parser.add_argument("--device", default=defaults.device, help="'auto', 'cpu' or 'cuda'")
+    parser.add_argument("--device", default=defaults.device, help="auto (CUDA when available), cpu, cuda, cuda:N or mps (default: %(default)s)")
     parser.add_argument("--peers", action="store_true", help="also convert the same ReLU CNNs with SpikingJelly and sinabs (pip install 'ann2snn[peers]'; a missing one is skipped with a note)")
     parser.add_argument("--methods", nargs="+", choices=list(METHODS), metavar="METHOD", help=f"measure only these of our methods (default: all): {', '.join(repr(m) for m in METHODS)}")
     parser.add_argument("--only-peers", action="store_true", help="measure the CNNs and the peers only (implies --peers)")

@@ -148,7 +148,7 @@ def test_an_out_that_is_a_file_is_one_line(tmp_path, no_work, capsys):
 def test_an_unusable_device_is_one_line_before_the_folder_exists(tmp_path, no_work, capsys, monkeypatch, device, words):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     error = fails(["--out", str(tmp_path / "d"), "--device", device], capsys)
-    assert f"--device {device}" in error and words in error
+    assert (f"--device {device}:" in error or f"--device {device!r} " in error) and words in error
     assert not (tmp_path / "d").exists()
 
 

@@ -112,7 +112,7 @@ def test_merge_refuses_folders_of_other_levels(tmp_path, measured):
         (["--data-dir", "{tmp}/nonexist"], "data folder"),
         (["--data-dir", "{data}", "--out", "{tmp}/afile"], "is a file, not a folder"),
         (["--data-dir", "{data}", "--out", "{tmp}/afile/sub"], "is a file, not a folder"),
-        (["--data-dir", "{data}", "--device", "foo"], "device 'foo' is not one torch knows"),
+        (["--data-dir", "{data}", "--device", "foo"], "--device 'foo' is not a device; pass auto, cpu, cuda, cuda:N or mps"),
         (["--data-dir", "{data}", "--models", "piczak"], "no QCFS variant"),
         (["--data-dir", "{data}", "--out", "{data}/runs"], "inside the data folder"),
         (["--merge", "{tmp}/nonexist"], "does not exist"),
@@ -136,7 +136,7 @@ def test_bad_input_is_one_error_line_exit_2_and_creates_nothing(tmp_path, capsys
 
 def test_cuda_without_a_gpu_is_one_error(tmp_path, monkeypatch, measured):
     monkeypatch.setattr(lowt.torch.cuda, "is_available", lambda: False)
-    with pytest.raises(lowt.LowTError, match="no such CUDA GPU.*--device cpu"):
+    with pytest.raises(lowt.LowTError, match="no usable CUDA GPU.*--device cpu"):
         run_lowt(_config(tmp_path, device="cuda"))
     assert not (tmp_path / "out").exists()
 

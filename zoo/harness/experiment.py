@@ -27,7 +27,7 @@ import ann2snn_zoo as zoo
 from ann2snn_zoo.harness.evaluate import evaluate, run_profile
 from ann2snn_zoo.harness.run_folder import SettingsError, check_out_folder, check_settings, folder_lock, read_json, read_rows, write_json
 from ann2snn_zoo.harness.scratch import fold_scratch_snn, scratch_snn
-from ann2snn_zoo.harness.train import TrainConfig, fit, resolve_device, seed_everything
+from ann2snn_zoo.harness.train import TrainConfig, device_problem, fit, resolve_device, seed_everything
 from ann2snn_zoo.harness.train_state import model_entries
 from ann2snn_zoo.registry import front_end as model_front_end
 
@@ -348,23 +348,9 @@ def is_experiment_config(stored: Any) -> bool:
 
 def check_device(device: str) -> None:
     """SettingsError unless ``device`` is auto, cpu, or a cuda / mps device this machine has."""
-    if device == "auto":
-        return
-    try:
-        chosen = torch.device(device)
-    except (RuntimeError, ValueError, TypeError):
-        raise SettingsError(f"--device {device} is not a device; pass cpu, cuda, cuda:N or auto") from None
-    if chosen.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
-            raise SettingsError(f"--device {device}: this machine has no usable CUDA GPU; pass --device cpu (or auto)")
-        if chosen.index is not None and chosen.index >= count:
-            raise SettingsError(f"--device {device}: this machine has {count} CUDA GPU(s) (cuda:0 to cuda:{count - 1}); pass one of those, or auto")
-    elif chosen.type == "mps":
-        if not torch.backends.mps.is_available():
-            raise SettingsError(f"--device {device}: MPS is not available on this machine; pass --device cpu (or auto)")
-    elif chosen.type != "cpu":
-        raise SettingsError(f"--device {device}: the harness runs on cpu, cuda or mps; pass one of those, or auto")
+    problem = device_problem(device)
+    if problem:
+        raise SettingsError(f"--device {problem}")
 
 
 def check_config(config: ExperimentConfig) -> None:

@@ -44,7 +44,7 @@ def build_parser(prog: str = "experiment.py") -> argparse.ArgumentParser:
     parser.add_argument("--models", nargs="+", choices=zoo.names("all"), help="zoo models (study_m5, study_piczak, study_hjh: the study's; m5_4k: M5 at 4 kHz)")
     parser.add_argument("--seeds", nargs="+", type=int)
     parser.add_argument("--out")
-    parser.add_argument("--device", help="cpu, cuda or auto (default)")
+    parser.add_argument("--device", help="auto (CUDA when available; the default), cpu, cuda, cuda:N or mps")
     parser.add_argument("--cnn-epochs", type=positive_int)
     parser.add_argument("--patience", type=positive_int, help="epochs without a better validation loss before stopping")
     parser.add_argument("--augment-shift", type=non_negative_float, metavar="SECONDS", help="train with random time shifts of up to this many seconds")

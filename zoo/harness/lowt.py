@@ -34,7 +34,7 @@ from ann2snn_zoo.harness.experiment import Experiment, ExperimentConfig, Results
 from ann2snn_zoo.harness import peers
 from ann2snn_zoo.harness.run_folder import RunFolderError, folder_lock, read_json, read_rows, write_json
 from ann2snn_zoo.harness.summary import mean_spread, save_figure
-from ann2snn_zoo.harness.train import resolve_device
+from ann2snn_zoo.harness.train import device_problem
 
 #: Conversion settings per method, and whether it converts the QCFS-trained CNN.
 METHODS: dict[str, tuple[dict[str, Any], bool]] = {
@@ -123,12 +123,9 @@ def check_config(config: LowTConfig) -> None:
         for model in config.models:
             if model not in QCFS_MODELS:
                 raise LowTError(f"model {model} has no QCFS variant; pass --methods without the QCFS ones, or --models from {', '.join(QCFS_MODELS)}")
-    try:
-        device = resolve_device(config.device)
-    except (RuntimeError, ValueError):
-        raise LowTError(f"device {config.device!r} is not one torch knows; pass --device auto, cpu or cuda") from None
-    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
-        raise LowTError(f"device {config.device!r}: torch finds no such CUDA GPU here; pass --device cpu or auto")
+    problem = device_problem(config.device)
+    if problem:
+        raise LowTError(f"--device {problem}")
     out = Path(config.out_dir)
     for path in (out, *out.parents):
         if path.exists() and not path.is_dir():

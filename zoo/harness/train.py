@@ -28,7 +28,7 @@ from ann2snn_zoo.harness.train_state import History, TrainState, load_train_stat
 
 __all__ = [
     "EarlyStopping", "History", "TrainConfig", "TrainState", "fit", "optimiser_and_schedule", "parameter_groups",
-    "resolve_device", "seed_everything", "sync_buffers", "time_constants", "train_one_epoch", "validate",
+    "device_problem", "resolve_device", "seed_everything", "sync_buffers", "time_constants", "train_one_epoch", "validate",
 ]  # fmt: skip
 
 
@@ -46,7 +46,34 @@ class TrainConfig:
     tau_lr_scale: float = 1.0  # learning rate of membrane time constants (``time_constants``) over ``lr``
 
 
+def device_problem(text: str, kinds: tuple[str, ...] = ("cpu", "cuda", "mps"), allow_auto: bool = True) -> str | None:
+    """Why ``text`` is not a device this machine can run on, as one line that names the way out,
+    or None when it is. ``kinds`` are the device types the caller runs on; ``allow_auto`` lets
+    "auto" (CUDA when available, else CPU) pass."""
+    if allow_auto and text == "auto":
+        return None
+    names = (["auto"] if allow_auto else []) + [name for kind in kinds for name in ([kind, "cuda:N"] if kind == "cuda" else [kind])]
+    choices = ", ".join(names[:-1]) + f" or {names[-1]}" if len(names) > 1 else names[0]
+    instead = "--device cpu (or auto)" if allow_auto else "--device cpu"
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError, TypeError):
+        return f"{text!r} is not a device; pass {choices}"
+    if device.type not in kinds:
+        return f"{text}: this runs on {choices}; pass one of those"
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            return f"{text}: this machine has no usable CUDA GPU; pass {instead}"
+        if device.index is not None and device.index >= count:
+            return f"{text}: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}; pass one of those"
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        return f"{text}: MPS is not available on this machine; pass {instead}"
+    return None
+
+
 def resolve_device(device: str) -> torch.device:
+    """The torch device ``device`` names; "auto" is CUDA when available, else CPU."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)

@@ -22,7 +22,7 @@ from ann2snn_zoo.harness.checkpoint import CheckpointError
 from ann2snn_zoo.harness.distributed import distributed
 from ann2snn_zoo.harness.evaluate import evaluate
 from ann2snn_zoo.harness.run_folder import RunFolderError
-from ann2snn_zoo.harness.train import TrainConfig, fit, resolve_device, seed_everything
+from ann2snn_zoo.harness.train import TrainConfig, device_problem, fit, resolve_device, seed_everything
 from ann2snn_zoo.harness.train_state import model_entries
 from ann2snn_zoo.registry import front_end as model_front_end
 
@@ -84,19 +84,10 @@ def non_negative_float(text: str) -> float:
 
 
 def device_name(text: str) -> str:
-    """argparse type: auto, or a torch device this machine has (cpu, cuda, cuda:1, ...)."""
-    if text == "auto":
-        return text
-    try:
-        device = torch.device(text)
-    except RuntimeError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a device: use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
-            raise argparse.ArgumentTypeError(f"{text}: this machine has no CUDA device: use --device cpu (or auto)")
-        if device.index is not None and device.index >= count:
-            raise argparse.ArgumentTypeError(f"{text}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
+    """argparse type: auto, or a torch device this machine has (cpu, cuda, cuda:1, mps)."""
+    problem = device_problem(text)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
     return text
 
 
