@@ -224,17 +224,20 @@ class SpikingNetwork(nn.Module):
       examples and each slice in chunks of this many consecutive steps, carrying neuron and
       pooling state from chunk to chunk (default ``None``: chosen by ``chunk_plan``, cache-sized
       on CPU, everything at once elsewhere); outputs and gradients do not change.
-    - ``snn.pool_static_input`` (approximation, off by default): under direct encoding, a neuron
-      whose input is the same at every step (the first spiking layer) and whose only reader is a
-      gated max pool runs, in layer mode, on the max-pooled input instead: each window emits the
-      spike train of its largest-input position, and the neuron and gate work of the other
-      positions is saved (M5: three quarters of its most expensive layer). Threshold, offset,
-      initial potential and decay are shared within a window and a neuron's spike count grows
-      with its input, so in exact arithmetic that position holds the window's largest count at
-      every step, and its spikes are the increases of that count: what the gated pool emits.
-      In floating point the membranes of two nearly equal inputs (within the rounding of T
-      additions) can swap which leads, so the result can differ from the gated pool's on such
-      windows (none of 2 M first-layer outputs of a random M5 at T=32). Step mode is unchanged.
+    - The first spiking layer under direct encoding sees the same input at every step. When it is
+      an IF neuron whose only reader is a gated max pool with tiling windows, layer-mode inference
+      runs it on the max-pooled input: each window emits the spike train of its largest-input
+      position, and the neuron and gate work of the other positions is saved (M5: three quarters
+      of its most expensive layer). This is exact, bit for bit: that position holds the window's
+      largest spike count at every step unless a smaller input's current lies within a few eps
+      of its own (rounding could then reorder the two), and a call with any such window (below
+      the threshold, within 4 eps x theta: rare) runs every position instead
+      (``SpikingNeuron._static_leaders`` has the proof).
+    - ``snn.pool_static_input`` (approximation, off by default) takes that path for every such
+      neuron and pool, also where it is not provably exact: LIF neurons, overlapping windows,
+      near-equal inputs. In floating point the membranes of two nearly equal inputs can swap
+      which leads, so the result can differ from the gated pool's on such windows (none of 2 M
+      first-layer outputs of a random M5 at T=32). Step mode is unchanged.
     - ``snn.report`` says what the compiler did; ``snn.network`` is the rewritten fx graph.
     - ``snn.input_shape``: the per-example input shape checked at every call (from the calibration
       data unless ``convert(input_shape=...)`` gave it). ``None`` in a size accepts any size, so an
