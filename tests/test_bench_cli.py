@@ -65,3 +65,17 @@ def test_speed_refuses_nonsense_numbers(argv, capsys):
     with pytest.raises(SystemExit) as exit:
         speed.main(argv)
     assert exit.value.code == 2 and argv[0] in capsys.readouterr().err
+
+
+def test_bench_list_flags_take_commas_spaces_or_both(bench):
+    bench.main(["--nets", "m5,vgg", "--T", "4,16", "64", "--batch", "1,16", "--no-train", "--no-peers"])
+    args = bench.measured[-1][1]
+    assert args.nets == ["m5", "vgg"] and args.T == [4, 16, 64] and args.batch == [1, 16]
+    assert [name for name, *_ in bench.measured if name != "threads"] == ["m5", "vgg"]
+
+
+@pytest.mark.parametrize("argv, words", [(["--T", "4,0"], "--T: must be a whole number above 0, got 0"), (["--nets", "m5,m6"], "--nets: invalid choice: 'm6'")])
+def test_bench_checks_each_value_of_a_comma_list(bench, capsys, argv, words):
+    with pytest.raises(SystemExit) as exit:
+        bench.main(BASE + argv)
+    assert exit.value.code == 2 and words in capsys.readouterr().err and bench.measured == []

@@ -50,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import ann2snn  # noqa: E402
 import ann2snn_zoo as zoo  # noqa: E402
 from ann2snn_zoo.harness.train import device_problem  # noqa: E402
-from ann2snn_zoo.harness.train_cli import positive_int  # noqa: E402
+from ann2snn_zoo.harness.train_cli import LIST_FORM, list_flag, positive_int  # noqa: E402
 
 FULL = dict(nets=["m5", "vgg", "resnet"], T=[4, 16, 64, 256], batch=[1, 16, 64, 256])
 QUICK = dict(nets=["m5", "vgg", "resnet"], T=[4, 16, 64], batch=[16, 64])
@@ -414,18 +414,19 @@ def device_name(text: str) -> torch.device:
     return torch.device(text)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``tools/bench.py``."""
+    parser = argparse.ArgumentParser(prog="bench.py", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="the subset T {4,16,64} x batch {16,64} (unless --T / --batch say otherwise)")
-    parser.add_argument("--nets", nargs="+", choices=FULL["nets"])
-    parser.add_argument("--T", nargs="+", type=positive_int, help="time steps, each above 0 (default: the grid's)")
-    parser.add_argument("--batch", nargs="+", type=positive_int, help="batch sizes, each above 0 (default: the grid's)")
+    parser.add_argument("--nets", **list_flag(choices=FULL["nets"]), metavar="NET", help=f"zoo nets to measure, {LIST_FORM}: {', '.join(FULL['nets'])} (default: all)")
+    parser.add_argument("--T", **list_flag(positive_int), metavar="T", help=f"time steps, each above 0, {LIST_FORM}, e.g. 16 64 256 or 16,64,256 (default: the grid's)")
+    parser.add_argument("--batch", **list_flag(positive_int), metavar="B", help=f"batch sizes, each above 0, {LIST_FORM} (default: the grid's)")
     parser.add_argument("--threads", type=positive_int, default=1, help="torch's CPU threads (default: %(default)s)")
     parser.add_argument("--repeats", type=positive_int, default=3, help="timing rounds after the warm-up; the fastest counts (default: %(default)s)")
     parser.add_argument("--device", type=device_name, default="cpu", help="cpu, cuda or cuda:N (default: %(default)s)")
     parser.add_argument("--unchunked", action="store_true", help="also time layer mode with the whole batch and all T steps at once")
-    parser.add_argument("--no-train", action="store_true")
-    parser.add_argument("--maxpool", choices=["gated", "avg"], default="gated", help="how max pools convert (avg: average pools, which VGG and M5 then run)")
+    parser.add_argument("--no-train", action="store_true", help="skip the training-step column (one SNN fine-tuning step over T CNN training steps)")
+    parser.add_argument("--maxpool", choices=["gated", "avg"], default="gated", help="how max pools convert (avg: average pools, which VGG and M5 then run; default: %(default)s)")
     parser.add_argument("--approx", action="store_true", help="also time inference with snn.pool_static_input (an approximation, off by default)")
     parser.add_argument("--no-step", action="store_true", help="skip the streaming (step mode) column at batch 1")
     parser.add_argument("--no-peers", action="store_true", help="skip the peers' columns (SpikingJelly, sinabs: where installed)")
@@ -436,8 +437,13 @@ def main(argv: list[str] | None = None) -> None:
         "--clock",
         choices=("auto", "wall", "cpu"),
         default="auto",
-        help="wall time, or the process's CPU time (auto: CPU time with one thread on the CPU, wall time otherwise)",
+        help="wall time, or the process's CPU time (auto: CPU time with one thread on the CPU, wall time otherwise; default: %(default)s)",
     )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
     args = parser.parse_args(argv)
     global CLOCK
     device = args.device

@@ -21,8 +21,8 @@ import ann2snn_zoo as zoo  # noqa: E402
 from ann2snn_zoo.harness import peers  # noqa: E402
 from ann2snn.atomic import atomic_path  # noqa: E402
 from ann2snn_zoo.harness.lowt import METHODS, LowTConfig, LowTError, check_folder, lowt_tables, merge_rows, plot_lowt, run_lowt  # noqa: E402
-from ann2snn_zoo.harness.run_folder import RunFolderError, folder_lock  # noqa: E402
-from ann2snn_zoo.harness.train_cli import USER_ERRORS, report  # noqa: E402
+from ann2snn_zoo.harness.run_folder import RunFolderError, check_path_given, folder_lock  # noqa: E402
+from ann2snn_zoo.harness.train_cli import LIST_FORM, USER_ERRORS, list_flag, positive_int, report, whole_number  # noqa: E402
 
 #: Reported as one ``error:`` line, exit status 2: a missing data folder, an unusable output folder
 #: (a file, in use, measured with other settings, another tool's), an unknown model or device.
@@ -44,26 +44,28 @@ def _seed_counts(rows: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     defaults = LowTConfig()
     parser = argparse.ArgumentParser(prog="lowt.py", description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--data-dir", help="the FSDD folder (recordings/*.wav); needed unless --merge")
+    parser.add_argument("--data-dir", metavar="PATH", help="the FSDD folder (recordings/*.wav); needed unless --merge")
     parser.add_argument(
         "--merge", nargs="+", metavar="FOLDER", help="measure nothing: write the tables and plot of the result rows of these output folders (later folders win on a repeated cell) into --out"
     )
     parser.add_argument(
-        "--models", nargs="+", default=list(defaults.models), choices=zoo.names("all"), metavar="MODEL", help=f"zoo models: {', '.join(zoo.names('all'))} (the QCFS methods: m5, vgg, resnet)"
-    )
-    parser.add_argument("--seeds", nargs="+", type=int, default=list(defaults.seeds), help="training seeds")
-    parser.add_argument("--T", nargs="+", type=int, default=list(defaults.T), help="time steps to measure")
-    parser.add_argument("--levels", type=int, default=defaults.levels, help="QCFS quantization levels")
-    parser.add_argument("--out", default=defaults.out_dir, help="output folder (reruns resume from it)")
+        "--models", **list_flag(choices=zoo.names("all")), default=list(defaults.models), metavar="MODEL",
+        help=f"zoo models, {LIST_FORM}: {', '.join(zoo.names('all'))} (the QCFS methods: m5, vgg, resnet)",
+    )  # fmt: skip
+    parser.add_argument("--seeds", **list_flag(whole_number), default=list(defaults.seeds), metavar="SEED", help=f"training seeds, {LIST_FORM}, e.g. 0 1 2 or 0,1,2")
+    parser.add_argument("--T", **list_flag(positive_int), default=list(defaults.T), metavar="T", help=f"time steps to measure, {LIST_FORM}, e.g. 8 16 32 or 8,16,32")
+    parser.add_argument("--levels", type=positive_int, default=defaults.levels, help="QCFS quantization levels")
+    parser.add_argument("--out", metavar="FOLDER", default=defaults.out_dir, help="output folder (reruns resume from it)")
     parser.add_argument("--device", default=defaults.device, help="auto (CUDA when available), cpu, cuda, cuda:N or mps (default: %(default)s)")
     parser.add_argument("--peers", action="store_true", help="also convert the same ReLU CNNs with SpikingJelly and sinabs (pip install 'ann2snn[peers]'; a missing one is skipped with a note)")
-    parser.add_argument("--methods", nargs="+", choices=list(METHODS), metavar="METHOD", help=f"measure only these of our methods (default: all): {', '.join(repr(m) for m in METHODS)}")
+    parser.add_argument(  # not comma-separated: method names hold commas
+        "--methods", nargs="+", choices=list(METHODS), metavar="METHOD", help=f"measure only these of our methods (default: all), one quoted name each: {', '.join(repr(m) for m in METHODS)}"
+    )
     parser.add_argument("--only-peers", action="store_true", help="measure the CNNs and the peers only (implies --peers)")
     args = parser.parse_args(argv)
-    if any(t <= 0 for t in args.T) or args.levels <= 0:
-        parser.error("--T and --levels take positive integers")
     if args.merge:
         try:
+            check_path_given(args.out, "--out", "a folder for the merged tables")
             return _merge(args.merge, Path(args.out), tuple(sorted(args.T)))
         except ERRORS as error:
             return report(error)

@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader
 import ann2snn
 import ann2snn_zoo as zoo
 from ann2snn_zoo.harness.evaluate import evaluate, run_profile
-from ann2snn_zoo.harness.run_folder import SettingsError, check_out_folder, check_settings, folder_lock, read_json, read_rows, write_json
+from ann2snn_zoo.harness.run_folder import SettingsError, check_data_dir, check_out_folder, check_path_given, check_settings, folder_lock, read_json, read_rows, write_json
 from ann2snn_zoo.harness.scratch import fold_scratch_snn, scratch_snn
 from ann2snn_zoo.harness.train import TrainConfig, device_problem, fit, resolve_device, seed_everything
 from ann2snn_zoo.harness.train_state import model_entries
@@ -340,6 +340,13 @@ def fold_configs(config: ExperimentConfig) -> list[ExperimentConfig]:
 MAX_SEED = 2**32 - 1 - 1000
 
 
+def check_seeds(seeds: tuple[int, ...]) -> None:
+    """SettingsError, on one line, unless every seed lies in 0 .. MAX_SEED."""
+    bad = [seed for seed in seeds if not 0 <= seed <= MAX_SEED]
+    if bad:
+        raise SettingsError(f"--seeds {' '.join(map(str, bad))}: a seed must be a whole number from 0 to {MAX_SEED} (2**32 - 1001: the harness adds up to 1000 to a seed); e.g. --seeds 0 1 2")
+
+
 def is_experiment_config(stored: Any) -> bool:
     """Whether ``stored`` (a config.json's content) is an ExperimentConfig's settings."""
     fields = set(asdict(ExperimentConfig()))
@@ -355,12 +362,13 @@ def check_device(device: str) -> None:
 
 def check_config(config: ExperimentConfig) -> None:
     """Refuse (SettingsError, RunFolderError), before anything is written, settings that would
-    fail midway: an unusable device, a seed numpy refuses, an --out that is a file, lies inside
-    the data set, or holds another tool's files (``run_folder.check_out_folder``)."""
-    bad = [seed for seed in config.seeds if not 0 <= seed <= MAX_SEED]
-    if bad:
-        raise SettingsError(f"--seeds {' '.join(map(str, bad))}: a seed must be a whole number from 0 to {MAX_SEED}")
+    fail midway: an unusable device, a seed numpy refuses, an empty --out or one that is a file,
+    lies inside the data set, or holds another tool's files (``run_folder.check_out_folder``), a
+    --data-dir that is empty or a file."""
+    check_seeds(config.seeds)
     check_device(config.device)
+    check_path_given(config.out_dir, "--out", "a folder for the results")
+    check_data_dir(config.data_dir)
     check_out_folder(Path(config.out_dir), config.data_dir, is_experiment_config)
 
 

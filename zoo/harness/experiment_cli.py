@@ -13,7 +13,7 @@ from ann2snn_zoo.data import registry as datasets
 from ann2snn_zoo.harness.experiment import ExperimentConfig, load_histories, run_experiment
 from ann2snn_zoo.harness.presets import PRESETS
 from ann2snn_zoo.harness.summary import check_merge_out, merge_runs, merge_settings, write_outputs
-from ann2snn_zoo.harness.train_cli import USER_ERRORS, non_negative_float, positive_float, positive_int, report
+from ann2snn_zoo.harness.train_cli import LIST_FORM, USER_ERRORS, list_flag, non_negative_float, positive_float, positive_int, report, whole_number
 
 DESCRIPTION = "Run the study: train CNNs, convert, measure zero-shot SNNs over T, retrain, train from scratch."
 EPILOG = """examples:
@@ -39,30 +39,36 @@ def build_parser(prog: str = "experiment.py") -> argparse.ArgumentParser:
     """The parser of ``ann2snn experiment`` / ``tools/experiment.py``."""
     parser = argparse.ArgumentParser(prog=prog, description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=sorted(PRESETS), default="quick", help="named settings (zoo/harness/presets.py) that the options below override (default: %(default)s)")
-    parser.add_argument("--dataset", choices=datasets.names(), help=datasets.describe())
-    parser.add_argument("--data-dir")
-    parser.add_argument("--models", nargs="+", choices=zoo.names("all"), help="zoo models (study_m5, study_piczak, study_hjh: the study's; m5_4k: M5 at 4 kHz)")
-    parser.add_argument("--seeds", nargs="+", type=int)
-    parser.add_argument("--out")
-    parser.add_argument("--device", help="auto (CUDA when available; the default), cpu, cuda, cuda:N or mps")
-    parser.add_argument("--cnn-epochs", type=positive_int)
-    parser.add_argument("--patience", type=positive_int, help="epochs without a better validation loss before stopping")
-    parser.add_argument("--augment-shift", type=non_negative_float, metavar="SECONDS", help="train with random time shifts of up to this many seconds")
-    parser.add_argument("--snn-epochs", type=positive_int)
-    parser.add_argument("--tau-lr-scale", type=positive_float, help="fine-tuning: learning rate of the time constants over the weights'")
-    parser.add_argument("--scratch-epochs", type=positive_int)
-    parser.add_argument("--finetune-T", type=positive_int)
-    parser.add_argument("--T", nargs="+", type=positive_int, dest="zero_shot_T", help="zero-shot time steps")
-    parser.add_argument("--lif-T", nargs="+", type=positive_int, dest="lif_zero_shot_T", help="zero-shot time steps of the LIF network (default: --T)")
-    parser.add_argument("--encoders", nargs="+", choices=ENCODERS, help="input encoders measured zero-shot")
-    parser.add_argument("--retrain-encoders", nargs="+", choices=ENCODERS, help="input encoders fine-tuned after conversion (fixed tau)")
-    parser.add_argument("--retrain-T", nargs="+", type=positive_int, help="time steps the --retrain-encoders are fine-tuned at (default: --finetune-T)")
-    parser.add_argument("--test-speaker", help="FSDD: hold this speaker out as the test set")
-    parser.add_argument("--cross-validation", choices=("speaker",), help="FSDD: leave-one-speaker-out, one run per speaker in OUT/fold-<speaker>")
+    parser.add_argument("--dataset", choices=datasets.names(), help=f"{datasets.describe()} (default: the preset's)")
+    parser.add_argument("--data-dir", metavar="PATH", help="the data set's local folder (FSDD: the folder holding recordings/, or recordings/ itself); needed by local data sets (default: none)")
+    parser.add_argument(
+        "--models", **list_flag(choices=zoo.names("all")), metavar="MODEL",
+        help=f"zoo models, {LIST_FORM}: {', '.join(zoo.names('all'))} (study_m5, study_piczak, study_hjh: the study's; m5_4k: M5 at 4 kHz) (default: the preset's)",
+    )  # fmt: skip
+    parser.add_argument("--seeds", **list_flag(whole_number), metavar="SEED", help=f"training seeds, {LIST_FORM}, e.g. 0 1 2 or 0,1,2 (default: the preset's)")
+    parser.add_argument("--out", metavar="FOLDER", help="results folder; rerun the same command to resume it (default: the preset's, runs/PRESET)")
+    parser.add_argument("--device", help="auto (CUDA when available), cpu, cuda, cuda:N or mps (default: auto)")
+    parser.add_argument("--cnn-epochs", type=positive_int, help="maximum CNN training epochs, for every model (default: the preset's, per model)")
+    parser.add_argument("--patience", type=positive_int, help="epochs without a better validation loss before stopping, for every model (default: the preset's, per model; else 8)")
+    parser.add_argument("--augment-shift", type=non_negative_float, metavar="SECONDS", help="train with random time shifts of up to this many seconds, every model; 0: none (default: the preset's)")
+    parser.add_argument("--snn-epochs", type=positive_int, help="fine-tuning epochs of each converted SNN (default: the preset's)")
+    parser.add_argument("--tau-lr-scale", type=positive_float, help="fine-tuning: learning rate of the time constants over the weights' (default: 1)")
+    parser.add_argument("--scratch-epochs", type=positive_int, help="training epochs of the SNN trained from scratch (default: the preset's)")
+    parser.add_argument("--finetune-T", type=positive_int, metavar="T", help="time steps of fine-tuning and of the SNN trained from scratch (default: the preset's)")
+    parser.add_argument("--T", **list_flag(positive_int), dest="zero_shot_T", metavar="T", help=f"zero-shot time steps, {LIST_FORM}, e.g. 8 16 32 or 8,16,32 (default: the preset's)")
+    parser.add_argument("--lif-T", **list_flag(positive_int), dest="lif_zero_shot_T", metavar="T", help=f"zero-shot time steps of the LIF network, {LIST_FORM} (default: the preset's)")
+    parser.add_argument("--encoders", **list_flag(choices=ENCODERS), metavar="ENCODER", help=f"input encoders measured zero-shot, {LIST_FORM}: {', '.join(ENCODERS)} (default: the preset's)")
+    parser.add_argument(
+        "--retrain-encoders", **list_flag(choices=ENCODERS), metavar="ENCODER",
+        help=f"input encoders fine-tuned after conversion (fixed tau), {LIST_FORM}: {', '.join(ENCODERS)} (default: the preset's)",
+    )  # fmt: skip
+    parser.add_argument("--retrain-T", **list_flag(positive_int), metavar="T", help=f"time steps the --retrain-encoders are fine-tuned at, {LIST_FORM} (default: the preset's, else --finetune-T)")
+    parser.add_argument("--test-speaker", help="FSDD: hold this speaker out as the test set (default: the official split)")
+    parser.add_argument("--cross-validation", choices=("speaker",), help="FSDD: leave-one-speaker-out, one run per speaker in OUT/fold-<speaker> (default: the preset's)")
     parser.add_argument("--skip-bad", action="store_true", help="drop unreadable WAV files with a warning instead of stopping")
-    parser.add_argument("--max-batches", type=positive_int, help="batches per epoch (quick checks)")
+    parser.add_argument("--max-batches", type=positive_int, help="batches per epoch, for quick checks (default: all)")
     parser.add_argument("--no-scratch", action="store_true", help="skip training the SNN from scratch")
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
     parser.add_argument(
         "--merge",
         nargs="+",

@@ -30,9 +30,9 @@ import torch
 import ann2snn
 import ann2snn_zoo as zoo
 from ann2snn_zoo.harness.evaluate import evaluate
-from ann2snn_zoo.harness.experiment import Experiment, ExperimentConfig, Results
+from ann2snn_zoo.harness.experiment import Experiment, ExperimentConfig, Results, check_seeds
 from ann2snn_zoo.harness import peers
-from ann2snn_zoo.harness.run_folder import RunFolderError, folder_lock, read_json, read_rows, write_json
+from ann2snn_zoo.harness.run_folder import RunFolderError, check_data_dir, check_path_given, folder_lock, read_json, read_rows, write_json
 from ann2snn_zoo.harness.summary import mean_spread, save_figure
 from ann2snn_zoo.harness.train import device_problem
 
@@ -110,7 +110,8 @@ def result_settings(config: LowTConfig) -> dict[str, Any]:
 def check_config(config: LowTConfig) -> None:
     """Raise LowTError, RunFolderError or DataError (zoo.errors) if ``config`` cannot run: an
     unknown model or method, a model without a QCFS variant when a QCFS method is asked for, a
-    device torch does not know or has not got, an output path that is a file, missing data.
+    seed numpy refuses, a device torch does not know or has not got, an output path that is empty
+    or a file, a data folder that is empty, a file or missing.
     Creates nothing."""
     known = zoo.names("all")
     for model in config.models:
@@ -123,9 +124,12 @@ def check_config(config: LowTConfig) -> None:
         for model in config.models:
             if model not in QCFS_MODELS:
                 raise LowTError(f"model {model} has no QCFS variant; pass --methods without the QCFS ones, or --models from {', '.join(QCFS_MODELS)}")
+    check_seeds(config.seeds)
     problem = device_problem(config.device)
     if problem:
         raise LowTError(f"--device {problem}")
+    check_path_given(config.out_dir, "--out", "a folder for the results")
+    check_data_dir(config.data_dir)
     out = Path(config.out_dir)
     for path in (out, *out.parents):
         if path.exists() and not path.is_dir():

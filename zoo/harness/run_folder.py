@@ -54,6 +54,20 @@ def _inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
+def check_path_given(path: str | Path | None, flag: str, what: str) -> None:
+    """SettingsError if ``path`` is an empty string, which ``Path`` would silently read as the
+    working folder; ``flag`` and ``what`` (what to give instead) name it in the message."""
+    if path is not None and not str(path).strip():
+        raise SettingsError(f"{flag} is empty: give {what}")
+
+
+def check_data_dir(data_dir: str | Path | None) -> None:
+    """SettingsError if ``data_dir`` is empty or names a file: a data set is a folder."""
+    check_path_given(data_dir, "--data-dir", "the data set's folder")
+    if data_dir is not None and Path(data_dir).exists() and not Path(data_dir).is_dir():
+        raise SettingsError(f"--data-dir {data_dir} is a file, not a folder; pass the data set's folder (FSDD: the folder holding recordings/, or recordings/ itself)")
+
+
 def check_out_folder(out: Path, data_dir: str | Path | None = None, is_config: Any = None) -> None:
     """Refuse (SettingsError, RunFolderError) an output folder before anything is written: a file
     in its place, a folder inside (or equal to) the data set's ``data_dir``, or a folder that holds

@@ -9,6 +9,7 @@ import glob
 import math
 import sys
 from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 from torch.utils.data import DataLoader
@@ -49,11 +50,15 @@ FSDD: python -c "import ann2snn_zoo; ann2snn_zoo.data.download_fsdd('data/fsdd')
 SNN_CHECKPOINT_SUFFIX = ".snn-finetuned.pt"
 
 
-class OutputExists(Exception):
+class OutputPathError(Exception):
+    """-o cannot be written as given (empty, a folder, an existing file); the message says why."""
+
+
+class OutputExists(OutputPathError):
     """An output of this run exists and neither --resume nor --overwrite says what to do with it."""
 
 
-USER_ERRORS = (DataError, CheckpointError, RunFolderError, OutputExists)  # reported on one line, exit status 2
+USER_ERRORS = (DataError, CheckpointError, RunFolderError, OutputPathError)  # reported on one line, exit status 2
 
 
 def positive_int(text: str) -> int:
@@ -65,6 +70,56 @@ def positive_int(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a whole number above 0, got {text}")
     return value
+
+
+def whole_number(text: str) -> int:
+    """argparse type: a whole number (any sign; the command checks its range)."""
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+
+
+#: How a list flag's help shows its accepted form.
+LIST_FORM = "space- or comma-separated"
+
+
+def comma_list(kind: Callable[[str], Any] = str, choices: Optional[Sequence[str]] = None) -> Callable[[str], list[Any]]:
+    """argparse type of one word of a list flag: one value or several joined by commas
+    (``8,16``), each read by ``kind`` and, with ``choices``, one of them."""
+
+    def parse(text: str) -> list[Any]:
+        parts = [part.strip() for part in text.split(",")]
+        if not all(parts):
+            raise argparse.ArgumentTypeError(f"empty value in {text!r}: separate values by spaces or single commas, e.g. 8 16 32 or 8,16,32")
+        values = [_read(kind, part) for part in parts]
+        for value in values:
+            if choices is not None and value not in choices:
+                raise argparse.ArgumentTypeError(f"invalid choice: {value!r} (choose from {', '.join(map(str, choices))})")
+        return values
+
+    return parse
+
+
+def _read(kind: Callable[[str], Any], text: str) -> Any:
+    """``kind(text)``, a ValueError turned into argparse's error (naming the value, not the word)."""
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}") from None
+
+
+class FlatList(argparse.Action):
+    """argparse action of a list flag: the values of all its words in order (``--T 8,16 32`` -> [8, 16, 32])."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option_string: Optional[str] = None) -> None:
+        setattr(namespace, self.dest, [value for word in values for value in word])
+
+
+def list_flag(kind: Callable[[str], Any] = str, choices: Optional[Sequence[str]] = None) -> dict[str, Any]:
+    """``add_argument`` keywords of a list flag that takes values separated by spaces, commas or
+    both (``--T 8 16 32``, ``--T 8,16,32``, ``--T 8,16 32``), each checked by ``kind`` and ``choices``."""
+    return {"nargs": "+", "type": comma_list(kind, choices), "action": FlatList}
 
 
 def positive_float(text: str) -> float:
@@ -98,11 +153,13 @@ def snn_checkpoint(out: Path) -> Path:
 
 def check_outputs(args: argparse.Namespace, out: Path) -> None:
     """Refuse, before any work, a run that would replace an existing checkpoint (or rank weights)
-    without --resume or --overwrite, and an output path that is a folder."""
+    without --resume or --overwrite, and an output path that is empty or a folder."""
+    if not str(args.out).strip():
+        raise OutputPathError("-o is empty: give a checkpoint file name, e.g. -o runs/train/checkpoint.pt")
     paths = [("-o", out)] + ([("the SNN checkpoint", snn_checkpoint(out))] if args.snn_T else [])
     for what, path in paths:
         if path.is_dir():
-            raise OutputExists(f"{what} {path} is a folder: give a file name")
+            raise OutputPathError(f"{what} {path} is a folder: give a file name")
     if args.resume or args.overwrite:
         return
     existing = [(what, path) for what, path in paths if path.exists()]
@@ -161,7 +218,7 @@ def build_parser(prog: str = "train.py") -> argparse.ArgumentParser:
     output.add_argument(
         "-o", "--out", default="runs/train/checkpoint.pt", metavar="PATH",
         help=f"checkpoint path; the SNN's training checkpoint goes beside it with the suffix {SNN_CHECKPOINT_SUFFIX} "
-        "(NAME.snn.pt is left to `ann2snn convert`). If it exists, pass --resume or --overwrite (default: %(default)s)",
+        "(NAME.snn.pt is left to `ann2snn convert`); a missing folder is created. If it exists, pass --resume or --overwrite (default: %(default)s)",
     )  # fmt: skip
     again = output.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true", help="continue from the checkpoint's last finished epoch (a finished run is not trained again)")
