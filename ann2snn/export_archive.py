@@ -3,9 +3,10 @@
 ``torch.export.load`` unpickles the archive's sample inputs (falling back to
 ``weights_only=False``), weights and constants marked ``use_pickle``, legacy ``.pt`` entries and
 custom objects; it loads AOTInductor shared libraries; it parses the symbolic shape expressions
-with ``sympy.sympify`` (which evaluates Python) and compiles the guard code it finds. An archive
-passes ``unsafe_entries`` only when it has none of these beyond plain tensors, weights-only
-sample inputs and arithmetic shape expressions. ``refuse_unpickling`` is the second line: while
+with ``sympy.sympify`` (which evaluates Python, and computes powers such as ``9**9**9**9``
+exactly, which never ends) and compiles the guard code it finds. An archive passes
+``unsafe_entries`` only when it has none of these beyond plain tensors, weights-only sample inputs
+and short arithmetic shape expressions without powers or numbers over ``MAX_DIGITS`` digits. ``refuse_unpickling`` is the second line: while
 it is active, ``torch.load`` refuses ``weights_only=False`` and custom objects are refused.
 """
 
@@ -28,6 +29,12 @@ SAFE_ENTRIES = re.compile(
 )
 _TOKEN = re.compile(r"\s*(?:([A-Za-z_]\w*)|(\d+(?:\.\d*)?(?:e[+-]?\d+)?)|('[A-Za-z_]\w*')|(\*\*|//|==|!=|<=|>=|[-+*/%(),<>=]))")
 _SYMBOL = re.compile(r"[a-z]+\d+")
+#: Bounds that keep a shape expression cheap for sympy to evaluate (see ``_costly``).
+MAX_EXPRESSION_LENGTH = 2000
+MAX_DIGITS = 12
+_NUMBER = re.compile(r"(?<![\w.])\d[\w.]*")  # a number literal, its exponent or suffix included
+_SMALL_NUMBER = re.compile(rf"\d{{1,{MAX_DIGITS}}}(\.\d{{0,{MAX_DIGITS}}})?")
+_POWER_NAMES = re.compile(r"\b(Pow|LShift|RShift|pow)\b")
 #: Names a symbolic shape expression may use besides symbols like ``s0``: sympy's constructors,
 #: its assumptions and the functions torch's deserializer passes to ``sympify``.
 SYMPY_NAMES = frozenset(
@@ -78,7 +85,11 @@ def _unsafe_expressions(archive: zipfile.ZipFile, name: str) -> list[str]:
     program = json.loads(archive.read(name))
     problems = [f"{name}: guard code {code!r:.60}" for code in program.get("guards_code") or []]
     problems += [f"{name}: range constraint on {key!r:.60}" for key in program.get("range_constraints") or {} if not _SYMBOL.fullmatch(key)]
-    return problems + [f"{name}: shape expression {text!r:.60}" for text in _expressions(program) if not _arithmetic(text)]
+    for text in _expressions(program):
+        reason = _costly(text) or ("" if _arithmetic(text) else "code, not arithmetic")
+        if reason:
+            problems.append(f"{name}: shape expression {_excerpt(text)} ({reason})")
+    return problems
 
 
 def _expressions(value: Any) -> Iterator[Any]:
@@ -92,6 +103,25 @@ def _expressions(value: Any) -> Iterator[Any]:
     elif isinstance(value, list):
         for item in value:
             yield from _expressions(item)
+
+
+def _costly(text: Any) -> str:
+    """Why sympy could take practically forever to evaluate ``text`` ('' if it cannot): a power
+    (``**``, ``Pow``, a shift), an overlong expression or a number literal over ``MAX_DIGITS`` digits."""
+    if not isinstance(text, str):
+        return ""
+    if len(text) > MAX_EXPRESSION_LENGTH:
+        return f"over {MAX_EXPRESSION_LENGTH} characters long"
+    if "**" in text or _POWER_NAMES.search(text):
+        return "a power or shift, which sympy evaluates exactly however large"
+    number = next((m.group() for m in _NUMBER.finditer(text) if not _SMALL_NUMBER.fullmatch(m.group())), None)
+    return f"the number {number[:20]}{'...' if len(number) > 20 else ''}, not plain digits or over {MAX_DIGITS} of them" if number else ""
+
+
+def _excerpt(text: Any) -> str:
+    """``text`` for a one-line message: its repr, its middle cut when long."""
+    shown = repr(text)
+    return shown if len(shown) <= 120 else f"{shown[:60]}...{shown[-50:]}"
 
 
 def _arithmetic(text: Any) -> bool:

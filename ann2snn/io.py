@@ -30,7 +30,15 @@ PICKLED_VERSION = 1  # the whole network pickled: written before version 2, read
 
 def save(snn: SpikingNetwork, path: str | os.PathLike) -> None:
     """Write ``snn`` (graph, weights, thresholds, time constants, report) to ``path`` atomically:
-    a temporary file in the same folder, renamed over ``path`` only once complete."""
+    a temporary file in the same folder, renamed over ``path`` only once complete.
+
+    Only a ``SpikingNetwork`` (what ``ann2snn.convert`` returns) is accepted: ``load`` reads nothing else.
+    """
+    if not isinstance(snn, SpikingNetwork):
+        raise ConversionError(
+            f"ann2snn.save writes SpikingNetworks, which ann2snn.load reads; got a {type(snn).__module__}.{type(snn).__qualname__}: "
+            "convert it first (ann2snn.save(ann2snn.convert(model, ...), path)), or write a CNN with torch.save"
+        )
     payload: dict[str, Any] = {"format": FORMAT, "version": VERSION}
     try:
         payload["description"], payload["tensors"] = safe_format.describe(snn)

@@ -8,15 +8,19 @@ as unpickling would, and rebuilds each ``torch.fx.GraphModule`` from its node li
 
 What ``rebuild`` accepts from the text, and nothing else:
 
-- classes from ``torch.nn.modules``, ``torch.fx`` and ``ann2snn`` (modules, dataclasses, plain
-  class references such as a GraphModule's tracer class);
+- modules of classes defined in ``torch.nn.modules`` and ``ann2snn``, and ``torch.fx.GraphModule``,
+  each named ``module:Class`` where it is defined (no attribute chains, no aliases);
+- the dataclasses in ``DATACLASSES`` (a network's report) and the class references in
+  ``CLASS_REFERENCES`` (a GraphModule's tracer class), nothing else of their kind;
 - plain values: None, bool, int, float (inf and nan included), str, tuple, list, dict, set,
   slice, ``torch.Size``, ``torch.dtype``, ``torch.device``, tensors, and references to modules of
   the same tree;
 - graph nodes that call tensor operations (``torch``, ``torch.nn.functional`` functions that
   ``torch.overrides`` lists), ``operator`` and ``math`` functions, ``getattr`` of a tensor's data
   attributes (``shape``, ``dtype``...), and public tensor methods other than those that reach
-  storage, hooks or numpy.
+  storage, hooks or numpy; their arguments only nodes, plain constants (``ARGUMENT_TYPES``) and
+  tuples, lists, dicts and slices of them, since fx pastes each argument's ``repr`` into the code.
+  The code fx generates is checked too (``check_generated_code``) before it is compiled.
 
 ``describe`` raises ``Undescribable`` for anything outside these (a hook, a lambda, a class of
 another package): ``ann2snn.save`` then stores a pickle instead, which only
@@ -25,10 +29,11 @@ another package): ``ann2snn.save`` then stores a pickle instead, which only
 
 from __future__ import annotations
 
+import ast
 import dataclasses
-import enum
 import importlib
 import json
+import keyword
 import math
 import operator
 from collections import OrderedDict
@@ -41,7 +46,26 @@ from torch import fx, nn
 from torch.fx.node import _get_qualified_name
 from torch.overrides import get_overridable_functions
 
-CLASS_MODULES = ("torch.nn.modules.", "torch.fx.", "ann2snn.")
+#: Where the modules of a stored tree may come from (``module:Class``, the class defined there).
+MODULE_CLASS_PREFIXES = ("torch.nn.modules.", "ann2snn.")
+GRAPH_MODULE = "torch.fx.graph_module:GraphModule"
+#: The dataclasses ``describe`` writes (a network's report) and the classes it refers to (a
+#: GraphModule's tracer class): nothing else of that kind is rebuilt.
+DATACLASSES = frozenset({"ann2snn.report:ConversionReport", "ann2snn.report:Entry"})
+CLASS_REFERENCES = frozenset({"ann2snn.trace:ConversionTracer", "torch.fx._symbolic_trace:Tracer"})
+#: Constants a graph node's arguments may hold besides nodes and containers of them.
+ARGUMENT_TYPES = (type(None), bool, int, float, str, type(Ellipsis), torch.dtype, torch.device, torch.memory_format, torch.layout)
+#: Modules the code fx generates for a stored graph may name (fx's own globals among them).
+CODE_MODULES = frozenset({"torch", "math", "operator", "_operator", "builtins", "torch.fx._pytree", "torch.utils._pytree"})
+#: Builtins the code fx generates may call (``getattr(self.layers, "0")``, ``slice(...)``).
+CODE_BUILTINS = frozenset({"getattr", "slice", "Ellipsis"})
+#: Python syntax the code fx generates from a stored graph may use: assignments of calls,
+#: operators, subscripts and constants, nothing that branches, loops, defines or imports.
+CODE_SYNTAX = (
+    ast.Module, ast.FunctionDef, ast.arguments, ast.arg, ast.Assign, ast.Return, ast.Expr, ast.Call, ast.keyword, ast.Name,
+    ast.Attribute, ast.Constant, ast.Tuple, ast.List, ast.Dict, ast.Slice, ast.Subscript, ast.Starred, ast.UnaryOp, ast.BinOp,
+    ast.Compare, ast.expr_context, ast.operator, ast.unaryop, ast.cmpop,
+)  # fmt: skip
 #: Graph-module state that ``GraphModule.recompile`` derives from the graph: not stored.
 DERIVED_GRAPH_STATE = ("_graph", "_code", "_lineno_map", "_prologue_start")
 FX_OPS = ("placeholder", "get_attr", "call_function", "call_method", "call_module", "output")
@@ -104,20 +128,49 @@ def class_name(cls: type) -> str:
     return f"{cls.__module__}:{cls.__qualname__}"
 
 
-def resolve_class(name: str) -> type:
-    """The class named ``module:qualname``, only from ``CLASS_MODULES``."""
+def is_module_class(name: str) -> bool:
+    """True for the ``module:Class`` names of modules the safe format may create."""
+    return name == GRAPH_MODULE or name.startswith(MODULE_CLASS_PREFIXES)
+
+
+def resolve_class(name: Any) -> type:
+    """The class ``Class`` defined in ``module`` (``name`` is ``module:Class``, no attribute chain),
+    only for module classes (``is_module_class``), ``DATACLASSES`` and ``CLASS_REFERENCES``."""
     module, _, qualname = str(name).partition(":")
-    if not module.startswith(CLASS_MODULES) or not qualname or "<" in qualname:
-        raise DamagedDescription(f"class {name!r} is not one the safe format may create (only {', '.join(CLASS_MODULES)}*)")
+    if not (is_module_class(str(name)) or name in DATACLASSES or name in CLASS_REFERENCES) or not _dotted_name(module) or not qualname.isidentifier():
+        raise DamagedDescription(f"class {name!r} is not one the safe format may create (only torch.nn and ann2snn modules, GraphModule and ann2snn's report)")
     try:
-        target: Any = importlib.import_module(module)
-        for part in qualname.split("."):
-            target = getattr(target, part)
+        target: Any = getattr(importlib.import_module(module), qualname)
     except (ImportError, AttributeError) as error:
         raise DamagedDescription(f"class {name!r} does not exist here: {error}") from error
     if not isinstance(target, type):
         raise DamagedDescription(f"{name!r} is not a class")
+    if class_name(target) != name:
+        raise DamagedDescription(f"class {name!r} is {class_name(target)}, defined elsewhere; the safe format names classes where they are defined")
     return target
+
+
+def argument_problem(value: Any) -> str:
+    """What in a graph node's arguments ``value`` is not a node, a plain constant (``ARGUMENT_TYPES``)
+    or a tuple, list, dict, slice or ``torch.Size`` of them ('' if nothing): fx pastes each
+    argument's ``repr`` into the code it generates, so an object with a crafted ``repr`` would be code."""
+    if isinstance(value, fx.Node) or type(value) in ARGUMENT_TYPES:
+        return ""
+    if type(value) is torch.Size:
+        return "" if all(type(i) is int for i in value) else "a torch.Size of other things than integers"
+    if type(value) in (tuple, list, fx.immutable_collections.immutable_list):
+        items: Any = value
+    elif type(value) in (dict, OrderedDict, fx.immutable_collections.immutable_dict):
+        items = [*value.keys(), *value.values()]
+    elif type(value) is slice:
+        items = (value.start, value.stop, value.step)
+    else:
+        return f"a {type(value).__module__}.{type(value).__qualname__}"
+    return next((problem for problem in map(argument_problem, items) if problem), "")
+
+
+def _dotted_name(text: str) -> bool:
+    return all(part.isidentifier() for part in text.split("."))
 
 
 def _graph_module_class(cls: type) -> type:
@@ -171,11 +224,9 @@ class _Describer:
             return {"$slice": [self.value(x, where) for x in (v.start, v.stop, v.step)]}
         if v is Ellipsis:
             return {"$ellipsis": None}
-        if isinstance(v, type) and class_name(v).startswith(CLASS_MODULES):
+        if isinstance(v, type) and class_name(v) in CLASS_REFERENCES:
             return {"$class": class_name(v)}
-        if isinstance(v, enum.Enum) and class_name(type(v)).startswith(CLASS_MODULES):
-            return {"$enum": class_name(type(v)), "name": v.name}
-        if dataclasses.is_dataclass(v) and class_name(type(v)).startswith(CLASS_MODULES):
+        if dataclasses.is_dataclass(v) and class_name(type(v)) in DATACLASSES:
             return {"$dataclass": class_name(type(v)), "fields": self.value(dict(vars(v)), where)}
         if callable(v) and graph_functions().get(_qualified_name(v)) is v:
             return {"$function": _qualified_name(v)}
@@ -191,8 +242,8 @@ class _Describer:
             entry["graph"] = self.graph(module.graph, path)
             for key in DERIVED_GRAPH_STATE:
                 state.pop(key, None)
-        if not class_name(cls).startswith(CLASS_MODULES):
-            raise Undescribable(f"module {path or '(root)'} is a {class_name(cls)}, not a torch.nn, torch.fx or ann2snn module")
+        if not is_module_class(class_name(cls)):
+            raise Undescribable(f"module {path or '(root)'} is a {class_name(cls)}, not a torch.nn or ann2snn module or a GraphModule")
         entry["class"] = class_name(cls)
         entry["state"] = {key: self.value(v, f"{path or '(root)'}.{key}") for key, v in state.items()}
         return entry
@@ -208,7 +259,14 @@ class _Describer:
                 if graph_functions().get(_qualified_name(target)) is not target:
                     raise Undescribable(f"{where} calls {_qualified_name(target)}, not a tensor, operator or math function")
                 target = {"$function": _qualified_name(target)}
+            for value in (node.args, node.kwargs):
+                if argument_problem(value):
+                    raise Undescribable(f"{where} has an argument that is {argument_problem(value)}")
             nodes.append({"op": node.op, "name": node.name, "target": target, "args": self.value(node.args, where), "kwargs": self.value(dict(node.kwargs), where)})
+        try:
+            check_generated_code(graph, f"the graph of {path or '(root)'}")  # what load would refuse
+        except DamagedDescription as problem:
+            raise Undescribable(str(problem)) from None
         return nodes
 
 
@@ -294,19 +352,23 @@ class _Builder:
             raise DamagedDescription(f"function {name!r} is not a tensor, operator or math function")
         return graph_functions()[name]
 
-    def _enum(self, data: dict) -> enum.Enum:
-        cls = resolve_class(data["$enum"])
-        if not issubclass(cls, enum.Enum):
-            raise DamagedDescription(f"{data['$enum']} is not an enum")
-        return cls[data["name"]]
-
     def _dataclass(self, data: dict) -> Any:
-        cls = resolve_class(data["$dataclass"])
-        if not dataclasses.is_dataclass(cls):
-            raise DamagedDescription(f"{data['$dataclass']} is not a dataclass")
+        name = data["$dataclass"]
+        if name not in DATACLASSES:
+            raise DamagedDescription(f"dataclass {name!r} is not one the safe format may create (only {', '.join(sorted(DATACLASSES))})")
+        cls = resolve_class(name)
+        fields = _string_keys(self.value(data["fields"]), name)
+        unknown = set(fields) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise DamagedDescription(f"{name} has no field {sorted(unknown)[0]!r}")
         instance = cls.__new__(cls)
-        instance.__dict__.update(_string_keys(self.value(data["fields"]), data["$dataclass"]))
+        instance.__dict__.update(fields)
         return instance
+
+    def _class(self, data: dict) -> type:
+        if data["$class"] not in CLASS_REFERENCES:
+            raise DamagedDescription(f"class {data['$class']!r} is not one a network refers to (only {', '.join(sorted(CLASS_REFERENCES))})")
+        return resolve_class(data["$class"])
 
     TAGS: dict[str, Callable[["_Builder", dict], Any]] = {
         "$tensor": tensor,
@@ -321,8 +383,7 @@ class _Builder:
         "$ellipsis": lambda self, d: Ellipsis,
         "$module": _module,
         "$node": _node,
-        "$class": lambda self, d: resolve_class(d["$class"]),
-        "$enum": _enum,
+        "$class": _class,
         "$dataclass": _dataclass,
         "$function": _function,
     }
@@ -368,6 +429,8 @@ def _build_graph(builder: _Builder, module: fx.GraphModule, nodes: Any, where: s
             raise DamagedDescription(f"{where}, node {name}: its arguments are not a tuple")
         if not all(key.isidentifier() for key in kwargs):
             raise DamagedDescription(f"{where}, node {name}: a keyword argument name is not a Python name")
+        if argument_problem((args, kwargs)):
+            raise DamagedDescription(f"{where}, node {name}: an argument is {argument_problem((args, kwargs))}, which a stored graph may not hold")
         if target is getattr and (len(args) != 2 or args[1] not in tensor_attributes()):
             raise DamagedDescription(f"{where}, node {name}: getattr of {args[1:]!r} is not a tensor's data attribute")
         node = graph.create_node(op, target, args, kwargs, name=name)
@@ -433,4 +496,49 @@ def _identifiers_or_root(path: Any) -> str:
 def _finish_graph_module(builder: _Builder, module: fx.GraphModule, entry: dict) -> None:
     where = f"the graph of {entry['path'] or '(root)'}"
     type(module).__name__ = _identifiers(entry["class_name"], where)
-    module.graph = _build_graph(builder, module, entry["graph"], where)
+    graph = _build_graph(builder, module, entry["graph"], where)
+    check_generated_code(graph, where)
+    module.graph = graph  # fx generates forward() from the graph and compiles it
+
+
+# -- the code fx generates ----------------------------------------------------------------------------
+def check_generated_code(graph: fx.Graph, where: str) -> None:
+    """Refuse (``DamagedDescription``) a graph whose generated ``forward`` does anything but call
+    allowed functions, tensor methods and submodules on its nodes and constants (checked before
+    fx compiles it: the second line behind the checks of targets and arguments)."""
+    code = graph.python_code(root_module="self")
+    problem = _global_problem(code.globals) or _syntax_problem(code.src, set(code.globals))
+    if problem:
+        raise DamagedDescription(f"{where}: the generated code {problem}")
+
+
+def _global_problem(names: dict[str, Any]) -> str:
+    """What among fx's globals for the generated code is not a module, function or constant it needs."""
+    functions = {id(f) for f in graph_functions().values()}
+    for name, value in names.items():
+        if isinstance(value, type(math)):
+            allowed = value.__name__ in CODE_MODULES
+        else:
+            allowed = id(value) in functions or value in (type(None), torch.device) or (type(value) is float and not math.isfinite(value))
+        if not allowed:
+            return f"names {name} ({type(value).__name__}), not a module, function or constant a stored graph may use"
+    return ""
+
+
+def _syntax_problem(source: str, global_names: set[str]) -> str:
+    """What in ``source`` is not the plain straight-line code fx writes for an allowed graph ('' if nothing)."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError as error:
+        return f"does not compile ({error.msg})"
+    local = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+    local |= {a.arg for a in ast.walk(tree) if isinstance(a, ast.arg)}
+    for node in ast.walk(tree):
+        if not isinstance(node, CODE_SYNTAX):
+            return f"holds a {type(node).__name__}, which fx writes for no stored graph"
+        name = getattr(node, "id", None) or getattr(node, "attr", None) or getattr(node, "arg", None) or ""
+        if name.startswith("__") or keyword.iskeyword(name):  # dunders reach Python's internals
+            return f"uses the name {name!r}"
+        if isinstance(node, ast.Name) and name not in local | global_names | CODE_BUILTINS | {"self"}:
+            return f"uses the name {name!r}, neither a node nor a global fx defined"
+    return ""

@@ -1,5 +1,7 @@
 """Saving and loading converted networks."""
 
+import warnings
+
 import pytest
 import torch
 
@@ -69,3 +71,24 @@ def test_round_trip_is_exact_and_trainable(tmp_path, options):
     assert [(n, type(p), p.requires_grad) for n, p in loaded.named_parameters()] == [(n, type(p), p.requires_grad) for n, p in snn.named_parameters()]
     loaded(x).sum().backward()
     assert all(p.grad is not None for n, p in loaded.named_parameters() if "leak" in n)
+
+
+ZOO = ["m5", "vgg", "resnet", "piczak", "study_m5", "study_piczak", "study_hjh"]
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_zoo_networks_round_trip_in_the_safe_format(tmp_path, name):
+    """Every zoo net, converted, is saved in the safe format (no pickle, no warning) and loads back
+    computing the same bits."""
+    zoo = pytest.importorskip("ann2snn_zoo")
+    torch.manual_seed(0)
+    shape = zoo.input_spec(name).shape
+    x = torch.randn(2, *shape)
+    snn = ann2snn.convert(zoo.create(name, 10, shape).eval(), T=3, calibration=[x, torch.randn(2, *shape)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the pickle fallback warns
+        ann2snn.save(snn, tmp_path / "snn.pt")
+    loaded = ann2snn.load(tmp_path / "snn.pt")
+    with torch.no_grad():
+        assert torch.equal(loaded(x), snn(x))
+    assert loaded.network.code == snn.network.code
