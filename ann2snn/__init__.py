@@ -1,9 +1,11 @@
 """ann2snn: convert trained CNNs into spiking neural networks (Norse neuron dynamics) with torch.fx.
 
-snn = ann2snn.convert(model, T=25, learn_tau=True, calibration=batches)
+snn = ann2snn.convert(model, T=25, calibration=batches)  # zero-shot: IF neurons, calibrated thresholds
 snn = ann2snn.convert(model, config=ann2snn.ConversionConfig(T=16), calibration=batches)
 y = snn(x)            # same input and output shapes as model(x)
 print(snn.report)
+
+For fine-tuning after conversion, ``learn_tau=True`` makes the membrane time constants trainable.
 """
 
 from .config import DEFAULT_LEARNABLE_TAU, ConversionConfig

@@ -88,23 +88,29 @@ def _quantile(values: torch.Tensor, percentile: float) -> torch.Tensor:
     return torch.quantile(values, percentile / 100.0)
 
 
-def calibration_inputs(calibration: Iterable) -> Iterable[torch.Tensor]:
-    """Input tensors from an iterable of batches or (input, target) pairs, checked as they come."""
+#: What ``calibration_inputs`` says when the calibration set holds no batch.
+EMPTY_CALIBRATION = "the calibration set is empty: pass an iterable of input batches (or (input, target) pairs), or calibration=None"
+
+
+def calibration_inputs(calibration: Iterable, what: str = "calibration", empty: str = EMPTY_CALIBRATION) -> Iterable[torch.Tensor]:
+    """Input tensors from an iterable of batches or (input, target) pairs, checked as they come;
+    ``what`` names the batches in errors ("calibration batch 3") and ``empty`` is the error when
+    there is none."""
     if isinstance(calibration, torch.Tensor):
         raise ConversionError("calibration= takes an iterable of input batches, not one tensor (which would be read example by example): pass [x] or x.split(64)")
     count = 0
     for k, item in enumerate(calibration):
         x = item[0] if isinstance(item, (tuple, list)) else item
         if not isinstance(x, torch.Tensor):
-            raise ConversionError(f"calibration batch {k} is a {type(x).__name__}, not a tensor (or an (input, target) pair)")
+            raise ConversionError(f"{what} batch {k} is a {type(x).__name__}, not a tensor (or an (input, target) pair)")
         if x.dim() == 0 or x.shape[0] == 0:
-            raise ConversionError(f"calibration batch {k} holds no examples (shape {tuple(x.shape)}); drop it or pass a batch [N, ...] with N > 0")
+            raise ConversionError(f"{what} batch {k} holds no examples (shape {tuple(x.shape)}); drop it or pass a batch [N, ...] with N > 0")
         if not torch.isfinite(x).all():
-            raise ConversionError(f"calibration batch {k} contains NaN or infinite values; clean the data or drop that batch")
+            raise ConversionError(f"{what} batch {k} contains NaN or infinite values; clean the data or drop that batch")
         count += 1
         yield x
     if count == 0:
-        raise ConversionError("the calibration set is empty: pass an iterable of input batches (or (input, target) pairs), or calibration=None")
+        raise ConversionError(empty)
 
 
 #: Percentiles ``percentile="auto"`` tries (each per layer, or per channel) besides the

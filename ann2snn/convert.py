@@ -16,7 +16,7 @@ from .encoders import Encoder
 from .errors import ConversionError, ConversionWarning
 from .neurons import NEURON_MODELS, SpikingNeuron
 from .report import ConversionReport
-from .timeloop import SpikingNetwork
+from .timeloop import SpikingNetwork, require_network
 from .trace import trace
 
 __all__ = ["DEFAULT_LEARNABLE_TAU", "FROM_CONFIG", "ConversionConfig", "convert", "recalibrate"]
@@ -115,6 +115,7 @@ def convert(
     graph = passes.fold_batchnorm(graph, report)
     graph = passes.relu_to_neurons(graph, report, make_neuron)
     graph = passes.rewrite_max_pooling(graph, report, config.maxpool)
+    graph = passes.batch_size_from_reshaped(graph, report)
     graph = passes.mark_readout(graph, report)
     encoder = Encoder(config.encoder)
     graph = passes.check_supported(graph, report, config.allow_analog, encoded_input=not encoder.is_time_invariant)
@@ -125,6 +126,7 @@ def convert(
     device = next((p.device for p in graph.parameters()), None)
     if device is not None:
         snn.to(device)  # the encoder and neuron buffers join the model's weights (CUDA models stay on CUDA)
+    snn._match_dtype()  # ... and take their floating-point type (a float64 CNN gives a float64 SNN)
     if not report.neurons:
         _warn(report, "the converted network has no spiking neuron (no ReLU was found): it computes the CNN's function analog, T times over")
     if calibration is None:
@@ -135,6 +137,7 @@ def convert(
         for neuron in snn.network.modules():
             if isinstance(neuron, SpikingNeuron):
                 neuron.make_tau_per_channel(neuron.channels or 1)
+    snn._match_dtype()  # and what calibration made (per-channel time constants)
     return snn
 
 
@@ -145,8 +148,7 @@ def recalibrate(snn: SpikingNetwork, calibration: Iterable, T: Optional[int] = N
     Use it after changing ``snn.T`` when the conversion used T-specific calibration
     (``percentile="auto"`` or ``"balanced"``, or a correction): until then the network warns.
     """
-    if not isinstance(snn, SpikingNetwork):
-        raise ConversionError(f"recalibrate() takes a network made by ann2snn.convert, not {type(snn).__name__}")
+    require_network(snn, "recalibrate")
     if T is not None:
         snn.T = T
     settings = snn.report.settings
@@ -154,6 +156,7 @@ def recalibrate(snn: SpikingNetwork, calibration: Iterable, T: Optional[int] = N
     correction = settings.get("correction", "none")
     per_channel = settings.get("per_channel", False)
     calibrate(snn, calibration, percentile, per_channel, correction)
+    snn._match_dtype()
     snn._stale_T_warned.clear()
     return snn
 

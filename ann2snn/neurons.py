@@ -226,7 +226,7 @@ class SpikingNeuron(TemporalModule):
 
     def set_threshold(self, threshold: torch.Tensor) -> None:
         """Set the firing threshold (scalar, or one value per channel); capped rates stay capped."""
-        threshold = threshold.detach().to(self.threshold.device, torch.float32)
+        threshold = threshold.detach().to(self.threshold.device, self.threshold.dtype)  # float64 networks stay float64
         if self.cap is not None:
             threshold = threshold.clamp(max=self.cap)
         if not torch.isfinite(threshold).all() or (threshold <= 0).any():
@@ -239,15 +239,15 @@ class SpikingNeuron(TemporalModule):
         for name, value in (("bias", bias), ("initial", initial)):
             if value is None:
                 continue
-            value = value.detach().to(self.threshold.device, torch.float32)
+            value = value.detach().to(self.threshold.device, self.threshold.dtype)
             if not torch.isfinite(value).all():
                 raise ConversionError(f"{self.source}: {name} correction must be finite, got {value}")
             setattr(self, name, value)
 
     def clear_correction(self) -> None:
         """Back to no offset and the half-threshold start."""
-        self.bias = torch.zeros((), device=self.threshold.device)
-        self.initial = torch.full((), HALF_THRESHOLD, device=self.threshold.device)
+        self.bias = torch.zeros((), device=self.threshold.device, dtype=self.threshold.dtype)
+        self.initial = torch.full((), HALF_THRESHOLD, device=self.threshold.device, dtype=self.threshold.dtype)
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
         """Calibration state (threshold, bias, initial potential) is a scalar or one value per

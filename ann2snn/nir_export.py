@@ -32,6 +32,11 @@ are continuous; the Euler step with ``dt = 1`` reproduces ours exactly):
 - Residual adds become several edges into one node (NIR sums them); ``TimeBroadcast`` nodes are
   identity. Max pooling (``GatedMaxPool``, alone or fused with its neuron in a ``NeuronPool``,
   and ``nn.MaxPool``) has no NIR primitive: refused.
+- Conv2d with a non-square kernel: written with its true weight shape, its output type from
+  ann2snn's own shape propagation. nir 1.0.8 types a Conv2d from ``weight.shape[2]`` alone, so
+  importing this module corrects ``nir.Conv2d``'s typing in the process (only where nir has the
+  fault: ``_patch_nir_conv2d``), which ``nir.read`` needs to read such a file back; a process
+  without ann2snn reads it with ``nir.read(path, type_check=False)``.
 - The graph runs one time step per call: feed the encoded input at every step (under direct
   encoding the same ``x`` for T steps) and average the output over T, as ``snn(x)`` does.
   Graph metadata records ``dt``, ``T``, the encoder and the readout rule.
@@ -56,12 +61,49 @@ from .atomic import atomic_path
 from .errors import ConversionError
 from .neurons import SpikingNeuron
 from .temporal import GatedMaxPool, NeuronPool, TimeBroadcast
-from .timeloop import SpikingNetwork
+from .timeloop import SpikingNetwork, require_network
 
 try:  # an optional dependency: pip install 'ann2snn[nir]'
     import nir
 except ImportError:  # pragma: no cover - exercised only without the extra
     nir = None
+
+
+def _conv2d_output_type(node: "nir.Conv2d") -> np.ndarray:
+    """The output type ``[C_out, H_out, W_out]`` of a NIR Conv2d, each spatial size from its own
+    kernel size (``weight.shape[2:]``), padding, dilation and stride."""
+    kernel = tuple(int(k) for k in node.weight.shape[2:])
+    sizes = nir.ir.utils.calculate_conv_output(tuple(int(n) for n in node.input_shape), node.padding, node.dilation, kernel, node.stride)
+    return np.array([node.weight.shape[0], *sizes])
+
+
+def _types_nonsquare_conv2d_wrongly() -> bool:
+    """Whether ``nir.Conv2d`` types a non-square kernel with ``weight.shape[2]`` for both
+    dimensions (nir 1.0.8), which makes every graph with one fail its type check."""
+    probe = nir.Conv2d(input_shape=(8, 8), weight=np.zeros((1, 1, 3, 5), np.float32), stride=1, padding=0, dilation=1, groups=1, bias=np.zeros(1, np.float32))
+    return not np.array_equal(probe.output_type["output"], [1, 6, 4])
+
+
+def _patch_nir_conv2d() -> None:
+    """Work around nir's typing of non-square Conv2d kernels (``_types_nonsquare_conv2d_wrongly``):
+    after nir's own ``__post_init__``, the output type is computed per dimension. Applied once,
+    only where nir has the fault, so that ``NIRGraph`` type checks and ``nir.read`` accept the
+    graphs ``export_nir`` writes; square kernels are typed as before."""
+    if getattr(nir.Conv2d, "_ann2snn_typed", False) or not _types_nonsquare_conv2d_wrongly():
+        return
+    original = nir.Conv2d.__post_init__
+
+    def __post_init__(self) -> None:
+        original(self)
+        if self.input_shape is not None:
+            self.output_type = {"output": _conv2d_output_type(self)}
+
+    nir.Conv2d.__post_init__ = __post_init__
+    nir.Conv2d._ann2snn_typed = True
+
+
+if nir is not None:
+    _patch_nir_conv2d()
 
 #: A value of the fx graph as NIR sees it: the NIR nodes whose outputs sum to it, each with the
 #: factor (broadcastable to the per-example shape) its output must be multiplied by.
@@ -83,6 +125,7 @@ def export_nir(snn: SpikingNetwork, path: Optional[str | os.PathLike] = None, *,
     or has free (None) sizes, as after ``convert(..., input_shape=(1, None))``; it takes precedence.
     Raises ConversionError for anything NIR cannot represent exactly (max pooling, analog ops).
     """
+    require_network(snn, "export_nir")
     if nir is None:
         raise ConversionError("export_nir needs the `nir` package: pip install 'ann2snn[nir]'")
     graph = _Exporter(snn, input_shape).run()
@@ -329,6 +372,7 @@ class _Exporter:
             nir_node = nir.Conv1d(input_shape=spatial[0], weight=weight, stride=conv.stride[0], padding=padding, dilation=conv.dilation[0], groups=1, bias=bias)
         else:
             nir_node = nir.Conv2d(input_shape=tuple(spatial), weight=weight, stride=tuple(conv.stride), padding=padding, dilation=tuple(conv.dilation), groups=1, bias=bias)
+            nir_node.output_type = {"output": np.array(self.shapes[node.name])}  # the shape it has, whatever nir computes
         self.add(node.name, nir_node, sources)
         return [(node.name, _ONE)]
 

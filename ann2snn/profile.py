@@ -53,7 +53,7 @@ from .neurons import SpikingNeuron
 from .passes.supported import is_supported, kind_of
 from .temporal import NeuronPool
 from .temporal_ops import RateIncrement, RateMean
-from .timeloop import SpikingNetwork
+from .timeloop import SpikingNetwork, check_mode, require_network
 
 #: Energy per operation in picojoules (Horowitz 2014, 45 nm, 32-bit float).
 AC_PJ = 0.9
@@ -298,19 +298,50 @@ class _AnalogCounter:
             row.macs += per_example * runs * x.shape[0]
 
 
+#: What ``profile`` says when it is given no batch.
+EMPTY_PROFILE = "profile() got no data: pass one input tensor [N, ...] or an iterable of input batches (or (input, target) pairs)"
+
+
 def profile(snn: SpikingNetwork, batches: Iterable | torch.Tensor, mode: Optional[str] = None) -> Profile:
     """Run ``snn`` on ``batches`` (tensors or (input, target) pairs, or one tensor) and count
     spikes, synaptic operations and MACs per layer, the analog ops' included; ``mode`` overrides
-    ``snn.mode`` for the run."""
+    ``snn.mode`` for the run. ``snn`` is left as it was (no hooks, its mode and training flag)."""
+    require_network(snn, "profile")
+    mode = snn.mode if mode is None else check_mode(mode)
     if isinstance(batches, torch.Tensor):
         batches = [batches]
     static, dynamic = split_static(snn.network)
     spiking_encoder = not snn.encoder.is_time_invariant
     analog_nodes = _analog_ops(snn.network)
     carriers = _spike_carriers(snn.network, spiking_encoder, set(analog_nodes))
-    result = Profile(T=snn.T, mode=mode or snn.mode)
+    result = Profile(T=snn.T, mode=mode)
     analog = _AnalogCounter(snn, analog_nodes, dynamic | static if spiking_encoder else dynamic, carriers)
-    hooks, counters, seen = [], [], set()
+    hooks: list = []
+    previous_mode, was_training = snn.mode, snn.training
+    try:
+        counters = _install_counters(snn, result, analog, carriers, hooks)
+        snn.mode = result.mode
+        snn.eval()
+        _run(snn, batches, result, analog, counters)
+    finally:
+        for hook in hooks:
+            hook.remove()
+        snn.mode = previous_mode
+        snn.train(was_training)
+    for row in result.layers:
+        row.spikes /= result.examples
+        row.acs /= result.examples
+        row.macs /= result.examples
+        if row.kind == "neuron" and row.neurons:
+            row.firing_rate = row.spikes / (row.neurons * result.T)
+    return result
+
+
+def _install_counters(snn: SpikingNetwork, result: Profile, analog: _AnalogCounter, carriers: set[fx.Node], hooks: list) -> list[_Counter]:
+    """Add a row per neuron, conv/linear layer and analog op to ``result``, in graph order, and a
+    counting forward hook per neuron and layer (its handle appended to ``hooks`` at once, so the
+    caller removes every hook installed, whatever happens)."""
+    counters, seen = [], set()
     for node in snn.network.graph.nodes:
         if node in analog.rows:
             result.layers.append(analog.rows[node])
@@ -330,27 +361,16 @@ def profile(snn: SpikingNetwork, batches: Iterable | torch.Tensor, mode: Optiona
         result.layers.append(counter.row)
         counters.append(counter)
         hooks.append(module.register_forward_hook(counter))
+    return counters
+
+
+def _run(snn: SpikingNetwork, batches: Iterable, result: Profile, analog: _AnalogCounter, counters: list[_Counter]) -> None:
+    """Run ``snn`` on every batch, counting the examples (and the analog ops' MACs)."""
     device = next(snn.network.parameters(), torch.empty(0)).device
-    previous_mode, was_training = snn.mode, snn.training
-    snn.mode = result.mode
-    snn.eval()
-    try:
-        with torch.no_grad():
-            for x in calibration_inputs(batches):
-                x = x.to(device)
-                result.examples += x.shape[0]
-                if analog.rows:
-                    analog.count(x, counters)
-                snn(x)
-    finally:
-        for hook in hooks:
-            hook.remove()
-        snn.mode = previous_mode
-        snn.train(was_training)
-    for row in result.layers:
-        row.spikes /= result.examples
-        row.acs /= result.examples
-        row.macs /= result.examples
-        if row.kind == "neuron" and row.neurons:
-            row.firing_rate = row.spikes / (row.neurons * result.T)
-    return result
+    with torch.no_grad():
+        for x in calibration_inputs(batches, "profile", EMPTY_PROFILE):
+            x = x.to(device)
+            result.examples += x.shape[0]
+            if analog.rows:
+                analog.count(x, counters)
+            snn(x)

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from .analysis import graph_neurons
 from .errors import ConversionError, InputShapeError
 from .neurons import SpikingNeuron
-from .timeloop import SpikingNetwork
+from .timeloop import SpikingNetwork, input_layer, require_network
 
 
 class SpikeRecord:
@@ -165,8 +165,7 @@ def record(snn: SpikingNetwork, layers: Optional[Sequence[str]] = None, trains: 
     outputs are the same as in layer mode. Spikes are stored as booleans on the device the
     network runs on, detached from autograd.
     """
-    if not isinstance(snn, SpikingNetwork):
-        raise ConversionError(f"record() takes a network made by ann2snn.convert, not {type(snn).__name__}")
+    require_network(snn, "record")
     available = neuron_names(snn)
     names = list(available if layers is None else layers)
     unknown = [name for name in names if name not in available]
@@ -215,10 +214,10 @@ def run_sequence(snn: SpikingNetwork, x_seq: torch.Tensor, return_sequence: bool
     (softmax / log-softmax, if the CNN ended in one), like ``snn(x)``; with
     ``return_sequence=True``, each step's readout through the output head, ``[T, batch, ...]``.
     """
-    if not isinstance(snn, SpikingNetwork):
-        raise ConversionError(f"run_sequence() takes a network made by ann2snn.convert, not {type(snn).__name__}")
+    require_network(snn, "run_sequence")
     if not isinstance(x_seq, torch.Tensor) or x_seq.dim() < 2:
         raise InputShapeError(f"run_sequence() takes a tensor [T, batch, ...] (time along time_dim={time_dim}); got {_describe(x_seq)}")
+    _check_time_dimension(snn, x_seq, time_dim)
     steps = x_seq.movedim(time_dim, 0)
     if steps.shape[0] == 0:
         raise InputShapeError("run_sequence(): the sequence has no time steps")
@@ -229,6 +228,28 @@ def run_sequence(snn: SpikingNetwork, x_seq: torch.Tensor, return_sequence: bool
     if return_sequence:
         return torch.stack([_head(snn, y) for y in readouts.unbind(0)])
     return _head(snn, readouts.mean(0))
+
+
+def _example_rank(snn: SpikingNetwork) -> Optional[int]:
+    """How many dimensions one example has (``snn.input_shape``, else what the first layer's
+    weights fix), if known."""
+    if snn.input_shape is not None:
+        return len(snn.input_shape)
+    layer = input_layer(snn.network)
+    return None if layer is None else layer.rank
+
+
+def _check_time_dimension(snn: SpikingNetwork, x_seq: torch.Tensor, time_dim: int) -> None:
+    """Refuse a sequence with the rank of one batch: it lacks the time dimension."""
+    rank = _example_rank(snn)
+    if rank is not None and x_seq.dim() == rank + 1:
+        repeat = " or x.unsqueeze(0).expand(T, *x.shape) for T steps of the same input" if time_dim == 0 else ""
+        shape = ", ".join(map(str, x_seq.shape))
+        raise InputShapeError(
+            f"run_sequence() takes a sequence [T, batch, ...] (time along time_dim={time_dim}), but x_seq [{shape}] has the rank of one batch "
+            f"(the network takes {rank} dimension{'s' * (rank != 1)} per example): add the time dimension, e.g. x.unsqueeze({time_dim}) for one step"
+            f"{repeat} (or run snn(x), which encodes x over snn.T steps)"
+        )
 
 
 def _step_readouts(snn: SpikingNetwork, steps: torch.Tensor) -> list[torch.Tensor]:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import functools
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
+
+from .neurons import LEARNABLE_IF_TAU
 
 #: Widest source excerpt in the text table; longer code is cut after a whole name, with "...".
 SOURCE_WIDTH = 72
@@ -50,6 +53,16 @@ def _clip_code(source: str, width: int) -> str:
     if room < len(code) and (code[room].isalnum() or code[room] == "_"):  # the cut falls inside a name: drop its start
         cut = re.sub(r"\w+$", "", cut) or cut  # one name longer than the room: cut it after all
     return f"{head}{mark}{cut.rstrip().rstrip('.')}...`"
+
+
+def _neuron_text(tau: float, learned: bool) -> str:
+    """The neuron part of the settings line: "IF", or "LIF (tau ... steps[, learned])" with the
+    time constant the neurons start from (``tau=inf`` with ``learn_tau`` starts at ``LEARNABLE_IF_TAU``)."""
+    if math.isinf(tau) and not learned:
+        return "IF"
+    if math.isinf(tau):
+        return f"LIF (tau {LEARNABLE_IF_TAU:g} steps, learned, starting near IF for tau=inf)"
+    return f"LIF (tau {tau:g} steps{', learned' if learned else ''})"
 
 
 @dataclass
@@ -128,8 +141,7 @@ class ConversionReport:
         s = self.settings
         if not s:
             return ""
-        tau = s.get("tau", float("inf"))
-        neuron = "IF" if tau == float("inf") and not s.get("learn_tau") else f"LIF (tau {tau:g} steps{', learned' if s.get('learn_tau') else ''})"
+        neuron = _neuron_text(s.get("tau", math.inf), bool(s.get("learn_tau")))
         percentile = s.get("percentile")
         if "percentile_chosen" in s:
             percentile = f"{percentile} (chose {s['percentile_chosen']})"

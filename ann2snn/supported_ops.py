@@ -139,6 +139,15 @@ def markdown() -> str:
     lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows()]
     lines += [
         "",
+        "## Batch sizes in reshapes",
+        "",
+        "A reshape to the batch size of another tensor (`h.view(x.size(0), -1)`, `x.shape[0]`, `reshape`,",
+        "`torch.reshape`, `expand`) takes it from the tensor reshaped instead (`h.size(0)`) where the graph proves",
+        "both have as many rows in the CNN (every op between them keeps dim 0): in layer mode the layers after the",
+        "first neuron run on T x B rows, the input on B. A reshape that changes the batch is left as written and,",
+        "where it would fail in layer mode, warned about. `len(x)` and tensors created from a traced size",
+        "(`torch.zeros(x.shape[0], n)`) cannot be traced: use `x.size(0)` or `flatten(1)`, and `torch.zeros(1, n)`.",
+        "",
         "## ONNX models",
         "",
         "`ann2snn.onnx_frontend.load_onnx(path)` (then `ann2snn.convert`) or `convert_onnx(path, ...)` imports an ONNX",

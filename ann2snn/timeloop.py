@@ -55,6 +55,16 @@ def _check_mode(mode: object) -> str:
     return str(mode)
 
 
+#: The public name of the mode check (``profile`` validates its ``mode`` with it).
+check_mode = _check_mode
+
+
+def require_network(snn: object, caller: str) -> None:
+    """Refuse anything but a ``SpikingNetwork`` (a plain CNN, say) given to ``caller``."""
+    if not isinstance(snn, SpikingNetwork):
+        raise ConversionError(f"{caller}() takes a network made by ann2snn.convert, not {type(snn).__name__}; convert the model first: snn = ann2snn.convert(model, ...)")
+
+
 #: Static/dynamic halves of networks (see ``_split_network``), cached per network and its code;
 #: kept outside the network so that saving and describing it never see them.
 _SPLITS: "weakref.WeakKeyDictionary[fx.GraphModule, tuple[str, fx.GraphModule, fx.GraphModule]]" = weakref.WeakKeyDictionary()
@@ -277,6 +287,7 @@ class SpikingNetwork(nn.Module):
         self.calibrated_T: Optional[int] = None
         self._stale_T_warned: set[int] = set()
         self._step_batch = 0
+        self._analog = False
         #: Ops after the readout ((kind, dim): "softmax" / "log_softmax"), applied to the averaged output.
         self.output_head: list[tuple[str, Optional[int]]] = list(network.meta.get("output_head", []))
 
@@ -290,11 +301,15 @@ class SpikingNetwork(nn.Module):
         self.__dict__.setdefault("calibrated_T", None)
         self.__dict__.setdefault("_stale_T_warned", set())
         self.__dict__.setdefault("_step_batch", 0)
+        self.__dict__.setdefault("_analog", False)
         self.__dict__.setdefault("output_head", [])
 
     # -- settings ------------------------------------------------------------------------------
     @property
     def T(self) -> int:
+        """Time steps per forward call: ``snn(x)`` runs ``T`` steps and averages the readout.
+        Settable at any time (``snn.T = 64``); when calibration was tuned for another ``T``
+        the network warns until ``ann2snn.recalibrate`` is run."""
         return self._T
 
     @T.setter
@@ -303,6 +318,9 @@ class SpikingNetwork(nn.Module):
 
     @property
     def mode(self) -> str:
+        """How ``snn(x)`` runs the ``T`` steps: ``"layer"`` (stateless layers see all steps at
+        once, time folded into the batch; the fast default) or ``"step"`` (the whole network once
+        per step). Both give the same outputs; settable at any time."""
         return self._mode
 
     @mode.setter
@@ -362,14 +380,42 @@ class SpikingNetwork(nn.Module):
             if isinstance(fused, NeuronPool):
                 fused.neuron.pool_static_input = layer_mode and not analog and self.pool_static_input and not fused.averages
 
+    def weight_dtype(self) -> Optional[torch.dtype]:
+        """The floating-point type of the CNN's weights in the network (``None`` if it has none):
+        the type the network computes in and takes its inputs in."""
+        own = {id(t) for m in self.temporal_modules() for t in (*m.parameters(), *m.buffers())}
+        return next((t.dtype for t in (*self.network.parameters(), *self.network.buffers()) if t.is_floating_point() and id(t) not in own), None)
+
+    def _match_dtype(self) -> None:
+        """Give the tensors conversion and calibration made (neuron and pool state, the encoder's
+        scale: float32 when made) the weights' floating-point type, so that a float64 CNN
+        converts to a float64 SNN."""
+        dtype = self.weight_dtype()
+        if dtype is None:
+            return
+        for module in (self.encoder, *self.temporal_modules()):
+            if any(t.is_floating_point() and t.dtype != dtype for t in (*module.parameters(), *module.buffers())):
+                module.to(dtype)
+
     @contextmanager
     def analog_mode(self) -> Iterator[None]:
-        """Run the rewritten graph as the CNN it came from (neurons act as ReLUs)."""
+        """Run the rewritten graph as the CNN it came from (neurons act as ReLUs): inside it,
+        ``snn(x)`` and ``snn.step(x)`` return the CNN's output (one pass, no time loop, the
+        output head applied), as does ``snn.network(x)`` (without the head)."""
+        previous = self._analog
+        self._analog = True
         self._configure(layer_mode=False, analog=True)
         try:
             yield
         finally:
-            self._configure(layer_mode=False)
+            self._analog = previous
+            self._configure(layer_mode=False, analog=previous)
+
+    def _forward_analog(self, x: torch.Tensor):
+        """``analog_mode``'s forward: the rewritten graph once, as the CNN (temporal modules kept analog)."""
+        self.check_input(x)
+        self._configure(layer_mode=False, analog=True)
+        return self._apply_head(self.run_network(x))
 
     def check_input(self, x: torch.Tensor) -> None:
         """Raise InputShapeError unless ``x`` is a batch of finite inputs of the converted shape and
@@ -575,6 +621,10 @@ class SpikingNetwork(nn.Module):
 
     # -- execution -----------------------------------------------------------------------------
     def forward(self, x: torch.Tensor):
+        """``T`` steps on ``x``, the readout averaged over them and passed through the output
+        head; inside ``analog_mode``, the CNN's output instead."""
+        if self._analog:
+            return self._forward_analog(x)
         return self._apply_head(self._forward_averaged(x))
 
     def _forward_averaged(self, x: torch.Tensor):
@@ -678,7 +728,10 @@ class SpikingNetwork(nn.Module):
         return torch.cat([self.encoder.step(x, t, self.T) for t in range(start, start + steps)], 0)
 
     def step(self, x_t: torch.Tensor):
-        """Run one time step on ``x_t`` (state kept from earlier calls until ``reset()``)."""
+        """Run one time step on ``x_t`` (state kept from earlier calls until ``reset()``); inside
+        ``analog_mode``, the CNN's output (no state)."""
+        if self._analog:
+            return self._forward_analog(x_t)
         self.check_input(x_t)
         if self._t > 0 and x_t.shape[0] != self._step_batch:
             raise InputShapeError(f"step(): the batch size changed from {self._step_batch} to {x_t.shape[0]} in the middle of a sequence; call snn.reset() before starting a new one")

@@ -10,8 +10,13 @@ import torch
 from torch import fx, nn
 
 from .errors import ConversionError
+from .exported import ExportedModel
 from .qcfs import QCFS
 from .temporal import TemporalModule
+
+#: Key in a traced GraphModule's ``meta``: True when the model was a ``torch.export`` program
+#: read back by ``exported.lift_exported`` (an ``ExportedModel``: no submodules to make leaves).
+EXPORTED_PROGRAM = "ann2snn_exported_program"
 
 _LIBRARY_PATH = re.compile(r"[/\\](torch|ann2snn|norse)[/\\]")
 
@@ -26,6 +31,8 @@ class ConversionTracer(fx.Tracer):
         self.leaf_types = tuple(x for x in leaves if isinstance(x, type))
         self.leaf_names = {x for x in leaves if isinstance(x, str)}
         self.current_module = ""
+        #: The innermost submodule whose forward raised while tracing (None: none did).
+        self.failed_module: Optional[str] = None
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         if isinstance(m, (TemporalModule, QCFS)) or isinstance(m, self.leaf_types) or module_qualified_name in self.leaf_names:
@@ -36,6 +43,10 @@ class ConversionTracer(fx.Tracer):
         outer, self.current_module = self.current_module, self.path_of_module(m)
         try:
             return super().call_module(m, forward, args, kwargs)
+        except Exception:
+            if self.failed_module is None:
+                self.failed_module = self.current_module
+            raise
         finally:
             self.current_module = outer
 
@@ -73,13 +84,58 @@ def module_path_of(node: fx.Node) -> str:
     return next(reversed(stack.values()))[0] if stack else ""
 
 
+#: Hint for a module built inside ``forward`` (fx can only call the model's own submodules).
+_NOT_A_SUBMODULE = (
+    "A module created inside forward (e.g. `nn.MaxPool1d(4)(x)`) is not one of the model's submodules, so the tracer "
+    "cannot name it. Fix: create it once in __init__ (`self.pool = nn.MaxPool1d(4)`, then `self.pool(x)` in forward), "
+    "or call its functional form (`F.max_pool1d(x, 4)`)."
+)
+_LEN = (
+    "len() of a tensor cannot be traced (its value is not known while tracing). Fix: take the batch size with "
+    "`x.size(0)` or `x.shape[0]`, or drop it: `h.flatten(1)` instead of `h.reshape(len(x), -1)`."
+)
+_CREATED_FROM_SIZE = (
+    "A tensor created from a traced size (`torch.zeros(x.shape[0], n)`, `torch.ones(...)`, `torch.full(...)`, "
+    "`torch.randn(...)`) cannot be traced. Fix: create it with a batch size of 1 and let broadcasting expand it "
+    "(`torch.zeros(1, n)`), or register it as a buffer in __init__ (`self.register_buffer('zeros', torch.zeros(1, n))`)."
+)
+_TOP_LEVEL_BRANCH = (
+    "torch.fx cannot follow Python control flow that depends on tensor values (if/for/while on a tensor) in the "
+    "model's own forward, and leaf_modules cannot make the top-level model a leaf. Fix: rewrite the branch without "
+    "tensor values (e.g. `torch.where(cond, a, b)`), or pass concrete_args={'<argument>': value} if a non-tensor "
+    "argument (a flag or mode, never the input tensor) drives it, or move the branch into a submodule and pass "
+    "leaf_modules=[<that submodule's class>] (with allow_analog=True it then stays analog)."
+)
+_SUBMODULE_BRANCH = (
+    "torch.fx cannot follow Python control flow that depends on tensor values (if/for/while on a tensor, len() of a "
+    "tensor, ...). Fix: pass leaf_modules=[<that submodule's class or dotted name>] to keep it as one opaque call "
+    "(with allow_analog=True it then stays analog), or concrete_args={'<argument>': value} to fix a non-tensor "
+    "argument (a flag or mode, never the input tensor) that drives the branch, or rewrite it without "
+    "data-dependent branching."
+)
+
+
+def trace_fix(error: Exception, module: str) -> str:
+    """The way out of a tracing failure, by kind: a module built in forward, ``len()`` of a tensor,
+    a tensor created from a traced size, or control flow (in a submodule, or in the top-level
+    forward, where making a leaf cannot help)."""
+    text = str(error)
+    if "not installed as a submodule" in text:
+        return _NOT_A_SUBMODULE
+    if "'len' is not supported in symbolic tracing" in text:
+        return _LEN
+    if "Proxy" in text and "invalid combination of arguments" in text:
+        return _CREATED_FROM_SIZE
+    return _SUBMODULE_BRANCH if module else _TOP_LEVEL_BRANCH
+
+
 def trace(
     model: nn.Module,
     leaf_modules: Iterable[type | str] = (),
     concrete_args: Optional[dict[str, Any]] = None,
 ) -> fx.GraphModule:
     """Symbolically trace ``model`` into a GraphModule, or raise a ConversionError that names the
-    cause, the module and the source line, and the two fixes (leaf modules, concrete args)."""
+    cause, the module and the source line, and the fix for that kind of failure (``trace_fix``)."""
     if isinstance(model, (torch.jit.ScriptModule, torch.jit.ScriptFunction)):
         raise ConversionError(
             f"{type(model).__name__} is a TorchScript module (made by torch.jit.script or torch.jit.trace): torch.fx "
@@ -91,20 +147,17 @@ def trace(
         graph = tracer.trace(model, concrete_args=concrete_args)
     except Exception as error:  # fx raises TraceError, TypeError, RuntimeError... for untraceable code
         frame = user_frame(traceback.extract_tb(error.__traceback__))
-        where = f" in module `{tracer.current_module}`" if tracer.current_module else ""
-        raise ConversionError(
-            f"cannot trace {type(model).__name__}{where} at {describe_frame(frame)}: {error}. "
-            "torch.fx cannot follow Python control flow that depends on tensor values "
-            "(if/for/while on a tensor, len() of a tensor, ...). Fix: pass "
-            "leaf_modules=[<that submodule's class or dotted name>] to keep it as one opaque call "
-            "(with allow_analog=True it then stays analog), or concrete_args={'<argument>': value} "
-            "to fix a non-tensor argument (a flag or mode, never the input tensor) that drives the branch, "
-            "or rewrite it without data-dependent branching."
-        ) from error
+        module = tracer.failed_module or ""
+        where = f" in module `{module}`" if module else ""
+        fix = trace_fix(error, module)
+        cause = str(error).split(", but expected")[0] if fix is _CREATED_FROM_SIZE else str(error)  # not torch's list of overloads
+        raise ConversionError(f"cannot trace {type(model).__name__}{where} at {describe_frame(frame)}: {cause}. {fix}") from error
     for node in graph.nodes:
         node.type = None  # string annotations (``from __future__ import annotations``) break pickling
     check_input_used(graph, type(model).__name__, concrete_args)
-    return fx.GraphModule(tracer.root, graph, type(model).__name__)
+    gm = fx.GraphModule(tracer.root, graph, type(model).__name__)
+    gm.meta[EXPORTED_PROGRAM] = isinstance(model, ExportedModel)
+    return gm
 
 
 def _reaches_output(graph: fx.Graph, start: fx.Node) -> bool:

@@ -1,6 +1,7 @@
 """Graph rewrites, one per module. Each takes a GraphModule (and the conversion report it writes
 to) and returns the rewritten GraphModule; they run in the order of ``convert.PIPELINE``."""
 
+from .batch_size import batch_size_from_reshaped
 from .cleanup import remove_dropout_and_identity
 from .fold_bn import fold_batchnorm
 from .fuse_pool import fuse_neuron_pools
@@ -12,6 +13,7 @@ from .supported import check_supported
 from .time_broadcast import insert_time_broadcasts
 
 __all__ = [
+    "batch_size_from_reshaped",
     "check_supported",
     "fold_batchnorm",
     "fuse_neuron_pools",

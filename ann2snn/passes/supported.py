@@ -24,6 +24,7 @@ from ..analysis import constant_like, describe, module_of
 from ..errors import ConversionError, ConversionWarning
 from ..report import ConversionReport
 from ..temporal import TemporalModule
+from ..trace import EXPORTED_PROGRAM
 from ._util import finish, where
 from .pooling import INPUT_PATH as INPUT_PATH_MAX
 
@@ -279,6 +280,8 @@ ADVICE: tuple[tuple[tuple[str, ...], str], ...] = (
     (("max", "min", "amin", "topk", "sort", "median", "argmax"), "an order statistic that is not a max pooling over spatial dimensions: allow_analog=True"),
 )
 DEFAULT_ADVICE = "no spiking equivalent: allow_analog=True, or replace it by a supported op, or make its module a leaf (leaf_modules=[...]) with allow_analog=True"
+#: The same for a graph read back from a ``torch.export`` program: it has no modules to make leaves.
+EXPORTED_DEFAULT_ADVICE = "no spiking equivalent: allow_analog=True, or replace it by a supported op in the original model and export it again"
 
 
 def kind_of(gm: fx.GraphModule, node: fx.Node) -> str:
@@ -287,17 +290,25 @@ def kind_of(gm: fx.GraphModule, node: fx.Node) -> str:
     return type(module).__name__ if module is not None else describe(gm, node)
 
 
-def advice_for(kind: str) -> str:
-    low = kind.lower().rsplit(".", 1)[-1]
-    return next((advice for keys, advice in ADVICE if any(key in low for key in keys)), DEFAULT_ADVICE)
+def advice_for(kind: str, exported: bool = False) -> str:
+    """The way out for a refused op kind; ``exported``: the graph came from a ``torch.export`` program."""
+    parts = kind.lower().split(".")
+    low = parts[-2] if exported and len(parts) > 2 else parts[-1]  # torch.sigmoid.default: the op, not its overload
+    default = EXPORTED_DEFAULT_ADVICE if exported else DEFAULT_ADVICE
+    return next((advice for keys, advice in ADVICE if any(key in low for key in keys)), default)
 
 
-def refusal_message(groups: dict[str, list[str]]) -> str:
+def from_exported_program(gm: fx.GraphModule) -> bool:
+    """Whether ``gm`` was traced from a ``torch.export`` program (``trace`` marks it in ``gm.meta``)."""
+    return bool(getattr(gm, "meta", {}).get(EXPORTED_PROGRAM))
+
+
+def refusal_message(groups: dict[str, list[str]], exported: bool = False) -> str:
     """One message listing every refused op, grouped by kind, each with its node and source line."""
     count = sum(len(places) for places in groups.values())
     lines = [f"{count} op{'s' * (count != 1)} of the network ha{'ve' if count != 1 else 's'} no spiking equivalent ({len(groups)} kind{'s' * (len(groups) != 1)}; all are listed):"]
     for kind, places in groups.items():
-        lines.append(f"- {kind} ({len(places)}): {advice_for(kind)}")
+        lines.append(f"- {kind} ({len(places)}): {advice_for(kind, exported)}")
         lines += [f"    {place}" for place in places]
     lines.append(
         "Way out for all of them at once: convert(..., allow_analog=True) keeps them as analog (non-spiking) "
@@ -334,7 +345,7 @@ def check_supported(gm: fx.GraphModule, report: ConversionReport, allow_analog: 
         report.add(node.name, what, after, "analog", where(node))
         analog.append(f"{what} at `{node.name}`")
     if refused:
-        raise ConversionError(refusal_message(refused))
+        raise ConversionError(refusal_message(refused, from_exported_program(gm)))
     if analog:
         message = f"the network is not purely spiking (allow_analog=True): each of these {len(analog)} op{'s' * (len(analog) > 1)} stays analog: {', '.join(analog)}"
         report.warn(message)
