@@ -21,6 +21,7 @@ import copy
 import dataclasses
 import importlib
 import importlib.metadata
+import importlib.util
 import itertools
 import os
 import pickle
@@ -32,7 +33,7 @@ import warnings
 import zipfile
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, NoReturn, Optional, Sequence
 
 import torch
 from torch import nn
@@ -53,6 +54,15 @@ MAX_STEPS = 100_000
 
 class CliError(Exception):
     """A problem with the command's inputs; printed as one line, exit status 2."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line, ``PROG: error: MESSAGE (see PROG --help)``,
+    without the usage block (``--help`` still prints it)."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print the one-line error and exit with status 2."""
+        self.exit(EXIT_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 # -- arguments ------------------------------------------------------------------------------------
@@ -146,7 +156,7 @@ def build_parser(plugins: Sequence[CliPlugin] = (), failed: Sequence[str] = ()) 
         extra = [text for text in (getattr(plugin, what) for plugin in plugins) if text]
         return "".join(f", or {text}" for text in extra)
 
-    parser = argparse.ArgumentParser(prog="ann2snn", description="Convert trained CNNs into spiking neural networks.")
+    parser = OneLineParser(prog="ann2snn", description="Convert trained CNNs into spiking neural networks.")
     commands = parser.add_subparsers(dest="command", required=True)
     c = commands.add_parser(
         "convert",
@@ -159,7 +169,10 @@ def build_parser(plugins: Sequence[CliPlugin] = (), failed: Sequence[str] = ()) 
         "-o", "--output", type=Path,
         help="where to write the SNN (default: MODEL with suffix .snn.pt); an SNN that ann2snn.save wrote there is replaced, any other file (a training checkpoint, say) only with --overwrite",
     )  # fmt: skip
-    c.add_argument("--overwrite", action="store_true", help="replace an existing -o file even if it is not a network that ann2snn.save wrote")
+    c.add_argument(
+        "--overwrite", action="store_true",
+        help="replace existing output files (-o, --report, --nir, --draw) even if ann2snn did not write them; an input, or a file in an input data folder, is never replaced",
+    )  # fmt: skip
     c.add_argument("--calibrate", metavar="DATA", help=f"calibration data: a .pt file of input batches (a tensor [N, ...] or a list of tensors){also('data_help')}")
     c.add_argument("--calibration-size", type=_positive_int, default=512, help="examples taken from a named data set's training split for calibration (default: %(default)s)")
     c.add_argument(
@@ -181,7 +194,7 @@ def build_parser(plugins: Sequence[CliPlugin] = (), failed: Sequence[str] = ()) 
     add_config_arguments(c)
     c.add_argument("--report", type=Path, help="write the conversion report as markdown")
     c.add_argument("--nir", type=Path, help="write the SNN as a NIR graph (needs --maxpool avg if the net max-pools; checked before calibration)")
-    c.add_argument("--draw", type=Path, help="write a PNG of the network before and after conversion")
+    c.add_argument("--draw", type=Path, help="write a drawing of the network before and after conversion (.png, .pdf or .svg, by the suffix)")
     c.add_argument("--profile", action="store_true", help="print firing rates, synaptic operations and an energy estimate")
     for plugin in plugins:
         plugin.add_arguments(c)
@@ -283,6 +296,12 @@ class CliPlugin:
         """(model, per-example input shape or None) from the dict read (``weights_only``) from the model file ``origin``."""
         return None
 
+    def input_paths(self, args: argparse.Namespace) -> dict[str, Path]:
+        """Files and folders the plugin's options read, by option: no output may be one of them or
+        lie in one of the folders. By default the folder of a ``--data-dir`` option, where there is one."""
+        data_dir = getattr(args, "data_dir", None)
+        return {"--data-dir": Path(data_dir)} if data_dir else {}
+
     def data_set_names(self) -> tuple[str, ...]:
         """The names ``examples`` knows, for messages."""
         return ()
@@ -325,15 +344,32 @@ def _plugin_note(args: argparse.Namespace) -> str:
 
 
 # -- loading the model ------------------------------------------------------------------------------
+#: The way out for a state dict of a model no plugin knows: a file that holds the architecture too.
+_EXPORT_HINT = (
+    "if it is your own model's, export the model with its weights, torch.export.save(torch.export.export(model, (example,)), "
+    "'model.pt2') or torch.onnx.export(model, (example,), 'model.onnx'), and convert that file"
+)
+
+
+def _is_state_dict(payload: dict) -> bool:
+    return bool(payload) and all(isinstance(v, torch.Tensor) for v in payload.values())
+
+
 def _from_dict(payload: dict, args: argparse.Namespace) -> tuple[nn.Module, Optional[tuple[int, ...]]]:
     origin = str(args.model)
     for plugin in args.plugins:
-        found = plugin.model_from_dict(payload, args, origin)
+        try:
+            found = plugin.model_from_dict(payload, args, origin)
+        except CliError as error:
+            if _is_state_dict(payload) and "torch.export" not in str(error):
+                raise CliError(f"{error}; {_EXPORT_HINT}") from error
+            raise
         if found is not None:
             return found
-    what = "a plain state dict: weights without the architecture" if payload and all(isinstance(v, torch.Tensor) for v in payload.values()) else "a dict, not a model"
+    if _is_state_dict(payload):
+        raise CliError(f"{origin} holds a plain state dict: weights without the architecture, and no plugin of the command reads it; {_EXPORT_HINT}{_plugin_note(args)}")
     raise CliError(
-        f"{origin} holds {what}, and no plugin of the command reads it. Convert a torch.export program (.pt2) "
+        f"{origin} holds a dict, not a model, and no plugin of the command reads it. Convert a torch.export program (.pt2) "
         f"or an ONNX file of the model, or use the application's command that knows its models{_plugin_note(args)}"
     )
 
@@ -362,7 +398,7 @@ def load_model(args: argparse.Namespace) -> tuple[nn.Module, Optional[tuple[Opti
     if _is_exported_program(path):
         program = load_exported_program(path, args.trust_pickle)
         return lift_exported(program), example_input_shape(program)
-    payload = _load_file(path, args.trust_pickle)
+    payload = _load_file(path, args.trust_pickle, args)
     if isinstance(payload, nn.Module):
         return payload, None
     if isinstance(payload, dict):
@@ -388,15 +424,51 @@ def _unpickling_failed(path: Path, error: Exception) -> CliError:
     return CliError(f"{path} cannot be unpickled: {_first_line(error)}{hint}")
 
 
-def _load_file(path: Path, trust_pickle: bool) -> Any:
+#: A global that ``weights_only`` refused because it runs code (``posix.system``), named in torch's message.
+_BLOCKED_GLOBAL = re.compile(r"unsupported GLOBAL (\S+) whose module \S+ is blocked", re.IGNORECASE)
+
+
+def _model_kinds(args: Optional[argparse.Namespace]) -> str:
+    """The kinds of model file the command reads, for messages."""
+    kinds = "a torch.export program (.pt2), an ONNX model (.onnx), a pickled nn.Module (with --trust-pickle)"
+    return kinds + "".join(f", {plugin.model_help}" for plugin in getattr(args, "plugins", ()) if plugin.model_help)
+
+
+def _damaged(path: Path, error: BaseException) -> bool:
+    """True when ``error`` comes from a zip archive or pickle cut short or damaged (a truncated download)."""
+    with path.open("rb") as file:
+        head = file.read(4)
+    text = str(error)
+    return (head == b"PK\x03\x04" and not zipfile.is_zipfile(path)) or isinstance(error, EOFError) or "truncated" in text or "central directory" in text
+
+
+def _not_a_model(path: Path, error: BaseException, args: Optional[argparse.Namespace]) -> CliError:
+    """The error for a file torch cannot read: damaged, or no model file at all."""
+    if _damaged(path, error):
+        return CliError(f"{path} is truncated or damaged ({_first_line(error)}): copy or export the model file again")
+    with path.open("rb") as file:
+        head = file.read(2)
+    if head != b"PK" and not (len(head) == 2 and head[0] == 0x80):  # neither a zip archive nor a pickle
+        return CliError(f"{path} is not a model file; the command reads {_model_kinds(args)}")
+    return CliError(f"{path} is not a model file ({_first_line(error)}); the command reads {_model_kinds(args)}")
+
+
+def _load_file(path: Path, trust_pickle: bool, args: Optional[argparse.Namespace] = None) -> Any:
     """The file's content, read with ``weights_only=True``; unpickled only with --trust-pickle."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's notes on pickle protocols: the command says what matters
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        if not holds_pickled_objects(path, error):
-            raise CliError(f"{path} is not a model file (a checkpoint, state dict, exported program or pickled module): {_first_line(error)}") from error
+        blocked = _BLOCKED_GLOBAL.search(str(error))
+        if blocked and not trust_pickle:
+            raise CliError(
+                f"{path} holds pickled code (it calls {blocked.group(1)} when loaded): loading it runs that code, so it is refused; pass --trust-pickle only if you trust the file's source"
+            ) from error
+        if not blocked and not holds_pickled_objects(path, error):
+            raise _not_a_model(path, error, args) from error
     except Exception as error:
-        raise CliError(f"{path} is not a model file (a checkpoint, state dict, exported program or pickled module): {_first_line(error)}") from error
+        raise _not_a_model(path, error, args) from error
     if not trust_pickle:
         raise CliError(
             f"{path} holds pickled Python objects (a whole nn.Module?); unpickling runs arbitrary code from the "
@@ -470,9 +542,20 @@ def named_examples(
 def _tensor_file(option: str, source: str) -> object:
     """The data file ``source`` read with ``weights_only=True`` (tensors and plain containers only)."""
     try:
-        return torch.load(source, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's notes on pickle protocols
+            return torch.load(source, map_location="cpu", weights_only=True)
     except Exception as error:
         raise CliError(f"{option} {source}: not a tensor file ({_first_line(error)})") from error
+
+
+def _is_labelled_pair(data: object) -> bool:
+    """True for a pair (inputs [N, ...], integer targets [N]), as ``--evaluate`` reads: not two batches."""
+    if not (isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data)):
+        return False
+    inputs, targets = data
+    integer = not (targets.is_floating_point() or targets.is_complex())
+    return inputs.dim() >= 2 and targets.dim() == 1 and len(inputs) == len(targets) and integer
 
 
 def calibration_batches(args: argparse.Namespace, model: nn.Module, shape: Optional[tuple[int, ...]]) -> list[torch.Tensor]:
@@ -481,6 +564,8 @@ def calibration_batches(args: argparse.Namespace, model: nn.Module, shape: Optio
     path = Path(source)
     if path.is_file():
         data = _tensor_file("--calibrate", source)
+        if _is_labelled_pair(data):
+            data = data[0]  # the (inputs, targets) pair that --evaluate reads: its inputs
         if isinstance(data, torch.Tensor):
             if data.dim() < 2:
                 raise CliError(f"--calibrate {source}: a tensor of shape {tuple(data.shape)} is not a batch [N, ...] of inputs")
@@ -586,11 +671,13 @@ class Evaluation:
 class Outputs:
     """The output files, checked before any work, each written into its own staging folder
     (``.NAME.partial/`` beside it, removed by the next run if a kill left it) and renamed into
-    place only when all are ready."""
+    place only when all are ready: all of them, or (on a failure) none, with any file they
+    replaced put back."""
 
     def __init__(self, paths: dict[str, Path]) -> None:
         self.paths = paths  # option -> path
         self.staged: list[tuple[Path, Path]] = []
+        self.kept: set[Path] = set()  # staging folders holding a replaced file that could not be put back
 
     @staticmethod
     def staging(path: Path) -> Path:
@@ -618,13 +705,49 @@ class Outputs:
             raise CliError(f"{option} {path}: cannot write it: {_first_line(error)}") from error
 
     def commit(self) -> list[Path]:
+        """Rename every staged file into place, after checking that each can be; on a failure,
+        undo the renames already made (restoring the files they replaced) and raise CliError."""
         for folder, path in self.staged:
-            os.replace(folder / path.name, path)
+            if not (folder / path.name).is_file():
+                raise CliError(f"{path} was not written (nothing was put in place)")
+            if path.is_dir():
+                raise CliError(f"{path} is now a folder: give a file name (nothing was put in place)")
+        placed: list[tuple[Path, Optional[Path], bool]] = []  # (path, where the file it replaced went, renamed in)
+        try:
+            for folder, path in self.staged:
+                backup = folder / ".replaced" if path.exists() or path.is_symlink() else None
+                if backup is not None:
+                    self._place(path, backup)
+                placed.append((path, backup, False))
+                self._place(folder / path.name, path)
+                placed[-1] = (path, backup, True)
+        except OSError as error:
+            raise CliError(f"cannot put the outputs in place ({_first_line(error)}): {self._roll_back(placed)}") from error
         return [path for _, path in self.staged]
+
+    @staticmethod
+    def _place(source: Path, target: Path) -> None:
+        os.replace(source, target)
+
+    def _roll_back(self, placed: list[tuple[Path, Optional[Path], bool]]) -> str:
+        """Remove what this run renamed in and put back what it replaced; say what could not be undone."""
+        left = []
+        for path, backup, renamed in reversed(placed):
+            try:
+                if renamed:
+                    path.unlink()
+                if backup is not None:
+                    os.replace(backup, path)
+            except OSError:
+                left.append(f"{path} (its previous content is in {backup})" if backup is not None else str(path))
+                if backup is not None:
+                    self.kept.add(backup.parent)
+        return "nothing was changed" if not left else "could not undo " + ", ".join(left)
 
     def discard(self) -> None:
         for folder, _ in self.staged:
-            shutil.rmtree(folder, ignore_errors=True)
+            if folder not in self.kept:
+                shutil.rmtree(folder, ignore_errors=True)
 
 
 #: What ``ann2snn.save`` warns after the path when it has to pickle a network; the reason follows.
@@ -661,11 +784,49 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def check_distinct(named: dict[str, Path]) -> None:
-    """Refuse two options that name the same file (an output would destroy an input or another output)."""
-    for (a, path_a), (b, path_b) in itertools.combinations(named.items(), 2):
+def check_distinct(inputs: dict[str, Path], outputs: dict[str, Path]) -> None:
+    """Refuse an output that is the same file as an input or another output (it would destroy it)."""
+    pairs = [(a, b) for a in inputs.items() for b in outputs.items()] + list(itertools.combinations(outputs.items(), 2))
+    for (a, path_a), (b, path_b) in pairs:
         if _same_file(path_a, path_b):
             raise CliError(f"{b} {path_b} is the same file as {a} {path_a}: give every output its own path")
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """True when ``path``, symlinks resolved, lies in ``folder`` or below it."""
+    return Path(os.path.realpath(path)).is_relative_to(os.path.realpath(folder))
+
+
+def data_inputs(args: argparse.Namespace) -> tuple[dict[str, Path], dict[str, Path]]:
+    """The data files and data folders the command reads, by option: ``--calibrate`` and
+    ``--evaluate`` (a file, a folder, or the PATH of ``NAME:PATH``) and what plugins name."""
+    files: dict[str, Path] = {}
+    folders: dict[str, Path] = {}
+    for option, value in (("--calibrate", args.calibrate), ("--evaluate", args.evaluate)):
+        if not value:
+            continue
+        for candidate in (Path(value), Path(value.partition(":")[2])) if ":" in value else (Path(value),):
+            if candidate.is_file():
+                files.setdefault(option, candidate)
+            elif str(candidate) != "." and candidate.is_dir():
+                folders.setdefault(option, candidate)
+    for plugin in getattr(args, "plugins", ()):
+        for option, path in _input_paths(plugin, args).items():
+            (folders if path.is_dir() else files).setdefault(option, path)
+    return files, folders
+
+
+def _input_paths(plugin: CliPlugin, args: argparse.Namespace) -> dict[str, Path]:
+    """``plugin.input_paths(args)``, or the base class's answer for duck-typed plugins."""
+    method = getattr(plugin, "input_paths", None)
+    return method(args) if method is not None else CliPlugin.input_paths(plugin, args)
+
+
+def check_outside_data(folders: dict[str, Path], outputs: dict[str, Path]) -> None:
+    """Refuse an output inside a data folder the command reads (it would change the data set)."""
+    for (option, path), (data_option, folder) in itertools.product(outputs.items(), folders.items()):
+        if _inside(path, folder):
+            raise CliError(f"{option} {path} is inside the data folder {folder} of {data_option}: outputs never go into input data; write it elsewhere")
 
 
 def is_saved_network(path: Path) -> bool:
@@ -679,14 +840,67 @@ def is_saved_network(path: Path) -> bool:
         return False
 
 
+#: The first line of ``ConversionReport.to_markdown``: what a report the command wrote starts with.
+_REPORT_HEADER = b"| node | before | after | threshold | source |\n"
+
+
+def is_written_report(path: Path) -> bool:
+    """True when ``path`` is a markdown report the command wrote (it starts with the report's table header)."""
+    try:
+        with path.open("rb") as file:
+            return file.read(len(_REPORT_HEADER)) == _REPORT_HEADER
+    except OSError:
+        return False
+
+
+def is_written_nir(path: Path) -> bool:
+    """True when ``path`` is a NIR graph ``ann2snn.export_nir`` wrote (graph metadata ``producer = ann2snn``)."""
+    try:
+        import h5py
+
+        with h5py.File(path, "r") as file:
+            producer = file["node/metadata/producer"][()]
+        return producer in (b"ann2snn", "ann2snn")
+    except Exception:  # not HDF5, no such entry, h5py missing: not ours
+        return False
+
+
+def is_written_drawing(path: Path) -> bool:
+    """True when ``path`` is a drawing ``ann2snn.draw`` wrote (its metadata names it)."""
+    from .draw import is_drawing
+
+    return is_drawing(path)
+
+
+#: option -> (what it writes, the test that an existing file is one that ann2snn wrote).
+_OWN_FILES: dict[str, tuple[str, Callable[[Path], bool]]] = {
+    "-o": ("a network written by ann2snn.save (a training checkpoint, or another file)", is_saved_network),
+    "--report": ("a report written by ann2snn", is_written_report),
+    "--nir": ("a NIR graph written by ann2snn", is_written_nir),
+    "--draw": ("a drawing written by ann2snn", is_written_drawing),
+}
+
+
 def check_replaceable(option: str, path: Path, overwrite: bool) -> None:
-    """Refuse to replace an existing ``path`` that is not a network ``ann2snn.save`` wrote (the
-    fine-tuned SNN checkpoint of a training run, another program's file) unless ``overwrite``."""
-    if overwrite or not path.exists() or is_saved_network(path):
+    """Refuse to replace an existing ``path`` that ann2snn did not write as that option's output
+    (the fine-tuned SNN checkpoint of a training run, another program's file) unless ``overwrite``."""
+    what, ours = _OWN_FILES[option]
+    if overwrite or not (path.exists() or path.is_symlink()) or ours(path):
         return
-    raise CliError(
-        f"{option} {path} exists and is not a network written by ann2snn.save (a training checkpoint, or another file): it was left untouched; pass another -o, or --overwrite to replace it"
-    )
+    raise CliError(f"{option} {path} exists and is not {what}: it was left untouched; pass another {option}, or --overwrite to replace it")
+
+
+#: Drawing formats: the suffix of ``--draw`` picks one.
+DRAW_FORMATS = (".png", ".pdf", ".svg")
+
+
+def check_draw_path(path: Path) -> None:
+    """Refuse a ``--draw`` name whose suffix is not a format the drawing is written in, and a missing matplotlib."""
+    if path.suffix.lower() not in DRAW_FORMATS:
+        said = "has no suffix" if not path.suffix else f"has the suffix {path.suffix}, not an image format"
+        raise CliError(f"--draw {path} {said}: give a name ending in {', '.join(DRAW_FORMATS[:-1])} or {DRAW_FORMATS[-1]} (the suffix picks the format)")
+    if importlib.util.find_spec("matplotlib") is None:
+        raise CliError(f"--draw {path} needs matplotlib, which is not installed: pip install 'ann2snn[plot]'")
 
 
 def output_paths(args: argparse.Namespace) -> dict[str, Path]:
@@ -694,6 +908,20 @@ def output_paths(args: argparse.Namespace) -> dict[str, Path]:
     paths = {"-o": args.output or args.model.with_suffix(".snn.pt")}
     paths.update({f"--{name}": getattr(args, name) for name in ("report", "nir", "draw") if getattr(args, name)})
     return paths
+
+
+def check_outputs(args: argparse.Namespace, outputs: Outputs) -> None:
+    """Every check of the outputs before any work: no output that is an input or lies in a data
+    folder (even with --overwrite), a drawing format, writable folders, and no file replaced that
+    ann2snn did not write unless --overwrite."""
+    files, folders = data_inputs(args)
+    check_distinct({"the input": args.model, **files}, outputs.paths)
+    check_outside_data(folders, outputs.paths)
+    if args.draw:
+        check_draw_path(args.draw)
+    outputs.check()
+    for option, path in outputs.paths.items():
+        check_replaceable(option, path, args.overwrite)
 
 
 # -- the command ----------------------------------------------------------------------------------
@@ -727,6 +955,10 @@ def _convert(args: argparse.Namespace, model: nn.Module, T: int, batches: Option
     except ConversionError as error:
         if isinstance(model, ExportedModel) and _about_the_graph(error):
             raise CliError(f"{error} [{args.model} is a torch.export program: {EXPORTED_OPS_NOTE}]") from error
+        if "onnx_nodes" in getattr(model, "meta", {}):
+            from .onnx_frontend import in_onnx_terms
+
+            raise ConversionError(in_onnx_terms(str(error), model)) from error
         raise
 
 
@@ -751,11 +983,7 @@ def run_convert(args: argparse.Namespace) -> int:
         warnings.simplefilter("ignore", ConversionWarning)
         config_from(args)  # a bad setting fails before any work
     outputs = Outputs(output_paths(args))
-    inputs = {"the input": args.model}
-    inputs.update({option: Path(value) for option, value in (("--calibrate", args.calibrate), ("--evaluate", args.evaluate)) if value and Path(value).is_file()})
-    check_distinct({**inputs, **outputs.paths})
-    outputs.check()
-    check_replaceable("-o", outputs.paths["-o"], args.overwrite)
+    check_outputs(args, outputs)
     model, file_shape = load_model(args)
     shape = args.input_shape or file_shape  # may hold None sizes (free, e.g. an ONNX dynamic axis)
     if args.input_shape:

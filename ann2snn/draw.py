@@ -39,6 +39,31 @@ _STYLES: dict[str, tuple[str, str]] = {
     "time_broadcast": ("time broadcast", "#bcbddc"),
 }
 _OTHER = ("other (reshape, dropout, ...)", "#f0f0f0")
+#: What a drawing's metadata (``Creator``) says, so that a later run knows it may replace the file.
+DRAWN_BY = "ann2snn.draw"
+#: Formats whose metadata holds ``DRAWN_BY``.
+_MARKED = (".png", ".pdf", ".svg")
+
+
+def is_drawing(path: str | os.PathLike) -> bool:
+    """True when ``path`` is a file ``draw`` wrote (its metadata names ``DRAWN_BY``)."""
+    try:
+        with open(path, "rb") as file:
+            return DRAWN_BY.encode() in file.read(64 << 20)
+    except OSError:
+        return False
+
+
+def _target(path: str | os.PathLike) -> Path:
+    """The file ``draw`` writes: ``path``, or with ``.png`` when it has no suffix; an image format
+    matplotlib cannot write is refused before any drawing."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    target = Path(path).with_suffix(Path(path).suffix or ".png")
+    known = FigureCanvasBase.get_supported_filetypes()
+    if target.suffix[1:].lower() not in known:
+        raise ValueError(f"draw: {path}: matplotlib cannot write {target.suffix} files; give a name ending in .png, .pdf or .svg")
+    return target
 
 
 def _layered_positions(graph: nx.DiGraph) -> dict[str, tuple[float, float]]:
@@ -102,7 +127,8 @@ def _draw_edges(ax, graph: nx.DiGraph, positions: dict, boxes: dict, renderer) -
 
 
 def draw(model: nn.Module | fx.GraphModule, snn, path: str | os.PathLike, *, title: Optional[str] = None) -> None:
-    """Write a PNG of ``model`` (before conversion) beside ``snn.network`` (after) to ``path``.
+    """Write a drawing of ``model`` (before conversion) beside ``snn.network`` (after) to ``path``
+    (its suffix picks the format: ``.png``, the default, ``.pdf``, ``.svg``...).
 
     ``model`` may be the CNN (traced with ``ann2snn.trace``) or an already traced GraphModule.
     The file is written atomically. Needs matplotlib (``pip install 'ann2snn[plot]'``).
@@ -115,6 +141,8 @@ def draw(model: nn.Module | fx.GraphModule, snn, path: str | os.PathLike, *, tit
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
     from matplotlib.patches import Patch
+
+    target = _target(path)
 
     before = to_networkx(model if isinstance(model, fx.GraphModule) else trace(model.eval()))
     after = to_networkx(snn.network)
@@ -145,7 +173,8 @@ def draw(model: nn.Module | fx.GraphModule, snn, path: str | os.PathLike, *, tit
     for (ax, graph, positions), (boxes, _) in zip(panels, drawn):
         _draw_edges(ax, graph, positions, boxes, renderer)
     try:
-        with atomic_path(Path(path).with_suffix(Path(path).suffix or ".png")) as tmp:
-            figure.savefig(tmp, dpi=110)  # the suffix picks the format
+        metadata = {"Creator": DRAWN_BY} if target.suffix.lower() in _MARKED else None
+        with atomic_path(target) as tmp:
+            figure.savefig(tmp, dpi=110, metadata=metadata)  # the suffix picks the format
     finally:
         plt.close(figure)

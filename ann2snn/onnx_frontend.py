@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 from torch import fx, nn
 
@@ -61,13 +61,7 @@ def _register_global_max_pool() -> None:
 
 def _read(onnx: Any, model: Any) -> Any:
     if isinstance(model, (str, os.PathLike)):
-        path = Path(model)
-        if not path.is_file():
-            raise ConversionError(f"{path}: no such ONNX file")
-        try:
-            return onnx.load(str(path))
-        except Exception as error:  # protobuf DecodeError and friends
-            raise ConversionError(f"{path} is not an ONNX model ({type(error).__name__}: {error})") from error
+        return _read_file(onnx, Path(model))
     if isinstance(model, (bytes, bytearray)):
         try:
             return onnx.load_from_string(bytes(model))
@@ -78,6 +72,53 @@ def _read(onnx: Any, model: Any) -> Any:
         copy.CopyFrom(model)
         return copy
     raise ConversionError(f"load_onnx takes a path, bytes or an onnx.ModelProto, not {type(model).__name__}")
+
+
+def _read_file(onnx: Any, path: Path) -> Any:
+    """The model in ``path``, with its external data once every data file is checked (``external_data_problem``)."""
+    if not path.is_file():
+        raise ConversionError(f"{path}: no such ONNX file")
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as error:  # protobuf DecodeError and friends
+        raise ConversionError(f"{path} is not an ONNX model ({type(error).__name__}: {error})") from error
+    problem = external_data_problem(proto, path.parent)
+    if problem:
+        raise ConversionError(f"{path}: its external data is refused: {problem}")
+    try:
+        onnx.load_external_data_for_model(proto, str(path.parent))
+    except Exception as error:
+        raise ConversionError(f"{path}: its external data cannot be read ({type(error).__name__}: {str(error).strip().splitlines()[0]})") from error
+    return proto
+
+
+def _tensors(graph: Any) -> Iterator[Any]:
+    """Every tensor of ``graph``: initializers and node attributes, subgraphs included."""
+    yield from graph.initializer
+    for node in graph.node:
+        for attribute in node.attribute:
+            yield from ([attribute.t] if attribute.HasField("t") else []) + list(attribute.tensors)
+            for sub in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
+                yield from _tensors(sub)
+
+
+def external_data_problem(proto: Any, folder: Path) -> Optional[str]:
+    """Why the external data of ``proto`` (a model file in ``folder``) must not be read, or None: a
+    data file must be a regular file in ``folder`` or below it, named by a relative path, not
+    reached through a symlink (a model file must not read other files on the machine)."""
+    base = Path(os.path.realpath(folder))
+    for tensor in _tensors(proto.graph):
+        if tensor.data_location != 1:  # TensorProto.EXTERNAL
+            continue
+        location = {entry.key: entry.value for entry in tensor.external_data}.get("location", "")
+        name, target = f"tensor `{tensor.name}` is stored in {location!r}", base / location
+        if not location or Path(location).is_absolute() or not Path(os.path.normpath(target)).is_relative_to(base):
+            return f"{name}, outside the model's folder {base}; external data must be a file in that folder: move it there"
+        if os.path.realpath(target) != os.path.normpath(target):
+            return f"{name}, which is reached through a symbolic link; external data must be a regular file in {base}: copy the file there"
+        if not target.is_file():
+            return f"{name}, which is missing or not a file in {base}"
+    return None
 
 
 def _unshare_initializers(onnx: Any, model: Any) -> Any:
@@ -164,14 +205,42 @@ def load_onnx(model: str | os.PathLike | bytes | Any) -> fx.GraphModule:
             f"onnx2torch cannot import this ONNX model ({type(error).__name__}: {error}); export it again with "
             f"torch.onnx.export(..., opset_version={FALLBACK_OPSET}) or convert the PyTorch model itself with ann2snn.convert"
         ) from error
-    module = _with_identifier_names(module)
+    nodes = _onnx_nodes(proto)
+    module, renamed = _with_identifier_names(module)
     module.meta["onnx_input_shape"] = onnx_input_shape(proto)
+    module.meta["onnx_nodes"] = {renamed.get(target, target): node for target, node in nodes.items()}
     return module
 
 
-def _with_identifier_names(module: fx.GraphModule) -> fx.GraphModule:
+def _onnx_nodes(proto: Any) -> dict[str, tuple[str, str]]:
+    """onnx2torch's submodule name of each ONNX node -> (the node's name, its op type)."""
+    from onnx2torch.onnx_graph import OnnxGraph
+
+    return {name: (node.name or node.output_values[0], node.operation_type) for name, node in OnnxGraph(proto.graph).nodes.items()}
+
+
+#: Where a library message places a node: ``module `PATH`, FILE:LINE: `code``` (see ``passes._util.where``).
+_WHERE = re.compile(r"module `([^`]+)`(?:, [^`\n]+?:\d+(?:: `[^`\n]*`)?)?")
+#: A line of the Python code fx generated for the imported graph, as a message names it.
+_GENERATED = re.compile(r"<eval_with_key>\.\d+:\d+(?:: `[^`\n]*`)?")
+
+
+def in_onnx_terms(message: str, module: fx.GraphModule) -> str:
+    """``message`` (about a module ``load_onnx`` made) with each place named as the ONNX node and op
+    type (``ONNX node `/Sigmoid` (Sigmoid)``) instead of onnx2torch's module and the Python code it
+    generated or runs."""
+    nodes: dict[str, tuple[str, str]] = module.meta.get("onnx_nodes", {}) if hasattr(module, "meta") else {}
+
+    def place(match: re.Match) -> str:
+        found = nodes.get(match.group(1).split(".")[0])
+        return f"ONNX node `{found[0]}` ({found[1]})" if found else match.group(0)
+
+    return _GENERATED.sub("the ONNX graph", _WHERE.sub(place, message)) if nodes else message
+
+
+def _with_identifier_names(module: fx.GraphModule) -> tuple[fx.GraphModule, dict[str, str]]:
     """The same graph with submodule and attribute names made Python identifiers (onnx2torch names
-    them after ONNX nodes, ``conv1/Conv``, which saved networks cannot hold)."""
+    them after ONNX nodes, ``conv1/Conv``, which saved networks cannot hold), and old -> new names."""
     graph = module.graph
     root: dict[str, Any] = {}
     renamed: dict[str, str] = {}
@@ -191,7 +260,7 @@ def _with_identifier_names(module: fx.GraphModule) -> fx.GraphModule:
         node.target = renamed[target]
     renamed_module = fx.GraphModule(root, graph, type(module).__name__)
     renamed_module.meta.update(getattr(module, "meta", {}))
-    return renamed_module
+    return renamed_module, renamed
 
 
 def convert_onnx(model: str | os.PathLike | bytes | Any, **options: Any):
@@ -201,4 +270,7 @@ def convert_onnx(model: str | os.PathLike | bytes | Any, **options: Any):
 
     module = load_onnx(model)
     options.setdefault("input_shape", module.meta.get("onnx_input_shape"))
-    return convert(module, **options)
+    try:
+        return convert(module, **options)
+    except ConversionError as error:
+        raise ConversionError(in_onnx_terms(str(error), module)) from error

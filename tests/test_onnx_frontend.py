@@ -192,3 +192,65 @@ def test_cli_exports_nir_of_a_free_length_onnx_net_at_the_calibration_clips_shap
     graph = nir.read(tmp_path / "snn.nir")
     (given,) = [node for node in graph.nodes.values() if isinstance(node, nir.Input)]
     assert [tuple(v) for v in given.input_type.values()] == [(1, 80)]
+
+
+class SigmoidSortNet(nn.Module):
+    """A conv, a sigmoid (no spiking equivalent) and a sort along time (onnx2torch's TopK module)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c = nn.Conv1d(1, 4, 3)
+        self.l = nn.Linear(4 * 14, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.sort(torch.sigmoid(self.c(x)), dim=-1).values
+        return self.l(y.flatten(1))
+
+
+def test_unsupported_ops_are_named_as_onnx_nodes(tmp_path):
+    (tmp_path / "net.onnx").write_bytes(export(SigmoidSortNet(), torch.randn(2, 1, 16), dynamic={}))
+    with pytest.raises(ConversionError) as caught:
+        convert_onnx(tmp_path / "net.onnx")
+    message = str(caught.value)
+    assert "ONNX node `/Sigmoid` (Sigmoid)" in message and "ONNX node `/TopK` (TopK)" in message, message
+    assert "<eval_with_key>" not in message and "onnx2torch" not in message, message
+
+
+def test_cli_names_unsupported_onnx_nodes(tmp_path, capsys):
+    from ann2snn.cli import main
+
+    (tmp_path / "net.onnx").write_bytes(export(SigmoidSortNet(), torch.randn(2, 1, 16), dynamic={}))
+    assert main(["convert", str(tmp_path / "net.onnx")], plugins=[]) == 2
+    err = capsys.readouterr().err
+    assert "ONNX node `/Sigmoid` (Sigmoid)" in err and "<eval_with_key>" not in err and "site-packages" not in err, err
+    assert not (tmp_path / "net.snn.pt").exists()
+
+
+def _with_external_weight(tmp_path, location: str):
+    """An ONNX file in ``tmp_path/model`` whose first initializer is read from ``location``."""
+    proto = onnx.load_from_string(export(SigmoidSortNet(), torch.randn(2, 1, 16), dynamic={}))
+    tensor = proto.graph.initializer[0]
+    size = len(tensor.raw_data) or 4 * len(tensor.float_data)
+    tensor.ClearField("raw_data")
+    tensor.ClearField("float_data")
+    tensor.data_location = onnx.TensorProto.EXTERNAL
+    for key, value in (("location", location), ("offset", "0"), ("length", str(size))):
+        entry = tensor.external_data.add()
+        entry.key, entry.value = key, value
+    (tmp_path / "model").mkdir()
+    (tmp_path / "secret.txt").write_bytes(b"S" * 4096)
+    onnx.save(proto, str(tmp_path / "model" / "net.onnx"))
+    return tmp_path / "model" / "net.onnx"
+
+
+def test_external_data_outside_the_model_folder_is_refused_and_says_why(tmp_path):
+    path = _with_external_weight(tmp_path, "../secret.txt")
+    with pytest.raises(ConversionError, match=r"its external data is refused: tensor `.*` is stored in '\.\./secret\.txt', outside the model's folder"):
+        load_onnx(path)
+
+
+def test_external_data_through_a_symlink_is_refused_and_says_why(tmp_path):
+    path = _with_external_weight(tmp_path, "link.bin")
+    (path.parent / "link.bin").symlink_to(tmp_path / "secret.txt")
+    with pytest.raises(ConversionError, match="its external data is refused: .* reached through a symbolic link"):
+        load_onnx(path)
