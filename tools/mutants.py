@@ -121,8 +121,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "cli: -o written to the target before the other outputs are ready",
         "ann2snn/cli.py",
-        'outputs.stage("-o", lambda p: save(snn, p))',
-        'outputs.stage("-o", lambda p: save(snn, p) or save(snn, outputs.paths["-o"]))',
+        'outputs.stage("-o", lambda p: notes.extend(save_network(snn, p, outputs.paths["-o"])))',
+        'outputs.stage("-o", lambda p: notes.extend(save_network(snn, p, outputs.paths["-o"])) or save_network(snn, outputs.paths["-o"], outputs.paths["-o"]))',
         (ATOMIC,),
     ),
 )
@@ -139,9 +139,20 @@ def copy_tree(destination: Path) -> None:
             shutil.copy2(source, target)
 
 
+def copy_environment(copy: Path) -> dict[str, str]:
+    """The environment that makes Python in ``copy`` import the copy's ``ann2snn`` and its zoo:
+    the copy on the path, and beside it a folder where ``ann2snn_zoo`` links to the copy's
+    ``zoo/`` (found before the editable install's finder, which points at the working tree)."""
+    links = copy / ".mutant-packages"
+    if not links.exists():
+        links.mkdir()
+        (links / "ann2snn_zoo").symlink_to(copy / "zoo", target_is_directory=True)
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(copy), str(links)]), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "PYTHONDONTWRITEBYTECODE": "1"}
+
+
 def pytest(copy: Path, tests: tuple[str, ...], timeout: float) -> tuple[str, float, str]:
     """("passed" | "failed" | "timeout", seconds, output tail) of the tests in ``copy``."""
-    env = {**os.environ, "PYTHONPATH": str(copy), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "PYTHONDONTWRITEBYTECODE": "1"}
+    env = copy_environment(copy)
     command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "--no-header", *tests]
     start = time.perf_counter()
     try:
@@ -156,9 +167,8 @@ def pytest(copy: Path, tests: tuple[str, ...], timeout: float) -> tuple[str, flo
 
 
 def check_imports(copy: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": str(copy)}
-    code = "import ann2snn, zoo; print(ann2snn.__file__); print(zoo.__file__)"
-    files = subprocess.run([sys.executable, "-c", code], cwd=copy, env=env, capture_output=True, text=True, check=True).stdout.split()
+    code = "import ann2snn, ann2snn_zoo, zoo; print(ann2snn.__file__); print(ann2snn_zoo.__file__); print(zoo.__file__)"
+    files = subprocess.run([sys.executable, "-c", code], cwd=copy, env=copy_environment(copy), capture_output=True, text=True, check=True).stdout.split()
     outside = [f for f in files if not Path(f).resolve().is_relative_to(copy.resolve())]
     if outside:
         sys.exit(f"the copy imports {outside} instead of its own packages: mutants would not be tested")

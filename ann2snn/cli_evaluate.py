@@ -1,0 +1,68 @@
+"""The ``--evaluate`` table of the ``ann2snn convert`` command: CNN accuracy on the evaluation data,
+then one row per T with the SNN's accuracy and its top-1 agreement with the CNN."""
+
+from __future__ import annotations
+
+import argparse
+import copy
+from typing import Optional
+
+import torch
+from torch import nn
+
+from .cli_messages import CliError, _first_line
+from .convert import recalibrate
+from .timeloop import SpikingNetwork
+
+
+@torch.no_grad()
+def predictions(model: nn.Module, inputs: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, int]:
+    """The top class of every input, computed in batches, and the number of classes."""
+    model.eval()
+    outputs = [model(batch) for batch in inputs.split(batch_size)]
+    if not all(isinstance(y, torch.Tensor) and y.dim() == 2 for y in outputs):
+        raise CliError("--evaluate needs a classifier: a model whose output is [batch, classes]")
+    return torch.cat([y.argmax(1) for y in outputs]), outputs[0].shape[1]
+
+
+def _percent(hits: torch.Tensor) -> str:
+    return f"{100 * hits.float().mean().item():.1f} %"
+
+
+class Evaluation:
+    """The evaluation data and the CNN's predictions, checked before conversion starts; then
+    (``start``) the CNN's accuracy and one row per T: SNN accuracy and top-1 agreement with the
+    CNN, printed as they are measured."""
+
+    def __init__(self, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, description: str, batch_size: int) -> None:
+        self.inputs, self.targets, self.batch_size, self.description = inputs, targets, batch_size, description
+        try:
+            self.cnn, classes = predictions(model, inputs, batch_size)
+        except RuntimeError as error:
+            raise CliError(f"--evaluate: the model fails on the evaluation inputs of shape {tuple(inputs.shape)}: {_first_line(error)}") from error
+        if int(targets.min()) < 0 or int(targets.max()) >= classes:
+            raise CliError(f"--evaluate: targets must be class indices in 0..{classes - 1} (the model has {classes} outputs); found {int(targets.min())}..{int(targets.max())}")
+
+    def start(self, note: Optional[str] = None) -> None:
+        print(f"\nevaluation on {self.description}: CNN accuracy {_percent(self.cnn == self.targets)}")
+        if note:
+            print(note)
+        print(f"{'T':>6}  {'SNN accuracy':>12}  {'agreement with CNN':>18}")
+
+    def row(self, T: int, snn: SpikingNetwork) -> None:
+        spiking, _ = predictions(snn, self.inputs, self.batch_size)
+        print(f"{T:>6}  {_percent(spiking == self.targets):>12}  {_percent(spiking == self.cnn):>18}", flush=True)
+
+
+def evaluate_over_T(args: argparse.Namespace, snn: SpikingNetwork, batches: Optional[list], evaluation: Evaluation) -> None:
+    """One row per --T: the converted SNN at the first; for the others a copy, recalibrated for
+    that T when there is calibration data (thresholds and corrections are T-specific)."""
+    evaluation.start(f"thresholds and corrections calibrated for each T; the SNN written is the one for T={args.T[0]}" if len(args.T) > 1 and batches is not None else None)
+    evaluation.row(args.T[0], snn)
+    for T in args.T[1:]:
+        other = copy.deepcopy(snn)
+        if batches is not None:
+            recalibrate(other, batches, T=T)
+        else:
+            other.T = T
+        evaluation.row(T, other)
