@@ -58,7 +58,7 @@ MUTANTS: tuple[Mutant, ...] = (
         (CAL,),
     ),
     # -- graph passes, time loop, convert --------------------------------------------------------
-    Mutant("fold_bn: folded even when the conv output has other readers", "ann2snn/passes/fold_bn.py", "len(producer.users) != 1 or ", "", (CAL,)),
+    Mutant("fold_bn: folded even when the conv output has other readers", "ann2snn/passes/fold_bn.py", "    if len(producer.users) != 1:\n", "    if False:\n", (CAL,)),
     Mutant("timeloop: step() never advances its time index", "ann2snn/timeloop.py", "        self._t += 1\n", "        self._t += 0\n", (CAL,)),
     Mutant("convert: shallow copy of the user's model", "ann2snn/convert.py", "trace(copy.deepcopy(model).eval()", "trace(copy.copy(model).eval()", (CAL,)),
     # -- resume (zoo/harness/train.py, zoo/harness/train_state.py) ---------------------------------
