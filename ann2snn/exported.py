@@ -70,7 +70,8 @@ def lift_exported(module: torch.export.ExportedProgram | fx.GraphModule) -> Expo
     size is free again.
 
     Ops not listed stay as they are; the converter then names the first one it cannot handle.
-    Reshapes to a fixed batch size are rewritten to keep the leading dimension (-1).
+    Reshapes to a fixed batch size are rewritten to keep the leading dimension (-1, or the
+    reshaped tensor's own ``size(0)`` where another dimension is -1).
     """
     if isinstance(module, torch.export.ExportedProgram):
         module = module.module()
@@ -166,7 +167,13 @@ def lift_exported(module: torch.export.ExportedProgram | fx.GraphModule) -> Expo
         elif node.target in softmax:
             node.target, node.args = softmax[node.target], node.args[:2]
         elif node.target in (_aten("view.default"), _aten("reshape.default")):
-            node.target, node.args = torch.reshape, (node.args[0], (-1, *node.args[1][1:]))
+            rest = tuple(node.args[1][1:])
+            if -1 in rest:  # x.view(x.size(0), -1) exported as view(x, [4, -1]): the batch from x itself
+                with graph.inserting_before(node):
+                    batch = graph.call_method("size", (node.args[0], 0))
+                node.target, node.args = torch.reshape, (node.args[0], (batch, *rest))
+            else:
+                node.target, node.args = torch.reshape, (node.args[0], (-1, *rest))
         elif node.target == _aten("dropout.default"):  # (x, p, train): the converter drops and reports it
             node.target = F.dropout
         elif node.target in (_aten("clone.default"), _aten("contiguous.default")):

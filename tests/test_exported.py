@@ -87,3 +87,31 @@ def test_exported_zoo_models_lift_to_the_same_conversion(name, options):
     with torch.no_grad():
         assert torch.allclose(lifted(x), model(x), atol=1e-5)
         assert torch.allclose(a(x), b(x), atol=1e-5)
+
+
+class ViewNet(nn.Module):
+    """``x.view(x.size(0), -1)``: exported as ``view(x, [batch, -1])`` with the example's batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.fc = nn.Linear(4 * 4 * 4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.max_pool2d(torch.relu(self.conv(x)), 2)
+        return self.fc(h.view(h.size(0), -1))
+
+
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_a_flattening_view_keeps_the_batch_of_the_viewed_tensor(dynamic):
+    torch.manual_seed(0)
+    model, x = ViewNet().eval(), torch.rand(6, 1, 8, 8)
+    shapes = ({0: torch.export.Dim("batch")},) if dynamic else None
+    lifted = lift_exported(torch.export.export(model, (x[:4],), dynamic_shapes=shapes))
+    snn = ann2snn.convert(lifted, T=256, learn_tau=False, calibration=[x])
+    with torch.no_grad():
+        assert torch.allclose(lifted(x), model(x), atol=1e-6)  # another batch than the example's
+        layer = snn(x)
+        snn.mode = "step"
+        assert torch.allclose(snn(x), layer, atol=1e-5)
+    assert (layer - model(x)).abs().max() < 0.05 * model(x).abs().max()
