@@ -204,7 +204,7 @@ _OWN_FILES: dict[str, tuple[str, Callable[[Path], bool]]] = {
     "-o": ("a network written by ann2snn.save (a training checkpoint, or another file)", is_saved_network),
     "--report": ("a report written by ann2snn", is_written_report),
     "--nir": ("a NIR graph written by ann2snn", is_written_nir),
-    "--draw": ("a drawing written by ann2snn", is_written_drawing),
+    "--draw": ("a drawing marked as written by ann2snn (ann2snn before this release did not mark its drawings)", is_written_drawing),
 }
 
 

@@ -26,7 +26,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-@pytest.mark.parametrize("words", [["8", "16", "32"], ["8,16,32"], ["8,16", "32"], ["8, 16", "32"]])
+@pytest.mark.parametrize("words", [["8", "16", "32"], ["8,16,32"], ["8,16", "32"], ["8, 16", "32"], ["8,", "16,", "32"]])
 def test_a_list_flag_takes_spaces_commas_or_both(words):
     assert _parser().parse_args(["--T", *words]).T == [8, 16, 32]
 
@@ -37,6 +37,7 @@ def test_a_list_flag_takes_spaces_commas_or_both(words):
         (["--T", "8,0"], "must be a whole number above 0, got 0"),
         (["--T", "8,x"], "got 'x'"),
         (["--T", "8,,16"], "empty value in '8,,16'"),
+        (["--T", ","], "empty value in ','"),
         (["--net", "a,c"], "invalid choice: 'c'"),
     ],
 )

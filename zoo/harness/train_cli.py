@@ -86,10 +86,11 @@ LIST_FORM = "space- or comma-separated"
 
 def comma_list(kind: Callable[[str], Any] = str, choices: Optional[Sequence[str]] = None) -> Callable[[str], list[Any]]:
     """argparse type of one word of a list flag: one value or several joined by commas
-    (``8,16``), each read by ``kind`` and, with ``choices``, one of them."""
+    (``8,16``; a trailing comma, as in ``--T 8, 16``, ends the word), each read by ``kind`` and,
+    with ``choices``, one of them."""
 
     def parse(text: str) -> list[Any]:
-        parts = [part.strip() for part in text.split(",")]
+        parts = [part.strip() for part in (text[:-1] if len(text) > 1 and text.endswith(",") else text).split(",")]
         if not all(parts):
             raise argparse.ArgumentTypeError(f"empty value in {text!r}: separate values by spaces or single commas, e.g. 8 16 32 or 8,16,32")
         values = [_read(kind, part) for part in parts]
