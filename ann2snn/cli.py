@@ -57,6 +57,9 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         """Print the one-line error and exit with status 2."""
+        extra = message.partition("unrecognized arguments: ")[2].split()
+        if extra and all(word.isdigit() for word in extra):  # --T 8 16: the convert command joins values with commas
+            message += "; give several values of one flag joined by commas, e.g. --T 8,16"
         self.exit(EXIT_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 

@@ -191,6 +191,13 @@ def test_argument_errors_are_one_line(folder, capsys, args):
     assert err.startswith("ann2snn") and ": error: " in err and "usage:" not in err and "--help" in err
 
 
+def test_space_separated_steps_are_pointed_to_commas(folder, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["convert", str(folder / "model.pt2"), "--T", "8", "16"], plugins=[])
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and len(err.strip().splitlines()) == 1 and "unrecognized arguments: 16; " in err and "--T 8,16" in err, err
+
+
 def test_a_plain_pickle_is_refused_without_torch_warnings(tmp_path, capsys):
     with (tmp_path / "model.pkl").open("wb") as file:
         pickle.dump(Tiny(), file, protocol=4)
