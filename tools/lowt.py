@@ -43,19 +43,20 @@ def _seed_counts(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     defaults = LowTConfig()
-    parser = argparse.ArgumentParser(prog="lowt.py", description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(prog="lowt.py", description=__doc__.split("\n\n")[0])
+    words = lambda values: " ".join(map(str, values))  # noqa: E731  a list default as the user types it
     parser.add_argument("--data-dir", metavar="PATH", help="the FSDD folder (recordings/*.wav); needed unless --merge")
     parser.add_argument(
         "--merge", nargs="+", metavar="FOLDER", help="measure nothing: write the tables and plot of the result rows of these output folders (later folders win on a repeated cell) into --out"
     )
     parser.add_argument(
         "--models", **list_flag(choices=zoo.names("all")), default=list(defaults.models), metavar="MODEL",
-        help=f"zoo models, {LIST_FORM}: {', '.join(zoo.names('all'))} (the QCFS methods: m5, vgg, resnet)",
+        help=f"zoo models, {LIST_FORM}: {', '.join(zoo.names('all'))} (the QCFS methods: m5, vgg, resnet; default: {words(defaults.models)})",
     )  # fmt: skip
-    parser.add_argument("--seeds", **list_flag(whole_number), default=list(defaults.seeds), metavar="SEED", help=f"training seeds, {LIST_FORM}, e.g. 0 1 2 or 0,1,2")
-    parser.add_argument("--T", **list_flag(positive_int), default=list(defaults.T), metavar="T", help=f"time steps to measure, {LIST_FORM}, e.g. 8 16 32 or 8,16,32")
-    parser.add_argument("--levels", type=positive_int, default=defaults.levels, help="QCFS quantization levels")
-    parser.add_argument("--out", metavar="FOLDER", default=defaults.out_dir, help="output folder (reruns resume from it)")
+    parser.add_argument("--seeds", **list_flag(whole_number), default=list(defaults.seeds), metavar="SEED", help=f"training seeds, {LIST_FORM}, e.g. 0 1 2 or 0,1,2 (default: {words(defaults.seeds)})")
+    parser.add_argument("--T", **list_flag(positive_int), default=list(defaults.T), metavar="T", help=f"time steps to measure, {LIST_FORM}, e.g. 8 16 32 or 8,16,32 (default: {words(defaults.T)})")
+    parser.add_argument("--levels", type=positive_int, default=defaults.levels, help="QCFS quantization levels (default: %(default)s)")
+    parser.add_argument("--out", metavar="FOLDER", default=defaults.out_dir, help="output folder (reruns resume from it; default: %(default)s)")
     parser.add_argument("--device", default=defaults.device, help="auto (CUDA when available), cpu, cuda, cuda:N or mps (default: %(default)s)")
     parser.add_argument("--peers", action="store_true", help="also convert the same ReLU CNNs with SpikingJelly and sinabs (pip install 'ann2snn[peers]'; a missing one is skipped with a note)")
     parser.add_argument(  # not comma-separated: method names hold commas
