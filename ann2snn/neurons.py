@@ -198,7 +198,8 @@ class SpikingNeuron(TemporalModule):
     supports_time_chunks = True
     #: Set by the time loop (``SpikingNetwork.pool_static_input``, off by default): in layer mode,
     #: a neuron with a time-invariant input and a fused gated max pool runs on the max-pooled
-    #: input even where ``_static_leaders`` cannot prove that exact, an approximation (see there).
+    #: input even where ``_static_leaders`` cannot prove that exact (a leaky neuron), an
+    #: approximation (see there).
     pool_static_input = False
 
     # -- parameters -------------------------------------------------------------------------
@@ -314,8 +315,8 @@ class SpikingNeuron(TemporalModule):
         bias = self._broadcast(self.bias, x.dim()) if self.bias.dim() > 0 or float(self.bias) != 0.0 else None
         pool = pool if self.time_steps is not None else None
         if isinstance(pool, GatedMaxPool) and self.broadcast_input:
-            # each window's largest input: exact where its position provably leads (see
-            # _static_leaders), everywhere with the pool_static_input approximation
+            # each window's largest input: exact for IF neurons (see _static_leaders), and for
+            # every neuron with the pool_static_input approximation
             leaders = pool._pool(x) if self.pool_static_input else self._static_leaders(x, pool, beta, theta, bias)
             if leaders is not None:
                 x, pool = leaders, None
@@ -342,38 +343,33 @@ class SpikingNeuron(TemporalModule):
         return self._spike_train_inference(currents, beta, pool, theta)
 
     def _static_leaders(self, x: torch.Tensor, pool: GatedMaxPool, beta: Optional[torch.Tensor], theta: torch.Tensor, bias: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
-        """The max-pooled input ``x``, when running this neuron on it alone gives exactly what the
-        gated ``pool`` gives on the spikes of every position: a layer-mode inference IF neuron
-        (reset by subtraction, initial potential in [0, 1]) whose input is the same at every step,
-        with windows that tile the input; else ``None``.
+        """The max-pooled input ``x``, when running this neuron on it alone gives, bit for bit,
+        what the gated ``pool`` gives on the spikes of every position: a layer-mode inference IF
+        neuron (reset by subtraction, threshold above 0, initial potential in [0, 1], float32 or
+        float64) whose input is the same at every step; else ``None``.
 
-        Why it is exact: let ``c`` be a position's current, ``(x + bias) / theta``. In floating
-        point a membrane charges to ``fl(u + c)`` (error at most eps/2 while it stays in [0, 2])
-        and the reset ``u - 1`` is exact there (Sterbenz), so the charge a position has received,
-        spikes plus membrane, is within ``t * eps / 2`` of ``initial + t * c`` after t steps,
-        and its spike count is the integer below that charge. Hence a position holding its
-        window's largest input holds the window's largest count at every step (its spikes are
-        the increases the gated pool passes; positions sharing that input share its spikes) when
-        its current exceeds every smaller input's by at least eps (checked with a margin for the
-        rounding of the currents: inputs within 4 eps x theta of the largest count as near),
-        exceeds 1 (it then fires at every step), or is at most 0 (no position fires). A window
-        that meets none of these (a nearly equal smaller input below the threshold: rare) sends the
-        call down the exact loop over every position."""
+        Why it is exact. In threshold units a position's current is ``c = fl(fl(x + bias) / theta)``,
+        non-decreasing in ``x``, so a window's largest input has its largest current; equal
+        currents give equal spike trains. Take two positions with ``c1 > c2``. If ``c1 > 1`` the
+        first fires at every step. If ``c2 <= 0`` the second never fires (its membrane stays at
+        most 1). Otherwise both membranes stay in [0, 1]: a step charges to ``v = fl(u + c)`` and
+        a spike subtracts 1 exactly (Sterbenz, ``v`` in (1, 2]). Then, at every step, either the
+        first position has more spikes, or as many and a membrane at least as high. This holds at
+        the start; with equal counts rounding is monotone, so the second cannot fire alone and
+        the order of the membranes survives; when the first is one spike ahead and the second
+        fires alone, the second's new membrane is ``fl(u2 + c2) - 1 <= c2 + eps/2``, while the
+        first, whose membrane has been at least eps since its first spike (a stored value above 1
+        is at least 1 + eps), reaches ``fl(u1 + c1) >= c1 + eps/2``, higher. So the largest input
+        holds the window's largest running count at every step, and the increases of that count,
+        which the gated pool emits, are its spikes. Overlapping and padded windows change nothing."""
         plain = type(self).reset_membrane_ is SpikingNeuron.reset_membrane_ and type(self)._spike_train_inference is SpikingNeuron._spike_train_inference
-        if beta is not None or not plain or not self.inference_loop or self._differentiable(x, beta) or not x.is_floating_point():
+        if beta is not None or not plain or not self.inference_loop or x.dtype not in (torch.float32, torch.float64) or x.dim() != pool.dims + 2:
+            return None  # (an input without its batch dimension is pooled as unbatched: windows would span channels)
+        if self._differentiable(x, beta) or (torch.is_grad_enabled() and (theta.requires_grad or (bias is not None and bias.requires_grad))):
             return None
         if not (bool((self.threshold > 0).all()) and bool(((self.initial >= 0) & (self.initial <= 1)).all())):
             return None
-        first = pool._pool(x)
-        if bool(torch.isnan(first).any()):
-            return None
-        eps = torch.finfo(x.dtype).eps
-        close = pool.near_ties(x, first, 4 * eps * theta)  # currents within 4 eps: rounding cannot order them
-        if close is None:
-            return None
-        lead = (first if bias is None else first + bias) / theta  # the current, as forward computes it
-        doubtful = close & (lead > 0) & (lead <= 1)  # else the leader fires at every step, or no position fires
-        return None if bool(doubtful.any()) else first
+        return pool._pool(x)
 
     def _step_once(self, x: torch.Tensor, beta: Optional[torch.Tensor], theta: torch.Tensor) -> torch.Tensor:
         """Step mode: one step for the (offset) input ``x``, returning spikes times ``theta``.

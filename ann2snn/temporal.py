@@ -152,6 +152,8 @@ class GatedMaxPool(TemporalModule):
         spatial = x.shape[x.dim() - self.dims :]
         if kernel is None or (self.ceil_mode and any(n % k for n, k in zip(spatial, kernel))):
             return self._pool(x)
+        if all(k == 1 for k in kernel):  # one-position windows: a new tensor, never ``x`` itself (callers keep both)
+            return x.clone()
         for axis, k in zip(range(x.dim() - self.dims, x.dim()), kernel):
             if k == 1:
                 continue
@@ -169,26 +171,6 @@ class GatedMaxPool(TemporalModule):
     def _pool(self, x: torch.Tensor, return_indices: bool = False):
         pool = F.max_pool1d if self.dims == 1 else F.max_pool2d
         return pool(x, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode, return_indices)
-
-    def near_ties(self, x: torch.Tensor, largest: torch.Tensor, within: torch.Tensor) -> Optional[torch.Tensor]:
-        """Per window, whether a position's value of ``x`` lies below the window's maximum
-        (``largest``, ``_pool(x)``) by more than 0 and less than ``within`` (broadcast against
-        ``largest``), when the windows tile the input; else ``None``. Arithmetic on a copy with
-        the window positions first (bool ops and broadcast ``where`` are several times slower):
-        a gap ``g`` becomes ``g + within * relu(1 - 2 g / within)``, which is below ``within``
-        exactly when ``0 < g < within``."""
-        kernel = self._tiled_kernel()
-        spatial = x.shape[2:]
-        if kernel is None or (self.ceil_mode and any(n % k for n, k in zip(spatial, kernel))):
-            return None
-        windows = [n // k for n, k in zip(spatial, kernel)]
-        whole = x[(slice(None), slice(None), *(slice(0, w * k) for w, k in zip(windows, kernel)))]
-        split = whole.reshape(x.shape[:2] + tuple(n for pair in zip(windows, kernel) for n in pair))
-        inner = tuple(range(3, split.dim(), 2))
-        positions = split.permute(*inner, 0, 1, *range(2, split.dim(), 2)).reshape(-1, *largest.shape)
-        gap = torch.sub(largest, positions)
-        bump = gap.mul(2.0 / within).neg_().add_(1.0).relu_()
-        return gap.addcmul_(bump, within).amin(0) < within
 
     def _leading(self, count: torch.Tensor, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``max_pool(count, return_indices=True)`` for integer counts of at most ``steps``: the

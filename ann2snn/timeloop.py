@@ -235,19 +235,18 @@ class SpikingNetwork(nn.Module):
       pooling state from chunk to chunk (default ``None``: chosen by ``chunk_plan``, cache-sized
       on CPU, everything at once elsewhere); outputs and gradients do not change.
     - The first spiking layer under direct encoding sees the same input at every step. When it is
-      an IF neuron whose only reader is a gated max pool with tiling windows, layer-mode inference
-      runs it on the max-pooled input: each window emits the spike train of its largest-input
-      position, and the neuron and gate work of the other positions is saved (M5: three quarters
-      of its most expensive layer). This is exact, bit for bit: that position holds the window's
-      largest spike count at every step unless a smaller input's current lies within a few eps
-      of its own (rounding could then reorder the two), and a call with any such window (below
-      the threshold, within 4 eps x theta: rare) runs every position instead
+      an IF neuron whose only reader is a gated max pool, layer-mode inference runs it on the
+      max-pooled input: each window emits the spike train of its largest-input position, and
+      the neuron and gate work of the other positions is saved (M5: three quarters of its most
+      expensive layer). This is exact, bit for bit: in floating point too, a larger constant
+      current never has fewer spikes than a smaller one at any step, so that position holds
+      the window's largest running count, whose increases the gated pool emits
       (``SpikingNeuron._static_leaders`` has the proof).
-    - ``snn.pool_static_input`` (approximation, off by default) takes that path for every such
-      neuron and pool, also where it is not provably exact: LIF neurons, overlapping windows,
-      near-equal inputs. In floating point the membranes of two nearly equal inputs can swap
-      which leads, so the result can differ from the gated pool's on such windows (none of 2 M
-      first-layer outputs of a random M5 at T=32). Step mode is unchanged.
+    - ``snn.pool_static_input`` (approximation, off by default) takes that path for leaky (LIF)
+      neurons too, where the proof does not hold: in floating point the decaying membranes of
+      two nearly equal inputs can swap which leads, so the result can differ from the gated
+      pool's on such windows (none of 2 M first-layer outputs of a random M5 at T=32). Step
+      mode is unchanged.
     - ``snn.report`` says what the compiler did; ``snn.network`` is the rewritten fx graph.
     - ``snn.input_shape``: the per-example input shape checked at every call (from the calibration
       data unless ``convert(input_shape=...)`` gave it). ``None`` in a size accepts any size, so an

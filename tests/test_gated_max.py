@@ -51,6 +51,19 @@ def test_every_gate_emits_the_max_of_counts(steps):
     assert torch.equal(torch.stack([pool(z) for z in spikes]).cumsum(0), expected)
 
 
+@pytest.mark.parametrize("dims, kernel", [(2, 1), (2, (1, 1)), (1, 1)])
+def test_one_position_windows_pass_every_spike(dims, kernel):
+    """A kernel of one position (MaxPool2d(1)) passes the spikes unchanged, in every regime (the
+    2-D max of strided slices once returned the count itself, so the gate emitted nothing)."""
+    steps = 5
+    spikes = _spikes(steps, (2, 3, 4, 4) if dims == 2 else (2, 3, 6))
+    pool = GatedMaxPool(dims, kernel)
+    gate = pool.spike_gate(spikes[0], steps, differentiable=False)
+    assert torch.equal(torch.stack([gate(z) for z in spikes]), spikes)
+    pool.reset()
+    assert torch.equal(torch.stack([pool(z) for z in spikes]), spikes)  # step mode
+
+
 def test_step_mode_keeps_its_peak_only_while_it_owns_the_count():
     """Step mode remembers the windows' largest count between calls instead of pooling the count
     twice per step; a layer-mode chunk that moves the count on, or a reset, must not leave that

@@ -1,7 +1,6 @@
 """The first IF neuron under direct encoding, fused with a gated max pool, runs on each window's
-largest input where that is provably exact (``SpikingNeuron._static_leaders``): the outputs are
-bit for bit those of gating every position's spikes, and windows whose inputs rounding could
-reorder send the call down the full loop."""
+largest input (``SpikingNeuron._static_leaders``): the outputs are bit for bit those of gating
+every position's spikes, however close the inputs of a window, whatever T."""
 
 import math
 
@@ -89,23 +88,12 @@ def near_tie_windows(base: float, ulps: list[int]) -> torch.Tensor:
     return torch.cat(rows).view(1, 1, -1)
 
 
-@pytest.mark.parametrize("base", [0.3, 0.7, 0.999])
-def test_nearly_equal_inputs_below_the_threshold_take_the_full_loop(monkeypatch, taken, base):
-    x = near_tie_windows(base, [1, 2, 3])  # within 4 eps: rounding could swap their order
-    snn = window_snn(x, T=64)
-    taken.clear()  # conversion ran it too
-    with torch.no_grad():
-        out = snn(x)
-    assert taken == [False]
-    assert torch.equal(out, full_loop(snn, x, monkeypatch))
-
-
-@pytest.mark.parametrize("base, ulps", [(0.3, [40, 100]), (0.7, [20, 64]), (1.5, [1, 2]), (-0.2, [1, 2]), (0.6, [0])])
-def test_inputs_apart_above_the_threshold_or_below_zero_take_the_leaders(monkeypatch, taken, base, ulps):
-    """Far enough apart (at least 4 eps in current), a leader above 1 (it fires at every step),
-    a window whose largest current is below 0 (nothing fires), or exact ties (equal spikes)."""
+@pytest.mark.parametrize("base, ulps", [(0.3, [1, 2, 3]), (0.999, [1, 2]), (0.7, [20, 64]), (1.5, [1, 2]), (-0.2, [1, 2]), (0.6, [0])])
+def test_nearly_equal_inputs_take_the_leaders_with_the_same_bits(monkeypatch, taken, base, ulps):
+    """Inputs a few float steps apart below the threshold (rounding cannot reorder their spike
+    counts), a leader above 1 (it fires at every step), a window below 0, exact ties."""
     x = near_tie_windows(base, ulps)
-    snn = window_snn(x, T=64)
+    snn = window_snn(x, T=600)
     taken.clear()  # conversion ran it too
     with torch.no_grad():
         out = snn(x)
@@ -114,41 +102,45 @@ def test_inputs_apart_above_the_threshold_or_below_zero_take_the_leaders(monkeyp
 
 
 def test_close_windows_agree_with_the_full_loop_over_many_steps(monkeypatch, taken):
-    """Windows whose smaller inputs lie 4.5 to 22.5 eps below the largest (or tie with it), where
-    rounding over many steps matters most, take the leaders and match the gated pool over 300
-    steps; windows with inputs closer than 4 eps take the full loop."""
+    """Windows of values 0 to 7 half-eps steps apart, per-channel offsets and initial potentials
+    at the ends of [0, 1], 300 steps, overlapping and padded windows too."""
     torch.manual_seed(1)
     base = torch.rand(2000, 1) * 0.98 + 0.01
-    clear = torch.randint(0, 6, (2000, 4)).float() * 4.5 * EPS  # 0 (a tie) or at least 4.5 eps below
-    clear[:, 0] = 0.0
-    near = torch.randint(1, 8, (2000, 4)).float() * 0.5 * EPS
-    for offsets, leaders in ((clear, True), (near, False)):
-        x = (base - offsets).reshape(4, 1, -1)
-        snn = window_snn(x, T=300)
-        for example in x.split(1):
+    x = (base - torch.randint(0, 8, (2000, 4)).float() * 0.5 * EPS).reshape(4, 1, -1)
+    for kernel, stride in ((4, None), (3, 2)):
+        snn = window_snn(x, T=300, kernel=kernel, stride=stride)
+        neuron = next(m for m in snn.network.modules() if isinstance(m, SpikingNeuron))
+        for initial, bias in ((0.0, 0.0), (1.0, 0.0), (0.5, 0.75)):
+            neuron.set_correction(bias=torch.tensor(bias), initial=torch.tensor(initial))
             taken.clear()
             with torch.no_grad():
-                out = snn(example)
-            assert taken == [leaders]
-            assert torch.equal(out, full_loop(snn, example, monkeypatch))
+                out = snn(x)
+            assert taken == [True]
+            assert torch.equal(out, full_loop(snn, x, monkeypatch))
 
 
-def test_overlapping_windows_leaky_neurons_and_gradients_take_the_full_loop(monkeypatch, taken):
+def test_inputs_without_a_batch_dimension_take_the_full_loop(taken):
+    """A MaxPool1d after a Linear layer pools [N, F] as one unbatched example: its windows span
+    the batch, so the leaders would be the wrong ones."""
+    torch.manual_seed(3)
+    net = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.MaxPool1d(2), nn.Linear(4, 3)).eval()
+    x = torch.randn(5, 6)
+    snn = ann2snn.convert(net, T=64, calibration=[x], per_channel=False)  # (per feature: a known failure)
+    taken.clear()
+    with torch.no_grad():
+        out = snn(x)
+        assert not any(taken) and (out - net(x)).abs().max() < 0.05
+
+
+def test_leaky_neurons_and_gradients_take_the_full_loop(monkeypatch, taken):
     torch.manual_seed(2)
-    x = torch.rand(2, 1, 9, 9)
-    overlapping = window_snn(x, T=8, dims=2, kernel=3, stride=2)
+    x = torch.rand(2, 1, 9)
+    leaky = ann2snn.convert(WindowNet().eval(), T=8, calibration=[x], tau=4.0)
     taken.clear()
     with torch.no_grad():
-        overlapping(x)
-    assert taken == [False]
+        leaky(x)
+    assert not any(taken)  # an LIF neuron never takes it
+    trained = window_snn(x, T=8)
     taken.clear()
-    leaky = ann2snn.convert(WindowNet().eval(), T=8, calibration=[x[:, :, 0]], tau=4.0)
-    taken.clear()
-    with torch.no_grad():
-        leaky(x[:, :, 0])
-    assert taken == [] or taken == [False]  # an LIF neuron never takes it
-    taken.clear()
-    trained = window_snn(x[:, :, 0], T=8)
-    taken.clear()
-    trained(x[:, :, 0].requires_grad_()).sum().backward()
+    trained(x.requires_grad_()).sum().backward()
     assert not any(taken)
