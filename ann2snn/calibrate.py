@@ -13,6 +13,7 @@ from torch.utils._pytree import tree_leaves
 from .correction import AUTO_CORRECTIONS, CORRECTION_EXAMPLES, check_correction, correct, first_examples
 from .errors import ConversionError, ConversionWarning
 from .neurons import SpikingNeuron
+from .temporal import GatedMaxPool, NeuronPool
 
 #: Values kept per layer and batch (a uniform random sample); enough for a 99.9th percentile.
 SAMPLES_PER_BATCH = 200_000
@@ -267,11 +268,21 @@ def _clear_corrections(snn) -> None:
             neuron.clear_correction()
 
 
+def _gated_across_channels(snn, name: str, shape: Optional[torch.Size]) -> bool:
+    """Whether the neuron ``name`` feeds a gated max pool that reads its output as one example
+    without a batch dimension (``MaxPool1d`` after a ``Linear``: [N, F] pooled along F), whose
+    windows then span channels: the pooled spikes carry one threshold, so the neuron takes one."""
+    parent, _, leaf = name.rpartition(".")
+    fused = snn.network.get_submodule(parent) if parent and leaf == "neuron" else None
+    return isinstance(fused, NeuronPool) and isinstance(fused.pool, GatedMaxPool) and shape is not None and len(shape) == fused.pool.dims
+
+
 def _set_thresholds(snn, neurons: dict[str, SpikingNeuron], samplers: dict[str, ActivationSampler], percentile: float | str, per_channel: bool) -> list[str]:
     """Set each neuron's threshold from its sampler; returns the neurons never seen active."""
     silent = []
     for name, neuron in neurons.items():
-        threshold = samplers[name].threshold(percentile, per_channel, steps=snn.T)
+        shared = _gated_across_channels(snn, name, samplers[name].shape)
+        threshold = samplers[name].threshold(percentile, per_channel and not shared, steps=snn.T)
         if threshold is None:
             silent.append(name)
             continue
