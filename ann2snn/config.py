@@ -23,7 +23,7 @@ from .encoders import ENCODERS
 from .errors import ConversionError
 from .neurons import NEURON_MODELS
 from .passes.pooling import MAXPOOL_MODES
-from .timeloop import MODES, _check_mode, _check_steps
+from .timeloop import MODES, _check_steps, check_mode
 
 #: Initial membrane time constant, in steps, of learnable-tau neurons when ``tau=None``.
 DEFAULT_LEARNABLE_TAU = 100.0
@@ -133,7 +133,7 @@ class ConversionConfig:
     tau_per_channel: bool = _setting(False, "one learnable time constant per channel; needs calibration data and learn-tau")
     maxpool: str = _setting("gated", "how max pooling of spikes is rewritten", check=_check_choice("maxpool", MAXPOOL_MODES), choices=MAXPOOL_MODES)
     encoder: str = _setting("direct", "how the input becomes a T-step input sequence", check=_check_choice("encoder", ENCODERS), choices=ENCODERS)
-    mode: str = _setting("layer", "execution mode of the SNN", check=_check_mode, choices=MODES)
+    mode: str = _setting("layer", "execution mode of the SNN", check=check_mode, choices=MODES)
     allow_analog: bool = _setting(False, "keep ops with no spiking equivalent as analog layers instead of refusing the model")
     surrogate: str = _setting("super", "the Norse surrogate-gradient method, like super or tanh", check=_check_surrogate)
     alpha: float = _setting(100.0, "parameter of the surrogate gradient", check=_check_finite("alpha"))

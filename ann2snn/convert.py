@@ -137,7 +137,6 @@ def convert(
         for neuron in snn.network.modules():
             if isinstance(neuron, SpikingNeuron):
                 neuron.make_tau_per_channel(neuron.channels or 1)
-    snn._match_dtype()  # and what calibration made (per-channel time constants)
     return snn
 
 
@@ -156,7 +155,6 @@ def recalibrate(snn: SpikingNetwork, calibration: Iterable, T: Optional[int] = N
     correction = settings.get("correction", "none")
     per_channel = settings.get("per_channel", False)
     calibrate(snn, calibration, percentile, per_channel, correction)
-    snn._match_dtype()
     snn._stale_T_warned.clear()
     return snn
 

@@ -49,14 +49,11 @@ def _check_chunk(chunk: object, name: str = "batch_chunk", unit: str = "examples
     return chunk
 
 
-def _check_mode(mode: object) -> str:
+def check_mode(mode: object) -> str:
+    """``mode`` as a str, or ConversionError unless it is one of ``MODES``."""
     if mode not in MODES:
         raise ConversionError(f"mode={mode!r} is not one of {MODES}")
     return str(mode)
-
-
-#: The public name of the mode check (``profile`` validates its ``mode`` with it).
-check_mode = _check_mode
 
 
 def require_network(snn: object, caller: str) -> None:
@@ -274,7 +271,7 @@ class SpikingNetwork(nn.Module):
         self.report = report
         self.input_shape = tuple(input_shape) if input_shape is not None else None
         self._T = _check_steps(T)
-        self._mode = _check_mode(mode)
+        self._mode = check_mode(mode)
         self._t = 0
         _, dynamic = split_static(network)
         self.static_output = not any(n.op == "output" for n in dynamic)
@@ -324,7 +321,7 @@ class SpikingNetwork(nn.Module):
 
     @mode.setter
     def mode(self, value: str) -> None:
-        self._mode = _check_mode(value)
+        self._mode = check_mode(value)
 
     @property
     def batch_chunk(self) -> Optional[int]:
