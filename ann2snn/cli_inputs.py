@@ -144,7 +144,7 @@ def _load_file(path: Path, trust_pickle: bool, args: Optional[argparse.Namespace
             raise CliError(
                 f"{path} holds pickled code (it calls {blocked.group(1)} when loaded): loading it runs that code, so it is refused; pass --trust-pickle only if you trust the file's source"
             ) from error
-        if not blocked and not holds_pickled_objects(path, error):
+        if not holds_pickled_objects(path, error):
             raise _not_a_model(path, error, args) from error
     except Exception as error:
         raise _not_a_model(path, error, args) from error

@@ -106,7 +106,7 @@ def holds_pickled_objects(path: Path, error: pickle.UnpicklingError) -> bool:
     """True when ``torch.load(path, weights_only=True)`` failed with ``error`` because the file holds
     pickled objects (a torch file naming classes, or a plain ``pickle.dump``), not because it is
     damaged or not a pickle at all."""
-    if "Unsupported global" in str(error):
+    if "unsupported global" in str(error).lower():  # torch words it "Unsupported global" or "unsupported GLOBAL ... is blocked"
         return True
     with path.open("rb") as file:
         head = file.read(2)
