@@ -94,3 +94,16 @@ def path_before_fusion(snn, name: str) -> str:
 def neuron_named(snn, name: str) -> nn.Module:
     """The neuron that the converted graph's node ``name`` called before fusion."""
     return snn.network.get_submodule(path_before_fusion(snn, name))
+
+
+def assert_modes_agree_with_the_cnn(snn, model: nn.Module, x: torch.Tensor, tolerance: float = 0.05) -> None:
+    """Layer mode equals step mode on ``x``, and the SNN's output is within ``tolerance`` of the
+    CNN's (mean absolute difference over mean absolute output); ``snn`` keeps its mode."""
+    mode = snn.mode
+    with torch.no_grad():
+        y, layer = model(x), snn(x)
+        snn.mode = "step"
+        step = snn(x)
+    snn.mode = mode
+    assert torch.allclose(layer, step, atol=1e-5)
+    assert float((layer - y).abs().mean() / y.abs().mean()) < tolerance
