@@ -63,6 +63,13 @@ class TimeBroadcast(TemporalModule):
         return x
 
 
+def count_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The type a gated pool keeps its running count (and largest count) in for inputs of
+    ``dtype``: float32 for half precision, where integers above 256 (bfloat16) or 2048 (float16)
+    are not representable and a count would stop growing; else ``dtype`` itself."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
 class GateSequence(torch.autograd.Function):
     """The gate of a ``GatedMaxPool`` over consecutive steps ``frames`` [T, B, C, ...] at once,
     returning [T, B, C, ...pooled]: what the per-step differentiable gate (``_gate``) computes, in
@@ -72,7 +79,8 @@ class GateSequence(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, frames: torch.Tensor, pool: "GatedMaxPool", count: torch.Tensor, steps: Optional[int]) -> torch.Tensor:
-        """``count``: the running count, updated in place; ``steps``: as ``GatedMaxPool._gate``."""
+        """``count``: the running count, updated in place (float32 for half-precision ``frames``);
+        ``steps``: as ``GatedMaxPool._gate``. The output has the type of ``frames``."""
         before = pool._max(count)
         out = indices = None
         for t, x in enumerate(frames.unbind(0)):
@@ -107,7 +115,8 @@ class GatedMaxPool(TemporalModule):
     window passes), and so does passing the current leader's spike on ties, which are common at
     low T. Gradients flow to the leading position's input, as through ``max_pool``.
 
-    State: the running count (``count``; in step mode, and in layer mode between time chunks).
+    State: the running count (``count``; in step mode, and in layer mode between time chunks),
+    in float32 for half-precision inputs (``count_dtype``); outputs have the inputs' type.
     """
 
     supports_time_chunks = True
@@ -188,14 +197,15 @@ class GatedMaxPool(TemporalModule):
         return after.to(count.dtype), index
 
     def _gate(self, x: torch.Tensor, count: torch.Tensor, before: torch.Tensor, steps: Optional[int] = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Adds ``x`` to ``count`` in place. Returns the windows' output, the increase of their
-        maximum count over ``before`` with the gradient of the leading position's input, and the
-        new maximum count. ``steps``: the counts are integers of at most this (binary spikes)."""
+        """Adds ``x`` to ``count`` in place. Returns the windows' output (in the type of ``x``),
+        the increase of their maximum count over ``before`` with the gradient of the leading
+        position's input, and the new maximum count (in the type of ``count``, ``count_dtype``).
+        ``steps``: the counts are integers of at most this (binary spikes)."""
         with torch.no_grad():
             count.add_(x.detach())
             after, index = self._pool(count, return_indices=True) if steps is None else self._leading(count, steps)
         picked = torch.gather(x.flatten(2), 2, index.flatten(2)).view_as(after)
-        return (after - before) + (picked - picked.detach()), after
+        return (after - before).to(x.dtype) + (picked - picked.detach()), after
 
     def reset(self) -> None:
         self.count = None
@@ -203,11 +213,12 @@ class GatedMaxPool(TemporalModule):
 
     def _carried_count(self, like: torch.Tensor) -> torch.Tensor:
         """The running count a layer-mode call starts from: the previous time chunk's, or zeros
-        (kept as ``count`` when chunked: the gates update it in place for the next chunk)."""
+        (kept as ``count`` when chunked: the gates update it in place for the next chunk), in
+        ``count_dtype``."""
         self.peak = None  # layer mode changes the count
         if self.chunked and self.count is not None:
             return self.count
-        count = torch.zeros_like(like, requires_grad=False)
+        count = torch.zeros_like(like, dtype=count_dtype(like.dtype), requires_grad=False)
         if self.chunked:
             self.count = count
         return count
@@ -248,13 +259,13 @@ class GatedMaxPool(TemporalModule):
 
         def gate(z: torch.Tensor, rows: slice = slice(None), out: Optional[torch.Tensor] = None) -> torch.Tensor:
             """Gate the spikes ``z`` of the examples ``rows`` (a neuron may run its loop in batch
-            slices); with ``out``, write the result there."""
+            slices); with ``out``, write the result there (else it has the type of ``z``)."""
             count_rows, previous_rows = count[rows], previous[rows]
             count_rows.add_(z)
             current = self._max(count_rows)
             out = torch.sub(current, previous_rows, out=out)
             previous_rows.copy_(current)
-            return out
+            return out.to(z.dtype)
 
         gate.batch_slices = True  # takes rows= and out= (SpikingNeuron's sliced inference loop)
         return gate
@@ -264,13 +275,13 @@ class GatedMaxPool(TemporalModule):
             return self._pool(x)
         if self.time_steps is None:
             if self.count is None:
-                self.count = torch.zeros_like(x, requires_grad=False)
+                self.count = torch.zeros_like(x, dtype=count_dtype(x.dtype), requires_grad=False)
             with torch.no_grad():
                 before = self.peak if self.peak is not None else self._max(self.count)
             if not (torch.is_grad_enabled() and x.requires_grad):  # the value alone needs no leading index
                 self.count.add_(x)
                 self.peak = self._max(self.count)
-                return torch.sub(self.peak, before)
+                return torch.sub(self.peak, before).to(x.dtype)
             out, self.peak = self._gate(x, self.count, before)
             return out
         return self.gate_sequence(x.unflatten(0, (self.time_steps, -1))).flatten(0, 1)

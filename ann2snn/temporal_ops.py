@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils._pytree import tree_map
 
-from .temporal import GatedMaxPool, TemporalModule
+from .temporal import GatedMaxPool, TemporalModule, count_dtype
 
 
 def _chunked(module: TemporalModule) -> bool:
@@ -46,7 +46,8 @@ class GatedMaxReduce(TemporalModule):
     its indices) for spike trains: at every step each output element emits the increase of the
     largest running input sum (running spike count) among its positions, so after t steps it has
     emitted exactly the max of the counts, as ``GatedMaxPool`` does; gradients and the indices
-    (``with_indices``) go to the leading position."""
+    (``with_indices``) go to the leading position. The count is float32 for half-precision
+    inputs (``count_dtype``)."""
 
     supports_time_chunks = True
 
@@ -77,7 +78,7 @@ class GatedMaxReduce(TemporalModule):
             after, index = counts.max(-1, keepdim=True)
             increase = after - (counts - values.detach()).amax(-1, keepdim=True)
         picked = values.gather(-1, index)
-        values = (increase + (picked - picked.detach())).squeeze(-1)
+        values = (increase.to(x.dtype) + (picked - picked.detach())).squeeze(-1)
         index = index.squeeze(-1)
         if self.keepdim:
             for d in dims:
@@ -88,10 +89,10 @@ class GatedMaxReduce(TemporalModule):
         if self.analog:
             return self._reference(x)
         if self.time_steps is None:
-            self.count = x.detach() if self.count is None else self.count + x.detach()
+            self.count = x.detach().to(count_dtype(x.dtype)) if self.count is None else self.count + x.detach()
             return self._gate(x, self.count)
         frames = x.unflatten(0, (self.time_steps, -1)).unbind(0)
-        count = self.count if _chunked(self) and self.count is not None else torch.zeros_like(frames[0])
+        count = self.count if _chunked(self) and self.count is not None else torch.zeros_like(frames[0], dtype=count_dtype(x.dtype))
         outs = []
         for frame in frames:
             count = count + frame.detach()
