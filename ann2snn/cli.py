@@ -29,7 +29,7 @@ import sys
 import traceback
 import warnings
 from pathlib import Path
-from typing import Any, Callable, NoReturn, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 from torch import nn
@@ -38,7 +38,7 @@ from . import passes
 from .cli_evaluate import Evaluation, evaluate_over_T
 from .cli_inputs import balanced_subset as balanced_subset  # re-exported: imported from here by tests
 from .cli_inputs import calibration_batches, evaluation_data, load_model
-from .cli_messages import CliError, _first_line, in_cli_terms
+from .cli_messages import EXIT_ERROR, CliError, OneLineParser, _first_line, in_cli_terms, print_warnings, without_fx_excerpts
 from .cli_outputs import Outputs, check_distinct, check_draw_path, check_outside_data, check_replaceable, output_paths, save_network
 from .config import ConversionConfig
 from .convert import convert
@@ -46,21 +46,20 @@ from .errors import ConversionError, ConversionWarning
 from .exported import EXPORTED_OPS_NOTE, ExportedModel
 from .timeloop import SpikingNetwork
 
-EXIT_ERROR = 2
 #: Largest --T accepted: far beyond any useful simulation, small enough to fail fast rather than exhaust memory.
 MAX_STEPS = 100_000
 
 
-class OneLineParser(argparse.ArgumentParser):
-    """An argument parser whose errors are one line, ``PROG: error: MESSAGE (see PROG --help)``,
-    without the usage block (``--help`` still prints it)."""
+class CommandParser(OneLineParser):
+    """The command's parser: one-line errors, and stray numbers (``--T 8 16``) answered with the
+    command's way to give several values, joined by commas."""
 
-    def error(self, message: str) -> NoReturn:
-        """Print the one-line error and exit with status 2."""
+    def advice(self, message: str) -> str:
+        """``message``, with the comma form where the only unrecognized arguments are numbers."""
         extra = message.partition("unrecognized arguments: ")[2].split()
         if extra and all(word.isdigit() for word in extra):  # --T 8 16: the convert command joins values with commas
-            message += "; give several values of one flag joined by commas, e.g. --T 8,16"
-        self.exit(EXIT_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+            return message + "; give several values of one flag joined by commas, e.g. --T 8,16"
+        return message
 
 
 # -- arguments ------------------------------------------------------------------------------------
@@ -154,7 +153,7 @@ def build_parser(plugins: Sequence[CliPlugin] = (), failed: Sequence[str] = ()) 
         extra = [text for text in (getattr(plugin, what) for plugin in plugins) if text]
         return "".join(f", or {text}" for text in extra)
 
-    parser = OneLineParser(prog="ann2snn", description="Convert trained CNNs into spiking neural networks.")
+    parser = CommandParser(prog="ann2snn", description="Convert trained CNNs into spiking neural networks.")
     commands = parser.add_subparsers(dest="command", required=True)
     c = commands.add_parser(
         "convert",
@@ -410,13 +409,13 @@ def run_convert(args: argparse.Namespace) -> int:
         warnings.simplefilter("always")
         snn = _convert(args, model, args.T[0], batches, shape)
     print(snn.report.to_text(warnings=False))  # the warnings go to stderr, below
-    for warning in snn.report.warnings + [str(w.message) for w in caught if str(w.message) not in snn.report.warnings]:
-        if batches is not None or not warning.startswith("no calibration data"):  # said below, in CLI terms
-            print(f"warning: {in_cli_terms(warning)}", file=sys.stderr)
+    said: set[str] = set()  # warnings printed: each once, here or in the --evaluate table's recalibrations
+    warned = snn.report.warnings + [str(w.message) for w in caught]
+    print_warnings([w for w in warned if batches is not None or not w.startswith("no calibration data")], said)  # "no calibration data": below, in CLI terms
     if batches is None:
         print("warning: no --calibrate data: thresholds are not balanced (all 1.0), so the SNN will be inaccurate", file=sys.stderr)
     if evaluation is not None:
-        evaluate_over_T(args, snn, batches, evaluation)
+        evaluate_over_T(args, snn, batches, evaluation, said)
     notes: list[str] = []
     try:
         outputs.stage("-o", lambda p: notes.extend(save_network(snn, p, outputs.paths["-o"])))
@@ -477,7 +476,8 @@ def main(argv: Optional[Sequence[str]] = None, plugins: Optional[Sequence[CliPlu
     args = build_parser(plugins, failed).parse_args(argv)
     args.plugins, args.failed_plugins = tuple(plugins), failed
     try:
-        return run_convert(args)
+        with without_fx_excerpts():  # a model that fails in fx's generated code: the error line below says it
+            return run_convert(args)
     except (CliError, ConversionError) as error:
         print(f"error: {in_cli_terms(str(error))}", file=sys.stderr)
     except (MemoryError, RuntimeError) as error:

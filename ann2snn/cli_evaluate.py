@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import argparse
 import copy
+import warnings
 from typing import Optional
 
 import torch
 from torch import nn
 
-from .cli_messages import CliError, _first_line
+from .cli_messages import CliError, _first_line, print_warnings
 from .convert import recalibrate
 from .timeloop import SpikingNetwork
 
@@ -54,15 +55,20 @@ class Evaluation:
         print(f"{T:>6}  {_percent(spiking == self.targets):>12}  {_percent(spiking == self.cnn):>18}", flush=True)
 
 
-def evaluate_over_T(args: argparse.Namespace, snn: SpikingNetwork, batches: Optional[list], evaluation: Evaluation) -> None:
+def evaluate_over_T(args: argparse.Namespace, snn: SpikingNetwork, batches: Optional[list], evaluation: Evaluation, said: set[str]) -> None:
     """One row per --T: the converted SNN at the first; for the others a copy, recalibrated for
-    that T when there is calibration data (thresholds and corrections are T-specific)."""
+    that T when there is calibration data (thresholds and corrections are T-specific). The
+    recalibrations' warnings are printed like the conversion's, those in ``said`` (already
+    printed) left out."""
     evaluation.start(f"thresholds and corrections calibrated for each T; the SNN written is the one for T={args.T[0]}" if len(args.T) > 1 and batches is not None else None)
     evaluation.row(args.T[0], snn)
     for T in args.T[1:]:
         other = copy.deepcopy(snn)
         if batches is not None:
-            recalibrate(other, batches, T=T)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                recalibrate(other, batches, T=T)
+            print_warnings([str(w.message) for w in caught], said)
         else:
             other.T = T
         evaluation.row(T, other)

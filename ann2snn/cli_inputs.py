@@ -12,13 +12,13 @@ import warnings
 import zipfile
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 from torch import nn
 
 from .cli_messages import CliError, _first_line
-from .export_archive import UnsafeArchive, refuse_unpickling, unsafe_entries
+from .export_archive import UnsafeArchive, costly_expressions, refuse_unpickling, unsafe_entries
 from .exported import example_input_shape, lift_exported
 from .io import holds_pickled_objects
 
@@ -168,16 +168,25 @@ def _load_file(path: Path, trust_pickle: bool, args: Optional[argparse.Namespace
         raise _unpickling_failed(path, error) from error
 
 
+def _archive_problems(path: Path, check: Callable[[Path], list[str]]) -> str:
+    """What ``check`` finds in the archive at ``path``: its first problem and how many more ('' if none)."""
+    try:
+        problems = check(path)
+    except Exception as error:
+        raise CliError(f"{path} looks like a torch.export archive but cannot be read: {_first_line(error)}") from error
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    return problems[0] + more if problems else ""
+
+
 def load_exported_program(path: Path, trust_pickle: bool) -> torch.export.ExportedProgram:
-    """``torch.export.load(path)``, refusing (unless ``trust_pickle``) archives that loading would run code from."""
-    if not trust_pickle:
-        try:
-            problems = unsafe_entries(path)
-        except Exception as error:
-            raise CliError(f"{path} looks like a torch.export archive but cannot be read: {_first_line(error)}") from error
-        if problems:
-            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-            raise CliError(f"{path} is a torch.export archive with {problems[0]}{more}: loading it runs code from the file, so it is refused; pass --trust-pickle only if you trust the file")
+    """``torch.export.load(path)``, refusing archives whose shape expressions sympy would never
+    finish reading (trusted or not) and, unless ``trust_pickle``, those that loading would run code from."""
+    costly = _archive_problems(path, costly_expressions)
+    if costly:
+        raise CliError(f"{path} is a torch.export archive with {costly}: sympy would never finish reading it, so it is refused, even with --trust-pickle; export the model again")
+    unsafe = "" if trust_pickle else _archive_problems(path, unsafe_entries)
+    if unsafe:
+        raise CliError(f"{path} is a torch.export archive with {unsafe}: loading it runs code from the file, so it is refused; pass --trust-pickle only if you trust the file")
     try:
         with warnings.catch_warnings(), nullcontext() if trust_pickle else refuse_unpickling():
             warnings.filterwarnings("ignore", "The given buffer is not writable", UserWarning)  # the archive's buffers are read-only

@@ -1,15 +1,75 @@
-"""How the ``ann2snn`` command speaks: its one-line user error (``CliError``), errors said in one
-line, and library messages rewritten in the command's terms (flags instead of Python arguments)."""
+"""How the ``ann2snn`` command speaks: its one-line user error (``CliError``), argument errors in
+one line (``OneLineParser``, also the audio zoo's tools'), errors said in one line, and library
+messages rewritten in the command's terms (flags instead of Python arguments)."""
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import re
+import sys
+from typing import Any, Iterable, Iterator, NoReturn, TextIO
 
 from .config import ConversionConfig
+
+#: Exit status of a user error (a bad argument, an unreadable input).
+EXIT_ERROR = 2
 
 
 class CliError(Exception):
     """A problem with the command's inputs; printed as one line, exit status 2."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line, ``PROG: error: MESSAGE (see PROG --help)``,
+    without the usage block (``--help`` still prints it)."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print the one-line error and exit with status 2."""
+        self.exit(EXIT_ERROR, f"{self.prog}: error: {self.advice(message)} (see {self.prog} --help)\n")
+
+    def advice(self, message: str) -> str:
+        """``message`` with the way out this command knows for it, if any (none here)."""
+        return message
+
+
+def print_warnings(messages: Iterable[str], said: set[str]) -> None:
+    """Print each of ``messages`` not yet in ``said`` as one ``warning:`` line on stderr, in the
+    command's terms, and add it to ``said``: a warning is said once per run, however often the
+    library gives it (the settings check, the calibration, each recalibration for another T)."""
+    for message in messages:
+        if message not in said:
+            said.add(message)
+            print(f"warning: {in_cli_terms(message)}", file=sys.stderr)
+
+
+#: The words by which torch.fx introduces the excerpt of a GraphModule's generated code that it
+#: prints to stderr (traceback, code lines, a ``<--- HERE`` marker) when the generated forward raises.
+_FX_EXCERPT = "of the traced Module's generated forward function:"
+
+
+class _WithoutFxExcerpts:
+    """A text stream that writes everything to ``stream`` but torch.fx's excerpts of generated code:
+    the error that follows one is the command's one-line message, which says what failed."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream, self._after_excerpt = stream, False
+
+    def write(self, text: str) -> int:
+        """Write ``text``, unless it is an excerpt or the newline that ``print`` writes after one."""
+        dropped = _FX_EXCERPT in text or (self._after_excerpt and text == "\n")
+        self._after_excerpt = _FX_EXCERPT in text
+        return len(text) if dropped else self._stream.write(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def without_fx_excerpts() -> Iterator[None]:
+    """While active, torch.fx prints no excerpt of generated code to stderr; all else is written as usual."""
+    with contextlib.redirect_stderr(_WithoutFxExcerpts(sys.stderr)):
+        yield
 
 
 def _first_line(error: BaseException) -> str:

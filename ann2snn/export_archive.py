@@ -6,8 +6,11 @@ custom objects; it loads AOTInductor shared libraries; it parses the symbolic sh
 with ``sympy.sympify`` (which evaluates Python, and computes powers such as ``9**9**9**9``
 exactly, which never ends) and compiles the guard code it finds. An archive passes
 ``unsafe_entries`` only when it has none of these beyond plain tensors, weights-only sample inputs
-and short arithmetic shape expressions without powers or numbers over ``MAX_DIGITS`` digits. ``refuse_unpickling`` is the second line: while
-it is active, ``torch.load`` refuses ``weights_only=False`` and custom objects are refused.
+and short arithmetic shape expressions without powers or numbers over ``MAX_DIGITS`` digits.
+``costly_expressions`` is the part of that check that trusting the file does not waive: code runs
+only from a file one trusts, but a trusted file's expression can still keep sympy busy forever.
+``refuse_unpickling`` is the second line: while it is active, ``torch.load`` refuses
+``weights_only=False`` and custom objects are refused.
 """
 
 from __future__ import annotations
@@ -65,6 +68,19 @@ def unsafe_entries(path: Any) -> list[str]:
                 problems += _pickled_inputs(archive, info.filename)
             elif entry.startswith("models/"):
                 problems += _unsafe_expressions(archive, info.filename)
+    return problems
+
+
+def costly_expressions(path: Any) -> list[str]:
+    """The shape expressions in the archive at ``path`` that sympy could take practically forever to
+    evaluate when ``torch.export.load`` reads them (empty if none); see ``_costly``."""
+    problems: list[str] = []
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            entry = info.filename.partition("/")[2]
+            if not info.is_dir() and entry.startswith("models/") and entry.endswith(".json"):  # what torch.export.load parses
+                program = json.loads(archive.read(info.filename))
+                problems += [f"{info.filename}: shape expression {_excerpt(text)} ({_costly(text)})" for text in _expressions(program) if _costly(text)]
     return problems
 
 

@@ -4,6 +4,7 @@ refused before calibration."""
 
 import re
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -119,6 +120,22 @@ def test_bad_evaluation_files_fail_cleanly_before_any_output(files, capsys, payl
     assert code == 2
     assert err.startswith("error: ") and message in err, err
     assert not (files / "snn.pt").exists()
+
+
+def test_a_fraction_percentile_is_warned_once_per_run(files, capsys):
+    """--percentile 0.999 over several T: the settings check, the calibration and each T's
+    recalibration all see the fraction, and the user reads it once, as the command's own line."""
+    with warnings.catch_warnings(record=True) as escaped:
+        warnings.simplefilter("always")
+        code, out, err = run(
+            capsys, files / "model.pt", "--trust-pickle", "-o", files / "snn.pt", "--calibrate", files / "calib.pt",
+            "--evaluate", files / "eval.pt", "--T", "2,4,8", "--percentile", "0.999",
+        )  # fmt: skip
+    assert code == 0, err
+    assert sorted(table(out)) == [2, 4, 8]
+    said = [line for line in err.splitlines() if "looks like a fraction" in line]
+    assert len(said) == 1 and said[0].startswith("warning: --percentile 0.999 looks like a fraction"), err
+    assert not [w for w in escaped if issubclass(w.category, ann2snn.ConversionWarning)]
 
 
 def test_several_T_need_evaluate(files, capsys):

@@ -184,3 +184,25 @@ def test_a_pickled_class_that_cannot_be_imported_names_pythonpath(tmp_path, caps
     code, _, err = run(capsys, tmp_path / "net.pt", "--trust-pickle")
     assert code == 2 and "No module named 'user_models_for_cli'" in err
     assert "add the folder that holds module 'user_models_for_cli'" in err and "PYTHONPATH" in err
+
+
+# -- 7: a model that fails in fx's generated code ------------------------------------------------------
+class FixedFeaturesNet(ConvNet):
+    """ConvNet whose features are reshaped to a fixed 56 (``view(batch, 56)``): read back from a
+    torch.export program, the reshape is a call in fx's generated code, which fails on longer inputs."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu(self.conv(x))
+        return self.fc(y.view(y.size(0), 56))
+
+
+@pytest.mark.parametrize("option, expected", [("--input-shape", "the model does not take inputs of shape [batch, 1, 40]"), ("--evaluate", "--evaluate: the model fails")])
+def test_a_failure_in_generated_code_is_one_line(tmp_path, capsys, option, expected):
+    """torch.fx's excerpt of its generated code (traceback, code lines, ``<--- HERE``) stays off
+    stderr: the command's one error line says what failed."""
+    export(FixedFeaturesNet(), torch.randn(2, 1, 32), tmp_path / "net.pt2")
+    torch.save((torch.randn(9, 1, 40), torch.zeros(9, dtype=torch.long)), tmp_path / "eval.pt")
+    code, _, err = run(capsys, tmp_path / "net.pt2", option, "1,40" if option == "--input-shape" else tmp_path / "eval.pt")
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith(f"error: {expected}") and "is invalid for input of size" in err, err
+    assert not (tmp_path / "net.snn.pt").exists()

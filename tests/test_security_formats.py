@@ -14,7 +14,7 @@ from torch import fx, nn
 import ann2snn
 from ann2snn import safe_format
 from ann2snn.cli import main
-from ann2snn.export_archive import unsafe_entries
+from ann2snn.export_archive import costly_expressions, unsafe_entries
 from snn_test_nets import INPUT_SHAPE, ResidualConcatNet
 from test_cli import small_net
 from test_security import rewrite_archive
@@ -164,7 +164,10 @@ def test_network_with_an_argument_outside_the_format_is_pickled_not_described(tm
 
 
 # -- finding 2: a shape expression that sympy never finishes --------------------------------------------
-def test_exported_archive_with_a_huge_power_is_refused_fast(tmp_path, capsys):
+@pytest.mark.parametrize("trust", [[], ["--trust-pickle"]])
+def test_exported_archive_with_a_huge_power_is_refused_fast(tmp_path, capsys, monkeypatch, trust):
+    """Refused before torch reads the archive, trusted or not: --trust-pickle allows code from the
+    file, not an expression that keeps sympy busy forever."""
     path = tmp_path / "dynamic.pt2"
     batch = torch.export.Dim("batch", min=1, max=64)
     torch.export.save(torch.export.export(small_net(), (torch.randn(2, 1, 32),), dynamic_shapes=({0: batch},)), path)
@@ -179,12 +182,14 @@ def test_exported_archive_with_a_huge_power_is_refused_fast(tmp_path, capsys):
     rewrite_archive(path, evil, {"models/model.json": inject})
     problems = unsafe_entries(evil)  # before the CLI: without the check, converting never returns
     assert len(problems) == 1 and "9**9**9**9" in problems[0] and "a power" in problems[0]
+    monkeypatch.setattr(torch.export, "load", lambda *args, **kwargs: pytest.fail("torch.export.load read the archive: it never returns"))
     started = time.monotonic()
-    code = main(["convert", str(evil), "-o", str(tmp_path / "snn.pt")])
+    code = main(["convert", str(evil), "-o", str(tmp_path / "snn.pt"), *trust])
     err = capsys.readouterr().err
     assert time.monotonic() - started < 2
     errors = [line for line in err.splitlines() if line.startswith("error")]
-    assert code == 2 and len(errors) == 1 and str(evil) in errors[0] and "9**9**9**9" in errors[0]
+    assert code == 2 and len(errors) == 1 and str(evil) in errors[0] and "9**9**9**9" in errors[0], err
+    assert "even with --trust-pickle" in errors[0] and "pass --trust-pickle" not in errors[0]
     assert not (tmp_path / "snn.pt").exists()
 
 
@@ -207,6 +212,7 @@ def test_costly_shape_expressions_are_named(tmp_path, expression, reason):
     rewrite_archive(path, evil, {"models/model.json": json.dumps(program).encode()})
     problems = unsafe_entries(evil)
     assert len(problems) == 1 and "shape expression" in problems[0] and reason in problems[0], problems
+    assert costly_expressions(evil) == problems  # refused with --trust-pickle too
 
 
 def test_honest_shape_expressions_pass():

@@ -48,6 +48,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import ann2snn  # noqa: E402
+from ann2snn.cli_messages import OneLineParser  # noqa: E402
 import ann2snn_zoo as zoo  # noqa: E402
 from ann2snn_zoo.harness.train import device_problem  # noqa: E402
 from ann2snn_zoo.harness.train_cli import LIST_FORM, list_flag, positive_int  # noqa: E402
@@ -416,7 +417,7 @@ def device_name(text: str) -> torch.device:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line of ``tools/bench.py``."""
-    parser = argparse.ArgumentParser(prog="bench.py", description=__doc__.split("\n")[0])
+    parser = OneLineParser(prog="bench.py", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="the subset T {4,16,64} x batch {16,64} (unless --T / --batch say otherwise)")
     parser.add_argument("--nets", **list_flag(choices=FULL["nets"]), metavar="NET", help=f"zoo nets to measure, {LIST_FORM}: {', '.join(FULL['nets'])} (default: all)")
     parser.add_argument("--T", **list_flag(positive_int), metavar="T", help=f"time steps, each above 0, {LIST_FORM}, e.g. 16 64 256 or 16,64,256 (default: the grid's)")

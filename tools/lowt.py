@@ -10,7 +10,6 @@ bias correction (the defaults), conversion-aware QCFS training, and the other ne
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import ann2snn_zoo as zoo  # noqa: E402
 from ann2snn_zoo.harness import peers  # noqa: E402
 from ann2snn.atomic import atomic_path  # noqa: E402
+from ann2snn.cli_messages import OneLineParser  # noqa: E402
 from ann2snn_zoo.harness.lowt import METHODS, LowTConfig, LowTError, check_folder, lowt_tables, merge_rows, plot_lowt, run_lowt  # noqa: E402
 from ann2snn_zoo.harness.run_folder import RunFolderError, check_path_given, folder_lock  # noqa: E402
 from ann2snn_zoo.harness.train_cli import LIST_FORM, USER_ERRORS, list_flag, positive_int, report, whole_number  # noqa: E402
@@ -43,7 +43,7 @@ def _seed_counts(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     defaults = LowTConfig()
-    parser = argparse.ArgumentParser(prog="lowt.py", description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(prog="lowt.py", description=__doc__.split("\n\n")[0])
     words = lambda values: " ".join(map(str, values))  # noqa: E731  a list default as the user types it
     parser.add_argument("--data-dir", metavar="PATH", help="the FSDD folder (recordings/*.wav); needed unless --merge")
     parser.add_argument(

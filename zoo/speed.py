@@ -2,12 +2,12 @@
 time of one forward + backward pass at batch 64 on the default FSDD input, the estimated epoch
 time on FSDD's 2,700 training clips, and the synthetic set's generation time."""
 
-import argparse
 import time
 
 import torch
 import torch.nn.functional as F
 
+from ann2snn.cli_messages import OneLineParser
 import ann2snn_zoo as zoo
 from ann2snn_zoo.data.synthetic import Synthetic
 from ann2snn_zoo.harness.train_cli import positive_int
@@ -32,7 +32,7 @@ def time_train_step(model: torch.nn.Module, batch: int, repeats: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = OneLineParser(prog="python -m ann2snn_zoo.speed", description=__doc__)
     parser.add_argument("--batch", type=positive_int, default=64, help="examples per training step (default: %(default)s)")
     parser.add_argument("--repeats", type=positive_int, default=10, help="timed steps after two warm-up steps; the fastest counts (default: %(default)s)")
     args = parser.parse_args(argv)

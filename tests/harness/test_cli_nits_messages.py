@@ -1,6 +1,8 @@
 """One-line errors of the harness tools that name the real problem: a --data-dir that is a file,
-a seed out of range (lowt.py too), an empty -o / --out / --data-dir."""
+a seed out of range (lowt.py too), an empty -o / --out / --data-dir; argument errors in one line,
+as the converter's."""
 
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -8,6 +10,9 @@ import pytest
 
 import ann2snn_zoo as zoo
 import ann2snn_zoo.harness.lowt as lowt
+import ann2snn_zoo.speed as speed
+from ann2snn import cli
+from ann2snn_zoo.cli_plugins import ZooPlugin
 from ann2snn_zoo.harness import experiment_cli, train_cli
 from ann2snn_zoo.harness.experiment import MAX_SEED
 
@@ -85,3 +90,35 @@ def test_an_empty_out_is_called_empty(tmp_path, capsys, no_work, tool):
 def test_an_empty_data_dir_is_called_empty(tmp_path, capsys, no_work):
     code = experiment_cli.main(["--preset", "fsdd", "--data-dir", "", "--out", str(tmp_path / "out")])
     assert "--data-dir is empty" in one_line(capsys, code)
+
+
+def _bench_main():
+    """``main`` of tools/bench.py, loaded under a test name."""
+    spec = importlib.util.spec_from_file_location("bench_errors_under_test", Path(__file__).resolve().parents[2] / "tools" / "bench.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+#: Each harness tool's ``main`` (by the name its errors give) and a flag of it that takes a value.
+TOOLS = {
+    "train.py": (train_cli.main, "--epochs"),
+    "ann2snn train": (lambda argv: cli.main(["train", *argv], plugins=[ZooPlugin()]), "--epochs"),
+    "experiment.py": (experiment_cli.main, "--T"),
+    "ann2snn experiment": (lambda argv: cli.main(["experiment", *argv], plugins=[ZooPlugin()]), "--T"),
+    "lowt.py": (lowt_tool.main, "--T"),
+    "bench.py": (lambda argv: _bench_main()(argv), "--T"),
+    "python -m ann2snn_zoo.speed": (speed.main, "--batch"),
+}
+
+
+@pytest.mark.parametrize("prog", TOOLS)
+@pytest.mark.parametrize("mistake", ["unknown flag", "missing value"])
+def test_argument_errors_are_one_line_like_the_converters(capsys, no_work, prog, mistake):
+    main, flag = TOOLS[prog]
+    argv, message = (["--no-such-flag"], "unrecognized arguments: --no-such-flag") if mistake == "unknown flag" else ([flag], f"argument {flag}: expected")
+    with pytest.raises(SystemExit) as exit:
+        main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit.value.code == 2 and len(err) == 1, err
+    assert err[0].startswith(f"{prog}: error: {message}") and err[0].endswith(f"(see {prog} --help)"), err

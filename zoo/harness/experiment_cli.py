@@ -7,6 +7,7 @@ import argparse
 import time
 from pathlib import Path
 
+from ann2snn.cli_messages import OneLineParser
 from ann2snn.encoders import ENCODERS
 import ann2snn_zoo as zoo
 from ann2snn_zoo.data import registry as datasets
@@ -37,7 +38,7 @@ LAST folder's row (as lowt.py --merge): list a rerun after the run it corrects.
 
 def build_parser(prog: str = "experiment.py") -> argparse.ArgumentParser:
     """The parser of ``ann2snn experiment`` / ``tools/experiment.py``."""
-    parser = argparse.ArgumentParser(prog=prog, description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(prog=prog, description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=sorted(PRESETS), default="quick", help="named settings (zoo/harness/presets.py) that the options below override (default: %(default)s)")
     parser.add_argument("--dataset", choices=datasets.names(), help=f"{datasets.describe()} (default: the preset's)")
     parser.add_argument("--data-dir", metavar="PATH", help="the data set's local folder (FSDD: the folder holding recordings/, or recordings/ itself); needed by local data sets (default: none)")

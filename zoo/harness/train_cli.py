@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader
 
 import ann2snn
 from ann2snn.atomic import atomic_path
+from ann2snn.cli_messages import OneLineParser
 import ann2snn_zoo as zoo
 from ann2snn_zoo.data import registry as datasets
 from ann2snn_zoo.errors import DataError
@@ -188,7 +189,7 @@ def parse_args(argv: list[str] | None, prog: str = "train.py") -> argparse.Names
 
 def build_parser(prog: str = "train.py") -> argparse.ArgumentParser:
     """The parser of ``tools/train.py`` and ``ann2snn train`` (``prog``)."""
-    parser = argparse.ArgumentParser(prog=prog, description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(prog=prog, description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     data = parser.add_argument_group("model and data")
     data.add_argument("--model", default="m5", choices=zoo.names("all"), help=f"zoo model: {model_help()} (default: %(default)s)")
     data.add_argument("--dataset", default="synthetic", choices=datasets.names(), help=f"{datasets.describe()} (default: %(default)s)")
