@@ -153,18 +153,24 @@ def _correction_pass(snn, neurons: list[tuple[str, SpikingNeuron]], chunks: list
 def _channel_means(snn, neurons: list[tuple[str, SpikingNeuron]], x: torch.Tensor, analog: bool) -> dict[str, torch.Tensor]:
     """Per neuron, its mean output per channel on ``x``: the CNN's activation clipped at the
     threshold (``analog``), or the SNN's firing rate times the threshold at the current ``T``
-    (layer mode; a neuron's output does not depend on its own later corrections, so the
-    corrections of a pass are applied after each chunk has run)."""
-    means = {}
+    (layer mode, or step by step where layer mode cannot run the network; a neuron's output
+    does not depend on its own later corrections, so the corrections of a pass are applied after
+    each chunk has run)."""
+    means: dict[str, list[torch.Tensor]] = {}
 
     def record(name: str, module: SpikingNeuron, output: torch.Tensor) -> None:
-        means[name] = _channel_mean(output.clamp(max=module._broadcast(module.threshold, output.dim())) if analog else output)
+        means.setdefault(name, []).append(_channel_mean(output.clamp(max=module._broadcast(module.threshold, output.dim())) if analog else output))
 
     handles = [n.register_forward_hook(lambda module, args, output, name=name: record(name, module, output)) for name, n in neurons]
     try:
         if analog:
             with snn.analog_mode():
                 snn.run_network(x)
+        elif snn.layer_mode_blocker:
+            snn.reset()
+            snn._configure(layer_mode=False)
+            for t in range(snn.T):
+                snn.run_network(snn.encoder.step(x, t, snn.T))
         else:
             snn.reset()
             snn._configure(layer_mode=True)
@@ -172,4 +178,4 @@ def _channel_means(snn, neurons: list[tuple[str, SpikingNeuron]], x: torch.Tenso
     finally:
         for handle in handles:
             handle.remove()
-    return means
+    return {name: sum(values) / len(values) for name, values in means.items()}

@@ -18,6 +18,7 @@ from .analysis import propagate_shapes, split_static, tensor_metas
 from .encoders import Encoder
 from .errors import ConversionError, InputShapeError, StaleCalibrationWarning
 from .neurons import SpikingNeuron
+from .passes.batch_size import LAYER_MODE_BLOCKER, batch_probe_blocker
 from .report import ConversionReport
 from .temporal import NeuronPool, TemporalModule
 
@@ -193,11 +194,15 @@ class _Locator(fx.Interpreter):
             shapes = [tuple(a.shape) for a in tree_leaves(args) if isinstance(a, torch.Tensor)]
             kind = type(self.fetch_attr(str(n.target))).__name__ if n.op == "call_module" else getattr(n.target, "__name__", str(n.target))
             got = f" on its input [batch, {_shape_text(shapes[0][1:])}]" if shapes and shapes[0] else ""
-            raise _NodeFailure(f"; it fails at node `{n.name}` ({kind}){got}") from error
+            raise _NodeFailure(f"; it fails at node `{n.name}` ({kind}){got}", n) from error
 
 
 class _NodeFailure(Exception):
-    """Where ``_Locator`` saw the network fail (the message), with torch's error as the cause."""
+    """Where ``_Locator`` saw the network fail (the message, and the ``node``), with torch's error as the cause."""
+
+    def __init__(self, message: str, node: fx.Node) -> None:
+        super().__init__(message)
+        self.node = node
 
 
 def _check_one_input(network: fx.GraphModule) -> None:
@@ -271,7 +276,9 @@ class SpikingNetwork(nn.Module):
         self.report = report
         self.input_shape = tuple(input_shape) if input_shape is not None else None
         self._T = _check_steps(T)
-        self._mode = check_mode(mode)
+        #: Why the network cannot run in layer mode (an op computes the batch itself), or None.
+        self.layer_mode_blocker: Optional[str] = network.meta.get(LAYER_MODE_BLOCKER)
+        self._mode = self._runnable_mode(mode)
         self._t = 0
         _, dynamic = split_static(network)
         self.static_output = not any(n.op == "output" for n in dynamic)
@@ -280,6 +287,7 @@ class SpikingNetwork(nn.Module):
         self._batch_chunk: Optional[int] = None
         self._time_chunk: Optional[int] = None
         self._example_bytes: dict[tuple, int] = {}
+        self._batch_probed: set[tuple] = set()
         self.calibrated_T: Optional[int] = None
         self._stale_T_warned: set[int] = set()
         self._step_batch = 0
@@ -294,11 +302,13 @@ class SpikingNetwork(nn.Module):
         self.__dict__.setdefault("_time_chunk", None)
         self.__dict__.setdefault("pool_static_input", False)
         self.__dict__.setdefault("_example_bytes", {})
+        self.__dict__.setdefault("_batch_probed", set())
         self.__dict__.setdefault("calibrated_T", None)
         self.__dict__.setdefault("_stale_T_warned", set())
         self.__dict__.setdefault("_step_batch", 0)
         self.__dict__.setdefault("_analog", False)
         self.__dict__.setdefault("output_head", [])
+        self.__dict__.setdefault("layer_mode_blocker", None)
 
     # -- settings ------------------------------------------------------------------------------
     @property
@@ -316,12 +326,20 @@ class SpikingNetwork(nn.Module):
     def mode(self) -> str:
         """How ``snn(x)`` runs the ``T`` steps: ``"layer"`` (stateless layers see all steps at
         once, time folded into the batch; the fast default) or ``"step"`` (the whole network once
-        per step). Both give the same outputs; settable at any time."""
+        per step). Both give the same outputs; settable at any time, except that a network whose
+        CNN computes with its batch (pairs of examples, batch halves) refuses layer mode
+        (``layer_mode_blocker`` says where)."""
         return self._mode
 
     @mode.setter
     def mode(self, value: str) -> None:
-        self._mode = check_mode(value)
+        self._mode = self._runnable_mode(value)
+
+    def _runnable_mode(self, mode: object) -> str:
+        """``check_mode(mode)``, or ConversionError for layer mode on a network that cannot run it."""
+        if check_mode(mode) == "layer" and self.layer_mode_blocker:
+            raise ConversionError(self.layer_mode_blocker)
+        return str(mode)
 
     @property
     def batch_chunk(self) -> Optional[int]:
@@ -523,11 +541,26 @@ class SpikingNetwork(nn.Module):
         that run the network over all steps themselves, such as output-space correction, use):
         ``batch_chunk``, or on CPU as many as keep the largest activation within ``CHUNK_BYTES``,
         elsewhere the whole batch. Layer mode itself follows ``chunk_plan``."""
+        if self._computes_with_batch(x):  # the CNN computes with the whole batch
+            return max(1, x.shape[0])
         if self.batch_chunk is not None:
             return self.batch_chunk
         if x.device.type != "cpu":
             return max(1, x.shape[0])
         return max(1, CHUNK_BYTES // (self.T * self._bytes_per_example_step(x)))
+
+    def _computes_with_batch(self, x: torch.Tensor) -> bool:
+        """Whether the network computes with its batch, so that layer mode cannot run it
+        (``layer_mode_blocker``): seen in the graph at conversion, or here, once per input shape,
+        when the CNN fails on one example of ``x`` but runs on two (``h.reshape(-1, 2 * F)`` joins
+        pairs of examples with no batch arithmetic in the graph)."""
+        key = (tuple(x.shape[1:]), x.dtype)
+        if self.layer_mode_blocker is None and len(x) > 1 and key not in self._batch_probed:
+            self._batch_probed.add(key)
+            failure = self._located_failure(x[:1])
+            if failure is not None and self._located_failure(x[:2]) is None:
+                self.layer_mode_blocker = batch_probe_blocker(self.network, failure.node)
+        return self.layer_mode_blocker is not None
 
     def _bytes_per_example_step(self, x: torch.Tensor) -> int:
         key = (tuple(x.shape[1:]), x.dtype)
@@ -551,6 +584,8 @@ class SpikingNetwork(nn.Module):
         to support them (``time_chunks_supported``); otherwise all T steps run at once and only
         the batch is sliced. An explicit ``time_chunk`` is taken as it is (the last chunk holds
         the remaining steps)."""
+        if self._computes_with_batch(x):
+            raise ConversionError(self.layer_mode_blocker)
         batch, T = max(1, x.shape[0]), self.T
         chunkable = self.time_chunks_supported()
         examples, steps = self.batch_chunk, self.time_chunk if chunkable else None

@@ -9,6 +9,15 @@ post-neuron ``h`` to ``x.size(0)`` rows, with ``x`` the input, then asks for ``B
 number in the CNN and the right one in every mode, so the pass uses it. A reshape whose rows it
 cannot prove equal (a genuinely batch-changing reshape) is left as written, and warned about
 where it would fail (``h`` after a neuron, ``x`` before).
+
+Layer mode also runs the batch in slices, and its folded rows are ordered step by step, so an op
+that computes the batch itself (``h.view(x.shape[0] // 2, -1)``, ``h.reshape(2, -1, C)``, a slice,
+``torch.cat`` or a sum along dim 0, a permute that moves it) would mix time steps and examples there.
+The pass finds them (``batch_arithmetic``) and records the first in the graph's
+``meta[LAYER_MODE_BLOCKER]``: the network then runs in step mode only, which computes the CNN's
+batch arithmetic as written, once per step. A join of examples with no batch arithmetic in the
+graph (``h.reshape(-1, 2 * F)``) shows only when run: the time loop probes for it, running one
+example and two (``batch_probe_blocker`` says why).
 """
 
 from __future__ import annotations
@@ -26,7 +35,7 @@ from ..neurons import SpikingNeuron
 from ..qcfs import QCFS
 from ..report import ConversionReport
 from ..temporal import TemporalModule, TimeBroadcast
-from ._util import finish, where
+from ._util import arg, finish, where
 
 #: Modules whose output has as many rows (dim 0) as their input.
 _ROW_MODULES: tuple[type, ...] = (
@@ -86,6 +95,14 @@ _ROW_CALLS = frozenset(
 _DIM_CALLS = frozenset("sum mean amax amin std var logsumexp unsqueeze squeeze cat concat concatenate stack cumsum".split())
 #: Reshapes and expansions whose first size may be a batch size read from another tensor.
 _RESHAPE_METHODS = frozenset({"view", "reshape", "expand"})
+#: Calls that join or split tensors along ``dim`` (position 1, default 0).
+_JOIN_SPLIT = {"cat": "concatenates", "concat": "concatenates", "concatenate": "concatenates", "stack": "stacks", "chunk": "splits", "split": "splits", "tensor_split": "splits", "unbind": "splits"}
+#: Reductions and scans along ``dim`` (position 1): along dim 0 they mix examples.
+_REDUCTIONS = frozenset("sum mean amax amin max min median prod std var logsumexp cumsum cumprod".split())
+#: Calls that move dimensions (their dimension arguments follow the tensor).
+_MOVES = frozenset({"transpose", "swapaxes", "swapdims", "permute", "movedim", "moveaxis"})
+#: Key in a converted graph's ``meta``: why it cannot run in layer mode (None: it can).
+LAYER_MODE_BLOCKER = "ann2snn_layer_mode_blocker"
 
 
 def _name(node: fx.Node) -> str:
@@ -207,9 +224,11 @@ class RowOrigins:
 def batch_size_from_reshaped(gm: fx.GraphModule, report: ConversionReport) -> fx.GraphModule:
     """Rewrite ``h.view(x.size(0), ...)`` (also ``x.shape[0]``, ``reshape``, ``torch.reshape``,
     ``expand``) into ``h.view(h.size(0), ...)`` where ``h`` provably has ``x``'s rows in the CNN;
-    warn about those it cannot prove and that would fail in layer mode."""
+    warn about those it cannot prove and that would fail in layer mode. Record in
+    ``gm.meta[LAYER_MODE_BLOCKER]`` why layer mode cannot run the graph, if it cannot."""
     origins = RowOrigins(gm)
     static, dynamic = split_static(gm)
+    blockers = []
     for node in list(gm.graph.nodes):
         target, index = _sizes(node)
         source = size_source(_first_size(node, index)) if index is not None else None
@@ -218,8 +237,107 @@ def batch_size_from_reshaped(gm: fx.GraphModule, report: ConversionReport) -> fx
                 _use_own_rows(gm, node, target, source, index, report)
             elif target in dynamic and source in static:
                 _warn_batch_mismatch(gm, node, target, source, report)
+                blockers.append((node, f"reshapes `{target.name}`, computed after a spiking neuron, to the batch size of `{source.name}`, computed before any"))
         origins.record(node)
+    blockers += batch_arithmetic(gm)
+    for node, reason in blockers:
+        report.add(node.name, f"{describe(gm, node)}: {reason}", "kept as written; layer mode refused (step mode only)", "carried", where(node))
+    gm.meta[LAYER_MODE_BLOCKER] = _blocker_message(gm, *blockers[0]) if blockers else None
     return finish(gm)
+
+
+def batch_arithmetic(gm: fx.GraphModule) -> list[tuple[fx.Node, str]]:
+    """(node, what it does) of every op on activations that computes the batch dimension
+    itself rather than keeping it or reduces over it (see the module docstring), in graph order."""
+    memo: dict = {}
+    found = []
+    for node in gm.graph.nodes:
+        if node.op in ("call_function", "call_method", "call_module") and any(not constant_like(a, memo) for a in node.all_input_nodes):
+            module = module_of(gm, node)
+            reason = _module_batch_change(module) if module is not None else _batch_change(node)
+            if reason:
+                found.append((node, reason))
+    return found
+
+
+def _module_batch_change(module: nn.Module) -> Optional[str]:
+    """How a flatten or unflatten module changes the batch dimension, if it does."""
+    if isinstance(module, nn.Flatten):
+        return _flatten_change(module.start_dim, module.end_dim)
+    if isinstance(module, nn.Unflatten) and module.dim == 0:
+        return "unflattens the batch dimension (dim 0)"
+    return None
+
+
+def _flatten_change(start: Any, end: Any) -> Optional[str]:
+    """How ``flatten(start, end)`` changes the batch dimension: merging the batch with the next
+    dimension only (``flatten(0, 1)``: more rows, each from one example) keeps it."""
+    return "flattens the batch dimension (dim 0) into the features" if start == 0 and end != 1 else None
+
+
+def _batch_change(node: fx.Node) -> Optional[str]:
+    """How ``node`` computes the batch dimension of an activation it reads, if it does."""
+    name = _name(node)
+    target, index = _sizes(node)
+    if index is not None:
+        first = _first_size(node, index)
+        if isinstance(first, int) and first != -1:
+            return f"reshapes `{target.name}` to a leading size of {first}, not the batch"
+        read = _batch_size_read(first) if isinstance(first, fx.Node) and size_source(first) is None else None
+        return f"reshapes `{target.name}` to a leading size computed from the batch size of `{read.name}`" if read is not None else None
+    if name in _JOIN_SPLIT:
+        dim = arg(node, 2 if name in ("split", "chunk", "tensor_split") else 1, "dim", 0)
+        return f"{_JOIN_SPLIT[name]} along the batch dimension (dim 0)" if dim == 0 else None
+    if name == "getitem":
+        index = node.args[1]
+        first = index[0] if isinstance(index, tuple) and index else index
+        sliced = isinstance(first, slice) and first != slice(None)
+        return "slices the batch dimension (dim 0)" if sliced and _is_tensor_op(node.args[0]) else None
+    if name == "flatten":
+        return _flatten_change(arg(node, 1, "start_dim", 0), arg(node, 2, "end_dim", -1))
+    if name == "unflatten":
+        return "unflattens the batch dimension (dim 0)" if arg(node, 1, "dim") == 0 else None
+    if name in _REDUCTIONS:
+        dim = arg(node, 1, "dim")
+        return "reduces over the batch dimension (dim 0)" if dim == 0 or isinstance(dim, (tuple, list)) and 0 in dim else None
+    if name in _MOVES:
+        dims = [d for a in node.args[1:] for d in (a if isinstance(a, (tuple, list)) else (a,))]
+        moved = dims[0] != 0 if name == "permute" and dims else 0 in dims
+        return "moves the batch dimension (dim 0)" if moved else None
+    return None
+
+
+def _is_tensor_op(node: Any) -> bool:
+    """Whether a node yields one tensor (not a tuple of them, as ``split`` and ``max(dim)`` do)."""
+    return isinstance(node, fx.Node) and (node.op in ("call_module", "placeholder") or _name(node) not in ("split", "chunk", "unbind", "tensor_split", "max", "min", "sort", "topk", "lstm", "gru"))
+
+
+def _batch_size_read(value: fx.Node) -> Optional[fx.Node]:
+    """The tensor whose batch size (``x.size(0)``, ``x.shape[0]``) a size expression reads, if any."""
+    todo, seen = [value], set()
+    while todo:
+        node = todo.pop()
+        if size_source(node) is not None:
+            return size_source(node)
+        if node not in seen and node.op in ("call_function", "call_method"):
+            seen.add(node)
+            todo.extend(node.all_input_nodes)
+    return None
+
+
+def _blocker_message(gm: fx.GraphModule, node: fx.Node, reason: str) -> str:
+    """Why layer mode cannot run ``gm`` because of ``node``, and the ways out."""
+    return (
+        f"{describe(gm, node)} at node `{node.name}` ({where(node) or 'top level'}) {reason}: layer mode folds the T time steps "
+        f"into the batch and runs the batch in slices, so there it would mix time steps and examples. Use "
+        f"mode='step' (convert(..., mode='step'): the network then runs once per step on the whole batch, as the CNN does), or keep the batch "
+        f"dimension in every layer (do that batch arithmetic on the network's input or output, outside the model)"
+    )
+
+
+def batch_probe_blocker(gm: fx.GraphModule, node: fx.Node) -> str:
+    """Why layer mode cannot run ``gm``, whose ``node`` fails on one example but not on two."""
+    return _blocker_message(gm, node, "fails on one example but runs on two: the network computes with its batch (as `h.reshape(-1, 2 * F)` joins pairs of examples)")
 
 
 def _use_own_rows(gm: fx.GraphModule, node: fx.Node, target: fx.Node, source: fx.Node, index: int, report: ConversionReport) -> None:
@@ -241,4 +359,4 @@ def _warn_batch_mismatch(gm: fx.GraphModule, node: fx.Node, target: fx.Node, sou
     warnings.warn(message, ConversionWarning, stacklevel=4)
 
 
-__all__ = ["RowOrigins", "batch_size_from_reshaped", "size_source"]
+__all__ = ["LAYER_MODE_BLOCKER", "RowOrigins", "batch_arithmetic", "batch_probe_blocker", "batch_size_from_reshaped", "size_source"]
