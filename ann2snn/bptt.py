@@ -14,6 +14,7 @@ from typing import Callable, Optional
 
 import torch
 
+from . import compiled_steps
 from .tiled_pool import PoolBackward
 
 #: The surrogate methods this fused path implements.
@@ -46,6 +47,7 @@ class SubtractResetSequence(torch.autograd.Function):
         bias: Optional[torch.Tensor] = None,
         scale: Optional[torch.Tensor] = None,
         pool: Optional[tuple[Callable[[torch.Tensor], torch.Tensor], PoolBackward]] = None,
+        compiled: bool = False,
     ):
         """``rows``: examples per batch slice (0: the whole batch). The loops run over all steps of
         one slice, then the next, so that a slice's tensors stay in cache; every element sees the
@@ -58,7 +60,9 @@ class SubtractResetSequence(torch.autograd.Function):
         With ``pool`` (``(forward, backward)`` of an average pool, ``tiled_pool.average_pool_backward``;
         needs ``scale``), each step's scaled spikes are pooled in the same loops and the pooled
         steps returned: the unpooled spike train is never stored, and the pool is differentiated
-        slice by slice in the reverse loop, the same bits as pooling afterwards."""
+        slice by slice in the reverse loop, the same bits as pooling afterwards. ``compiled``: each
+        step (forward and backward) runs as one compiled kernel over the whole batch
+        (``compiled_steps``: equal up to rounding, not bit for bit)."""
         if repeated and theta is not None:
             raise ValueError("a repeated current is scaled once by the caller, not per step")
         if pool is not None and scale is None:
@@ -67,10 +71,10 @@ class SubtractResetSequence(torch.autograd.Function):
         u = initial.to(current.dtype).clone()
         membranes = torch.empty((steps, *shape), dtype=current.dtype, device=current.device)
         spikes = torch.empty_like(membranes) if pool is None else None  # pooled: shaped at the first step
-        spike_buffer = torch.empty_like(u[: rows or shape[0]]) if pool is not None else None
+        spike_buffer = torch.empty_like(u if compiled else u[: rows or shape[0]]) if pool is not None else None
         divide = divides_while_charging(current, beta, theta, u)
         buffer = torch.empty_like(u[: rows or shape[0]]) if theta is not None and not (divide and bias is None) else None
-        for part in _slices(shape[0], rows):
+        for part in [] if compiled else _slices(shape[0], rows):
             u_part = u[part]
             scratch = buffer[: u_part.shape[0]] if buffer is not None else None
             for t in range(steps):
@@ -87,8 +91,19 @@ class SubtractResetSequence(torch.autograd.Function):
                     if spikes is None:
                         spikes = torch.empty((steps, shape[0], *pooled.shape[1:]), dtype=pooled.dtype, device=pooled.device)
                     spikes[t, part] = pooled
+        if compiled:
+            step = compiled_steps.compiled(compiled_steps.forward_step)
+            for t in range(steps):
+                z = spikes[t] if pool is None else spike_buffer
+                step(u, *_detached(current if repeated else current[t], beta, theta, bias, scale), membranes[t], z)
+                if pool is not None:
+                    pooled = pool[0](z)
+                    if spikes is None:
+                        spikes = torch.empty((steps, *pooled.shape), dtype=pooled.dtype, device=pooled.device)
+                    spikes[t] = pooled
         ctx.save_for_backward(membranes, beta, initial, theta, scale)
         ctx.repeated, ctx.rows, ctx.pool_backward = repeated, rows, pool[1] if pool is not None else None
+        ctx.compiled = compiled
         ctx.initial_dtype = initial.dtype
         return spikes, u
 
@@ -99,10 +114,12 @@ class SubtractResetSequence(torch.autograd.Function):
         grad_current = torch.zeros_like(membranes[0]) if ctx.repeated else torch.empty_like(membranes)
         grad_beta = torch.zeros_like(membranes[0]) if beta is not None and ctx.needs_input_grad[1] else None
         grad_start = torch.empty_like(membranes[0])  # dL/du'_0 per element
+        if ctx.compiled:
+            grad_start = _compiled_backward(ctx, membranes, grad_spikes, grad_final, beta, initial, theta, scale, grad_current, grad_beta)
         rows = ctx.rows or membranes.shape[1]
         # scratch for one slice: the surrogate's slope, two for dL/du_t and dL/du'_t in turn, and u'_{t-1}
         slope_buffer, work, spare, before = (torch.empty_like(membranes[0, :rows]) for _ in range(4))
-        for part in _slices(membranes.shape[1], ctx.rows):
+        for part in [] if ctx.compiled else _slices(membranes.shape[1], ctx.rows):
             n = part.stop - part.start
             slope = slope_buffer[:n]
             grad_after_reset = grad_final[part].clone()  # dL/du'_t, from step t + 1 (after the last step: from the next chunk)
@@ -135,7 +152,26 @@ class SubtractResetSequence(torch.autograd.Function):
         if ctx.needs_input_grad[4]:  # the membrane a previous chunk handed over
             grad_initial = grad_start if grad_start.shape == initial.shape else _sum_to(grad_start, initial.shape)
             grad_initial = grad_initial.to(ctx.initial_dtype)
-        return grad_current, grad_beta, None, None, grad_initial, None, None, None, None, None
+        return grad_current, grad_beta, None, None, grad_initial, None, None, None, None, None, None
+
+
+def _compiled_backward(ctx, membranes, grad_spikes, grad_final, beta, initial, theta, scale, grad_current, grad_beta) -> torch.Tensor:
+    """The reverse loop of ``SubtractResetSequence.backward`` with one compiled kernel per step
+    (``compiled_steps.backward_step``) over the whole batch; returns dL/du'_0."""
+    step = compiled_steps.compiled(compiled_steps.backward_step)
+    beta, initial, theta, scale = _detached(beta, initial, theta, scale)
+    grad_after_reset = grad_final.clone()
+    work = torch.empty_like(membranes[0]) if ctx.pool_backward is not None else None
+    for t in range(membranes.shape[0] - 1, -1, -1):
+        grad_z = ctx.pool_backward(grad_spikes[t], membranes[t], work) if ctx.pool_backward is not None else grad_spikes[t]
+        previous = membranes[t - 1] if t > 0 else initial
+        step(membranes[t], grad_z, grad_after_reset, scale, theta, beta, previous, t > 0, grad_beta, grad_current if ctx.repeated else grad_current[t], ctx.repeated)
+    return grad_after_reset
+
+
+def _detached(*tensors: Optional[torch.Tensor]) -> list[Optional[torch.Tensor]]:
+    """The tensors without their autograd history (a compiled step is specialised on it)."""
+    return [None if tensor is None else tensor.detach() for tensor in tensors]
 
 
 def divides_while_charging(current: torch.Tensor, beta: Optional[torch.Tensor], theta: Optional[torch.Tensor], u: torch.Tensor) -> bool:

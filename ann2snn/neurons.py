@@ -194,6 +194,9 @@ class SpikingNeuron(TemporalModule):
         z = self.fire(u)
         return z, self.reset_membrane(u, z)
 
+    #: Layer-mode training runs each step of the fused backward through time as one compiled
+    #: kernel (``compiled_steps``; set from ``SpikingNetwork.compiled_neurons``, off by default).
+    compiled_bptt = False
     #: Layer mode may run the sequence in time chunks: the membrane (``v``) carries over.
     supports_time_chunks = True
     #: Set by the time loop (``SpikingNetwork.pool_static_input``, off by default): in layer mode,
@@ -420,7 +423,7 @@ class SpikingNeuron(TemporalModule):
         scale = theta if not gated and theta.dtype == sequence.dtype else None
         backward = average_pool_backward(pool) if pool is not None and not gated and scale is not None else None
         inside = (pool.forward, backward) if backward is not None else None
-        spikes, final = SubtractResetSequence.apply(sequence, beta, steps, self.broadcast_input, initial, self._slice_rows(initial), input_theta, bias, scale, inside)
+        spikes, final = SubtractResetSequence.apply(sequence, beta, steps, self.broadcast_input, initial, self._slice_rows(initial), input_theta, bias, scale, inside, self.compiled_bptt)
         self._keep_state(final)
         if gated:
             return pool.gate_sequence(spikes, pool.spike_bound(steps)).flatten(0, 1) * theta

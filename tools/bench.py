@@ -13,6 +13,8 @@ and inputs (speed does not depend on them: every op is dense):
 - ``pool_static_input`` (with ``--approx``): inference with that approximation switched on;
 - ``train``: one SNN fine-tuning step (forward + backward through time, learnable time
   constants) / (T x one CNN training step);
+- ``train compiled`` (with ``--compiled``): the same with ``snn.compiled_neurons`` (each neuron
+  step one ``torch.compile`` kernel; compiled before the timing rounds, not timed);
 - ``mem``: peak resident memory (MB) of one SNN inference call and of one training step above
   the process's memory before the call (glibc's free lists trimmed first; on a GPU, the
   allocator's peak);
@@ -227,6 +229,23 @@ def train_step(model: nn.Module, x: torch.Tensor) -> Callable[[], None]:
     return run
 
 
+def compiled_train_step(snn: ann2snn.SpikingNetwork, x: torch.Tensor) -> Callable[[], None]:
+    """``train_step`` with ``snn.compiled_neurons`` on during the call; one untimed call first
+    compiles the kernels."""
+    step = train_step(snn, x)
+
+    def run() -> None:
+        snn.compiled_neurons = True
+        try:
+            step()
+        finally:
+            snn.compiled_neurons = False
+
+    with torch.enable_grad():
+        run()
+    return run
+
+
 def activation_bytes(cnn: nn.Module, example: torch.Tensor) -> int:
     """Bytes of all activations of one example in one CNN forward (for the memory estimate)."""
     total = 0
@@ -292,7 +311,7 @@ def row(name, T, x, cnn, inference, training, cnn_estimate, per_example, args, d
     batch = x.shape[0]
     label = f"{name:6s} T={T:<4d} B={batch:<4d}"
     peers = peers or {}
-    estimate_s = T * cnn_estimate * (3 + (3 if args.unchunked else 0) + (2 if args.approx else 0) + (0 if args.no_train else 8) + 3 * len(peers))
+    estimate_s = T * cnn_estimate * (3 + (3 if args.unchunked else 0) + (2 if args.approx else 0) + (0 if args.no_train else 8) + (8 if args.compiled and not args.no_train else 0) + 3 * len(peers))
     if estimate_s > args.max_seconds:
         print(f"{label} skipped: about {estimate_s:.0f} s per round estimated (over --max-seconds {args.max_seconds:g})", flush=True)
         return None
@@ -306,6 +325,8 @@ def row(name, T, x, cnn, inference, training, cnn_estimate, per_example, args, d
     if train_gb <= args.max_gb and not args.no_train:
         fns["cnn_train"] = cnn_train_step(cnn, x)
         fns["train"] = train_step(training, x)
+        if args.compiled:
+            fns["train compiled"] = compiled_train_step(training, x)
     if batch == 1 and not args.no_step:
         fns["step"] = streamed(inference, x)
     for peer_name, peer in peers.items():
@@ -320,7 +341,7 @@ def row(name, T, x, cnn, inference, training, cnn_estimate, per_example, args, d
 
             return run
 
-        for key in ("cnn_train", "train"):
+        for key in ("cnn_train", "train", "train compiled"):
             if key in fns:
                 fns[key] = grad_on(fns[key])
         times, peaks = timed(fns, args.repeats, device, memory={"fwd", "train"}, inner={"cnn": 5, "cnn_train": 3})
@@ -343,6 +364,8 @@ def print_row(measured: dict, cnn: dict[str, float]) -> None:
         parts.append(f"train {times['train'] / (T * cnn['cnn_train']):5.2f}")
     else:
         parts.append(f"train skipped (~{train_gb:.0f} GB)" if not measured["no_train"] else "train -")
+    if "train compiled" in times:
+        parts.append(f"train compiled {times['train compiled'] / (T * cnn['cnn_train']):5.2f}")
     if "step" in times:
         parts.append(f"step {times['step'] / (T * cnn['cnn']):5.2f}")
     for key in times:
@@ -429,6 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-train", action="store_true", help="skip the training-step column (one SNN fine-tuning step over T CNN training steps)")
     parser.add_argument("--maxpool", choices=["gated", "avg"], default="gated", help="how max pools convert (avg: average pools, which VGG and M5 then run; default: %(default)s)")
     parser.add_argument("--approx", action="store_true", help="also time inference with snn.pool_static_input (an approximation, off by default)")
+    parser.add_argument("--compiled", action="store_true", help="also time the training step with snn.compiled_neurons (torch.compile kernels; compiled first, untimed)")
     parser.add_argument("--no-step", action="store_true", help="skip the streaming (step mode) column at batch 1")
     parser.add_argument("--no-peers", action="store_true", help="skip the peers' columns (SpikingJelly, sinabs: where installed)")
     parser.add_argument("--max-gb", type=number(0, inclusive=True), default=6.0, help="skip training steps estimated to need more memory (default: %(default)s)")
