@@ -205,6 +205,23 @@ class _NodeFailure(Exception):
         self.node = node
 
 
+def _sum_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The type readouts are summed over time in: float32 for half precision (bfloat16 keeps 8
+    significant bits, so a sum over many steps in it would drift), else their own."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def _summed(total: Any, out: Any) -> Any:
+    """``total + out`` for (trees of) readouts, in ``_sum_dtype`` (``out`` itself at the first step)."""
+    widened = tree_map(lambda y: y.to(_sum_dtype(y.dtype)), out)
+    return widened if total is None else tree_map(torch.add, total, widened)
+
+
+def _averaged(total: Any, like: Any, steps: int) -> Any:
+    """``total / steps``, back in the type of the readouts ``like``."""
+    return tree_map(lambda y, readout: (y / steps).to(readout.dtype), total, like)
+
+
 def _check_one_input(network: fx.GraphModule) -> None:
     """Refuse a model whose forward needs more than one input: the SNN takes one tensor."""
     required = [n.name for n in network.graph.nodes if n.op == "placeholder" and not n.args]
@@ -686,9 +703,9 @@ class SpikingNetwork(nn.Module):
         total = None
         for t in range(self.T):
             out = self.run_network(self.encoder.step(x, t, self.T))
-            total = out if total is None else tree_map(torch.add, total, out)
+            total = _summed(total, out)
         self.reset()
-        return tree_map(lambda y: y / self.T, total)
+        return _averaged(total, out, self.T)
 
     def _forward_layer(self, x: torch.Tensor, steps: Optional[int] = None):
         """Layer mode on one slice of the batch, time folded into the batch: all T steps at once,
@@ -714,10 +731,10 @@ class SpikingNetwork(nn.Module):
         for start, k in self._time_chunks(self.T, steps):
             with self._explained_errors(x):
                 out = dynamic(*values) if self.encoder.is_time_invariant else self.network(self._encode(x, start, k))
-            part = tree_map(lambda y: y.unflatten(0, (k, -1)).sum(0), out)
-            total = part if total is None else tree_map(torch.add, total, part)
+            part = tree_map(lambda y: y.unflatten(0, (k, -1)).sum(0, dtype=_sum_dtype(y.dtype)), out)
+            total = _summed(total, part)
         self.reset()
-        return tree_map(lambda y: y / self.T, total)
+        return _averaged(total, out, self.T)
 
     def _time_chunks(self, total: int, steps: int) -> Iterator[tuple[int, int]]:
         """(first step, length) of each time chunk of a ``total``-step sequence run ``steps`` at a
