@@ -149,3 +149,23 @@ def test_train_then_convert_keeps_the_fine_tuned_snn(tmp_path, monkeypatch, caps
     capsys.readouterr()
     assert train_cli.main(argv) == 2  # a second run neither retrains over the first nor clobbers it
     assert snn.read_bytes() == fine_tuned
+
+
+def test_compiled_neurons_flag_reaches_the_fine_tuned_snn(tmp_path, monkeypatch):
+    """--compiled-neurons sets snn.compiled_neurons for the SNN's fine-tuning (the fit itself is
+    skipped here: compiling takes tens of seconds; tests/test_compiled_steps.py checks the kernels)."""
+    load_splits = zoo.data.load_splits
+    monkeypatch.setattr(zoo.data, "load_splits", lambda *args, **kwargs: load_splits(*args, **kwargs, n_per_class=2))
+    real_fit, seen = train_cli.fit, []
+
+    def fit(model, *args, **kwargs):
+        if isinstance(model, ann2snn.SpikingNetwork):
+            seen.append(model.compiled_neurons)
+            return None
+        return real_fit(model, *args, **kwargs)
+
+    monkeypatch.setattr(train_cli, "fit", fit)
+    argv = ["--epochs", "1", "--max-batches", "1", "--snn-T", "2", "--snn-epochs", "1", "--no-progress", "--device", "cpu"]
+    assert train_cli.main(["-o", str(tmp_path / "a.pt"), *argv, "--compiled-neurons"]) == 0
+    assert train_cli.main(["-o", str(tmp_path / "b.pt"), *argv]) == 0
+    assert seen == [True, False]
