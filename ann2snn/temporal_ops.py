@@ -107,7 +107,7 @@ class GatedMaxReduce(TemporalModule):
 # -- analog islands that see rates ------------------------------------------------------------
 def _steps_view(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """Step numbers ``t`` ([T]) shaped to broadcast against ``[T, B, ...]``."""
-    return t.view(-1, *([1] * (like.dim() - 1))).to(like.dtype)
+    return t.view(-1, *([1] * (like.dim() - 1))).to(count_dtype(like.dtype))  # bfloat16 has no integers past 256
 
 
 class RateMean(TemporalModule):
@@ -128,20 +128,28 @@ class RateMean(TemporalModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.analog or not torch.is_tensor(x) or not x.is_floating_point():
             return x
+        wide = count_dtype(x.dtype)  # the sum: float32 for half precision, where it would stop growing
         if self.time_steps is None:
-            self.total = x if self.total is None else self.total + x
+            self.total = x.to(wide) if self.total is None else self.total + x
             self.steps += 1
-            return self.total / self.steps
+            return (self.total / self.steps).to(x.dtype)
         frames = x.unflatten(0, (self.time_steps, -1))
         carried = _chunked(self) and self.total is not None
         start = self.steps if carried else 0
-        totals = frames.cumsum(0)
+        totals = frames.cumsum(0, dtype=wide)
         if carried:
             totals = totals + self.total
         steps = torch.arange(start + 1, start + self.time_steps + 1, device=x.device)
         if _chunked(self):
             self.total, self.steps = totals[-1], start + self.time_steps
-        return (totals / _steps_view(steps, totals)).flatten(0, 1)
+        return (totals / _steps_view(steps, totals)).to(x.dtype).flatten(0, 1)
+
+
+def _increment(t: int | torch.Tensor, value: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
+    """``t * value - (t - 1) * previous``, formed in ``count_dtype`` (float32 for half precision:
+    in bfloat16 the two products, hundreds of times the values, would cancel to noise)."""
+    wide = count_dtype(value.dtype)
+    return (t * value.to(wide) - (t - 1) * previous.to(wide)).to(value.dtype)
 
 
 class RateIncrement(TemporalModule):
@@ -170,7 +178,7 @@ class RateIncrement(TemporalModule):
             return y
         if self.time_steps is None:
             t, previous = self.steps + 1, self.previous
-            out = y if previous is None else tree_map(lambda v, p: t * v - (t - 1) * p if self._is_rate(v) else v, y, previous)
+            out = y if previous is None else tree_map(lambda v, p: _increment(t, v, p) if self._is_rate(v) else v, y, previous)
             self.previous, self.steps = y, t
             return out
         carried = _chunked(self) and self.previous is not None
@@ -182,8 +190,7 @@ class RateIncrement(TemporalModule):
                 return v
             frames = v.unflatten(0, (self.time_steps, -1))
             before = torch.cat([(p if p is not None else torch.zeros_like(frames[0])).unsqueeze(0), frames[:-1]])
-            t = _steps_view(steps.to(v.device), frames)
-            return (t * frames - (t - 1) * before).flatten(0, 1)
+            return _increment(_steps_view(steps.to(v.device), frames), frames, before).flatten(0, 1)
 
         out = tree_map(increments, y, self.previous) if carried else tree_map(lambda v: increments(v, None), y)
         if _chunked(self):

@@ -16,7 +16,7 @@ from torch import nn
 
 import ann2snn
 from ann2snn.temporal import GatedMaxPool, NeuronPool
-from ann2snn.temporal_ops import GatedAdaptiveMaxPool, GatedMaxReduce
+from ann2snn.temporal_ops import GatedAdaptiveMaxPool, GatedMaxReduce, RateIncrement, RateMean
 
 #: Half-precision types and a sequence long enough for counts past their largest exact integer.
 HALF_RUNS = [(torch.bfloat16, 600), (torch.float16, 2500)]
@@ -172,3 +172,25 @@ def test_half_precision_readouts_are_summed_over_time_in_float32(mode, time_chun
         reference, out = snn(x), half(x.bfloat16())
     assert out.dtype == torch.bfloat16
     assert (out.float() - reference).abs().max() < 0.01
+
+
+def _rate_module_outputs(module: torch.nn.Module, frames: torch.Tensor, regime: str) -> torch.Tensor:
+    """``module`` (RateMean, RateIncrement) over ``frames`` [T, ...]: step by step, or in layer
+    mode in time chunks of 100 steps."""
+    if regime == "step":
+        return torch.stack([module(frame) for frame in frames])
+    module.chunked, module.time_steps = True, 100
+    return torch.cat([module(chunk.flatten(0, 1)).unflatten(0, (100, -1)) for chunk in frames.split(100)])
+
+
+@pytest.mark.parametrize("regime", ["step", "layer"])
+def test_half_precision_analog_island_sums_past_256_steps(regime):
+    """An analog island's running mean and increments over 600 steps in bfloat16: the running sum
+    stopped at 256 (so the mean of ones fell to 256 / t) and ``t * y - (t - 1) * y`` cancelled to
+    0 or 1 instead of y; both are formed in float32, their outputs in bfloat16."""
+    ones = torch.ones(600, 2, 3, dtype=torch.bfloat16)
+    means = _rate_module_outputs(RateMean(), ones, regime)
+    assert means.dtype == torch.bfloat16 and torch.equal(means, ones)
+    y = torch.full((600, 2, 3), 0.3, dtype=torch.bfloat16)
+    increments = _rate_module_outputs(RateIncrement(), y, regime)
+    assert increments.dtype == torch.bfloat16 and torch.equal(increments, y)
