@@ -11,7 +11,7 @@ For fine-tuning after conversion, ``learn_tau=True`` makes the membrane time con
 from .config import DEFAULT_LEARNABLE_TAU, ConversionConfig
 from .convert import convert, recalibrate
 from .encoders import Encoder
-from .errors import ConversionError, ConversionWarning, InputShapeError, StaleCalibrationWarning
+from .errors import ConversionError, ConversionWarning, InputShapeError, NeuronCompileError, StaleCalibrationWarning
 from .graph import to_networkx
 from .io import load, save
 from .neurons import NEURON_MODELS, NorseLIFNeuron, ResetToZeroNeuron, SpikingNeuron
@@ -33,6 +33,7 @@ __all__ = [
     "Encoder",
     "GatedMaxPool",
     "InputShapeError",
+    "NeuronCompileError",
     "NEURON_MODELS",
     "NorseLIFNeuron",
     "Profile",

@@ -70,37 +70,30 @@ class SubtractResetSequence(torch.autograd.Function):
         shape = current.shape if repeated else current.shape[1:]
         u = initial.to(current.dtype).clone()
         membranes = torch.empty((steps, *shape), dtype=current.dtype, device=current.device)
-        spikes = torch.empty_like(membranes) if pool is None else None  # pooled: shaped at the first step
-        spike_buffer = torch.empty_like(u if compiled else u[: rows or shape[0]]) if pool is not None else None
-        divide = divides_while_charging(current, beta, theta, u)
-        buffer = torch.empty_like(u[: rows or shape[0]]) if theta is not None and not (divide and bias is None) else None
-        for part in [] if compiled else _slices(shape[0], rows):
-            u_part = u[part]
-            scratch = buffer[: u_part.shape[0]] if buffer is not None else None
-            for t in range(steps):
-                current_t = current[part] if repeated else current[t, part]
-                charged = membranes[t, part]  # the membrane before the spike decision, written where it is kept
-                charge_slice(u_part, current_t, beta, charged, theta, bias, divide, scratch)
-                z = spikes[t, part] if pool is None else spike_buffer[: u_part.shape[0]]
-                torch.gt(charged, 1.0, out=z)
-                torch.sub(charged, z, out=u_part)
-                if scale is not None:
-                    z.mul_(scale)
-                if pool is not None:
-                    pooled = pool[0](z)
-                    if spikes is None:
-                        spikes = torch.empty((steps, shape[0], *pooled.shape[1:]), dtype=pooled.dtype, device=pooled.device)
-                    spikes[t, part] = pooled
         if compiled:
-            step = compiled_steps.compiled(compiled_steps.forward_step)
-            for t in range(steps):
-                z = spikes[t] if pool is None else spike_buffer
-                step(u, *_detached(current if repeated else current[t], beta, theta, bias, scale), membranes[t], z)
-                if pool is not None:
-                    pooled = pool[0](z)
-                    if spikes is None:
-                        spikes = torch.empty((steps, *pooled.shape), dtype=pooled.dtype, device=pooled.device)
-                    spikes[t] = pooled
+            spikes = _compiled_forward(u, current, repeated, membranes, beta, theta, bias, scale, pool[0] if pool is not None else None)
+        else:
+            spikes = torch.empty_like(membranes) if pool is None else None  # pooled: shaped at the first step
+            spike_buffer = torch.empty_like(u[: rows or shape[0]]) if pool is not None else None
+            divide = divides_while_charging(current, beta, theta, u)
+            buffer = torch.empty_like(u[: rows or shape[0]]) if theta is not None and not (divide and bias is None) else None
+            for part in _slices(shape[0], rows):
+                u_part = u[part]
+                scratch = buffer[: u_part.shape[0]] if buffer is not None else None
+                for t in range(steps):
+                    current_t = current[part] if repeated else current[t, part]
+                    charged = membranes[t, part]  # the membrane before the spike decision, written where it is kept
+                    charge_slice(u_part, current_t, beta, charged, theta, bias, divide, scratch)
+                    z = spikes[t, part] if pool is None else spike_buffer[: u_part.shape[0]]
+                    torch.gt(charged, 1.0, out=z)
+                    torch.sub(charged, z, out=u_part)
+                    if scale is not None:
+                        z.mul_(scale)
+                    if pool is not None:
+                        pooled = pool[0](z)
+                        if spikes is None:
+                            spikes = torch.empty((steps, shape[0], *pooled.shape[1:]), dtype=pooled.dtype, device=pooled.device)
+                        spikes[t, part] = pooled
         ctx.save_for_backward(membranes, beta, initial, theta, scale)
         ctx.repeated, ctx.rows, ctx.pool_backward = repeated, rows, pool[1] if pool is not None else None
         ctx.compiled = compiled
@@ -113,39 +106,40 @@ class SubtractResetSequence(torch.autograd.Function):
         steps = membranes.shape[0]
         grad_current = torch.zeros_like(membranes[0]) if ctx.repeated else torch.empty_like(membranes)
         grad_beta = torch.zeros_like(membranes[0]) if beta is not None and ctx.needs_input_grad[1] else None
-        grad_start = torch.empty_like(membranes[0])  # dL/du'_0 per element
         if ctx.compiled:
             grad_start = _compiled_backward(ctx, membranes, grad_spikes, grad_final, beta, initial, theta, scale, grad_current, grad_beta)
-        rows = ctx.rows or membranes.shape[1]
-        # scratch for one slice: the surrogate's slope, two for dL/du_t and dL/du'_t in turn, and u'_{t-1}
-        slope_buffer, work, spare, before = (torch.empty_like(membranes[0, :rows]) for _ in range(4))
-        for part in [] if ctx.compiled else _slices(membranes.shape[1], ctx.rows):
-            n = part.stop - part.start
-            slope = slope_buffer[:n]
-            grad_after_reset = grad_final[part].clone()  # dL/du'_t, from step t + 1 (after the last step: from the next chunk)
-            for t in range(steps - 1, -1, -1):
-                _superspike_slope(torch.sub(membranes[t, part], 1.0, out=slope))
-                if ctx.pool_backward is not None:  # through the pool, then the scaling
-                    grad_z = ctx.pool_backward(grad_spikes[t, part], membranes[t, part], work[:n]).mul_(scale)
-                else:
-                    grad_z = grad_spikes[t, part] if scale is None else torch.mul(grad_spikes[t, part], scale, out=work[:n])
-                grad_u = torch.sub(grad_z, grad_after_reset, out=work[:n])  # dL/dz_t: the spike also lowers u' = u - z
-                if ctx.repeated:
-                    torch.addcmul(grad_after_reset, grad_u, slope, out=grad_u)
-                    grad_current[part].add_(grad_u)
-                elif theta is None:
-                    grad_u = torch.addcmul(grad_after_reset, grad_u, slope, out=grad_current[t, part])
-                else:
-                    torch.addcmul(grad_after_reset, grad_u, slope, out=grad_u)
-                    torch.div(grad_u, theta, out=grad_current[t, part])  # through (x + bias) / theta
-                if beta is None:
-                    grad_after_reset = grad_u
-                    work, spare = spare, work  # the next step's dL/du_t must not overwrite this one
-                else:
-                    if grad_beta is not None:
-                        grad_beta[part].addcmul_(grad_u, _after_reset(membranes[t - 1, part], before[:n]) if t > 0 else initial[part])
-                    grad_after_reset = torch.mul(grad_u, beta, out=spare[:n])
-            grad_start[part] = grad_after_reset
+        else:
+            grad_start = torch.empty_like(membranes[0])  # dL/du'_0 per element
+            rows = ctx.rows or membranes.shape[1]
+            # scratch for one slice: the surrogate's slope, two for dL/du_t and dL/du'_t in turn, and u'_{t-1}
+            slope_buffer, work, spare, before = (torch.empty_like(membranes[0, :rows]) for _ in range(4))
+            for part in _slices(membranes.shape[1], ctx.rows):
+                n = part.stop - part.start
+                slope = slope_buffer[:n]
+                grad_after_reset = grad_final[part].clone()  # dL/du'_t, from step t + 1 (after the last step: from the next chunk)
+                for t in range(steps - 1, -1, -1):
+                    _superspike_slope(torch.sub(membranes[t, part], 1.0, out=slope))
+                    if ctx.pool_backward is not None:  # through the pool, then the scaling
+                        grad_z = ctx.pool_backward(grad_spikes[t, part], membranes[t, part], work[:n]).mul_(scale)
+                    else:
+                        grad_z = grad_spikes[t, part] if scale is None else torch.mul(grad_spikes[t, part], scale, out=work[:n])
+                    grad_u = torch.sub(grad_z, grad_after_reset, out=work[:n])  # dL/dz_t: the spike also lowers u' = u - z
+                    if ctx.repeated:
+                        torch.addcmul(grad_after_reset, grad_u, slope, out=grad_u)
+                        grad_current[part].add_(grad_u)
+                    elif theta is None:
+                        grad_u = torch.addcmul(grad_after_reset, grad_u, slope, out=grad_current[t, part])
+                    else:
+                        torch.addcmul(grad_after_reset, grad_u, slope, out=grad_u)
+                        torch.div(grad_u, theta, out=grad_current[t, part])  # through (x + bias) / theta
+                    if beta is None:
+                        grad_after_reset = grad_u
+                        work, spare = spare, work  # the next step's dL/du_t must not overwrite this one
+                    else:
+                        if grad_beta is not None:
+                            grad_beta[part].addcmul_(grad_u, _after_reset(membranes[t - 1, part], before[:n]) if t > 0 else initial[part])
+                        grad_after_reset = torch.mul(grad_u, beta, out=spare[:n])
+                grad_start[part] = grad_after_reset
         if grad_beta is not None:
             grad_beta = _sum_to(grad_beta, beta.shape)
         grad_initial = None
@@ -153,6 +147,25 @@ class SubtractResetSequence(torch.autograd.Function):
             grad_initial = grad_start if grad_start.shape == initial.shape else _sum_to(grad_start, initial.shape)
             grad_initial = grad_initial.to(ctx.initial_dtype)
         return grad_current, grad_beta, None, None, grad_initial, None, None, None, None, None, None
+
+
+def _compiled_forward(u, current, repeated, membranes, beta, theta, bias, scale, pool) -> torch.Tensor:
+    """The loop of ``SubtractResetSequence.forward`` with one compiled kernel per step
+    (``compiled_steps.forward_step``) over the whole batch, writing ``membranes`` and ``u``;
+    returns the spikes (pooled by ``pool``, an average pool's forward, when given)."""
+    step = compiled_steps.compiled(compiled_steps.forward_step)
+    steps = membranes.shape[0]
+    spikes = torch.empty_like(membranes) if pool is None else None  # pooled: shaped at the first step
+    spike_buffer = torch.empty_like(u) if pool is not None else None
+    for t in range(steps):
+        z = spikes[t] if pool is None else spike_buffer
+        step(u, *_detached(current if repeated else current[t], beta, theta, bias, scale), membranes[t], z)
+        if pool is not None:
+            pooled = pool(z)
+            if spikes is None:
+                spikes = torch.empty((steps, *pooled.shape), dtype=pooled.dtype, device=pooled.device)
+            spikes[t] = pooled
+    return spikes
 
 
 def _compiled_backward(ctx, membranes, grad_spikes, grad_final, beta, initial, theta, scale, grad_current, grad_beta) -> torch.Tensor:

@@ -21,6 +21,8 @@ from typing import Callable, Optional
 
 import torch
 
+from .errors import NeuronCompileError
+
 
 def forward_step(
     u: torch.Tensor,
@@ -87,6 +89,8 @@ def backward_step(
 #: Past torch's default (8) dynamo would run the step uncompiled; the limit is raised only while
 #: a step is called, not for the user's own compiled code.
 RECOMPILE_LIMIT = 64
+#: The name of that setting in this torch (``cache_size_limit`` before torch 2.7).
+_LIMIT_SETTING = "recompile_limit" if hasattr(torch._dynamo.config, "recompile_limit") else "cache_size_limit"
 
 
 @functools.cache
@@ -97,13 +101,14 @@ def compiled(step: Callable) -> Callable:
     @functools.wraps(step)
     def run(*args):
         try:
-            with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT):
+            with torch._dynamo.config.patch(**{_LIMIT_SETTING: RECOMPILE_LIMIT}):
                 return kernel(*args)
         except Exception as error:
             if type(error).__module__.startswith(("torch._dynamo", "torch._inductor")):
                 first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-                raise RuntimeError(
-                    f"snn.compiled_neurons: torch.compile could not compile a neuron step ({first}); it needs a working C++ compiler on CPU (Triton on GPU): set snn.compiled_neurons = False to train without it"
+                raise NeuronCompileError(
+                    f"snn.compiled_neurons: torch.compile could not compile a neuron step ({first}); it needs a working "
+                    "C++ compiler on CPU (Triton on GPU): set snn.compiled_neurons = False to train without it"
                 ) from error
             raise
 

@@ -9,6 +9,11 @@ class InputShapeError(ConversionError, ValueError):
     """A converted network was called with an input of the wrong shape."""
 
 
+class NeuronCompileError(Exception):
+    """``snn.compiled_neurons`` is on but ``torch.compile`` cannot compile the neuron steps here
+    (no C++ compiler on CPU, no Triton on GPU): the message says so and how to train without it."""
+
+
 class ConversionWarning(UserWarning):
     """Something in a conversion that works but probably not as the user meant."""
 

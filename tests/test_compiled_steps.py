@@ -121,3 +121,26 @@ def test_torch_compile_kernels_match_the_default_training_step() -> None:
     torch.testing.assert_close(out_compiled, out, rtol=1e-4, atol=1e-5)
     for name in grads:
         torch.testing.assert_close(grads_compiled[name], grads[name], rtol=1e-3, atol=1e-5, msg=lambda m, name=name: f"{name}: {m}")
+
+
+def test_a_failing_compilation_is_one_clear_error(monkeypatch):
+    """Where torch.compile cannot build the kernels (no C++ compiler), training says so and how to
+    train without them: ``NeuronCompileError``, not an input-shape error or Inductor's log."""
+    failure = type("CppCompileError", (Exception,), {"__module__": "torch._inductor.exc"})
+
+    def broken_compile(step, dynamic):
+        def run(*args):
+            raise failure("C++ compile error\n(the compiler's whole log)")
+
+        return run
+
+    compiled_steps.compiled.cache_clear()
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    try:
+        snn, x = _converted(nn.MaxPool2d(2), torch.float32, learn_tau=True)
+        snn.compiled_neurons = True
+        with pytest.raises(ann2snn.NeuronCompileError, match="set snn.compiled_neurons = False") as raised:
+            snn(x)
+        assert "C++ compile error" in str(raised.value) and "whole log" not in str(raised.value)
+    finally:
+        compiled_steps.compiled.cache_clear()
