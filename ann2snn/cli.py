@@ -459,6 +459,11 @@ def _out_of_memory(error: BaseException) -> bool:
     return isinstance(error, MemoryError) or any(s in text for s in ("can't allocate memory", "out of memory", "Cannot allocate memory"))
 
 
+def _said_in_one_line(error: BaseException) -> bool:
+    """Whether ``main`` answers ``error`` with a one-line message (else it leaves it uncaught)."""
+    return isinstance(error, (CliError, ConversionError)) or (isinstance(error, (MemoryError, RuntimeError)) and _out_of_memory(error))
+
+
 def main(argv: Optional[Sequence[str]] = None, plugins: Optional[Sequence[CliPlugin]] = None) -> int:
     """Entry point of the ``ann2snn`` console script and ``tools/convert.py``: ``plugins`` add an
     application's models and data sets (default: those installed under ``PLUGIN_GROUP``)."""
@@ -476,7 +481,7 @@ def main(argv: Optional[Sequence[str]] = None, plugins: Optional[Sequence[CliPlu
     args = build_parser(plugins, failed).parse_args(argv)
     args.plugins, args.failed_plugins = tuple(plugins), failed
     try:
-        with without_fx_excerpts():  # a model that fails in fx's generated code: the error line below says it
+        with without_fx_excerpts(_said_in_one_line):  # fx's excerpt of generated code only for an error not said in one line below
             return run_convert(args)
     except (CliError, ConversionError) as error:
         print(f"error: {in_cli_terms(str(error))}", file=sys.stderr)

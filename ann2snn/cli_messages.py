@@ -8,7 +8,7 @@ import argparse
 import contextlib
 import re
 import sys
-from typing import Any, Iterable, Iterator, NoReturn, TextIO
+from typing import Any, Callable, Iterable, Iterator, NoReturn, Optional, TextIO
 
 from .config import ConversionConfig
 
@@ -50,26 +50,52 @@ _FX_EXCERPT = "of the traced Module's generated forward function:"
 
 class _WithoutFxExcerpts:
     """A text stream that writes everything to ``stream`` but torch.fx's excerpts of generated code:
-    the error that follows one is the command's one-line message, which says what failed."""
+    the error that follows one is usually the command's one-line message, which says what failed.
+    The excerpts of the latest error in generated code are kept, for ``restore``."""
 
     def __init__(self, stream: TextIO) -> None:
         self._stream, self._after_excerpt = stream, False
+        self._error: Optional[BaseException] = None
+        self._excerpts: list[str] = []
 
     def write(self, text: str) -> int:
         """Write ``text``, unless it is an excerpt or the newline that ``print`` writes after one."""
-        dropped = _FX_EXCERPT in text or (self._after_excerpt and text == "\n")
-        self._after_excerpt = _FX_EXCERPT in text
+        excerpt = _FX_EXCERPT in text
+        if excerpt:  # fx prints it while handling the error, which it raises again next
+            error = sys.exc_info()[1]
+            self._excerpts = (self._excerpts if error is self._error else []) + [text]
+            self._error = error
+        dropped = excerpt or (self._after_excerpt and text == "\n")
+        self._after_excerpt = excerpt
         return len(text) if dropped else self._stream.write(text)
+
+    def restore(self, error: BaseException) -> None:
+        """Write to ``stream`` the excerpts kept for ``error`` (or an error it was raised from), as fx would have."""
+        seen: set[int] = set()
+        while error is not None and id(error) not in seen:
+            if error is self._error:
+                self._stream.write("".join(f"{excerpt}\n" for excerpt in self._excerpts))
+                return
+            seen.add(id(error))
+            error = error.__cause__ or error.__context__
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)
 
 
 @contextlib.contextmanager
-def without_fx_excerpts() -> Iterator[None]:
-    """While active, torch.fx prints no excerpt of generated code to stderr; all else is written as usual."""
-    with contextlib.redirect_stderr(_WithoutFxExcerpts(sys.stderr)):
-        yield
+def without_fx_excerpts(said_in_one_line: Callable[[BaseException], bool]) -> Iterator[None]:
+    """While active, torch.fx prints no excerpt of generated code to stderr; all else is written as
+    usual. An error leaving it that ``said_in_one_line`` rejects (no one-line message will say what
+    failed; its traceback, cut short by fx, is all the user gets) has its excerpts written back."""
+    stream = _WithoutFxExcerpts(sys.stderr)
+    try:
+        with contextlib.redirect_stderr(stream):
+            yield
+    except BaseException as error:
+        if not said_in_one_line(error):
+            stream.restore(error)
+        raise
 
 
 def _first_line(error: BaseException) -> str:

@@ -6,7 +6,8 @@ custom objects; it loads AOTInductor shared libraries; it parses the symbolic sh
 with ``sympy.sympify`` (which evaluates Python, and computes powers such as ``9**9**9**9``
 exactly, which never ends) and compiles the guard code it finds. An archive passes
 ``unsafe_entries`` only when it has none of these beyond plain tensors, weights-only sample inputs
-and short arithmetic shape expressions without powers or numbers over ``MAX_DIGITS`` digits.
+and short arithmetic shape expressions whose powers have small whole exponents (``s0**2``, up to
+``MAX_EXPONENT``), none nested, and whose numbers have at most ``MAX_DIGITS`` digits.
 ``costly_expressions`` is the part of that check that trusting the file does not waive: code runs
 only from a file one trusts, but a trusted file's expression can still keep sympy busy forever.
 ``refuse_unpickling`` is the second line: while it is active, ``torch.load`` refuses
@@ -15,12 +16,13 @@ only from a file one trusts, but a trusted file's expression can still keep symp
 
 from __future__ import annotations
 
+import ast
 import io
 import json
 import re
 import zipfile
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 import torch
 
@@ -37,7 +39,13 @@ MAX_EXPRESSION_LENGTH = 2000
 MAX_DIGITS = 12
 _NUMBER = re.compile(r"(?<![\w.])\d[\w.]*")  # a number literal, its exponent or suffix included
 _SMALL_NUMBER = re.compile(rf"\d{{1,{MAX_DIGITS}}}(\.\d{{0,{MAX_DIGITS}}})?")
-_POWER_NAMES = re.compile(r"\b(Pow|LShift|RShift|pow)\b")
+#: Largest exponent (or shift) a power may have: ``s0**2`` for a square input's area is harmless,
+#: ``9**99999`` is not.
+MAX_EXPONENT = 16
+#: Calls that sympy (or Python, or torch's deserializer) evaluates as a power or a shift.
+_POWER_CALLS = frozenset({"Pow", "PowByNatural", "FloatPow", "LShift", "RShift", "pow"})
+#: Operators that are a power or a shift in ``sympify``, which reads ``^`` as ``**``.
+_POWER_OPERATORS = (ast.Pow, ast.BitXor, ast.LShift, ast.RShift)
 #: Names a symbolic shape expression may use besides symbols like ``s0``: sympy's constructors,
 #: its assumptions and the functions torch's deserializer passes to ``sympify``.
 SYMPY_NAMES = frozenset(
@@ -122,16 +130,59 @@ def _expressions(value: Any) -> Iterator[Any]:
 
 
 def _costly(text: Any) -> str:
-    """Why sympy could take practically forever to evaluate ``text`` ('' if it cannot): a power
-    (``**``, ``Pow``, a shift), an overlong expression or a number literal over ``MAX_DIGITS`` digits."""
+    """Why sympy could take practically forever to evaluate ``text`` ('' if it cannot): an overlong
+    expression, a number literal over ``MAX_DIGITS`` digits, text that is not a Python expression,
+    a power (``**``, ``^``, ``Pow``, a shift) whose exponent is not a whole number within
+    ``MAX_EXPONENT``, or a power of a power."""
     if not isinstance(text, str):
         return ""
     if len(text) > MAX_EXPRESSION_LENGTH:
         return f"over {MAX_EXPRESSION_LENGTH} characters long"
-    if "**" in text or _POWER_NAMES.search(text):
-        return "a power or shift, which sympy evaluates exactly however large"
     number = next((m.group() for m in _NUMBER.finditer(text) if not _SMALL_NUMBER.fullmatch(m.group())), None)
-    return f"the number {number[:20]}{'...' if len(number) > 20 else ''}, not plain digits or over {MAX_DIGITS} of them" if number else ""
+    if number:
+        return f"the number {number[:20]}{'...' if len(number) > 20 else ''}, not plain digits or over {MAX_DIGITS} of them"
+    try:
+        tree = ast.parse(text, mode="eval")
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return "not a Python expression, so how long sympy takes on it cannot be checked"
+    return next((reason for node in ast.walk(tree) if (reason := _costly_power(node, text))), "")
+
+
+def _costly_power(node: ast.AST, text: str) -> str:
+    """Why ``node`` of the expression ``text`` could keep sympy busy, when it is a power or a shift
+    ('' if it cannot)."""
+    operands = _power_operands(node)
+    if operands is None:
+        return ""
+    base, exponent = operands
+    if exponent is None or not _small_exponent(exponent):
+        shown = "?" if exponent is None else ast.get_source_segment(text, exponent) or "?"
+        return f"a power or shift by {shown[:20]}{'...' if len(shown) > 20 else ''}, not a whole number from -{MAX_EXPONENT} to {MAX_EXPONENT}, which sympy evaluates exactly however large"
+    if base is None or any(_power_operands(inner) is not None for inner in ast.walk(base)):
+        return "a power of a power, which sympy evaluates exactly however large"
+    return ""
+
+
+def _power_operands(node: ast.AST) -> Optional[tuple[Optional[ast.AST], Optional[ast.AST]]]:
+    """``(base, exponent)`` when ``node`` is a power or a shift (both None when its call does not
+    give them as two plain arguments); None when it is neither."""
+    if isinstance(node, ast.BinOp) and isinstance(node.op, _POWER_OPERATORS):
+        return node.left, node.right
+    if not isinstance(node, ast.Call) or (node.func.id if isinstance(node.func, ast.Name) else getattr(node.func, "attr", None)) not in _POWER_CALLS:
+        return None
+    if node.keywords or len(node.args) != 2 or any(isinstance(arg, ast.Starred) for arg in node.args):
+        return None, None
+    return node.args[0], node.args[1]
+
+
+def _small_exponent(node: ast.AST) -> bool:
+    """True when ``node`` is a whole-number literal from ``-MAX_EXPONENT`` to ``MAX_EXPONENT``:
+    ``2``, ``-1``, ``Integer(2)``, ``Integer(-1)``."""
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "Integer" and len(node.args) == 1 and not node.keywords:
+        node = node.args[0]
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+        node = node.operand
+    return isinstance(node, ast.Constant) and type(node.value) is int and node.value <= MAX_EXPONENT
 
 
 def _excerpt(text: Any) -> str:

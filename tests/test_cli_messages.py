@@ -8,10 +8,11 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import fx, nn
 
 import ann2snn
 from ann2snn.cli import balanced_subset, in_cli_terms, main
+from ann2snn.cli_messages import without_fx_excerpts
 
 
 class ConvNet(nn.Module):
@@ -206,3 +207,64 @@ def test_a_failure_in_generated_code_is_one_line(tmp_path, capsys, option, expec
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert err.startswith(f"error: {expected}") and "is invalid for input of size" in err, err
     assert not (tmp_path / "net.snn.pt").exists()
+
+
+class TransposingNet(nn.Module):
+    """Takes [L, 1] examples (channels last) and transposes them for its Conv1d: on [L] examples
+    the transpose raises IndexError, which is not a RuntimeError."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.fc = nn.Conv1d(1, 4, 3), nn.Linear(4 * 30, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.transpose(1, 2)
+        return self.fc(torch.relu(self.conv(x)).flatten(1))
+
+
+@pytest.fixture
+def traced_pt(tmp_path):
+    """A traced TransposingNet, saved as a GraphModule; its data is [B, 32, 1]."""
+    torch.manual_seed(0)
+    torch.save(fx.symbolic_trace(TransposingNet().eval()), tmp_path / "gm.pt")
+    return tmp_path / "gm.pt"
+
+
+def test_a_failure_in_generated_code_left_uncaught_keeps_its_excerpt(traced_pt, tmp_path, capsys):
+    """An error that the command does not say in one line (here an IndexError while calibrating)
+    is left uncaught; fx cut its traceback at the generated code, so fx's excerpt of that code is
+    the only line that says where the model failed, and it stays on stderr."""
+    torch.save([torch.randn(4, 32)], tmp_path / "calib.pt")  # [B, 32]: the transpose fails
+    with pytest.raises(IndexError, match="Dimension out of range"):
+        main(["convert", str(traced_pt), "--trust-pickle", "--calibrate", str(tmp_path / "calib.pt")], plugins=[])
+    err = capsys.readouterr().err
+    assert "generated forward function" in err and "x.transpose(1, 2)" in err and "<--- HERE" in err, err
+
+
+def test_an_excerpt_is_kept_only_for_its_own_error(traced_pt, capsys):
+    """The excerpt of a failure handled on the way is not shown for another, later error."""
+    model = torch.load(traced_pt, weights_only=False)
+    with pytest.raises(ValueError, match="later"), without_fx_excerpts(lambda error: False):
+        with pytest.raises(IndexError):
+            model(torch.randn(2, 32))
+        raise ValueError("later")
+    assert "generated forward function" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("traced", [True, False])
+def test_a_failure_on_the_evaluation_data_is_one_line_naming_where(tmp_path, capsys, traced):
+    """Any error of the model on the evaluation data (here IndexError) is the command's one line,
+    naming the data and where the model failed: the node of a traced model, whose generated code
+    leaves no traceback, or the source line of a plain one."""
+    torch.manual_seed(0)
+    model = TransposingNet().eval()
+    torch.save(fx.symbolic_trace(model) if traced else model, tmp_path / "model.pt")
+    torch.save((torch.randn(9, 32), torch.zeros(9, dtype=torch.long)), tmp_path / "eval.pt")  # [B, 32], not [B, 32, 1]
+    code, _, err = run(capsys, tmp_path / "model.pt", "--trust-pickle", "--input-shape", "32,1", "--evaluate", tmp_path / "eval.pt")
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith("error: --evaluate: the model fails on the evaluation inputs of shape (9, 32)") and str(tmp_path / "eval.pt") in err, err
+    where = "at node `transpose` (transpose) on its input [batch, 32]" if traced else "test_cli_messages.py:"
+    assert where in err and "IndexError: Dimension out of range" in err, err
+    if not traced:
+        assert "`x = x.transpose(1, 2)`" in err, err
+    assert not (tmp_path / "model.snn.pt").exists()

@@ -4,6 +4,7 @@ shape expressions that sympy never finishes evaluating, and ``save`` of what ``l
 
 import json
 import time
+import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -199,6 +200,12 @@ def test_exported_archive_with_a_huge_power_is_refused_fast(tmp_path, capsys, mo
         ("s0 + 9**9**9**9", "a power"),
         ("Pow(9, Pow(9, 99999))*s0", "a power"),
         ("LShift(s0, 999999999999)", "a power or shift"),
+        ("Pow(s0, 17)", "a power or shift by 17, not a whole number from -16 to 16"),
+        ("Pow(s0, Rational(1, 2))", "a power or shift by Rational(1, 2)"),
+        ("PowByNatural(9, 99999)", "a power or shift by 99999"),
+        ("(s0**16)**16", "a power of a power"),
+        ("9^9^9^9", "a power of a power"),  # sympify reads ^ as **
+        ("s0 + 99999999999!", "not a Python expression"),  # sympify reads ! as a factorial, computed exactly
         ("s0 + 12345678901234567890", "the number 12345678901234567890"),
         ("s0*1e999999999", "the number 1e999999999"),
         ("s0 + " + " + ".join(["s1"] * 1000), "over 2000 characters"),
@@ -218,8 +225,34 @@ def test_costly_shape_expressions_are_named(tmp_path, expression, reason):
 def test_honest_shape_expressions_pass():
     from ann2snn.export_archive import _arithmetic, _costly
 
-    for text in ["Symbol('s77', positive=True, integer=True)", "FloorDiv(s0 - 1, 2) + 1", "2*s0 + 31", "Max(1, s1)", "s0 % 4"]:
+    for text in ["Symbol('s77', positive=True, integer=True)", "FloorDiv(s0 - 1, 2) + 1", "2*s0 + 31", "Max(1, s1)", "s0 % 4", "Mul(Integer(4), Pow(s0, Integer(2)))", "s0**16*s1**-1"]:
         assert _costly(text) == "" and _arithmetic(text), text
+
+
+class SquareNet(nn.Module):
+    """Conv2d + ReLU + the mean over the S*S pixels + linear, for square [1, S, S] inputs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.fc = nn.Conv2d(1, 4, 1), nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.conv(x)).flatten(1)  # [B, 4*S*S]: shape expressions with S**2
+        return self.fc(h.view(h.size(0), 4, -1).mean(2))
+
+
+def test_exported_square_model_with_a_small_power_converts_when_trusted(tmp_path, capsys):
+    """A model exported with one dynamic side S has S**2 in its shape expressions: a small power
+    sympy evaluates at once, so a trusted archive converts."""
+    side = torch.export.Dim("S", min=2, max=64)
+    program = torch.export.export(SquareNet().eval(), (torch.randn(2, 1, 8, 8),), dynamic_shapes={"x": {2: side, 3: side}})
+    torch.export.save(program, tmp_path / "square.pt2")
+    with zipfile.ZipFile(tmp_path / "square.pt2") as archive:
+        assert any("Pow(" in archive.read(name).decode() for name in archive.namelist() if "/models/" in name)
+    assert costly_expressions(tmp_path / "square.pt2") == []
+    code = main(["convert", str(tmp_path / "square.pt2"), "--trust-pickle", "--input-shape", "1,8,8", "-o", str(tmp_path / "snn.pt")])
+    assert code == 0, capsys.readouterr().err
+    assert (tmp_path / "snn.pt").exists()
 
 
 # -- finding 3: save writes only what load reads -----------------------------------------------------------
