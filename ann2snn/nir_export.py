@@ -59,7 +59,11 @@ from torch.fx.passes.shape_prop import TensorMetadata
 from .analysis import describe, fresh_name, propagate_shapes
 from .atomic import atomic_path
 from .errors import ConversionError
-from .neurons import SpikingNeuron
+from .neurons import NorseLIFNeuron, ResetToZeroNeuron, SpikingNeuron
+
+#: The neuron models whose dynamics the export writes as NIR's IF/LIF (a model defined elsewhere,
+#: with its own step, would be written as one of these, silently wrong: it is refused).
+NIR_NEURONS = (SpikingNeuron, ResetToZeroNeuron, NorseLIFNeuron)
 from .temporal import GatedMaxPool, NeuronPool, TimeBroadcast
 from .timeloop import SpikingNetwork, require_network
 
@@ -325,6 +329,11 @@ class _Exporter:
         return sources
 
     def neuron(self, node: fx.Node, neuron: SpikingNeuron) -> Sources:
+        if type(neuron) not in NIR_NEURONS:
+            known = ", ".join(repr(model.model_name) for model in NIR_NEURONS)
+            raise self.refuse(
+                node, f"is a {type(neuron).__name__} (neuron model {neuron.model_name!r}), whose dynamics NIR export does not know: it writes models {known}; convert with one of them to export"
+            )
         shape = self.shapes[node.name]
         theta = _array(neuron.threshold)
         theta = theta.reshape(-1, *([1] * (len(shape) - 1))) if theta.ndim else theta

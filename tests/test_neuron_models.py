@@ -60,6 +60,9 @@ def test_a_new_model_is_one_class_and_convert_uses_it():
             assert torch.allclose(snn(x), layer, atol=1e-6) and not torch.equal(layer, default)
         with pytest.raises(ValueError, match="already defined"):
             type("Again", (SpikingNeuron,), {}, model="test-half-reset")
+        # NIR's IF/LIF nodes cannot say this reset: refused, not written as another model
+        with pytest.raises(ConversionError, match="HalfResetNeuron.*'test-half-reset'.*does not know.*'subtract', 'reset-to-zero', 'norse'"):
+            ann2snn.export_nir(ann2snn.convert(small_cnn(), T=8, neuron="test-half-reset", maxpool="avg", calibration=[torch.randn(16, 1, 40)]))
     finally:
         NEURON_MODELS.pop("test-half-reset", None)
 
