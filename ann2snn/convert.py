@@ -127,6 +127,7 @@ def convert(
     if device is not None:
         snn.to(device)  # the encoder and neuron buffers join the model's weights (CUDA models stay on CUDA)
     snn._match_dtype()  # ... and take their floating-point type (a float64 CNN gives a float64 SNN)
+    _check_input_shape(snn, input_shape)
     if not report.neurons:
         _warn(report, "the converted network has no spiking neuron (no ReLU was found): it computes the CNN's function analog, T times over")
     if calibration is None:
@@ -138,6 +139,22 @@ def convert(
             if isinstance(neuron, SpikingNeuron):
                 neuron.make_tau_per_channel(neuron.channels or 1)
     return snn
+
+
+def _check_input_shape(snn: SpikingNetwork, input_shape: Optional[tuple[int, ...]]) -> None:
+    """Refuse an ``input_shape`` the CNN cannot take (checked on two zero examples, where every
+    size is given), so that a network that would refuse every input is not returned."""
+    if input_shape is None or any(size is None for size in input_shape) or snn.layer_mode_blocker:
+        return
+    parameter = next(snn.network.parameters(), None)
+    example = torch.zeros(2, *input_shape, dtype=parameter.dtype if parameter is not None else None, device=parameter.device if parameter is not None else None)
+    failure = snn._located_failure(example)
+    if failure is not None:
+        cause = str(failure.__cause__).strip().splitlines()[0] if failure.__cause__ is not None and str(failure.__cause__).strip() else ""
+        raise ConversionError(
+            f"input_shape={tuple(input_shape)} does not fit the model{failure}" + (f" ({cause})" if cause else "")
+            + ": give the shape of one example, without the batch dimension (the shape of x[0] for a batch x the CNN takes)"
+        )  # fmt: skip
 
 
 def recalibrate(snn: SpikingNetwork, calibration: Iterable, T: Optional[int] = None) -> SpikingNetwork:

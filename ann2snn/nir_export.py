@@ -60,10 +60,6 @@ from .analysis import describe, fresh_name, propagate_shapes
 from .atomic import atomic_path
 from .errors import ConversionError
 from .neurons import NorseLIFNeuron, ResetToZeroNeuron, SpikingNeuron
-
-#: The neuron models whose dynamics the export writes as NIR's IF/LIF (a model defined elsewhere,
-#: with its own step, would be written as one of these, silently wrong: it is refused).
-NIR_NEURONS = (SpikingNeuron, ResetToZeroNeuron, NorseLIFNeuron)
 from .temporal import GatedMaxPool, NeuronPool, TimeBroadcast
 from .timeloop import SpikingNetwork, require_network
 
@@ -71,6 +67,11 @@ try:  # an optional dependency: pip install 'ann2snn[nir]'
     import nir
 except ImportError:  # pragma: no cover - exercised only without the extra
     nir = None
+
+
+#: The neuron models whose dynamics the export writes as NIR's IF/LIF (a model defined elsewhere,
+#: with its own step, would be written as one of these, silently wrong: it is refused).
+NIR_NEURONS = (SpikingNeuron, ResetToZeroNeuron, NorseLIFNeuron)
 
 
 def _conv2d_output_type(node: "nir.Conv2d") -> np.ndarray:

@@ -160,3 +160,15 @@ def test_empty_batch_gives_an_empty_output(net, shape, mode):
     with torch.no_grad():
         out = snn(torch.randn(0, *shape))
         assert out.shape == (0, snn(torch.randn(1, *shape)).shape[1])
+
+
+@pytest.mark.parametrize("shape", [(2, 16, 20), (16, 1, 16, 20)])
+def test_convert_refuses_an_input_shape_the_cnn_cannot_take(shape):
+    """Without calibration data, ``input_shape`` is all convert knows of the input: a shape the CNN
+    cannot take (wrong channels, the batch included) is refused at once, naming the first layer,
+    instead of returning a network that refuses every input."""
+    cnn = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 14 * 18, 3)).eval()
+    with pytest.raises(ConversionError, match=r"input_shape=.* does not fit the model; it fails at node `_0` \(Conv2d\).*without the batch dimension"):
+        ann2snn.convert(cnn, T=8, input_shape=shape)
+    snn = ann2snn.convert(cnn, T=8, input_shape=(1, 16, 20))
+    assert snn(torch.rand(3, 1, 16, 20)).shape == (3, 3)
