@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import zipfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,9 @@ def load(path: str | os.PathLike, map_location: str | torch.device | None = None
     path = Path(path)
     if not path.is_file():
         raise ConversionError(f"{path}: no such file")
+    other = _other_kind(path)
+    if other:
+        raise ConversionError(f"{path} is {other}, not a network saved by ann2snn.save")
     payload = _read(path, map_location, trust_pickle)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ConversionError(f"{path} is not a network saved by ann2snn.save (no '{FORMAT}' header)")
@@ -79,6 +83,30 @@ def load(path: str | os.PathLike, map_location: str | torch.device | None = None
         return _network(safe_format.rebuild(payload["description"], payload["tensors"]), path)
     except (safe_format.DamagedDescription, KeyError) as error:
         raise ConversionError(f"{path} is damaged or not written by ann2snn.save: {error}") from error
+
+
+def _other_kind(path: Path) -> str:
+    """What the file at ``path`` is, when its first bytes show it is not a torch file ('' otherwise):
+    said before torch reads it, whose errors would name its own internals (or suggest
+    ``weights_only=False``, which runs code from the file)."""
+    with path.open("rb") as file:
+        head = file.read(512)
+    if head.startswith(b"\x89HDF\r\n\x1a\n"):
+        return "an HDF5 file (a NIR graph, as ann2snn.export_nir writes, is one: read it with nir.read)"
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            if any(name.endswith("/archive_format") for name in archive.namelist()):
+                return "a torch.export archive (.pt2): convert the program it holds (ann2snn convert FILE.pt2, or ann2snn.convert(torch.export.load(FILE).module())), then save the network"
+        return ""
+    if not head:
+        return "empty"
+    if not head.startswith(b"\x80"):  # neither a zip (torch's format) nor a pickle (its legacy one)
+        try:
+            head.decode("utf-8")
+        except UnicodeDecodeError:
+            return "not a file torch writes"
+        return "a text file"
+    return ""
 
 
 def _read(path: Path, map_location: Any, trust_pickle: bool) -> Any:

@@ -4,8 +4,10 @@ import warnings
 
 import pytest
 import torch
+from torch import nn
 
 import ann2snn
+from ann2snn import ConversionError
 from snn_test_nets import INPUT_SHAPE, ResidualConcatNet
 
 
@@ -92,3 +94,21 @@ def test_zoo_networks_round_trip_in_the_safe_format(tmp_path, name):
     with torch.no_grad():
         assert torch.equal(loaded(x), snn(x))
     assert loaded.network.code == snn.network.code
+
+
+def test_load_says_what_a_file_of_another_kind_is(tmp_path):
+    """A NIR graph, a torch.export archive, a text file or an empty file given to ``load`` is named
+    for what it is, before torch reads it (torch would suggest weights_only=False for some)."""
+    import nir
+    import numpy as np
+
+    graph = nir.NIRGraph(nodes={"input": nir.Input(np.array([3])), "output": nir.Output(np.array([3]))}, edges=[("input", "output")])
+    nir.write(tmp_path / "graph.nir", graph)
+    torch.export.save(torch.export.export(nn.Linear(3, 2), (torch.randn(1, 3),)), tmp_path / "program.pt2")
+    (tmp_path / "notes.txt").write_text("not a network\n")
+    (tmp_path / "empty.pt").write_bytes(b"")
+    expected = {"graph.nir": "an HDF5 file .*nir.read", "program.pt2": "a torch.export archive .*convert the program", "notes.txt": "a text file", "empty.pt": "empty"}
+    for name, kind in expected.items():
+        with pytest.raises(ConversionError, match=f"is {kind}.*not a network saved by ann2snn.save") as raised:
+            ann2snn.load(tmp_path / name)
+        assert "weights_only" not in str(raised.value)
