@@ -22,8 +22,13 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path to write ``path``'s content to; it replaces ``path`` only if the block
     finishes, and is removed otherwise, so a crash never leaves a half-written file, and a kill
     leaves one that the next write to ``path`` removes. The file is created normally (umask
-    permissions), unlike ``tempfile.mkstemp``'s private files."""
+    permissions), unlike ``tempfile.mkstemp``'s private files. A target that is a folder, or in a
+    missing folder, is refused first, with an error that names it."""
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder: give the name of the file to write in it")
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"cannot write {path}: the folder {path.parent} does not exist (create it first)")
     tmp = partial_path(path)
     tmp.unlink(missing_ok=True)  # left by a killed write
     try:

@@ -197,3 +197,16 @@ def test_cli_outputs_are_all_replaced_or_none(model_files, monkeypatch, capsys, 
     assert after.keys() == before.keys(), f"left behind: {sorted(after.keys() - before.keys())}"
     assert convert(model_files, T=8, nir=with_nir) == 0  # the same run, not failing, changes every output
     assert all(listing(model_files)[name] != before[name] for name in ("snn.pt", "report.md"))
+
+
+def test_a_folder_or_a_missing_folder_is_named_before_writing(tmp_path):
+    """``save`` / ``export_nir`` onto a folder, or into a folder that does not exist: the error
+    names the path and what to do, not a temporary name or h5py's internals."""
+    snn = ann2snn.convert(nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)).eval(), T=4, input_shape=(4,))
+    with pytest.raises(IsADirectoryError, match=f"{tmp_path} is a folder: give the name of the file") as raised:
+        ann2snn.save(snn, tmp_path)
+    assert ".partial" not in str(raised.value)
+    for write, name in ((ann2snn.save, "snn.pt"), (ann2snn.export_nir, "snn.nir")):
+        with pytest.raises(FileNotFoundError, match="the folder .*missing does not exist \\(create it first\\)"):
+            write(snn, tmp_path / "missing" / name)
+    assert list(tmp_path.iterdir()) == []
