@@ -105,6 +105,11 @@ def convert(
     per_channel = report.settings["per_channel"]
     if not isinstance(model, nn.Module):
         raise ConversionError(f"convert() takes an nn.Module, not {type(model).__name__}")
+    if isinstance(model, SpikingNetwork):
+        raise ConversionError(
+            "the model is already a converted SpikingNetwork: use it as it is (snn.T = ... for another number of steps, "
+            "ann2snn.recalibrate(snn, batches) to retune it), or convert the CNN it came from"
+        )
     _check_finite_weights(model)
 
     def make_neuron(cap: Optional[float], source: str) -> SpikingNeuron:

@@ -172,3 +172,10 @@ def test_convert_refuses_an_input_shape_the_cnn_cannot_take(shape):
         ann2snn.convert(cnn, T=8, input_shape=shape)
     snn = ann2snn.convert(cnn, T=8, input_shape=(1, 16, 20))
     assert snn(torch.rand(3, 1, 16, 20)).shape == (3, 3)
+
+
+def test_converting_a_converted_network_says_so():
+    cnn = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)).eval()
+    snn = ann2snn.convert(cnn, T=4, input_shape=(4,))
+    with pytest.raises(ConversionError, match="already a converted SpikingNetwork: use it as it is .*recalibrate"):
+        ann2snn.convert(snn, T=8)
