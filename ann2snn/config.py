@@ -180,8 +180,11 @@ class ConversionConfig:
     def report_settings(self, calibrated: bool) -> dict[str, Any]:
         """The settings the conversion report records (``snn.report.settings``; read back by
         ``ann2snn.recalibrate`` and rendered by ``ConversionReport.settings_line``)."""
-        return dict(
+        settings = dict(
             T=self.T, neuron=self.neuron, learn_tau=self.learn_tau, tau=self.neuron_tau, maxpool=self.maxpool, encoder=self.encoder,
             percentile=self.percentile if calibrated else None, per_channel=self.per_channel_for(calibrated),
             correction=self.correction if calibrated else "none",
         )  # fmt: skip
+        if not calibrated:  # what calibration is to use when recalibrate brings the data later
+            settings.update(requested_percentile=self.percentile, requested_per_channel=self.per_channel_for(True), requested_correction=self.correction)
+        return settings

@@ -164,7 +164,8 @@ def _check_input_shape(snn: SpikingNetwork, input_shape: Optional[tuple[int, ...
 
 def recalibrate(snn: SpikingNetwork, calibration: Iterable, T: Optional[int] = None) -> SpikingNetwork:
     """Tune ``snn``'s thresholds and output-space corrections again, for ``T`` (default: its
-    current ``T``), with the settings it was converted with (``snn.report.settings``); in place.
+    current ``T``), with the settings it was converted with (``snn.report.settings``; for a network
+    converted without calibration data, those that conversion would have used with it); in place.
 
     Use it after changing ``snn.T`` when the conversion used T-specific calibration
     (``percentile="auto"`` or ``"balanced"``, or a correction): until then the network warns.
@@ -173,6 +174,9 @@ def recalibrate(snn: SpikingNetwork, calibration: Iterable, T: Optional[int] = N
     if T is not None:
         snn.T = T
     settings = snn.report.settings
+    if "requested_percentile" in settings:  # converted without data: calibrate as convert would have with it
+        for name in ("percentile", "per_channel", "correction"):
+            settings[name] = settings.pop(f"requested_{name}")
     percentile = settings.get("percentile") or "auto"
     correction = settings.get("correction", "none")
     per_channel = settings.get("per_channel", False)

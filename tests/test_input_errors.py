@@ -179,3 +179,19 @@ def test_converting_a_converted_network_says_so():
     snn = ann2snn.convert(cnn, T=4, input_shape=(4,))
     with pytest.raises(ConversionError, match="already a converted SpikingNetwork: use it as it is .*recalibrate"):
         ann2snn.convert(snn, T=8)
+
+
+def test_recalibrating_a_network_converted_without_data_calibrates_as_convert_would():
+    """convert() without data, then recalibrate(batches): the same thresholds and correction as
+    convert(calibration=batches), not per-layer thresholds without correction."""
+    torch.manual_seed(0)
+    cnn = nn.Sequential(nn.Conv1d(1, 4, 3), nn.ReLU(), nn.Conv1d(4, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 12, 3)).eval()
+    batches = [torch.rand(32, 1, 16)]
+    with pytest.warns(ann2snn.ConversionWarning, match="no calibration data"):
+        later = ann2snn.convert(cnn, T=8, input_shape=(1, 16))
+    ann2snn.recalibrate(later, batches)
+    at_once = ann2snn.convert(cnn, T=8, calibration=batches)
+    for name in ("percentile", "per_channel", "correction"):
+        assert later.report.settings[name] == at_once.report.settings[name]
+    x = torch.rand(16, 1, 16)
+    assert torch.equal(later(x), at_once(x))
