@@ -3,6 +3,7 @@ network ``ann2snn.save`` wrote (a fine-tuned SNN's training checkpoint) unless t
 names its SNN checkpoint apart from convert's default output, and refuses to retrain over an
 existing checkpoint without --resume or --overwrite."""
 
+import wave
 from pathlib import Path
 
 import pytest
@@ -169,3 +170,32 @@ def test_compiled_neurons_flag_reaches_the_fine_tuned_snn(tmp_path, monkeypatch)
     assert train_cli.main(["-o", str(tmp_path / "a.pt"), *argv, "--compiled-neurons"]) == 0
     assert train_cli.main(["-o", str(tmp_path / "b.pt"), *argv]) == 0
     assert seen == [True, False]
+
+
+@pytest.mark.parametrize("flag", [[], ["--overwrite"]])
+@pytest.mark.parametrize("inside", ["fsdd/cnn.pt", "fsdd/recordings/runs/cnn.pt"])
+def test_train_refuses_outputs_inside_its_data_folder(inside, flag, tmp_path, capsys, no_data):
+    """As ann2snn convert does: a checkpoint written into the data folder would change the data set."""
+    recordings = tmp_path / "fsdd" / "recordings"
+    recordings.mkdir(parents=True)
+    for take in range(2):  # a data folder as FSDD lays it out: 8 kHz mono WAV files
+        with wave.open(str(recordings / f"0_george_{take}.wav"), "wb") as clip:
+            clip.setparams((1, 2, 8000, 800, "NONE", "not compressed"))
+            clip.writeframes(bytes(1600))
+    before = sorted(tmp_path.rglob("*"))
+    argv = ["--dataset", "fsdd", "--data-dir", str(tmp_path / "fsdd"), "--snn-T", "2", "--no-progress", "--device", "cpu", *flag]
+    code = train_cli.main([*argv, "-o", str(tmp_path / inside)])
+    one_line_error(capsys, code, str(tmp_path / inside), f"inside the data folder {tmp_path / 'fsdd'}", "elsewhere")
+    assert sorted(tmp_path.rglob("*")) == before
+    with pytest.raises(Started):  # beside the data folder, the run starts
+        train_cli.main([*argv, "-o", str(tmp_path / "runs" / "cnn.pt")])
+    with pytest.raises(Started):  # a generated data set reads no folder
+        train_cli.main([*argv, "--dataset", "synthetic", "-o", str(tmp_path / inside)])
+
+
+def test_train_refuses_compiled_neurons_without_an_snn(capsys):
+    with pytest.raises(SystemExit) as exit:
+        train_cli.parse_args(["--compiled-neurons"])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert exit.value.code == 2 and len(lines) == 1 and "--compiled-neurons fine-tunes the SNN: give --snn-T too" in lines[0]
+    assert train_cli.parse_args(["--compiled-neurons", "--snn-T", "4"]).compiled_neurons

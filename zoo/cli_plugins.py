@@ -38,6 +38,21 @@ def _json_object(text: str) -> dict:
     return value
 
 
+def checkpoint_weights(payload: dict) -> tuple[dict, str]:
+    """The weights to convert from a zoo checkpoint and which they are, for the output: early
+    stopping's best (``best_state_dict``, what ``ann2snn train`` reports and keeps) where the
+    checkpoint has them, else its last (``state_dict``); "" for a checkpoint that records no epochs."""
+    epochs = payload.get("epoch")
+    if not isinstance(epochs, int):
+        return payload["state_dict"], ""
+    last = f"of {epochs + 1} trained"  # the checkpoint counts epochs from 0, ann2snn train from 1
+    best, epoch, loss = payload.get("best_state_dict"), payload.get("best_epoch"), payload.get("best_loss")
+    if isinstance(best, dict) and isinstance(epoch, int) and epoch >= 0:
+        lowest = f" ({loss:.4g})" if isinstance(loss, float) else ""
+        return best, f"weights of epoch {epoch + 1} {last}, the best validation loss{lowest}"
+    return payload["state_dict"], f"weights of epoch {epochs + 1} {last}, the last (the checkpoint records no best weights)"
+
+
 class ZooPlugin(cli.CliPlugin):
     """Zoo models from checkpoints ``{'model', 'config', 'state_dict'}`` or plain state dicts,
     and zoo data sets through the front end that makes the model's input."""
@@ -51,7 +66,7 @@ class ZooPlugin(cli.CliPlugin):
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         group = parser.add_argument_group("audio model zoo")
-        group.add_argument("--model", dest="model_name", metavar="NAME", help=f"zoo model name, for a plain state dict ({', '.join(zoo.names())})")
+        group.add_argument("--model", dest="model_name", metavar="NAME", help=f"zoo model name, for a plain state dict ({', '.join(zoo.names('all'))})")
         group.add_argument("--model-config", type=_json_object, default={}, metavar="JSON", help="options for zoo.create, e.g. '{\"n_classes\": 10}' (default: those in the checkpoint)")
         group.add_argument("--data-dir", metavar="PATH", help="the folder of a zoo data set named without ':PATH' in --calibrate or --evaluate")
 
@@ -67,10 +82,13 @@ class ZooPlugin(cli.CliPlugin):
             if args.model_name and args.model_name != payload["model"]:
                 raise CliError(f"{origin} is a checkpoint of zoo model {payload['model']!r}, but --model says {args.model_name!r}")
             config = {**(payload.get("config") or {}), **args.model_config}
-            model = self._model(payload["model"], config, payload["state_dict"], origin)
+            weights, which = checkpoint_weights(payload)
+            model = self._model(payload["model"], config, weights, origin)
+            if which:
+                print(f"{origin}: zoo model {payload['model']}, {which}")
         elif payload and all(isinstance(v, torch.Tensor) for v in payload.values()):
             if not args.model_name:
-                raise CliError(f"{origin} is a plain state dict: name its architecture with --model NAME (one of {', '.join(zoo.names())}) and --model-config JSON if needed")
+                raise CliError(f"{origin} is a plain state dict: name its architecture with --model NAME (one of {', '.join(zoo.names('all'))}) and --model-config JSON if needed")
             model = self._model(args.model_name, args.model_config, payload, origin)
         else:
             return None
@@ -78,8 +96,8 @@ class ZooPlugin(cli.CliPlugin):
 
     @staticmethod
     def _model(name: str, config: dict, state_dict: dict, origin: str) -> nn.Module:
-        if name not in zoo.names():
-            raise CliError(f"{origin}: unknown zoo model {name!r}; the zoo has {', '.join(zoo.names())}")
+        if name not in zoo.names("all"):
+            raise CliError(f"{origin}: unknown zoo model {name!r}; the zoo has {', '.join(zoo.names('all'))}")
         try:
             model = zoo.create(name, **config)
         except Exception as error:  # the zoo's constructors raise whatever torch raises for a bad size

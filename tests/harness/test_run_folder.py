@@ -288,7 +288,7 @@ def test_train_cli_passes_skip_bad_to_the_loader(tmp_path, monkeypatch):
 
     monkeypatch.setattr(zoo.data, "load_splits", load_splits)
     with pytest.raises(Started):
-        train_cli.main(["--dataset", "fsdd", "--data-dir", str(tmp_path), "--skip-bad", "-o", str(tmp_path / "ck.pt")])
+        train_cli.main(["--dataset", "fsdd", "--data-dir", str(tmp_path / "fsdd"), "--skip-bad", "-o", str(tmp_path / "ck.pt")])
     assert seen["skip_bad"] is True
 
 

@@ -16,7 +16,8 @@ from torch.utils.data import DataLoader
 
 import ann2snn
 from ann2snn.atomic import atomic_path
-from ann2snn.cli_messages import OneLineParser
+from ann2snn.cli_messages import CliError, OneLineParser
+from ann2snn.cli_outputs import check_outside_data
 import ann2snn_zoo as zoo
 from ann2snn_zoo.data import registry as datasets
 from ann2snn_zoo.errors import DataError
@@ -155,13 +156,19 @@ def snn_checkpoint(out: Path) -> Path:
 
 def check_outputs(args: argparse.Namespace, out: Path) -> None:
     """Refuse, before any work, a run that would replace an existing checkpoint (or rank weights)
-    without --resume or --overwrite, and an output path that is empty or a folder."""
+    without --resume or --overwrite, and an output path that is empty, a folder or inside the
+    data folder (even with --resume or --overwrite)."""
     if not str(args.out).strip():
         raise OutputPathError("-o is empty: give a checkpoint file name, e.g. -o runs/train/checkpoint.pt")
     paths = [("-o", out)] + ([("the SNN checkpoint", snn_checkpoint(out))] if args.snn_T else [])
     for what, path in paths:
         if path.is_dir():
             raise OutputPathError(f"{what} {path} is a folder: give a file name")
+    if args.data_dir and datasets.dataset(args.dataset).local:  # a generated data set reads no folder
+        try:
+            check_outside_data({"--data-dir": Path(args.data_dir)}, {"-o": out})  # the SNN checkpoint and rank weights go beside it
+        except CliError as error:
+            raise OutputPathError(str(error)) from error
     if args.resume or args.overwrite:
         return
     existing = [(what, path) for what, path in paths if path.exists()]
@@ -184,7 +191,12 @@ def model_help() -> str:
 
 
 def parse_args(argv: list[str] | None, prog: str = "train.py") -> argparse.Namespace:
-    return build_parser(prog).parse_args(argv)
+    """The options of ``argv``; an argument error (exit status 2) for flags that need another."""
+    parser = build_parser(prog)
+    args = parser.parse_args(argv)
+    if args.compiled_neurons and not args.snn_T:
+        parser.error("--compiled-neurons fine-tunes the SNN: give --snn-T too")
+    return args
 
 
 def build_parser(prog: str = "train.py") -> argparse.ArgumentParser:
