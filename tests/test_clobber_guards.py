@@ -143,6 +143,11 @@ def test_train_then_convert_keeps_the_fine_tuned_snn(tmp_path, monkeypatch, caps
     assert train_cli.main(argv) == 0
     snn = tmp_path / "cnn.snn-finetuned.pt"
     assert load_checkpoint(snn)["kind"] == "snn" and not (tmp_path / "cnn.snn.pt").exists()
+    network = ann2snn.load(tmp_path / "cnn.finetuned.snn.pt")  # the fine-tuned SNN, as a network file
+    assert isinstance(network, ann2snn.SpikingNetwork) and network.T == 2
+    kept = load_checkpoint(snn)
+    weights = kept["best_state_dict"] if kept.get("best_epoch", -1) >= 0 else kept["state_dict"]
+    assert weights.keys() == network.state_dict().keys() and all(torch.equal(network.state_dict()[k], v) for k, v in weights.items())
     fine_tuned = snn.read_bytes()
     assert cli_main(["convert", str(cnn), "--T", "2"]) == 0  # writes its default output, cnn.snn.pt
     assert ann2snn.load(tmp_path / "cnn.snn.pt").T == 2

@@ -154,13 +154,19 @@ def snn_checkpoint(out: Path) -> Path:
     return out.with_name(out.stem + SNN_CHECKPOINT_SUFFIX)
 
 
+def snn_network(out: Path) -> Path:
+    """The fine-tuned SNN as a network file (``ann2snn.save``, read by ``ann2snn.load``) beside the
+    CNN's ``out``: NAME.finetuned.snn.pt, clear of convert's NAME.snn.pt and of the SNN checkpoint."""
+    return out.with_name(out.stem + ".finetuned.snn.pt")
+
+
 def check_outputs(args: argparse.Namespace, out: Path) -> None:
     """Refuse, before any work, a run that would replace an existing checkpoint (or rank weights)
     without --resume or --overwrite, and an output path that is empty, a folder or inside the
     data folder (even with --resume or --overwrite)."""
     if not str(args.out).strip():
         raise OutputPathError("-o is empty: give a checkpoint file name, e.g. -o runs/train/checkpoint.pt")
-    paths = [("-o", out)] + ([("the SNN checkpoint", snn_checkpoint(out))] if args.snn_T else [])
+    paths = [("-o", out)] + ([("the SNN checkpoint", snn_checkpoint(out)), ("the fine-tuned SNN", snn_network(out))] if args.snn_T else [])
     for what, path in paths:
         if path.is_dir():
             raise OutputPathError(f"{what} {path} is a folder: give a file name")
@@ -298,6 +304,9 @@ def train(args: argparse.Namespace) -> int:
             snn_config = dataclasses.replace(config, epochs=args.snn_epochs, lr=args.lr / 10)
             fit(snn, splits["train"], splits["val"], snn_config, snn_checkpoint(out), args.resume, model_entries(args.model, kind="snn"), desc="SNN", log=log)
             log(f"retrained SNN test top-1: {evaluate(snn, splits['test'], device=device).top1:.1f} %")
+            if rank == 0:
+                ann2snn.save(snn, snn_network(out))
+                log(f"fine-tuned SNN: {snn_network(out)} (ann2snn.load reads it)")
             final = snn
         if args.save_rank_weights:
             with atomic_path(out.with_name(f"{out.stem}.rank{rank}.pt")) as tmp:
