@@ -326,8 +326,9 @@ def profile(snn: SpikingNetwork, batches: Iterable | torch.Tensor, mode: Optiona
     finally:
         for hook in hooks:
             hook.remove()
-        snn.mode = previous_mode
         snn.train(was_training)
+        if snn.mode != previous_mode and not (previous_mode == "layer" and snn.layer_mode_blocker):  # the run may find layer mode impossible
+            snn.mode = previous_mode
     for row in result.layers:
         row.spikes /= result.examples
         row.acs /= result.examples

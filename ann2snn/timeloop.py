@@ -18,7 +18,7 @@ from .analysis import propagate_shapes, split_static, tensor_metas
 from .encoders import Encoder
 from .errors import ConversionError, InputShapeError, StaleCalibrationWarning
 from .neurons import SpikingNeuron
-from .passes.batch_size import LAYER_MODE_BLOCKER, batch_probe_blocker
+from .passes.batch_size import LAYER_MODE_BLOCKER, batch_arithmetic_blocker, batch_probe_blocker
 from .report import ConversionReport
 from .temporal import NeuronPool, TemporalModule
 
@@ -240,6 +240,10 @@ def _even(total: int, size: int) -> int:
     return math.ceil(total / math.ceil(total / size))
 
 
+#: ``SpikingNetwork._layer_mode_blocker`` of a network saved before the check existed: not decided yet.
+_UNCHECKED = object()
+
+
 class SpikingNetwork(nn.Module):
     """A converted SNN: ``snn(x)`` runs ``T`` steps and averages the readout over them.
 
@@ -299,8 +303,7 @@ class SpikingNetwork(nn.Module):
         self.report = report
         self.input_shape = tuple(input_shape) if input_shape is not None else None
         self._T = _check_steps(T)
-        #: Why the network cannot run in layer mode (an op computes the batch itself), or None.
-        self.layer_mode_blocker: Optional[str] = network.meta.get(LAYER_MODE_BLOCKER)
+        self._layer_mode_blocker: object = network.meta.get(LAYER_MODE_BLOCKER)
         self._mode = self._runnable_mode(mode)
         self._t = 0
         _, dynamic = split_static(network)
@@ -334,7 +337,27 @@ class SpikingNetwork(nn.Module):
         self.__dict__.setdefault("_step_batch", 0)
         self.__dict__.setdefault("_analog", False)
         self.__dict__.setdefault("output_head", [])
-        self.__dict__.setdefault("layer_mode_blocker", None)
+        if "layer_mode_blocker" in self.__dict__:  # saved under its public name
+            self._layer_mode_blocker = self.__dict__.pop("layer_mode_blocker")
+        self.__dict__.setdefault("_layer_mode_blocker", _UNCHECKED)  # saved before the check: see layer_mode_blocker
+
+    def __getstate__(self) -> dict:
+        """Pickling and ``ann2snn.save``: with ``layer_mode_blocker`` decided."""
+        self._layer_mode_blocker = self.layer_mode_blocker
+        return super().__getstate__()
+
+    @property
+    def layer_mode_blocker(self) -> Optional[str]:
+        """Why the network cannot run in layer mode (an op computes with the batch), or None.
+        Found at conversion, or when run (``_computes_with_batch``); for a network saved before
+        the check existed, from its graph on first use (after loading, once the graph is whole)."""
+        if self._layer_mode_blocker is _UNCHECKED:
+            self._layer_mode_blocker = batch_arithmetic_blocker(self.network)
+        return self._layer_mode_blocker  # type: ignore[return-value]
+
+    @layer_mode_blocker.setter
+    def layer_mode_blocker(self, value: Optional[str]) -> None:
+        self._layer_mode_blocker = value
 
     # -- settings ------------------------------------------------------------------------------
     @property
@@ -523,9 +546,10 @@ class SpikingNetwork(nn.Module):
         return ""
 
     def _located_failure(self, example: torch.Tensor) -> Optional[_NodeFailure]:
-        """Run ``example`` through the graph as the CNN (no gradients) and return where it fails, if it does."""
+        """Run ``example`` through the graph as the CNN (no gradients, no side effects) and return
+        where it fails, if it does."""
         try:
-            with torch.no_grad(), self.analog_mode():
+            with torch.no_grad(), self.analog_mode(), self._without_side_effects(example.device):
                 _Locator(self.network).run(example)
         except _NodeFailure as failure:
             return failure
@@ -580,16 +604,39 @@ class SpikingNetwork(nn.Module):
 
     def _computes_with_batch(self, x: torch.Tensor) -> bool:
         """Whether the network computes with its batch, so that layer mode cannot run it
-        (``layer_mode_blocker``): seen in the graph at conversion, or here, once per input shape,
-        when the CNN fails on one example of ``x`` but runs on two (``h.reshape(-1, 2 * F)`` joins
-        pairs of examples with no batch arithmetic in the graph)."""
+        (``layer_mode_blocker``): seen in the graph at conversion, or here, once per input shape
+        (``_batch_probe``: ``h.reshape(-1, 2 * F)`` joins pairs of examples with no batch
+        arithmetic in the graph; ``h.mean(-2)`` on ``[B, F]`` needs the shapes)."""
         key = (tuple(x.shape[1:]), x.dtype)
-        if self.layer_mode_blocker is None and len(x) > 1 and key not in self._batch_probed:
+        if self.layer_mode_blocker is None and len(x) and key not in self._batch_probed:
             self._batch_probed.add(key)
-            failure = self._located_failure(x[:1])
-            if failure is not None and self._located_failure(x[:2]) is None:
-                self.layer_mode_blocker = batch_probe_blocker(self.network, failure.node)
+            self.layer_mode_blocker = self._batch_probe(x)
         return self.layer_mode_blocker is not None
+
+    def _batch_probe(self, x: torch.Tensor) -> Optional[str]:
+        """Why layer mode cannot run ``x``, or None: the CNN fails on one example but runs on the
+        whole batch (it joins groups of examples), or, with the shapes of one example recorded in
+        the graph, ``batch_arithmetic`` finds an op along the batch (``h.mean(-2)`` on ``[B, F]``).
+        The CNN runs in eval mode with the random state restored: no running statistics move."""
+        failure = self._located_failure(x[:1])
+        if failure is not None:
+            return batch_probe_blocker(self.network, failure.node) if len(x) > 1 and self._located_failure(x) is None else None
+        with torch.no_grad(), self.analog_mode(), self._without_side_effects(x.device):
+            propagate_shapes(self.network, x[:1])
+        return batch_arithmetic_blocker(self.network)
+
+    @contextmanager
+    def _without_side_effects(self, device: torch.device) -> Iterator[None]:
+        """Every module in eval mode (no running statistics updated, no dropout) and the random
+        state forked (CPU, and ``device`` if it is a GPU); both restored afterwards."""
+        training = {module: module.training for module in self.modules()}
+        self.eval()
+        try:
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                yield
+        finally:
+            for module, flag in training.items():
+                module.training = flag
 
     def _bytes_per_example_step(self, x: torch.Tensor) -> int:
         key = (tuple(x.shape[1:]), x.dtype)
@@ -641,7 +688,7 @@ class SpikingNetwork(nn.Module):
         failure = self._located_failure(example)
         if failure is not None:
             raise self._input_error(example, failure.__cause__, str(failure)) from failure.__cause__
-        with torch.no_grad(), self.analog_mode(), self._explained_errors(example):
+        with torch.no_grad(), self.analog_mode(), self._explained_errors(example), self._without_side_effects(example.device):
             shapes = propagate_shapes(self.network, example)
         metas = [m for meta in shapes.values() for m in tensor_metas(meta)]
         return max((m.shape.numel() * m.dtype.itemsize for m in metas), default=1)
