@@ -310,8 +310,7 @@ class SpikingNetwork(nn.Module):
         self.static_output = not any(n.op == "output" for n in dynamic)
         #: Approximation, off by default: see ``pool_static_input`` in the class docstring.
         self.pool_static_input = False
-        #: Off by default: see ``compiled_neurons`` in the class docstring.
-        self.compiled_neurons = False
+        self._compiled_neurons = False
         self._batch_chunk: Optional[int] = None
         self._time_chunk: Optional[int] = None
         self._example_bytes: dict[tuple, int] = {}
@@ -329,7 +328,9 @@ class SpikingNetwork(nn.Module):
         self.__dict__.setdefault("_batch_chunk", None)
         self.__dict__.setdefault("_time_chunk", None)
         self.__dict__.setdefault("pool_static_input", False)
-        self.__dict__.setdefault("compiled_neurons", False)
+        if "compiled_neurons" in self.__dict__:  # saved as a plain attribute
+            self._compiled_neurons = self.__dict__.pop("compiled_neurons")
+        self.__dict__.setdefault("_compiled_neurons", False)
         self.__dict__.setdefault("_example_bytes", {})
         self.__dict__.setdefault("_batch_probed", set())
         self.__dict__.setdefault("calibrated_T", None)
@@ -345,6 +346,18 @@ class SpikingNetwork(nn.Module):
         """Pickling and ``ann2snn.save``: with ``layer_mode_blocker`` decided."""
         self._layer_mode_blocker = self.layer_mode_blocker
         return super().__getstate__()
+
+    @property
+    def compiled_neurons(self) -> bool:
+        """Whether layer-mode training runs each neuron step as a ``torch.compile`` kernel (off by
+        default; see the class docstring)."""
+        return self._compiled_neurons
+
+    @compiled_neurons.setter
+    def compiled_neurons(self, value: bool) -> None:
+        if not isinstance(value, bool):
+            raise ConversionError(f"compiled_neurons takes True or False, not {value!r}")
+        self._compiled_neurons = value
 
     @property
     def layer_mode_blocker(self) -> Optional[str]:

@@ -144,3 +144,10 @@ def test_a_failing_compilation_is_one_clear_error(monkeypatch):
         assert "C++ compile error" in str(raised.value) and "whole log" not in str(raised.value)
     finally:
         compiled_steps.compiled.cache_clear()
+
+
+def test_compiled_neurons_takes_a_bool():
+    snn, _ = _converted(nn.MaxPool2d(2), torch.float32, learn_tau=False)
+    with pytest.raises(ann2snn.ConversionError, match="compiled_neurons takes True or False, not 'yes'"):
+        snn.compiled_neurons = "yes"
+    assert snn.compiled_neurons is False
