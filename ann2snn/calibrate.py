@@ -155,7 +155,10 @@ def calibrate(snn, calibration: Iterable, percentile: float | str, per_channel: 
     held-out examples, or none (``report.settings["correction_chosen"]``). Neurons converted from ``QCFS`` keep their learned threshold.
     Earlier corrections are cleared first, so calibrating again (``ann2snn.recalibrate``) starts afresh.
     """
-    percentile, correction = check_percentile(percentile), check_correction(correction)
+    with warnings.catch_warnings():  # a fraction-like percentile was warned about where it was given (ConversionConfig)
+        warnings.simplefilter("ignore", ConversionWarning)
+        percentile = check_percentile(percentile)
+    correction = check_correction(correction)
     snn.mark_calibrated(tuned=isinstance(percentile, str) or correction != "none")
     generator = torch.Generator().manual_seed(seed)
     _clear_corrections(snn)

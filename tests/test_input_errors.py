@@ -1,6 +1,8 @@
 """Bad input to a converted network, or to its calibration, gets a short error that names the
 problem and the way out; odd but valid input (an empty batch, a tuple output) just works."""
 
+import warnings
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -195,3 +197,11 @@ def test_recalibrating_a_network_converted_without_data_calibrates_as_convert_wo
         assert later.report.settings[name] == at_once.report.settings[name]
     x = torch.rand(16, 1, 16)
     assert torch.equal(later(x), at_once(x))
+
+
+def test_a_fraction_percentile_is_warned_about_once():
+    cnn = nn.Sequential(nn.Conv1d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 14, 3)).eval()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ann2snn.convert(cnn, T=4, calibration=[torch.rand(8, 1, 16)], percentile=0.999)
+    assert len([w for w in caught if "looks like a fraction" in str(w.message)]) == 1
