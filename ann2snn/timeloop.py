@@ -588,12 +588,15 @@ class SpikingNetwork(nn.Module):
 
     @contextmanager
     def _explained_errors(self, x: torch.Tensor) -> Iterator[None]:
-        """Turn a RuntimeError from inside torch, running ``x``, into an InputShapeError that says
-        what the network expects."""
+        """Turn a RuntimeError or IndexError (a dimension out of range) from inside torch, running
+        ``x``, into an InputShapeError that says what the network expects. Where the first layer
+        cannot take ``x``, that is the news: one example of ``x`` might run further (a [B, L] batch
+        reads as one unbatched [C, L] example) and fail somewhere misleading, so it is not run."""
         try:
             yield
-        except RuntimeError as error:
-            failure = self._located_failure(x[:1]) if x.dim() and len(x) else None
+        except (RuntimeError, IndexError) as error:
+            located = x.dim() and len(x) and not self._layer_mismatch(tuple(x.shape))
+            failure = self._located_failure(x[:1]) if located else None
             raise self._input_error(x, error, str(failure or "")) from error
 
     def reset(self) -> None:

@@ -230,15 +230,23 @@ def traced_pt(tmp_path):
     return tmp_path / "gm.pt"
 
 
-def test_a_failure_in_generated_code_left_uncaught_keeps_its_excerpt(traced_pt, tmp_path, capsys):
-    """An error that the command does not say in one line (here an IndexError while calibrating)
-    is left uncaught; fx cut its traceback at the generated code, so fx's excerpt of that code is
-    the only line that says where the model failed, and it stays on stderr."""
-    torch.save([torch.randn(4, 32)], tmp_path / "calib.pt")  # [B, 32]: the transpose fails
-    with pytest.raises(IndexError, match="Dimension out of range"):
-        main(["convert", str(traced_pt), "--trust-pickle", "--calibrate", str(tmp_path / "calib.pt")], plugins=[])
+def test_a_failure_in_generated_code_left_uncaught_keeps_its_excerpt(traced_pt, capsys):
+    """An error that the command does not say in one line is left uncaught; fx cut its traceback
+    at the generated code, so fx's excerpt of that code is the only line that says where the model
+    failed, and it stays on stderr."""
+    model = torch.load(traced_pt, weights_only=False)
+    with pytest.raises(IndexError, match="Dimension out of range"), without_fx_excerpts(lambda error: False):
+        model(torch.randn(2, 32))
     err = capsys.readouterr().err
     assert "generated forward function" in err and "x.transpose(1, 2)" in err and "<--- HERE" in err, err
+
+
+def test_calibration_data_of_the_wrong_rank_is_one_line(traced_pt, tmp_path, capsys):
+    """The same IndexError while calibrating is the network's input error: one line, no excerpt."""
+    torch.save([torch.randn(4, 32)], tmp_path / "calib.pt")  # [B, 32]: the transpose fails
+    code = main(["convert", str(traced_pt), "--trust-pickle", "--calibrate", str(tmp_path / "calib.pt")], plugins=[])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "Dimension out of range" in err, err
 
 
 def test_an_excerpt_is_kept_only_for_its_own_error(traced_pt, capsys):

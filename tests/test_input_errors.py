@@ -205,3 +205,24 @@ def test_a_fraction_percentile_is_warned_about_once():
         warnings.simplefilter("always")
         ann2snn.convert(cnn, T=4, calibration=[torch.rand(8, 1, 16)], percentile=0.999)
     assert len([w for w in caught if "looks like a fraction" in str(w.message)]) == 1
+
+
+def test_a_calibration_batch_of_the_wrong_rank_is_one_error_naming_the_first_layer():
+    """A [B, L] batch for a Conv1d: the first layer's expectation, not a failure at a later layer
+    that one example (read as unbatched) reached; an IndexError (dimension out of range) from a
+    transpose is explained too, not a traceback from fx's generated code."""
+    cnn = nn.Sequential(nn.Conv1d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 18, 3)).eval()
+    with pytest.raises(InputShapeError, match=r"first layer `0` \(Conv1d\) takes 2") as raised:
+        ann2snn.convert(cnn, T=4, calibration=[torch.rand(16, 20)])
+    assert "Linear" not in str(raised.value)
+
+    class Transposed(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv1d(20, 4, 3)
+
+        def forward(self, x):
+            return self.conv(x.transpose(1, 2)).relu().mean(-1)
+
+    with pytest.raises(InputShapeError, match="failed on an input of shape \\[batch, 32\\].*Dimension out of range"):
+        ann2snn.convert(Transposed().eval(), T=4, calibration=[torch.rand(4, 32)])
