@@ -143,6 +143,8 @@ def test_train_then_convert_keeps_the_fine_tuned_snn(tmp_path, monkeypatch, caps
     assert train_cli.main(argv) == 0
     snn = tmp_path / "cnn.snn-finetuned.pt"
     assert load_checkpoint(snn)["kind"] == "snn" and not (tmp_path / "cnn.snn.pt").exists()
+    assert cli_main(["convert", str(snn), "-o", str(tmp_path / "again.snn.pt")]) == 2  # the SNN's checkpoint is no CNN
+    assert "training checkpoint of an SNN fine-tuned by ann2snn train --snn-T" in capsys.readouterr().err
     network = ann2snn.load(tmp_path / "cnn.finetuned.snn.pt")  # the fine-tuned SNN, as a network file
     assert isinstance(network, ann2snn.SpikingNetwork) and network.T == 2
     kept = load_checkpoint(snn)

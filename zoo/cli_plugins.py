@@ -78,6 +78,11 @@ class ZooPlugin(cli.CliPlugin):
 
     # -- models --------------------------------------------------------------------------------
     def model_from_dict(self, payload: dict, args: argparse.Namespace, origin: str) -> Optional[tuple[nn.Module, Optional[tuple[int, ...]]]]:
+        if payload.get("kind") == "snn" and "state_dict" in payload:
+            raise CliError(
+                f"{origin} is the training checkpoint of an SNN fine-tuned by ann2snn train --snn-T, not a CNN: the network "
+                "itself is NAME.finetuned.snn.pt beside it (ann2snn.load reads it); to convert again, give the CNN's checkpoint NAME.pt"
+            )
         if "state_dict" in payload and isinstance(payload.get("model"), str):
             if args.model_name and args.model_name != payload["model"]:
                 raise CliError(f"{origin} is a checkpoint of zoo model {payload['model']!r}, but --model says {args.model_name!r}")
