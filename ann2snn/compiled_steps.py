@@ -7,8 +7,8 @@ fire, reset, scale) and one step's backward (surrogate slope, the gradients thro
 the input scaling and the leak) are each a single function that ``torch.compile`` (Inductor)
 fuses into one loop over the state: the same arithmetic, read and written once per step.
 
-Why it is opt-in: compiling costs tens of seconds the first time in a process (Inductor's C++
-kernels, cached on disk afterwards), and the fused kernels round differently from the eager
+Why it is opt-in: compiling costs tens of seconds in every new process (30-90 s measured here;
+Inductor caches its C++ kernels on disk, which shortens it only somewhat), and the fused kernels round differently from the eager
 operations (a multiply-add may round once), so a membrane can differ in its last bit and, rarely,
 a spike at an exact tie can flip; the gradients agree to rounding. ``tests/test_compiled_steps.py``
 checks both paths against each other.
