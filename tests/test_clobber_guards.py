@@ -200,9 +200,15 @@ def test_train_refuses_outputs_inside_its_data_folder(inside, flag, tmp_path, ca
         train_cli.main([*argv, "--dataset", "synthetic", "-o", str(tmp_path / inside)])
 
 
-def test_train_refuses_compiled_neurons_without_an_snn(capsys):
+@pytest.mark.parametrize(
+    "flags, said",
+    [(["--compiled-neurons"], "--compiled-neurons sets"), (["--learn-tau"], "--learn-tau sets"), (["--snn-epochs", "3", "--learn-tau"], "--learn-tau and --snn-epochs set")],
+)
+def test_train_refuses_snn_options_without_an_snn(flags, said, capsys):
+    """The SNN's options without --snn-T were silently ignored: one line says what is missing."""
     with pytest.raises(SystemExit) as exit:
-        train_cli.parse_args(["--compiled-neurons"])
+        train_cli.parse_args(flags)
     lines = capsys.readouterr().err.strip().splitlines()
-    assert exit.value.code == 2 and len(lines) == 1 and "--compiled-neurons fine-tunes the SNN: give --snn-T too" in lines[0]
-    assert train_cli.parse_args(["--compiled-neurons", "--snn-T", "4"]).compiled_neurons
+    assert exit.value.code == 2 and len(lines) == 1 and f"{said} up the SNN's fine-tuning: give --snn-T too" in lines[0], lines
+    args = train_cli.parse_args([*flags, "--snn-T", "4"])
+    assert args.snn_epochs == (3 if "--snn-epochs" in flags else train_cli.SNN_EPOCHS)

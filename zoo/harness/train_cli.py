@@ -50,6 +50,8 @@ FSDD: python -c "import ann2snn_zoo; ann2snn_zoo.data.download_fsdd('data/fsdd')
 #: The SNN training checkpoint's name beside the CNN's (``cnn.pt`` -> ``cnn.snn-finetuned.pt``):
 #: not ``.snn.pt``, where ``ann2snn convert cnn.pt`` writes its SNN by default.
 SNN_CHECKPOINT_SUFFIX = ".snn-finetuned.pt"
+#: Fine-tuning epochs of the SNN unless --snn-epochs says otherwise.
+SNN_EPOCHS = 2
 
 
 class OutputPathError(Exception):
@@ -200,8 +202,11 @@ def parse_args(argv: list[str] | None, prog: str = "train.py") -> argparse.Names
     """The options of ``argv``; an argument error (exit status 2) for flags that need another."""
     parser = build_parser(prog)
     args = parser.parse_args(argv)
-    if args.compiled_neurons and not args.snn_T:
-        parser.error("--compiled-neurons fine-tunes the SNN: give --snn-T too")
+    if not args.snn_T:  # the SNN's options mean nothing without one
+        given = [flag for flag, value in (("--compiled-neurons", args.compiled_neurons), ("--learn-tau", args.learn_tau), ("--snn-epochs", args.snn_epochs)) if value]
+        if given:
+            parser.error(f"{' and '.join(given)} {'set' if len(given) > 1 else 'sets'} up the SNN's fine-tuning: give --snn-T too")
+    args.snn_epochs = args.snn_epochs or SNN_EPOCHS
     return args
 
 
@@ -230,7 +235,7 @@ def build_parser(prog: str = "train.py") -> argparse.ArgumentParser:
         metavar="T",
         help="after training, convert the CNN into an SNN of T time steps (calibrated on 8 random training batches), print its zero-shot accuracy and fine-tune it (default: no SNN)",
     )
-    snn.add_argument("--snn-epochs", type=positive_int, default=2, help="fine-tuning epochs of the SNN (default: %(default)s)")
+    snn.add_argument("--snn-epochs", type=positive_int, help=f"fine-tuning epochs of the SNN (default: {SNN_EPOCHS})")
     snn.add_argument(
         "--learn-tau", action="store_true", help="convert with trainable membrane time constants (leaky neurons starting at 100 steps) instead of integrate-and-fire neurons (default: off)"
     )
