@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from .cli_messages import CliError, _first_line
-from .export_archive import UnsafeArchive, costly_expressions, refuse_unpickling, unsafe_entries
+from .export_archive import UnsafeArchive, costly_expressions, is_export_archive, refuse_unpickling, unsafe_entries
 from .exported import example_input_shape, lift_exported
 from .io import holds_pickled_objects
 
@@ -59,13 +59,6 @@ def _from_dict(payload: dict, args: argparse.Namespace) -> tuple[nn.Module, Opti
     )
 
 
-def _is_exported_program(path: Path) -> bool:
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as archive:
-        return any(name.endswith("/archive_format") for name in archive.namelist())
-
-
 def load_model(args: argparse.Namespace) -> tuple[nn.Module, Optional[tuple[Optional[int], ...]]]:
     """The CNN to convert and, where the file says, its per-example input shape (None in a size: free)."""
     path: Path = args.model
@@ -80,7 +73,7 @@ def load_model(args: argparse.Namespace) -> tuple[nn.Module, Optional[tuple[Opti
 
         module = load_onnx(path)
         return module, module.meta.get("onnx_input_shape")
-    if _is_exported_program(path):
+    if is_export_archive(path):
         program = load_exported_program(path, args.trust_pickle)
         return lift_exported(program), example_input_shape(program)
     payload = _load_file(path, args.trust_pickle, args)

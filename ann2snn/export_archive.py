@@ -60,6 +60,14 @@ class UnsafeArchive(Exception):
     """The archive holds something that loading it would unpickle or execute."""
 
 
+def is_export_archive(path: Any) -> bool:
+    """Whether the file at ``path`` is a ``torch.export`` archive (a zip with an ``archive_format`` entry)."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(name.endswith("/archive_format") for name in archive.namelist())
+
+
 def unsafe_entries(path: Any) -> list[str]:
     """What in the archive at ``path`` would run code when ``torch.export.load`` reads it (empty if nothing)."""
     problems: list[str] = []

@@ -21,6 +21,7 @@ import torch
 
 from . import safe_format
 from .atomic import atomic_path
+from .export_archive import is_export_archive
 from .errors import ConversionError
 from .timeloop import SpikingNetwork
 
@@ -93,10 +94,9 @@ def _other_kind(path: Path) -> str:
         head = file.read(512)
     if head.startswith(b"\x89HDF\r\n\x1a\n"):
         return "an HDF5 file (a NIR graph, as ann2snn.export_nir writes, is one: read it with nir.read)"
+    if is_export_archive(path):
+        return "a torch.export archive (.pt2): convert the program it holds (ann2snn convert FILE.pt2, or ann2snn.convert(torch.export.load(FILE).module())), then save the network"
     if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as archive:
-            if any(name.endswith("/archive_format") for name in archive.namelist()):
-                return "a torch.export archive (.pt2): convert the program it holds (ann2snn convert FILE.pt2, or ann2snn.convert(torch.export.load(FILE).module())), then save the network"
         return ""
     if not head:
         return "empty"

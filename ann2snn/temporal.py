@@ -64,9 +64,10 @@ class TimeBroadcast(TemporalModule):
 
 
 def count_dtype(dtype: torch.dtype) -> torch.dtype:
-    """The type a gated pool keeps its running count (and largest count) in for inputs of
-    ``dtype``: float32 for half precision, where integers above 256 (bfloat16) or 2048 (float16)
-    are not representable and a count would stop growing; else ``dtype`` itself."""
+    """The type running counts and sums over time steps are kept in for values of ``dtype`` (a
+    gated pool's spike counts, an analog island's sums, the readouts' sum): float32 for half
+    precision, where integers above 256 (bfloat16) or 2048 (float16) are not representable and a
+    count would stop growing; else ``dtype`` itself."""
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 

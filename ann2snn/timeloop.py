@@ -20,7 +20,7 @@ from .errors import ConversionError, InputShapeError, StaleCalibrationWarning
 from .neurons import SpikingNeuron
 from .passes.batch_size import LAYER_MODE_BLOCKER, batch_arithmetic_blocker, batch_probe_blocker
 from .report import ConversionReport
-from .temporal import NeuronPool, TemporalModule
+from .temporal import NeuronPool, TemporalModule, count_dtype
 
 MODES = ("layer", "step")
 #: How the report's warning about running at a T other than the calibrated one starts.
@@ -205,15 +205,16 @@ class _NodeFailure(Exception):
         self.node = node
 
 
-def _sum_dtype(dtype: torch.dtype) -> torch.dtype:
-    """The type readouts are summed over time in: float32 for half precision (bfloat16 keeps 8
-    significant bits, so a sum over many steps in it would drift), else their own."""
-    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+def _largest_bytes(shapes: dict) -> int:
+    """Bytes of the largest tensor in ``analysis.propagate_shapes``'s result (at least 1)."""
+    metas = [m for meta in shapes.values() for m in tensor_metas(meta)]
+    return max((m.shape.numel() * m.dtype.itemsize for m in metas), default=1)
 
 
 def _summed(total: Any, out: Any) -> Any:
-    """``total + out`` for (trees of) readouts, in ``_sum_dtype`` (``out`` itself at the first step)."""
-    widened = tree_map(lambda y: y.to(_sum_dtype(y.dtype)), out)
+    """``total + out`` for (trees of) readouts, in ``count_dtype`` (float32 for half precision,
+    whose 8 significant bits would let a sum over many steps drift; ``out`` itself at the first step)."""
+    widened = tree_map(lambda y: y.to(count_dtype(y.dtype)), out)
     return widened if total is None else tree_map(torch.add, total, widened)
 
 
@@ -638,7 +639,8 @@ class SpikingNetwork(nn.Module):
         if failure is not None:
             return batch_probe_blocker(self.network, failure.node) if len(x) > 1 and self._located_failure(x) is None else None
         with torch.no_grad(), self.analog_mode(), self._without_side_effects(x.device):
-            propagate_shapes(self.network, x[:1])
+            shapes = propagate_shapes(self.network, x[:1])
+        self._example_bytes.setdefault((tuple(x.shape[1:]), x.dtype), _largest_bytes(shapes))  # the same pass sizes the chunks
         return batch_arithmetic_blocker(self.network)
 
     @contextmanager
@@ -705,9 +707,7 @@ class SpikingNetwork(nn.Module):
         if failure is not None:
             raise self._input_error(example, failure.__cause__, str(failure)) from failure.__cause__
         with torch.no_grad(), self.analog_mode(), self._explained_errors(example), self._without_side_effects(example.device):
-            shapes = propagate_shapes(self.network, example)
-        metas = [m for meta in shapes.values() for m in tensor_metas(meta)]
-        return max((m.shape.numel() * m.dtype.itemsize for m in metas), default=1)
+            return _largest_bytes(propagate_shapes(self.network, example))
 
     def mark_calibrated(self, tuned: bool) -> None:
         """Calibration runs at the current ``T``: it is the T calibration was tuned for (``tuned``:
@@ -794,7 +794,7 @@ class SpikingNetwork(nn.Module):
         for start, k in self._time_chunks(self.T, steps):
             with self._explained_errors(x):
                 out = dynamic(*values) if self.encoder.is_time_invariant else self.network(self._encode(x, start, k))
-            part = tree_map(lambda y: y.unflatten(0, (k, -1)).sum(0, dtype=_sum_dtype(y.dtype)), out)
+            part = tree_map(lambda y: y.unflatten(0, (k, -1)).sum(0, dtype=count_dtype(y.dtype)), out)
             total = _summed(total, part)
         self.reset()
         return _averaged(total, out, self.T)
